@@ -1,0 +1,238 @@
+#include "models/specs.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "models/embedded.hpp"
+#include "sim/error.hpp"
+
+namespace moesim {
+namespace {
+
+std::vector<std::string> names_in(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& [path, text] : embedded_presets()) {
+    if (path.rfind(dir + "/", 0) == 0 && path.size() > dir.size() + 6) {
+      out.push_back(path.substr(dir.size() + 1, path.size() - dir.size() - 6));
+    }
+  }
+  return out;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+// Loads preset `name` from `dir`; the error names the key that asked for it.
+Cfg preset_cfg(const std::string& dir, const std::string& name, const Cfg& asker, const std::string& key) {
+  auto it = embedded_presets().find(dir + "/" + name + ".yaml");
+  if (it == embedded_presets().end()) {
+    asker.fail(key, fmt::format("unknown preset '{}'; available: {}", name, join(names_in(dir))));
+  }
+  std::string origin = "models/" + dir + "/" + name + ".yaml";
+  return Cfg(load_yaml_string(std::string(it->second), origin), origin, "");
+}
+
+GpuProfile parse_gpu(Cfg& c, const GpuProfile& b) {
+  GpuProfile g = b;
+  g.name = c.get_string("name", b.name);
+  g.arch = c.get_enum("arch", b.arch.empty() ? "ampere" : b.arch, {"ampere", "hopper"});
+  g.peak_tflops = c.get_double("peak_tflops", b.peak_tflops, 1e-3, 1e6);
+  g.hbm_bytes = c.get_double("hbm_bytes", b.hbm_bytes, 1e6, 1e15);
+  g.hbm_gbps = c.get_double("hbm_gbps", b.hbm_gbps, 1e-3, 1e6);
+  g.nvlink_links = static_cast<int>(c.get_int("nvlink_links", b.nvlink_links, 0, 64));
+  g.nvlink_gbps = c.get_double("nvlink_gbps", b.nvlink_gbps, 0, 1e5);
+  g.nccl_nvlink_link_gbps = c.get_double("nccl_nvlink_link_gbps", b.nccl_nvlink_link_gbps, 0, 1e4);
+  g.gemm_efficiency = c.get_double("gemm_efficiency", b.gemm_efficiency, 1e-3, 1.0);
+  if (c.has("sources")) {
+    c.touch("sources");
+    g.sources.clear();
+    for (const auto& s : c.node()["sources"]) g.sources.push_back(s.as<std::string>());
+  }
+  return g;
+}
+
+GpuProfile load_gpu(Cfg& parent, const std::string& key) {
+  const YAML::Node& n = parent.node();
+  YAML::Node v = n[key];
+  if (v && v.IsScalar()) {
+    std::string name = parent.get_string(key, "");
+    Cfg p = preset_cfg("hardware", name, parent, key);
+    GpuProfile g = parse_gpu(p, GpuProfile{});
+    p.finish();
+    return g;
+  }
+  Cfg c = parent.child(key);
+  std::string preset = c.need_string("preset");
+  Cfg p = preset_cfg("hardware", preset, c, "preset");
+  GpuProfile base = parse_gpu(p, GpuProfile{});
+  p.finish();
+  GpuProfile g = parse_gpu(c, base);
+  c.finish();
+  return g;
+}
+
+std::vector<std::string> read_sources(Cfg& c, const std::vector<std::string>& def) {
+  c.touch("sources");
+  if (!c.has("sources")) return def;
+  std::vector<std::string> out;
+  if (!c.node()["sources"].IsSequence()) c.fail("sources", "expected a list of strings");
+  for (const auto& s : c.node()["sources"]) out.push_back(s.as<std::string>());
+  return out;
+}
+
+ClusterSpec parse_cluster(Cfg& c, const ClusterSpec& b) {
+  ClusterSpec s = b;
+  s.name = c.get_string("name", b.name);
+  s.nodes = static_cast<int>(c.get_int("nodes", b.nodes, 1, 1 << 20));
+  s.gpus_per_node = static_cast<int>(c.get_int("gpus_per_node", b.gpus_per_node, 1, 1024));
+  std::string intra = b.intra_node == IntraNode::NVSwitch ? "nvswitch" : b.intra_node == IntraNode::PCIe ? "pcie" : "none";
+  intra = c.get_enum("intra_node", intra, {"nvswitch", "pcie", "none"});
+  s.intra_node = intra == "nvswitch" ? IntraNode::NVSwitch : intra == "pcie" ? IntraNode::PCIe : IntraNode::None;
+  s.pcie_gbps = c.get_double("pcie_gbps", b.pcie_gbps, 1e-3, 1e5);
+  s.nccl_pci_gbps = c.get_double("nccl_pci_gbps", b.nccl_pci_gbps, 1e-3, 1e5);
+  s.nic_gbit = c.get_double("nic_gbit", b.nic_gbit, 1e-3, 1e6);
+  s.nics_per_node = static_cast<int>(c.get_int("nics_per_node", b.nics_per_node, 1, 1024));
+  s.nic_efficiency = c.get_double("nic_efficiency", b.nic_efficiency, 1e-3, 1.0);
+  s.nic_latency_ns = c.get_double("nic_latency_ns", b.nic_latency_ns, 0, 1e9);
+  s.host_memory_bytes = c.get_double("host_memory_bytes", b.host_memory_bytes, 1e6, 1e18);
+  s.sources = read_sources(c, b.sources);
+  if (c.has("gpu")) s.gpu = load_gpu(c, "gpu");
+  else c.touch("gpu");
+  return s;
+}
+
+void check_cluster(const ClusterSpec& s, Cfg& c) {
+  if (s.gpu.name.empty()) c.fail("gpu", "is required (a GPU preset name or a mapping with preset:)");
+  if (s.intra_node == IntraNode::NVSwitch && s.gpu.nvlink_links == 0 && s.gpus_per_node > 1) {
+    c.fail("intra_node", fmt::format("is nvswitch but GPU '{}' has no NVLink links", s.gpu.name));
+  }
+  if (s.intra_node == IntraNode::None && s.gpus_per_node > 1) {
+    c.fail("intra_node", fmt::format("is none but gpus_per_node is {}; use nvswitch or pcie", s.gpus_per_node));
+  }
+}
+
+DType parse_dtype(const std::string& s) {
+  return s == "fp16" ? DType::FP16 : s == "fp32" ? DType::FP32 : DType::BF16;
+}
+
+MoeModelSpec parse_model(Cfg& c, const MoeModelSpec& b) {
+  MoeModelSpec m = b;
+  m.name = c.get_string("name", b.name);
+  m.layers = static_cast<int>(c.get_int("layers", b.layers, 1, 100000));
+  m.hidden = static_cast<int>(c.get_int("hidden", b.hidden, 1, 1 << 20));
+  m.heads = static_cast<int>(c.get_int("heads", b.heads, 1, 1 << 16));
+  m.kv_heads = static_cast<int>(c.get_int("kv_heads", b.kv_heads ? b.kv_heads : m.heads, 1, 1 << 16));
+  m.head_dim = static_cast<int>(c.get_int("head_dim", b.head_dim ? b.head_dim : m.hidden / m.heads, 1, 1 << 16));
+  m.ffn_hidden = static_cast<int>(c.get_int("ffn_hidden", b.ffn_hidden, 1, 1 << 24));
+  m.expert_ffn_hidden = static_cast<int>(c.get_int("expert_ffn_hidden", b.expert_ffn_hidden, 1, 1 << 24));
+  m.ffn_matrices = static_cast<int>(c.get_int("ffn_matrices", b.ffn_matrices, 2, 3));
+  m.experts = static_cast<int>(c.get_int("experts", b.experts, 1, 1 << 16));
+  m.top_k = static_cast<int>(c.get_int("top_k", b.top_k, 1, 1 << 16));
+  m.shared_experts = static_cast<int>(c.get_int("shared_experts", b.shared_experts, 0, 1024));
+  m.first_dense_layers = static_cast<int>(c.get_int("first_dense_layers", b.first_dense_layers, 0, 100000));
+  m.moe_layer_interval = static_cast<int>(c.get_int("moe_layer_interval", b.moe_layer_interval, 1, 100000));
+  m.vocab = static_cast<int>(c.get_int("vocab", b.vocab, 1, 1 << 26));
+  m.seq_len = static_cast<int>(c.get_int("seq_len", b.seq_len, 1, 1 << 24));
+  m.micro_batch_per_gpu = static_cast<int>(c.get_int("micro_batch_per_gpu", b.micro_batch_per_gpu, 1, 1 << 20));
+  m.dtype = parse_dtype(c.get_enum("dtype", to_string(b.dtype), {"bf16", "fp16", "fp32"}));
+  m.sources = read_sources(c, b.sources);
+  return m;
+}
+
+}  // namespace
+
+int dtype_bytes(DType d) { return d == DType::FP32 ? 4 : 2; }
+const char* to_string(DType d) { return d == DType::FP32 ? "fp32" : d == DType::FP16 ? "fp16" : "bf16"; }
+
+double ClusterSpec::intra_gbps() const {
+  switch (intra_node) {
+    case IntraNode::NVSwitch: return gpu.nvlink_links * gpu.nccl_nvlink_link_gbps;
+    case IntraNode::PCIe: return nccl_pci_gbps;
+    case IntraNode::None: return 0.0;
+  }
+  return 0.0;
+}
+
+double ClusterSpec::nic_gbps() const {
+  // NICs are shared evenly by the GPUs of a node.
+  double per_node = nics_per_node * gbit_to_gbyte(nic_gbit) * nic_efficiency;
+  return per_node / gpus_per_node;
+}
+
+bool MoeModelSpec::is_moe_layer(int layer) const {
+  if (layer < first_dense_layers) return false;
+  return (layer - first_dense_layers) % moe_layer_interval == 0;
+}
+
+int MoeModelSpec::num_moe_layers() const {
+  int n = 0;
+  for (int l = 0; l < layers; ++l) n += is_moe_layer(l) ? 1 : 0;
+  return n;
+}
+
+double MoeModelSpec::expert_params() const {
+  return static_cast<double>(hidden) * expert_ffn_hidden * ffn_matrices;
+}
+
+double MoeModelSpec::attention_params() const {
+  double q = static_cast<double>(hidden) * heads * head_dim;
+  double kv = 2.0 * hidden * kv_heads * head_dim;
+  double o = static_cast<double>(heads) * head_dim * hidden;
+  return q + kv + o + 2.0 * hidden;  // plus two norms
+}
+
+double MoeModelSpec::dense_params_total() const {
+  double p = static_cast<double>(vocab) * hidden;  // tied embedding / LM head
+  for (int l = 0; l < layers; ++l) {
+    p += attention_params();
+    if (is_moe_layer(l)) {
+      p += static_cast<double>(hidden) * experts;  // router
+      p += shared_experts * expert_params();
+    } else {
+      p += static_cast<double>(hidden) * ffn_hidden * ffn_matrices;
+    }
+  }
+  return p;
+}
+
+std::vector<std::string> gpu_preset_names() { return names_in("hardware"); }
+std::vector<std::string> cluster_preset_names() { return names_in("clusters"); }
+std::vector<std::string> model_preset_names() { return names_in("moe"); }
+
+ClusterSpec load_cluster(Cfg c) {
+  ClusterSpec base;
+  if (c.has("preset")) {
+    Cfg p = preset_cfg("clusters", c.get_string("preset", ""), c, "preset");
+    base = parse_cluster(p, ClusterSpec{});
+    p.finish();
+  } else {
+    c.touch("preset");
+  }
+  ClusterSpec s = parse_cluster(c, base);
+  check_cluster(s, c);
+  c.finish();
+  return s;
+}
+
+MoeModelSpec load_model(Cfg c) {
+  MoeModelSpec base;
+  if (c.has("preset")) {
+    Cfg p = preset_cfg("moe", c.get_string("preset", ""), c, "preset");
+    base = parse_model(p, MoeModelSpec{});
+    p.finish();
+  } else {
+    c.touch("preset");
+  }
+  MoeModelSpec m = parse_model(c, base);
+  if (m.layers <= 0 || m.hidden <= 0 || m.experts <= 0) c.fail("", "a model needs layers, hidden and experts (or a preset)");
+  if (m.top_k > m.experts) c.fail("top_k", fmt::format("{} exceeds experts ({})", m.top_k, m.experts));
+  if (m.num_moe_layers() == 0) c.fail("first_dense_layers", "leaves no MoE layer");
+  c.finish();
+  return m;
+}
+
+}  // namespace moesim

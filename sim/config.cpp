@@ -1,0 +1,256 @@
+#include "sim/config.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "sim/error.hpp"
+
+namespace moesim {
+namespace {
+
+std::string type_name(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Null: return "null";
+    case YAML::NodeType::Scalar: return fmt::format("'{}'", n.Scalar());
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a mapping";
+    default: return "nothing";
+  }
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+}  // namespace
+
+Cfg::Cfg(YAML::Node node, std::string origin, std::string path)
+    : node_(std::move(node)), origin_(std::move(origin)), path_(std::move(path)) {
+  if (node_ && !node_.IsNull() && !node_.IsMap()) {
+    throw InputError(fmt::format("{}: '{}' must be a mapping, found {}", where(""), path_,
+                                 type_name(node_)));
+  }
+}
+
+std::string Cfg::key_path(const std::string& key) const {
+  if (path_.empty()) return key;
+  if (key.empty()) return path_;
+  return path_ + "." + key;
+}
+
+std::string Cfg::where(const std::string& key) const {
+  YAML::Node n = key.empty() ? YAML::Node() : get(key);
+  YAML::Mark m = (n && !n.Mark().is_null()) ? n.Mark() : node_ ? node_.Mark() : YAML::Mark::null_mark();
+  std::string pos = m.is_null() || m.line < 0
+                        ? origin_
+                        : fmt::format("{}:{}:{}", origin_, m.line + 1, m.column + 1);
+  return key.empty() ? pos : fmt::format("{}: key '{}'", pos, key_path(key));
+}
+
+void Cfg::fail(const std::string& key, const std::string& message) const {
+  throw InputError(fmt::format("{}: {}", where(key), message));
+}
+
+YAML::Node Cfg::get(const std::string& key) const {
+  if (!node_ || !node_.IsMap()) return YAML::Node();
+  const YAML::Node& cn = node_;
+  return cn[key];
+}
+
+bool Cfg::has(const std::string& key) const {
+  YAML::Node n = get(key);
+  return n && !n.IsNull();
+}
+
+void Cfg::touch(const std::string& key) { known_.insert(key); }
+
+double Cfg::need_double(const std::string& key, double min, double max) {
+  known_.insert(key);
+  if (!has(key)) fail(key, fmt::format("is required (a number in [{}, {}])", min, max));
+  return get_double(key, 0.0, min, max);
+}
+
+double Cfg::get_double(const std::string& key, double def, double min, double max) {
+  known_.insert(key);
+  YAML::Node n = get(key);
+  if (!n || n.IsNull()) return def;
+  double v = 0.0;
+  if (!n.IsScalar() || !YAML::convert<double>::decode(n, v) || !std::isfinite(v)) {
+    fail(key, fmt::format("expected a number in [{}, {}], found {}", min, max, type_name(n)));
+  }
+  if (v < min || v > max) fail(key, fmt::format("{} is out of range; allowed [{}, {}]", v, min, max));
+  return v;
+}
+
+std::int64_t Cfg::need_int(const std::string& key, std::int64_t min, std::int64_t max) {
+  known_.insert(key);
+  if (!has(key)) fail(key, fmt::format("is required (an integer in [{}, {}])", min, max));
+  return get_int(key, 0, min, max);
+}
+
+std::int64_t Cfg::get_int(const std::string& key, std::int64_t def, std::int64_t min,
+                          std::int64_t max) {
+  known_.insert(key);
+  YAML::Node n = get(key);
+  if (!n || n.IsNull()) return def;
+  long long v = 0;
+  if (!n.IsScalar() || !YAML::convert<long long>::decode(n, v)) {
+    fail(key, fmt::format("expected an integer in [{}, {}], found {}", min, max, type_name(n)));
+  }
+  if (v < min || v > max) fail(key, fmt::format("{} is out of range; allowed [{}, {}]", v, min, max));
+  return v;
+}
+
+bool Cfg::get_bool(const std::string& key, bool def) {
+  known_.insert(key);
+  YAML::Node n = get(key);
+  if (!n || n.IsNull()) return def;
+  bool v = false;
+  if (!n.IsScalar() || !YAML::convert<bool>::decode(n, v)) {
+    fail(key, fmt::format("expected true or false, found {}", type_name(n)));
+  }
+  return v;
+}
+
+std::string Cfg::get_string(const std::string& key, const std::string& def) {
+  known_.insert(key);
+  YAML::Node n = get(key);
+  if (!n || n.IsNull()) return def;
+  if (!n.IsScalar()) fail(key, fmt::format("expected a string, found {}", type_name(n)));
+  return n.Scalar();
+}
+
+std::string Cfg::need_string(const std::string& key) {
+  known_.insert(key);
+  if (!has(key)) fail(key, "is required (a string)");
+  return get_string(key, "");
+}
+
+std::string Cfg::get_enum(const std::string& key, const std::string& def,
+                          const std::vector<std::string>& allowed) {
+  std::string v = get_string(key, def);
+  for (const auto& a : allowed)
+    if (a == v) return v;
+  fail(key, fmt::format("'{}' is not allowed; allowed: {}", v, join(allowed)));
+}
+
+std::vector<std::int64_t> Cfg::get_int_list(const std::string& key,
+                                            const std::vector<std::int64_t>& def,
+                                            std::int64_t min, std::int64_t max) {
+  known_.insert(key);
+  YAML::Node n = get(key);
+  if (!n || n.IsNull()) return def;
+  if (!n.IsSequence()) fail(key, fmt::format("expected a list of integers, found {}", type_name(n)));
+  std::vector<std::int64_t> out;
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    long long v = 0;
+    if (!n[i].IsScalar() || !YAML::convert<long long>::decode(n[i], v) || v < min || v > max) {
+      fail(key, fmt::format("item {} is {}; allowed integers in [{}, {}]", i, type_name(n[i]), min, max));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+std::vector<double> Cfg::get_double_list(const std::string& key, const std::vector<double>& def,
+                                         double min, double max) {
+  known_.insert(key);
+  YAML::Node n = get(key);
+  if (!n || n.IsNull()) return def;
+  if (!n.IsSequence()) fail(key, fmt::format("expected a list of numbers, found {}", type_name(n)));
+  std::vector<double> out;
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    double v = 0;
+    if (!n[i].IsScalar() || !YAML::convert<double>::decode(n[i], v) || !std::isfinite(v) || v < min ||
+        v > max) {
+      fail(key, fmt::format("item {} is {}; allowed numbers in [{}, {}]", i, type_name(n[i]), min, max));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+Cfg Cfg::child(const std::string& key) {
+  known_.insert(key);
+  YAML::Node n = get(key);
+  if (n && !n.IsNull() && !n.IsMap()) {
+    fail(key, fmt::format("expected a mapping, found {}", type_name(n)));
+  }
+  return Cfg(n ? n : YAML::Node(YAML::NodeType::Map), origin_, key_path(key));
+}
+
+void Cfg::finish() const {
+  if (!node_ || !node_.IsMap()) return;
+  for (auto it = node_.begin(); it != node_.end(); ++it) {
+    std::string k = it->first.Scalar();
+    if (known_.count(k)) continue;
+    std::vector<std::string> allowed(known_.begin(), known_.end());
+    YAML::Mark m = it->first.Mark();
+    std::string pos = m.is_null() || m.line < 0
+                          ? origin_
+                          : fmt::format("{}:{}:{}", origin_, m.line + 1, m.column + 1);
+    throw InputError(fmt::format("{}: unknown key '{}'; allowed keys here: {}", pos, key_path(k),
+                                 join(allowed)));
+  }
+}
+
+void apply_override(YAML::Node& root, const std::string& assignment) {
+  auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw InputError(fmt::format("--set '{}': expected key.path=value", assignment));
+  }
+  std::string path = assignment.substr(0, eq);
+  std::string value = assignment.substr(eq + 1);
+  std::vector<std::string> parts;
+  std::stringstream ss(path);
+  for (std::string p; std::getline(ss, p, '.');) {
+    if (p.empty()) throw InputError(fmt::format("--set '{}': empty key in path '{}'", assignment, path));
+    parts.push_back(p);
+  }
+  YAML::Node parsed;
+  try {
+    parsed = YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    throw InputError(fmt::format("--set '{}': value is not valid YAML: {}", assignment, e.msg));
+  }
+  // Walk with fresh handles: yaml-cpp's operator[] on a non-const node creates missing keys.
+  std::vector<YAML::Node> chain{root};
+  for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node cur = chain.back();
+    YAML::Node next = cur[parts[i]];
+    if (!next.IsDefined() || next.IsNull()) {
+      cur[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      next = cur[parts[i]];
+    }
+    if (!next.IsMap()) {
+      throw InputError(fmt::format("--set '{}': key '{}' is not a mapping", assignment, parts[i]));
+    }
+    chain.push_back(next);
+  }
+  chain.back()[parts.back()] = parsed;
+}
+
+YAML::Node load_yaml_string(const std::string& text, const std::string& origin) {
+  try {
+    YAML::Node n = YAML::Load(text);
+    return n;
+  } catch (const YAML::Exception& e) {
+    throw InputError(fmt::format("{}:{}:{}: YAML syntax error: {}", origin, e.mark.line + 1,
+                                 e.mark.column + 1, e.msg));
+  }
+}
+
+YAML::Node load_yaml_file(const std::string& file) {
+  std::ifstream in(file);
+  if (!in) throw InputError(fmt::format("{}: cannot open file", file));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return load_yaml_string(ss.str(), file);
+}
+
+}  // namespace moesim

@@ -1,0 +1,72 @@
+#pragma once
+// Strict access to a YAML mapping. Every key read is recorded; `finish()` rejects any key that
+// was not read, listing the allowed ones, so that a misspelt key is an error instead of a
+// silently applied default. Errors name the file, line and column (1-based) and the key path.
+#include <yaml-cpp/yaml.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace moesim {
+
+class Cfg {
+ public:
+  // `origin` is the file name (or "--set"/"<preset NAME>") used in error messages; `path` is the
+  // dotted key path of this node from the document root.
+  Cfg(YAML::Node node, std::string origin, std::string path);
+
+  [[nodiscard]] const std::string& origin() const { return origin_; }
+  [[nodiscard]] const std::string& path() const { return path_; }
+  [[nodiscard]] const YAML::Node& node() const { return node_; }
+  [[nodiscard]] bool has(const std::string& key) const;
+
+  [[nodiscard]] double get_double(const std::string& key, double def, double min, double max);
+  [[nodiscard]] double need_double(const std::string& key, double min, double max);
+  [[nodiscard]] std::int64_t get_int(const std::string& key, std::int64_t def, std::int64_t min,
+                                     std::int64_t max);
+  [[nodiscard]] std::int64_t need_int(const std::string& key, std::int64_t min, std::int64_t max);
+  [[nodiscard]] bool get_bool(const std::string& key, bool def);
+  [[nodiscard]] std::string get_string(const std::string& key, const std::string& def);
+  [[nodiscard]] std::string need_string(const std::string& key);
+  // A string restricted to `allowed`; the error lists them.
+  [[nodiscard]] std::string get_enum(const std::string& key, const std::string& def,
+                                     const std::vector<std::string>& allowed);
+  [[nodiscard]] std::vector<std::int64_t> get_int_list(const std::string& key,
+                                                       const std::vector<std::int64_t>& def,
+                                                       std::int64_t min, std::int64_t max);
+  [[nodiscard]] std::vector<double> get_double_list(const std::string& key,
+                                                    const std::vector<double>& def, double min,
+                                                    double max);
+  // A nested mapping; absent gives an empty mapping (so every default applies).
+  [[nodiscard]] Cfg child(const std::string& key);
+  // Marks a key as known without reading it (for keys consumed elsewhere).
+  void touch(const std::string& key);
+  // Throws InputError naming every unknown key and the allowed ones.
+  void finish() const;
+
+  // "file:line:col: key 'a.b'" for the key (or this node when the key is absent).
+  [[nodiscard]] std::string where(const std::string& key) const;
+  [[noreturn]] void fail(const std::string& key, const std::string& message) const;
+
+ private:
+  [[nodiscard]] YAML::Node get(const std::string& key) const;
+  [[nodiscard]] std::string key_path(const std::string& key) const;
+  YAML::Node node_;
+  std::string origin_;
+  std::string path_;
+  std::set<std::string> known_;
+};
+
+// Applies `--set a.b.c=value` to a document: creates intermediate mappings; the value is parsed
+// as YAML (so `2`, `true`, `[1,2]` get their types).
+void apply_override(YAML::Node& root, const std::string& assignment);
+
+// Loads a YAML file; syntax errors become InputError with file, line and column.
+[[nodiscard]] YAML::Node load_yaml_file(const std::string& file);
+[[nodiscard]] YAML::Node load_yaml_string(const std::string& text, const std::string& origin);
+
+}  // namespace moesim

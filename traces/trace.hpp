@@ -1,0 +1,76 @@
+#pragma once
+// Routing traces: token counts per (iteration, layer, source GPU, expert). A trace is read one
+// iteration at a time, so its length never bounds memory.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace moesim {
+
+struct TraceShape {
+  int layers = 0;  // MoE layers (the trace's layer index counts MoE layers only)
+  int gpus = 0;    // source GPUs
+  int experts = 0;
+};
+
+// Counts of one iteration: index [layer][src][expert], flattened. A count is a number of
+// (token, expert) assignments: with top-k each token contributes k.
+struct IterationCounts {
+  TraceShape shape;
+  std::vector<std::int64_t> counts;
+
+  void reset(const TraceShape& s) {
+    shape = s;
+    counts.assign(static_cast<std::size_t>(s.layers) * s.gpus * s.experts, 0);
+  }
+  [[nodiscard]] std::int64_t& at(int layer, int src, int expert) {
+    return counts[(static_cast<std::size_t>(layer) * shape.gpus + src) * shape.experts + expert];
+  }
+  [[nodiscard]] std::int64_t at(int layer, int src, int expert) const {
+    return counts[(static_cast<std::size_t>(layer) * shape.gpus + src) * shape.experts + expert];
+  }
+  // Pointer to the [src][expert] matrix of one layer.
+  [[nodiscard]] const std::int64_t* layer_ptr(int layer) const {
+    return counts.data() + static_cast<std::size_t>(layer) * shape.gpus * shape.experts;
+  }
+};
+
+class TraceSource {
+ public:
+  virtual ~TraceSource() = default;
+  [[nodiscard]] virtual TraceShape shape() const = 0;
+  // Fills `out` with the next iteration; false at the end of the trace.
+  virtual bool next(IterationCounts& out) = 0;
+  // Back to the first iteration (each policy replays the same trace).
+  virtual void rewind() = 0;
+  // A one-line description for summaries.
+  [[nodiscard]] virtual std::string describe() const = 0;
+};
+
+// Parameters of the synthetic generator (see docs/trace-format.md for the model).
+struct SyntheticTraceSpec {
+  std::int64_t tokens_per_gpu = 0;  // tokens each GPU routes per iteration (per layer)
+  int top_k = 1;
+  double skew = 1.0;              // Zipf exponent of the base popularity (0: uniform)
+  double drift_sigma = 0.05;      // std-dev of the per-iteration log-popularity random walk
+  double drift_reversion = 0.05;  // pull of the walk back to the base popularity per iteration
+  std::uint64_t seed = 1;
+};
+
+// Base popularity: Zipf(skew) over a seeded random permutation of experts, per layer; each
+// iteration the log-popularity takes a mean-reverting random-walk step; every source GPU then
+// draws a multinomial of tokens_per_gpu * top_k assignments from it.
+[[nodiscard]] std::unique_ptr<TraceSource> make_synthetic_trace(const TraceShape& shape,
+                                                                const SyntheticTraceSpec& spec);
+
+// Streams the CSV format `iteration,layer,src_gpu,expert,tokens` (header required, rows grouped
+// by iteration in increasing order; missing combinations count zero). Malformed rows raise
+// InputError with the file and line.
+[[nodiscard]] std::unique_ptr<TraceSource> open_csv_trace(const std::string& path,
+                                                          const TraceShape& expected);
+
+// Writes `iterations` iterations of `src` as CSV (temporary file, then rename).
+void write_csv_trace(TraceSource& src, int iterations, const std::string& path);
+
+}  // namespace moesim
