@@ -1,0 +1,121 @@
+// moesim command line: `moesim run SCENARIO.yaml`, `moesim list`.
+#include <fmt/format.h>
+
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "app/outputs.hpp"
+#include "app/runner.hpp"
+#include "models/specs.hpp"
+#include "policies/registry.hpp"
+#include "sim/error.hpp"
+
+namespace po = boost::program_options;
+using namespace moesim;
+
+namespace {
+
+constexpr const char* kUsage =
+    "moesim: which expert-placement policy trains this MoE model fastest on this cluster?\n"
+    "\n"
+    "Usage:\n"
+    "  moesim run SCENARIO.yaml [--out DIR] [--seed N] [--set key.path=value ...]\n"
+    "  moesim list            presets (GPUs, clusters, models) and registered policies\n"
+    "  moesim --help | --version\n"
+    "  moesim COMMAND --help  options of one command\n"
+    "\n"
+    "Exit status: 0 success, 2 bad input (the message names file, line, key), 1 internal error.\n";
+
+po::options_description run_options() {
+  po::options_description d("moesim run SCENARIO.yaml [options]");
+  d.add_options()
+      ("help,h", "show this help")
+      ("out,o", po::value<std::string>(), "directory for summary.json and iterations.csv (default: out/<scenario name>)")
+      ("seed", po::value<std::uint64_t>(), "seed for the synthetic trace and any randomised policy; overrides the "
+                                           "scenario's `seed`")
+      ("set", po::value<std::vector<std::string>>()->composing(),
+       "override one scenario key before validation, e.g. --set cluster.nodes=4 --set "
+       "trace.skew=1.5 (repeatable; mapping keys only, list items are not addressable)")
+      ("quiet,q", "do not print the summary table");
+  return d;
+}
+
+int cmd_run(const std::vector<std::string>& args) {
+  po::options_description opts = run_options();
+  po::options_description hidden;
+  hidden.add_options()("scenario", po::value<std::string>());
+  po::options_description all;
+  all.add(opts).add(hidden);
+  po::positional_options_description pos;
+  pos.add("scenario", 1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw InputError(fmt::format("moesim run: {}", e.what()));
+  }
+  if (vm.count("help")) {
+    std::cout << opts << "\nThe scenario keys are described in docs/scenario.md.\n";
+    return 0;
+  }
+  if (!vm.count("scenario")) throw InputError("moesim run: missing SCENARIO.yaml (see moesim run --help)");
+  std::optional<std::uint64_t> seed;
+  if (vm.count("seed")) seed = vm["seed"].as<std::uint64_t>();
+  std::vector<std::string> sets;
+  if (vm.count("set")) sets = vm["set"].as<std::vector<std::string>>();
+  Scenario s = load_scenario(vm["scenario"].as<std::string>(), sets, seed);
+  std::vector<PolicyResult> results = run_scenario(s);
+  const std::string out = vm.count("out") ? vm["out"].as<std::string>() : "out/" + s.name;
+  write_outputs(out, s, results);
+  if (!vm.count("quiet")) {
+    std::cout << summary_table(s, results);
+    std::cout << fmt::format("wrote {0}/summary.json and {0}/iterations.csv\n", out);
+  }
+  return 0;
+}
+
+int cmd_list() {
+  auto print = [](const char* what, const std::vector<std::string>& names) {
+    std::cout << what << ":";
+    for (const auto& n : names) std::cout << " " << n;
+    std::cout << "\n";
+  };
+  print("gpu presets", gpu_preset_names());
+  print("cluster presets", cluster_preset_names());
+  print("model presets", model_preset_names());
+  std::cout << "policies:\n";
+  for (const auto& p : policy_registry()) std::cout << fmt::format("  {:<12} {}\n", p.name, p.description);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+      std::cout << kUsage << "\n" << run_options();
+      return args.empty() ? 2 : 0;
+    }
+    if (args[0] == "--version") {
+      std::cout << "moesim 0.1.0\n";
+      return 0;
+    }
+    const std::string cmd = args[0];
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    if (cmd == "run") return cmd_run(rest);
+    if (cmd == "list") return cmd_list();
+    throw InputError(fmt::format("unknown command '{}'; commands: run, list (see moesim --help)", cmd));
+  } catch (const InputError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "internal error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,60 @@
+#pragma once
+// Runs every policy of a scenario on the same trace and collects per-iteration rows and
+// per-policy summaries.
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "app/scenario.hpp"
+
+namespace moesim {
+
+struct IterationRow {
+  std::int64_t iteration = 0;
+  IterationResult result;
+  double progress = 0.0;  // cumulative convergence progress after this iteration
+  TimeNs end_ns = 0;      // simulated time at the end of this iteration
+};
+
+struct PolicyResult {
+  std::string label;
+  std::string name;
+  nlohmann::json parameters;
+  bool converged = false;
+  std::int64_t iterations_to_converge = 0;  // valid when converged
+  TimeNs time_to_convergence_ns = 0;        // valid when converged
+  std::int64_t iterations_run = 0;
+  TimeNs simulated_ns = 0;
+  double mean_iteration_ns = 0.0;
+  double p99_iteration_ns = 0.0;
+  std::array<double, kNumPhases> mean_phase_ns{};
+  double drop_rate = 0.0;      // dropped / routed over the whole run
+  double mean_survival = 1.0;  // 1 - drop_rate
+  double mean_a2a_bytes = 0.0;
+  double mean_grad_sync_bytes = 0.0;
+  double mean_moved_bytes = 0.0;
+  double mean_expert_imbalance = 1.0;
+  std::uint64_t events = 0;
+  std::vector<IterationRow> rows;
+};
+
+struct MemoryEstimate {
+  double weights_bytes = 0, gradients_bytes = 0, optimizer_bytes = 0, activations_bytes = 0;
+  [[nodiscard]] double total() const { return weights_bytes + gradients_bytes + optimizer_bytes + activations_bytes; }
+};
+
+// Per-GPU memory of the densest GPU with `slots_per_gpu` expert slots filled.
+[[nodiscard]] MemoryEstimate estimate_gpu_memory(const Scenario& s);
+
+struct RunOptions {
+  bool keep_rows = true;
+  std::function<void(const std::string& label, std::int64_t iteration)> on_iteration;  // progress
+};
+
+// Validates everything (policies, memory, trace shape) before simulating anything.
+[[nodiscard]] std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts = {});
+
+}  // namespace moesim

@@ -1,0 +1,226 @@
+#include "app/scenario.hpp"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "sim/error.hpp"
+
+namespace moesim {
+namespace {
+
+TrainingSpec load_training(Cfg c) {
+  TrainingSpec t;
+  t.optimizer_offload = c.get_bool("optimizer_offload", t.optimizer_offload);
+  t.grad_bytes_per_param = c.get_double("grad_bytes_per_param", t.grad_bytes_per_param, 1, 8);
+  t.optimizer_bytes_per_param = c.get_double("optimizer_bytes_per_param", t.optimizer_bytes_per_param, 0, 64);
+  t.adam_hbm_bytes_per_param = c.get_double("adam_hbm_bytes_per_param", t.adam_hbm_bytes_per_param, 0, 256);
+  t.host_adam_params_per_s = c.get_double("host_adam_params_per_s", t.host_adam_params_per_s, 1e3, 1e15);
+  c.finish();
+  return t;
+}
+
+TraceConfig load_trace(Cfg c, const std::string& scenario_file, std::uint64_t seed) {
+  TraceConfig t;
+  t.kind = c.get_enum("kind", t.kind, {"synthetic", "csv"});
+  t.on_end = c.get_enum("on_end", t.on_end, {"loop", "stop"});
+  if (t.kind == "csv") {
+    std::string p = c.need_string("path");
+    std::filesystem::path fp(p);
+    if (fp.is_relative() && !scenario_file.empty() && scenario_file.front() != '<') {
+      fp = std::filesystem::path(scenario_file).parent_path() / fp;
+    }
+    t.path = fp.lexically_normal().string();
+    if (!std::filesystem::exists(t.path)) c.fail("path", fmt::format("trace file '{}' does not exist", t.path));
+  } else {
+    if (c.has("path")) c.fail("path", "is only allowed with kind: csv");
+    auto& s = t.synthetic;
+    s.skew = c.get_double("skew", s.skew, 0.0, 10.0);
+    s.drift_sigma = c.get_double("drift_sigma", s.drift_sigma, 0.0, 5.0);
+    s.drift_reversion = c.get_double("drift_reversion", s.drift_reversion, 0.0, 1.0);
+    s.seed = seed;
+  }
+  c.finish();
+  return t;
+}
+
+RunSpec load_run(Cfg c) {
+  RunSpec r;
+  r.max_iterations = c.get_int("max_iterations", r.max_iterations, 1, 100000000);
+  r.stop_at_convergence = c.get_bool("stop_at_convergence", r.stop_at_convergence);
+  c.finish();
+  return r;
+}
+
+std::vector<PolicyEntry> load_policies(const Cfg& root, const YAML::Node& n) {
+  std::vector<PolicyEntry> out;
+  if (!n || n.IsNull()) root.fail("policies", "is required: a list of policy names or {name: ..., <parameters>}");
+  if (!n.IsSequence() || n.size() == 0) root.fail("policies", "expected a non-empty list of policies");
+  std::set<std::string> labels;
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    PolicyEntry e;
+    e.origin = root.origin();
+    const YAML::Node& item = n[i];
+    const std::string key = fmt::format("policies[{}]", i);
+    if (item.IsScalar()) {
+      e.name = item.Scalar();
+      e.params = YAML::Node(YAML::NodeType::Map);
+      e.params["name"] = e.name;
+    } else if (item.IsMap()) {
+      Cfg c(item, root.origin(), key);
+      e.name = c.need_string("name");
+      e.params = item;
+    } else {
+      root.fail("policies", fmt::format("item {} must be a policy name or a mapping with name:", i));
+    }
+    e.label = (item.IsMap() && item["label"]) ? item["label"].as<std::string>() : e.name;
+    if (!labels.insert(e.label).second) {
+      root.fail("policies", fmt::format("item {}: label '{}' is used twice; give each entry a distinct label:",
+                                        i, e.label));
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std::string>& overrides,
+               std::optional<std::uint64_t> seed) {
+  if (!root || root.IsNull()) throw InputError(fmt::format("{}: the scenario is empty", origin));
+  if (!root.IsMap()) throw InputError(fmt::format("{}: a scenario must be a YAML mapping", origin));
+  for (const auto& o : overrides) apply_override(root, o);
+  Cfg c(root, origin, "");
+  Scenario s;
+  s.file = origin;
+  s.name = c.get_string("name", std::filesystem::path(origin).stem().string());
+  s.description = c.get_string("description", "");
+  s.seed = static_cast<std::uint64_t>(c.get_int("seed", 1, 0, (1LL << 62)));
+  if (seed) s.seed = *seed;
+  s.cluster = load_cluster(c.child("cluster"));
+  s.model = load_model(c.child("model"));
+  {
+    Cfg p = c.child("placement");
+    const int g = s.cluster.num_gpus();
+    const int def = s.model.experts % g == 0 ? s.model.experts / g : 0;
+    s.slots_per_gpu = static_cast<int>(p.get_int("slots_per_gpu", def, 1, 4096));
+    if (s.slots_per_gpu == 0) {
+      p.fail("slots_per_gpu", fmt::format("is required: {} experts do not divide evenly over {} GPUs", s.model.experts, g));
+    }
+    if (static_cast<std::int64_t>(s.slots_per_gpu) * g < s.model.experts) {
+      p.fail("slots_per_gpu", fmt::format("{} slots x {} GPUs = {} slots cannot hold the {} experts", s.slots_per_gpu, g,
+                                          s.slots_per_gpu * g, s.model.experts));
+    }
+    p.finish();
+  }
+  {
+    Cfg n = c.child("network");
+    s.network_model = n.get_enum("model", s.network_model, {"analytical"});
+    n.finish();
+  }
+  s.training = load_training(c.child("training"));
+  s.trace = load_trace(c.child("trace"), origin, s.seed);
+  s.convergence = load_convergence(c.child("convergence"));
+  s.run = load_run(c.child("run"));
+  c.touch("policies");
+  s.policies = load_policies(c, root["policies"]);
+  c.finish();
+  return s;
+}
+
+}  // namespace
+
+Scenario load_scenario(const std::string& file, const std::vector<std::string>& overrides,
+                       std::optional<std::uint64_t> seed) {
+  return parse(load_yaml_file(file), file, overrides, seed);
+}
+
+Scenario load_scenario_text(const std::string& text, const std::string& origin,
+                            const std::vector<std::string>& overrides, std::optional<std::uint64_t> seed) {
+  return parse(load_yaml_string(text, origin), origin, overrides, seed);
+}
+
+nlohmann::json Scenario::to_json() const {
+  using nlohmann::json;
+  const auto& cs = cluster;
+  const auto& g = cs.gpu;
+  json gpu{{"name", g.name},
+           {"arch", g.arch},
+           {"peak_tflops", g.peak_tflops},
+           {"hbm_bytes", g.hbm_bytes},
+           {"hbm_gbps", g.hbm_gbps},
+           {"nvlink_links", g.nvlink_links},
+           {"nvlink_gbps", g.nvlink_gbps},
+           {"nccl_nvlink_link_gbps", g.nccl_nvlink_link_gbps},
+           {"gemm_efficiency", g.gemm_efficiency},
+           {"sources", g.sources}};
+  const char* intra = cs.intra_node == IntraNode::NVSwitch ? "nvswitch" : cs.intra_node == IntraNode::PCIe ? "pcie" : "none";
+  json cluster_j{{"name", cs.name},
+                 {"nodes", cs.nodes},
+                 {"gpus_per_node", cs.gpus_per_node},
+                 {"gpus", cs.num_gpus()},
+                 {"gpu", gpu},
+                 {"intra_node", intra},
+                 {"pcie_gbps", cs.pcie_gbps},
+                 {"nccl_pci_gbps", cs.nccl_pci_gbps},
+                 {"nic_gbit", cs.nic_gbit},
+                 {"nics_per_node", cs.nics_per_node},
+                 {"nic_efficiency", cs.nic_efficiency},
+                 {"nic_latency_ns", cs.nic_latency_ns},
+                 {"host_memory_bytes", cs.host_memory_bytes},
+                 {"derived_intra_gbps_per_gpu", cs.intra_gbps()},
+                 {"derived_nic_gbps_per_gpu", cs.nic_gbps()},
+                 {"sources", cs.sources}};
+  const auto& m = model;
+  json model_j{{"name", m.name},
+               {"layers", m.layers},
+               {"hidden", m.hidden},
+               {"heads", m.heads},
+               {"kv_heads", m.kv_heads},
+               {"head_dim", m.head_dim},
+               {"ffn_hidden", m.ffn_hidden},
+               {"expert_ffn_hidden", m.expert_ffn_hidden},
+               {"ffn_matrices", m.ffn_matrices},
+               {"experts", m.experts},
+               {"top_k", m.top_k},
+               {"shared_experts", m.shared_experts},
+               {"first_dense_layers", m.first_dense_layers},
+               {"moe_layer_interval", m.moe_layer_interval},
+               {"vocab", m.vocab},
+               {"seq_len", m.seq_len},
+               {"micro_batch_per_gpu", m.micro_batch_per_gpu},
+               {"dtype", to_string(m.dtype)},
+               {"derived_moe_layers", m.num_moe_layers()},
+               {"derived_tokens_per_gpu", m.tokens_per_gpu()},
+               {"derived_expert_params", m.expert_params()},
+               {"derived_dense_params", m.dense_params_total()},
+               {"sources", m.sources}};
+  json trace_j{{"kind", trace.kind}, {"on_end", trace.on_end}};
+  if (trace.kind == "csv") {
+    trace_j["path"] = trace.path;
+  } else {
+    trace_j["skew"] = trace.synthetic.skew;
+    trace_j["drift_sigma"] = trace.synthetic.drift_sigma;
+    trace_j["drift_reversion"] = trace.synthetic.drift_reversion;
+  }
+  json training_j{{"optimizer_offload", training.optimizer_offload},
+                  {"grad_bytes_per_param", training.grad_bytes_per_param},
+                  {"optimizer_bytes_per_param", training.optimizer_bytes_per_param},
+                  {"adam_hbm_bytes_per_param", training.adam_hbm_bytes_per_param},
+                  {"host_adam_params_per_s", training.host_adam_params_per_s}};
+  return json{{"name", name},
+              {"description", description},
+              {"file", file},
+              {"seed", seed},
+              {"cluster", cluster_j},
+              {"model", model_j},
+              {"placement", {{"slots_per_gpu", slots_per_gpu}}},
+              {"network", {{"model", network_model}}},
+              {"training", training_j},
+              {"trace", trace_j},
+              {"convergence", convergence.to_json()},
+              {"run", {{"max_iterations", run.max_iterations}, {"stop_at_convergence", run.stop_at_convergence}}}};
+}
+
+}  // namespace moesim

@@ -1,0 +1,67 @@
+#pragma once
+// A scenario: the cluster, the model, the trace, the training settings, the convergence model
+// and the policies to compare, read strictly from YAML (unknown keys and out-of-range values are
+// errors that name the file, line, column and key).
+#include <yaml-cpp/yaml.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "models/specs.hpp"
+#include "sim/convergence.hpp"
+#include "sim/iteration.hpp"
+#include "traces/trace.hpp"
+
+namespace moesim {
+
+struct TraceConfig {
+  std::string kind = "synthetic";  // synthetic | csv
+  std::string path;                // csv: resolved relative to the scenario file
+  std::string on_end = "loop";     // loop | stop
+  SyntheticTraceSpec synthetic;
+};
+
+struct RunSpec {
+  std::int64_t max_iterations = 5000;
+  bool stop_at_convergence = true;
+};
+
+struct PolicyEntry {
+  std::string name;   // registered policy name
+  std::string label;  // unique row label (defaults to the name)
+  YAML::Node params;  // the entry's mapping (policy parameters, plus name/label)
+  std::string origin;
+};
+
+struct Scenario {
+  std::string file;
+  std::string name;
+  std::string description;
+  std::uint64_t seed = 1;
+  ClusterSpec cluster;
+  MoeModelSpec model;
+  int slots_per_gpu = 1;
+  std::string network_model = "analytical";
+  TrainingSpec training;
+  TraceConfig trace;
+  ConvergenceSpec convergence;
+  RunSpec run;
+  std::vector<PolicyEntry> policies;
+
+  // Everything above with defaults filled in (policy parameters are added by the runner).
+  [[nodiscard]] nlohmann::json to_json() const;
+};
+
+// `overrides` are `key.path=value` assignments applied before validation; `seed` (from the
+// command line) wins over the file's.
+[[nodiscard]] Scenario load_scenario(const std::string& file, const std::vector<std::string>& overrides,
+                                     std::optional<std::uint64_t> seed);
+[[nodiscard]] Scenario load_scenario_text(const std::string& text, const std::string& origin,
+                                          const std::vector<std::string>& overrides,
+                                          std::optional<std::uint64_t> seed);
+
+}  // namespace moesim

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Quickstart: install what is missing, build, and run the default comparison.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/setup.sh"
+"$BUILD_DIR/moesim" run "$ROOT/scenarios/quickstart.yaml" --out "$ROOT/out/quickstart" "$@"

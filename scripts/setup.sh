@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages moesim needs (only the missing ones), then configures and builds.
+# Sourced by scripts/quickstart.sh and scripts/test.sh; BUILD_DIR defaults to build/.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
+PACKAGES=(cmake g++ make libboost-graph-dev libboost-program-options-dev libeigen3-dev libfmt-dev
+          libyaml-cpp-dev catch2 nlohmann-json3-dev libbenchmark-dev)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "moesim setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+WERROR=OFF
+[ "${CI:-}" = "true" ] && WERROR=ON
+cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DMOESIM_WERROR="${MOESIM_WERROR:-$WERROR}" >/dev/null
+cmake --build "$BUILD_DIR" -j "$(nproc)"

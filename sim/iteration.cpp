@@ -1,0 +1,285 @@
+#include "sim/iteration.hpp"
+
+#include <algorithm>
+#include <map>
+#include <numeric>
+#include <set>
+
+namespace moesim {
+
+const char* to_string(Phase p) {
+  switch (p) {
+    case Phase::Compute: return "compute";
+    case Phase::AllToAll: return "a2a";
+    case Phase::GradSync: return "grad_sync";
+    case Phase::Optimizer: return "optimizer";
+    case Phase::Movement: return "movement";
+    case Phase::Wait: return "wait";
+  }
+  return "?";
+}
+
+namespace {
+// The backward pass of a GEMM computes two GEMMs of the same size (input and weight gradients).
+constexpr TimeNs kBackwardFactor = 2;
+}  // namespace
+
+IterationModel::IterationModel(const Cluster& cluster, const MoeModelSpec& model,
+                               const TrainingSpec& training, const ComputeModel& compute,
+                               const NetworkModel& network)
+    : cluster_(cluster), model_(model), training_(training), compute_(compute), network_(network),
+      gpus_(cluster.num_gpus()) {
+  all_gpus_.resize(gpus_);
+  std::iota(all_gpus_.begin(), all_gpus_.end(), 0);
+  const double t = static_cast<double>(model.tokens_per_gpu());
+  const double h = model.hidden, b = model.micro_batch_per_gpu, s = model.seq_len;
+  const double qkv = static_cast<double>(model.heads + 2 * model.kv_heads) * model.head_dim;
+  const double attn_width = static_cast<double>(model.heads) * model.head_dim;
+  const int eb = dtype_bytes(model.dtype);
+  // Projections plus the two batched attention GEMMs (scores and weighted values), per head.
+  attention_fwd_ns_ = compute.gemm_ns(t, qkv, h, eb) +
+                      compute.gemm_ns(b * model.heads * s, s, model.head_dim, eb) +
+                      compute.gemm_ns(b * model.heads * s, model.head_dim, s, eb) +
+                      compute.gemm_ns(t, h, attn_width, eb);
+  dense_ffn_fwd_ns_ = (model.ffn_matrices - 1) * compute.gemm_ns(t, model.ffn_hidden, h, eb) +
+                      compute.gemm_ns(t, h, model.ffn_hidden, eb);
+  gate_fwd_ns_ = compute.gemm_ns(t, model.experts, h, eb);
+  shared_expert_fwd_ns_ = model.shared_experts * expert_fwd_ns(model.tokens_per_gpu());
+  lm_head_fwd_ns_ = compute.gemm_ns(t, model.vocab, h, eb);
+  dense_params_ = model.dense_params_total();
+  dense_grad_sync_ns_ =
+      network.collective(Collective::AllReduce, dense_params_ * training.grad_bytes_per_param, all_gpus_).time_ns;
+}
+
+TimeNs IterationModel::expert_fwd_ns(std::int64_t tokens) const {
+  if (tokens <= 0) return 0;
+  const double n = static_cast<double>(tokens);
+  const int eb = dtype_bytes(model_.dtype);
+  return (model_.ffn_matrices - 1) * compute_.gemm_ns(n, model_.expert_ffn_hidden, model_.hidden, eb) +
+         compute_.gemm_ns(n, model_.hidden, model_.expert_ffn_hidden, eb);
+}
+
+double IterationModel::local_params(const Placement& placement, int gpu) const {
+  double p = dense_params_;
+  for (const auto& layer : placement.expert_of_slot) {
+    std::set<int> distinct;
+    for (int s = 0; s < placement.slots_per_gpu; ++s) {
+      int e = layer[gpu * placement.slots_per_gpu + s];
+      if (e >= 0) distinct.insert(e);
+    }
+    p += static_cast<double>(distinct.size()) * model_.expert_params();
+  }
+  return p;
+}
+
+int IterationModel::add_collective(const std::vector<int>& members, TimeNs duration, Phase phase) {
+  const int id = static_cast<int>(collectives_.size());
+  collectives_.push_back(CollectiveState{static_cast<int>(members.size()), duration, phase, 0});
+  collective_waiters_.emplace_back();
+  for (int g : members) program_[g].push_back(Op{phase, duration, id});
+  return id;
+}
+
+void IterationModel::add_local(int gpu, Phase phase, TimeNs duration) {
+  if (duration > 0) program_[gpu].push_back(Op{phase, duration, -1});
+}
+
+void IterationModel::add_all(Phase phase, TimeNs duration) {
+  for (int g = 0; g < gpus_; ++g) add_local(g, phase, duration);
+}
+
+void IterationModel::add_all_to_all(const std::vector<double>& bytes, double& total_bytes) {
+  for (int s = 0; s < gpus_; ++s)
+    for (int d = 0; d < gpus_; ++d)
+      if (s != d) total_bytes += bytes[static_cast<std::size_t>(s) * gpus_ + d];
+  add_collective(all_gpus_, network_.all_to_all_v(bytes), Phase::AllToAll);
+}
+
+void IterationModel::step(Engine& engine, int gpu) {
+  if (pc_[gpu] == program_[gpu].size()) {
+    end_[gpu] = engine.now();
+    return;
+  }
+  const Op& op = program_[gpu][pc_[gpu]++];
+  if (op.collective < 0) {
+    busy_[gpu][static_cast<int>(op.phase)] += op.duration_ns;
+    engine.schedule_in(op.duration_ns, [this, gpu](Engine& e) { step(e, gpu); });
+    return;
+  }
+  CollectiveState& c = collectives_[op.collective];
+  arrival_[gpu] = engine.now();
+  collective_waiters_[op.collective].push_back(gpu);
+  if (++c.arrived < c.members) return;
+  // The last member has arrived (events run in time order, so now is the latest arrival).
+  for (int w : collective_waiters_[op.collective]) {
+    busy_[w][static_cast<int>(Phase::Wait)] += engine.now() - arrival_[w];
+    busy_[w][static_cast<int>(c.phase)] += c.duration_ns;
+    engine.schedule_in(c.duration_ns, [this, w](Engine& e) { step(e, w); });
+  }
+}
+
+IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Placement& placement,
+                                    const std::vector<LayerDispatch>& dispatch,
+                                    const std::vector<Movement>& movements) {
+  IterationResult res;
+  res.start_ns = start_ns;
+  program_.assign(gpus_, {});
+  collectives_.clear();
+  collective_waiters_.clear();
+  const int slots = placement.num_slots();
+  const int S = placement.slots_per_gpu;
+  const double token_bytes = static_cast<double>(model_.hidden) * dtype_bytes(model_.dtype);
+
+  // Movements the policy decided after the previous iteration.
+  {
+    std::vector<Transfer> blocking;
+    for (const Movement& m : movements) {
+      res.moved_bytes += m.transfer.bytes;
+      if (m.blocking) blocking.push_back(m.transfer);
+    }
+    if (!blocking.empty()) {
+      std::vector<TimeNs> busy = network_.transfers(blocking);
+      for (int g = 0; g < gpus_; ++g) add_local(g, Phase::Movement, busy[g]);
+    }
+  }
+
+  // Per MoE layer: the all-to-all byte matrices and each GPU's expert compute.
+  struct LayerCost {
+    std::vector<double> dispatch_bytes;  // [src][dst]
+    std::vector<double> combine_bytes;
+    std::vector<TimeNs> expert_ns;  // per GPU, forward
+  };
+  std::vector<LayerCost> layer_cost(dispatch.size());
+  double imbalance_sum = 0.0;
+  for (std::size_t l = 0; l < dispatch.size(); ++l) {
+    const LayerDispatch& d = dispatch[l];
+    LayerCost& lc = layer_cost[l];
+    lc.dispatch_bytes.assign(static_cast<std::size_t>(gpus_) * gpus_, 0.0);
+    lc.combine_bytes.assign(static_cast<std::size_t>(gpus_) * gpus_, 0.0);
+    std::vector<std::int64_t> slot_tokens(slots, 0);
+    for (int src = 0; src < gpus_; ++src) {
+      for (int sl = 0; sl < slots; ++sl) {
+        std::int64_t n = d.buffered[static_cast<std::size_t>(src) * slots + sl];
+        if (n == 0) continue;
+        int dst = sl / S;
+        lc.dispatch_bytes[static_cast<std::size_t>(src) * gpus_ + dst] += static_cast<double>(n) * token_bytes;
+        lc.combine_bytes[static_cast<std::size_t>(dst) * gpus_ + src] += static_cast<double>(n) * token_bytes;
+        slot_tokens[sl] += n;
+      }
+    }
+    lc.expert_ns.assign(gpus_, 0);
+    std::int64_t max_tokens = 0, sum_tokens = 0;
+    for (int g = 0; g < gpus_; ++g) {
+      std::int64_t gpu_tokens = 0;
+      for (int s = 0; s < S; ++s) {
+        lc.expert_ns[g] += expert_fwd_ns(slot_tokens[g * S + s]);
+        gpu_tokens += slot_tokens[g * S + s];
+      }
+      max_tokens = std::max(max_tokens, gpu_tokens);
+      sum_tokens += gpu_tokens;
+    }
+    imbalance_sum += sum_tokens > 0 ? static_cast<double>(max_tokens) * gpus_ / static_cast<double>(sum_tokens) : 1.0;
+    res.tokens_routed += d.routed;
+    res.tokens_dropped += d.dropped;
+  }
+  res.expert_compute_imbalance = dispatch.empty() ? 1.0 : imbalance_sum / static_cast<double>(dispatch.size());
+  res.survival = res.tokens_routed > 0
+                     ? 1.0 - static_cast<double>(res.tokens_dropped) / static_cast<double>(res.tokens_routed)
+                     : 1.0;
+
+  // Forward pass.
+  int moe_index = 0;
+  for (int layer = 0; layer < model_.layers; ++layer) {
+    add_all(Phase::Compute, attention_fwd_ns_);
+    if (!model_.is_moe_layer(layer)) {
+      add_all(Phase::Compute, dense_ffn_fwd_ns_);
+      continue;
+    }
+    const LayerCost& lc = layer_cost[moe_index++];
+    add_all(Phase::Compute, gate_fwd_ns_ + shared_expert_fwd_ns_);
+    add_all_to_all(lc.dispatch_bytes, res.a2a_bytes);
+    for (int g = 0; g < gpus_; ++g) add_local(g, Phase::Compute, lc.expert_ns[g]);
+    add_all_to_all(lc.combine_bytes, res.a2a_bytes);
+  }
+  add_all(Phase::Compute, lm_head_fwd_ns_);
+
+  // Backward pass: the same layers in reverse, each GEMM twice; the all-to-alls carry the
+  // gradients of the same activations, so the same byte matrices (combine's first).
+  add_all(Phase::Compute, kBackwardFactor * lm_head_fwd_ns_);
+  for (int layer = model_.layers - 1; layer >= 0; --layer) {
+    if (!model_.is_moe_layer(layer)) {
+      add_all(Phase::Compute, kBackwardFactor * dense_ffn_fwd_ns_);
+    } else {
+      const LayerCost& lc = layer_cost[--moe_index];
+      add_all_to_all(lc.combine_bytes, res.a2a_bytes);
+      for (int g = 0; g < gpus_; ++g) add_local(g, Phase::Compute, kBackwardFactor * lc.expert_ns[g]);
+      add_all_to_all(lc.dispatch_bytes, res.a2a_bytes);
+      add_all(Phase::Compute, kBackwardFactor * (gate_fwd_ns_ + shared_expert_fwd_ns_));
+    }
+    add_all(Phase::Compute, kBackwardFactor * attention_fwd_ns_);
+  }
+
+  // Gradient synchronisation: every expert's replicas (on distinct GPUs) all-reduce, in one
+  // global (layer, expert) order so that no two GPUs wait on each other in opposite orders;
+  // then the dense parameters across all GPUs.
+  const double expert_grad_bytes = model_.expert_params() * training_.grad_bytes_per_param;
+  std::map<std::vector<int>, CollectiveEstimate> memo;
+  for (std::size_t l = 0; l < placement.expert_of_slot.size(); ++l) {
+    std::vector<std::vector<int>> holders(model_.experts);
+    for (int sl = 0; sl < slots; ++sl) {
+      int e = placement.expert_of_slot[l][sl];
+      if (e < 0) continue;
+      int g = sl / S;
+      if (holders[e].empty() || holders[e].back() != g) holders[e].push_back(g);
+    }
+    for (int e = 0; e < model_.experts; ++e) {
+      auto& h = holders[e];
+      std::sort(h.begin(), h.end());
+      h.erase(std::unique(h.begin(), h.end()), h.end());
+      if (h.size() < 2) continue;
+      auto it = memo.find(h);
+      if (it == memo.end()) it = memo.emplace(h, network_.collective(Collective::AllReduce, expert_grad_bytes, h)).first;
+      add_collective(h, it->second.time_ns, Phase::GradSync);
+      res.grad_sync_bytes += expert_grad_bytes;
+    }
+  }
+  if (gpus_ > 1) {
+    add_collective(all_gpus_, dense_grad_sync_ns_, Phase::GradSync);
+    res.grad_sync_bytes += dense_params_ * training_.grad_bytes_per_param;
+  }
+
+  // Optimizer step.
+  const ClusterSpec& cs = cluster_.spec();
+  for (int g = 0; g < gpus_; ++g) {
+    const double p = local_params(placement, g);
+    if (!training_.optimizer_offload) {
+      add_local(g, Phase::Optimizer, compute_.memory_ns(p * training_.adam_hbm_bytes_per_param));
+    } else {
+      // Gradients down, Adam on the host (shared by the node's GPUs), weights back up.
+      const double pcie = cs.pcie_gbps;
+      const double host_rate = training_.host_adam_params_per_s / cs.gpus_per_node;
+      TimeNs t = transfer_ns(p * training_.grad_bytes_per_param, pcie) +
+                 static_cast<TimeNs>(std::ceil(p / host_rate * kNsPerS)) +
+                 transfer_ns(p * dtype_bytes(model_.dtype), pcie);
+      add_local(g, Phase::Optimizer, t);
+    }
+  }
+
+  // Execute the programs.
+  pc_.assign(gpus_, 0);
+  arrival_.assign(gpus_, 0);
+  end_.assign(gpus_, start_ns);
+  busy_.assign(gpus_, std::array<TimeNs, kNumPhases>{});
+  for (int g = 0; g < gpus_; ++g) engine.schedule_at(start_ns, [this, g](Engine& e) { step(e, g); });
+  engine.run();
+
+  int crit = 0;
+  for (int g = 1; g < gpus_; ++g)
+    if (end_[g] > end_[crit]) crit = g;
+  res.critical_gpu = crit;
+  res.iteration_ns = end_[crit] - start_ns;
+  res.phase_ns = busy_[crit];
+  return res;
+}
+
+}  // namespace moesim

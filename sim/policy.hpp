@@ -1,0 +1,97 @@
+#pragma once
+// The interface every expert-placement policy implements. The core (sim/) knows policies only
+// through it: a policy sees the counts routed in the iteration that just ran and returns the
+// placement of the next one, decides how each source GPU's tokens are split over an expert's
+// replicas (and what capacity cuts off), and lists the data movements its decisions require;
+// the core charges those movements on the links.
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/specs.hpp"
+#include "sim/network.hpp"
+#include "traces/trace.hpp"
+
+namespace moesim {
+
+// Which logical expert each GPU slot holds, per MoE layer. Slot j lives on GPU j / slots_per_gpu.
+struct Placement {
+  int gpus = 0;
+  int slots_per_gpu = 0;
+  std::vector<std::vector<int>> expert_of_slot;  // [moe layer][gpu * slots_per_gpu + s]; -1 empty
+
+  [[nodiscard]] int num_slots() const { return gpus * slots_per_gpu; }
+  [[nodiscard]] int gpu_of_slot(int slot) const { return slot / slots_per_gpu; }
+  // Slots holding `expert` in `layer`, in slot order.
+  [[nodiscard]] std::vector<int> replicas(int layer, int expert) const;
+};
+
+// How one MoE layer's tokens were dispatched. Index [src * num_slots + slot].
+struct LayerDispatch {
+  int gpus = 0;
+  int num_slots = 0;
+  // Assignments the expert replica in `slot` processes for source `src` (after capacity).
+  std::vector<std::int64_t> accepted;
+  // Assignments' worth of buffer sent and computed: padded to capacity where the policy pads.
+  std::vector<std::int64_t> buffered;
+  std::int64_t routed = 0;   // assignments routed by the gate
+  std::int64_t dropped = 0;  // assignments cut off by capacity
+
+  void reset(int g, int slots) {
+    gpus = g;
+    num_slots = slots;
+    accepted.assign(static_cast<std::size_t>(g) * slots, 0);
+    buffered.assign(static_cast<std::size_t>(g) * slots, 0);
+    routed = 0;
+    dropped = 0;
+  }
+};
+
+// A data movement a policy requires (weights, optimizer state, ...).
+struct Movement {
+  Transfer transfer;
+  bool blocking = true;  // on the critical path of the next iteration
+  std::string what;      // e.g. "expert 3 weights"
+};
+
+struct PolicyDecision {
+  bool new_placement = false;
+  Placement placement;  // valid when new_placement
+  std::vector<Movement> movements;
+};
+
+// What a policy may look at: the world, the shape of the job, and the sizes it moves.
+struct PolicyContext {
+  const ClusterSpec* cluster = nullptr;
+  const MoeModelSpec* model = nullptr;
+  int gpus = 0;
+  int slots_per_gpu = 0;
+  int moe_layers = 0;
+  int experts = 0;
+  std::int64_t tokens_per_gpu = 0;  // tokens (not assignments) each GPU routes per MoE layer
+  int top_k = 1;
+  double expert_weight_bytes = 0.0;     // one expert's parameters in the training dtype
+  double expert_optimizer_bytes = 0.0;  // one expert's optimizer state (Adam, mixed precision)
+};
+
+class Policy {
+ public:
+  virtual ~Policy() = default;
+  [[nodiscard]] virtual std::string name() const = 0;
+  // The placement of the first iteration.
+  [[nodiscard]] virtual Placement initial_placement() = 0;
+  // Dispatches one MoE layer: `counts` is the [src][expert] matrix of assignments.
+  virtual void dispatch(int layer, const std::int64_t* counts, const Placement& placement,
+                        LayerDispatch& out) = 0;
+  // Called after each iteration with the counts it routed; returns the next placement and the
+  // movements it costs.
+  [[nodiscard]] virtual PolicyDecision after_iteration(int iteration, const IterationCounts& counts,
+                                                       const Placement& current) = 0;
+  // Every parameter, defaults filled in (for summary.json).
+  [[nodiscard]] virtual nlohmann::json parameters() const = 0;
+};
+
+}  // namespace moesim
