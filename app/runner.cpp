@@ -78,11 +78,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
   for (std::size_t i = 0; i < s.policies.size(); ++i) {
     const PolicyEntry& e = s.policies[i];
     Cfg p(e.params, e.origin, fmt::format("policies[{}]", i));
-    const PolicyInfo& info = find_policy(e.name, p, "name");
-    p.touch("name");
-    p.touch("label");
-    policies.push_back(info.make(ctx, p));
-    p.finish();
+    policies.push_back(make_policy(ctx, p));
   }
 
   const TraceShape shape{ctx.moe_layers, G, ctx.experts};

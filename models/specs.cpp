@@ -107,6 +107,18 @@ ClusterSpec parse_cluster(Cfg& c, const ClusterSpec& b) {
 
 void check_cluster(const ClusterSpec& s, Cfg& c) {
   if (s.gpu.name.empty()) c.fail("gpu", "is required (a GPU preset name or a mapping with preset:)");
+  // Without a preset nothing supplies these: a zero would silently mean an infinitely slow link.
+  auto need = [&](const char* key, double v) {
+    if (v <= 0.0) c.fail(key, "is required (no preset sets it); it must be > 0");
+  };
+  need("pcie_gbps", s.pcie_gbps);
+  need("host_memory_bytes", s.host_memory_bytes);
+  if (s.intra_node == IntraNode::PCIe) need("nccl_pci_gbps", s.nccl_pci_gbps);
+  if (s.nodes > 1) {
+    need("nic_gbit", s.nic_gbit);
+    need("nics_per_node", s.nics_per_node);
+    need("nic_efficiency", s.nic_efficiency);
+  }
   if (s.intra_node == IntraNode::NVSwitch && s.gpu.nvlink_links == 0 && s.gpus_per_node > 1) {
     c.fail("intra_node", fmt::format("is nvswitch but GPU '{}' has no NVLink links", s.gpu.name));
   }
@@ -126,7 +138,7 @@ MoeModelSpec parse_model(Cfg& c, const MoeModelSpec& b) {
   m.hidden = static_cast<int>(c.get_int("hidden", b.hidden, 1, 1 << 20));
   m.heads = static_cast<int>(c.get_int("heads", b.heads, 1, 1 << 16));
   m.kv_heads = static_cast<int>(c.get_int("kv_heads", b.kv_heads ? b.kv_heads : m.heads, 1, 1 << 16));
-  m.head_dim = static_cast<int>(c.get_int("head_dim", b.head_dim ? b.head_dim : m.hidden / m.heads, 1, 1 << 16));
+  m.head_dim = static_cast<int>(c.get_int("head_dim", b.head_dim ? b.head_dim : (m.heads > 0 ? m.hidden / m.heads : 0), 1, 1 << 16));
   m.ffn_hidden = static_cast<int>(c.get_int("ffn_hidden", b.ffn_hidden, 1, 1 << 24));
   m.expert_ffn_hidden = static_cast<int>(c.get_int("expert_ffn_hidden", b.expert_ffn_hidden, 1, 1 << 24));
   m.ffn_matrices = static_cast<int>(c.get_int("ffn_matrices", b.ffn_matrices, 2, 3));
@@ -228,7 +240,14 @@ MoeModelSpec load_model(Cfg c) {
     c.touch("preset");
   }
   MoeModelSpec m = parse_model(c, base);
-  if (m.layers <= 0 || m.hidden <= 0 || m.experts <= 0) c.fail("", "a model needs layers, hidden and experts (or a preset)");
+  // Without a preset nothing supplies these.
+  const std::pair<const char*, int> required[] = {
+      {"layers", m.layers},       {"hidden", m.hidden},   {"heads", m.heads},
+      {"ffn_hidden", m.ffn_hidden}, {"expert_ffn_hidden", m.expert_ffn_hidden},
+      {"experts", m.experts},     {"vocab", m.vocab},     {"seq_len", m.seq_len},
+      {"micro_batch_per_gpu", m.micro_batch_per_gpu}};
+  for (const auto& [key, v] : required)
+    if (v <= 0) c.fail(key, "is required (no preset sets it); it must be >= 1");
   if (m.top_k > m.experts) c.fail("top_k", fmt::format("{} exceeds experts ({})", m.top_k, m.experts));
   if (m.num_moe_layers() == 0) c.fail("first_dense_layers", "leaves no MoE layer");
   c.finish();

@@ -26,4 +26,12 @@ const PolicyInfo& find_policy(const std::string& name, const Cfg& where, const s
   where.fail(key, fmt::format("unknown policy '{}'; registered policies: {}", name, names));
 }
 
+std::unique_ptr<Policy> make_policy(const PolicyContext& ctx, Cfg& entry) {
+  const PolicyInfo& info = find_policy(entry.need_string("name"), entry, "name");
+  entry.touch("label");
+  std::unique_ptr<Policy> p = info.make(ctx, entry);
+  entry.finish();
+  return p;
+}
+
 }  // namespace moesim

@@ -21,4 +21,8 @@ struct PolicyInfo {
 // The error for an unknown name lists the registered ones.
 [[nodiscard]] const PolicyInfo& find_policy(const std::string& name, const Cfg& where, const std::string& key);
 
+// Builds the policy an entry `{name: ..., label: ..., <parameters>}` names; unknown parameters
+// are errors.
+[[nodiscard]] std::unique_ptr<Policy> make_policy(const PolicyContext& ctx, Cfg& entry);
+
 }  // namespace moesim

@@ -24,6 +24,17 @@ namespace {
 constexpr TimeNs kBackwardFactor = 2;
 }  // namespace
 
+std::vector<double> dispatch_byte_matrix(const LayerDispatch& d, int slots_per_gpu, double token_bytes) {
+  const int g = d.gpus;
+  std::vector<double> bytes(static_cast<std::size_t>(g) * g, 0.0);
+  for (int src = 0; src < g; ++src)
+    for (int sl = 0; sl < d.num_slots; ++sl) {
+      const std::int64_t n = d.buffered[static_cast<std::size_t>(src) * d.num_slots + sl];
+      if (n != 0) bytes[static_cast<std::size_t>(src) * g + sl / slots_per_gpu] += static_cast<double>(n) * token_bytes;
+    }
+  return bytes;
+}
+
 IterationModel::IterationModel(const Cluster& cluster, const MoeModelSpec& model,
                                const TrainingSpec& training, const ComputeModel& compute,
                                const NetworkModel& network)
@@ -154,19 +165,14 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   for (std::size_t l = 0; l < dispatch.size(); ++l) {
     const LayerDispatch& d = dispatch[l];
     LayerCost& lc = layer_cost[l];
-    lc.dispatch_bytes.assign(static_cast<std::size_t>(gpus_) * gpus_, 0.0);
-    lc.combine_bytes.assign(static_cast<std::size_t>(gpus_) * gpus_, 0.0);
+    lc.dispatch_bytes = dispatch_byte_matrix(d, S, token_bytes);
+    lc.combine_bytes.assign(lc.dispatch_bytes.size(), 0.0);
+    for (int a = 0; a < gpus_; ++a)
+      for (int b = 0; b < gpus_; ++b)
+        lc.combine_bytes[static_cast<std::size_t>(b) * gpus_ + a] = lc.dispatch_bytes[static_cast<std::size_t>(a) * gpus_ + b];
     std::vector<std::int64_t> slot_tokens(slots, 0);
-    for (int src = 0; src < gpus_; ++src) {
-      for (int sl = 0; sl < slots; ++sl) {
-        std::int64_t n = d.buffered[static_cast<std::size_t>(src) * slots + sl];
-        if (n == 0) continue;
-        int dst = sl / S;
-        lc.dispatch_bytes[static_cast<std::size_t>(src) * gpus_ + dst] += static_cast<double>(n) * token_bytes;
-        lc.combine_bytes[static_cast<std::size_t>(dst) * gpus_ + src] += static_cast<double>(n) * token_bytes;
-        slot_tokens[sl] += n;
-      }
-    }
+    for (int src = 0; src < gpus_; ++src)
+      for (int sl = 0; sl < slots; ++sl) slot_tokens[sl] += d.buffered[static_cast<std::size_t>(src) * slots + sl];
     lc.expert_ns.assign(gpus_, 0);
     std::int64_t max_tokens = 0, sum_tokens = 0;
     for (int g = 0; g < gpus_; ++g) {

@@ -44,6 +44,12 @@ struct IterationResult {
   double expert_compute_imbalance = 1.0;  // max / mean expert tokens per GPU, averaged over layers
 };
 
+// The dispatch all-to-all-v byte matrix [src * G + dst] of one MoE layer: every buffered
+// assignment of source `src` for a slot on GPU `dst` carries one token's hidden vector. The
+// combine all-to-all is its transpose.
+[[nodiscard]] std::vector<double> dispatch_byte_matrix(const LayerDispatch& d, int slots_per_gpu,
+                                                       double token_bytes);
+
 class IterationModel {
  public:
   IterationModel(const Cluster& cluster, const MoeModelSpec& model, const TrainingSpec& training,

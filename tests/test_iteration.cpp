@@ -1,0 +1,171 @@
+// An end-to-end scenario small enough to compute by hand, and the invariants of the timeline.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "app/runner.hpp"
+#include "models/roofline.hpp"
+
+using namespace moesim;
+
+namespace {
+
+std::string temp_file(const std::string& name, const std::string& content) {
+  auto p = std::filesystem::temp_directory_path() / ("moesim_test_" + name);
+  std::ofstream(p) << content;
+  return p.string();
+}
+
+// Two single-GPU nodes, round numbers: 100 TFLOP/s at efficiency 1 (a GEMM of F FLOPs takes
+// F / 1e5 ns), HBM 1000 GB/s (B bytes take B / 1000 ns), one 80 Gb/s NIC per node at efficiency
+// 1 (10 GB/s). One MoE layer, hidden 1024, one attention head of 1024, sequence 1024, batch 1
+// (T = 1024 tokens per GPU), 2 experts of FFN width 4096 (2 matrices), vocab 1024.
+std::string hand_scenario(const std::string& trace_path) {
+  return R"(
+name: hand
+cluster:
+  nodes: 2
+  gpus_per_node: 1
+  intra_node: none
+  gpu: {preset: a100-pcie-80gb, peak_tflops: 100, gemm_efficiency: 1.0, hbm_gbps: 1000}
+  pcie_gbps: 10
+  nic_gbit: 80
+  nics_per_node: 1
+  nic_efficiency: 1.0
+  nic_latency_ns: 5000
+  host_memory_bytes: 1.0e11
+model:
+  layers: 1
+  hidden: 1024
+  heads: 1
+  kv_heads: 1
+  head_dim: 1024
+  ffn_hidden: 4096
+  expert_ffn_hidden: 4096
+  ffn_matrices: 2
+  experts: 2
+  top_k: 1
+  vocab: 1024
+  seq_len: 1024
+  micro_batch_per_gpu: 1
+placement: {slots_per_gpu: 1}
+trace: {kind: csv, path: )" + trace_path + R"(}
+run: {max_iterations: 400}
+policies:
+  - {name: static, capacity_factor: 1.0, min_capacity: 0}
+)";
+}
+
+}  // namespace
+
+TEST_CASE("end to end: one iteration computed by hand", "[iteration][e2e]") {
+  // Each GPU sends 512 tokens to each expert: capacity ceil(1024 / 2 * 1.0) = 512, no drops.
+  auto trace = temp_file("hand.csv",
+                         "iteration,layer,src_gpu,expert,tokens\n0,0,0,0,512\n0,0,0,1,512\n0,0,1,0,512\n0,0,1,1,512\n");
+  Scenario s = load_scenario_text(hand_scenario(trace), "hand.yaml", {}, std::nullopt);
+  auto results = run_scenario(s);
+  REQUIRE(results.size() == 1);
+  const PolicyResult& r = results[0];
+  const IterationResult& it = r.rows.at(0).result;
+
+  // Forward compute per GPU (roofline = max(FLOPs / 1e5, bytes / 1000), each rounded up):
+  //   QKV GEMM 1024x3072x1024: 6442450944 FLOPs -> 64425 ns (memory 14681 ns)
+  //   scores, values, output projection: 1024^3 GEMMs, 2147483648 FLOPs -> 21475 ns each
+  //   attention = 64425 + 3 * 21475 = 128850 ns
+  //   gate GEMM 1024x2x1024: memory-bound, 2105344 bytes -> 2106 ns
+  //   expert on 1024 tokens: two GEMMs of 8589934592 FLOPs -> 2 * 85900 = 171800 ns
+  //   LM head 1024x1024x1024 -> 21475 ns
+  // Backward: each of those twice.
+  //   compute = 3 * (128850 + 2106 + 171800 + 21475) = 972693 ns
+  CHECK(it.phase_ns[static_cast<int>(Phase::Compute)] == 972693);
+  // Each all-to-all: 512 tokens * 1024 * 2 B = 1048576 B each way over 10 GB/s = 104858 ns,
+  // plus one NCCL message latency (8.4 us base + 14 us network hop) = 127258 ns; 4 of them.
+  CHECK(it.phase_ns[static_cast<int>(Phase::AllToAll)] == 4 * 127258);
+  CHECK(it.a2a_bytes == 4 * 2 * 1048576.0);
+  // Dense gradients: 1024*1024 embedding + 4196352 attention (+ norms) + 2048 router =
+  // 5246976 params * 2 B = 10493952 B. Ring Simple over 2 nodes at 10 GB/s: alg bw 10,
+  // 1049396 ns + latency 8.4 + 2 * 14 = 36.4 us -> 1085796 ns. One expert replica each: no
+  // expert all-reduce.
+  CHECK(it.phase_ns[static_cast<int>(Phase::GradSync)] == 1085796);
+  // Adam on the GPU: (5246976 + 8388608 expert) params * 28 B / 1000 GB/s = 381797 ns.
+  CHECK(it.phase_ns[static_cast<int>(Phase::Optimizer)] == 381797);
+  CHECK(it.phase_ns[static_cast<int>(Phase::Wait)] == 0);
+  CHECK(it.iteration_ns == 972693 + 4 * 127258 + 1085796 + 381797);  // 2949318 ns
+  CHECK(it.survival == 1.0);
+
+  // No drops: N(1) = 827.5 - 466.6 = 360.9 iterations; progress reaches 1 after 361.
+  REQUIRE(r.converged);
+  CHECK(r.iterations_to_converge == 361);
+  CHECK(r.time_to_convergence_ns == 361LL * 2949318);
+}
+
+TEST_CASE("end to end: drops slow convergence by the convergence model", "[iteration][e2e]") {
+  // GPU0 sends 768 to expert 0 and 256 to expert 1, GPU1 the reverse: capacity 512 drops 256
+  // from each GPU (survival 1536 / 2048 = 0.75), N(0.75) = 827.5 - 466.6 * 0.75 = 477.55.
+  auto trace = temp_file("drops.csv",
+                         "iteration,layer,src_gpu,expert,tokens\n0,0,0,0,768\n0,0,0,1,256\n0,0,1,0,256\n0,0,1,1,768\n");
+  Scenario s = load_scenario_text(hand_scenario(trace), "hand.yaml", {"run.max_iterations=1000"}, std::nullopt);
+  auto r = run_scenario(s).at(0);
+  CHECK(r.rows[0].result.tokens_routed == 2048);
+  CHECK(r.rows[0].result.tokens_dropped == 512);
+  CHECK(r.drop_rate == 0.25);
+  CHECK(r.iterations_to_converge == 478);
+  // Padded buffers: the iteration costs the same as without drops.
+  CHECK(r.rows[0].result.iteration_ns == 2949318);
+}
+
+TEST_CASE("a straggler makes the other GPUs wait at the next all-to-all", "[iteration]") {
+  auto trace = temp_file("unused.csv", "iteration,layer,src_gpu,expert,tokens\n0,0,0,0,1\n");
+  Scenario s = load_scenario_text(hand_scenario(trace), "hand.yaml", {}, std::nullopt);
+  Cluster cluster(s.cluster);
+  RooflineCompute compute(s.cluster.gpu);
+  AnalyticalNetwork net(cluster);
+  IterationModel model(cluster, s.model, s.training, compute, net);
+  Placement pl{2, 1, {{0, 1}}};
+  std::vector<LayerDispatch> d(1);
+  d[0].reset(2, 2);
+  // Balanced: each GPU's expert processes 1024 tokens.
+  d[0].buffered = {512, 512, 512, 512};
+  Engine e;
+  auto balanced = model.run(e, 0, pl, d, {});
+  // GPU0's expert gets 1536 tokens, GPU1's 512; the same bytes cross the network (512 each way).
+  d[0].buffered = {1024, 512, 512, 0};
+  auto skewed = model.run(e, balanced.iteration_ns, pl, d, {});
+  CHECK(skewed.a2a_bytes == balanced.a2a_bytes);
+  // The iteration grows by the slow GPU's extra expert time, forward (1x) and backward (2x).
+  const TimeNs extra = 3 * (model.expert_fwd_ns(1536) - model.expert_fwd_ns(1024));
+  CHECK(skewed.iteration_ns == balanced.iteration_ns + extra);
+  CHECK(skewed.start_ns == balanced.iteration_ns);
+  // The parts of the critical GPU's timeline always add up to the iteration.
+  for (const auto& res : {balanced, skewed}) {
+    TimeNs sum = 0;
+    for (TimeNs p : res.phase_ns) sum += p;
+    CHECK(sum == res.iteration_ns);
+  }
+}
+
+TEST_CASE("blocking movements lengthen the iteration; non-blocking ones only count bytes", "[iteration]") {
+  auto trace = temp_file("unused2.csv", "iteration,layer,src_gpu,expert,tokens\n0,0,0,0,1\n");
+  Scenario s = load_scenario_text(hand_scenario(trace), "hand.yaml", {}, std::nullopt);
+  Cluster cluster(s.cluster);
+  RooflineCompute compute(s.cluster.gpu);
+  AnalyticalNetwork net(cluster);
+  IterationModel model(cluster, s.model, s.training, compute, net);
+  Placement pl{2, 1, {{0, 1}}};
+  std::vector<LayerDispatch> d(1);
+  d[0].reset(2, 2);
+  d[0].buffered = {512, 512, 512, 512};
+  Engine e;
+  auto base = model.run(e, 0, pl, d, {});
+  // 1e8 bytes GPU0 -> GPU1 over 10 GB/s: 1e7 ns + 22.4 us message latency.
+  Movement m{Transfer{Endpoint{false, 0}, Endpoint{false, 1}, 1e8}, true, "expert 0 weights"};
+  auto moved = model.run(e, e.now(), pl, d, {m});
+  CHECK(moved.phase_ns[static_cast<int>(Phase::Movement)] == 10'000'000 + 22'400);
+  CHECK(moved.iteration_ns == base.iteration_ns + 10'022'400);
+  CHECK(moved.moved_bytes == 1e8);
+  m.blocking = false;
+  auto overlapped = model.run(e, e.now(), pl, d, {m});
+  CHECK(overlapped.iteration_ns == base.iteration_ns);
+  CHECK(overlapped.moved_bytes == 1e8);
+}
