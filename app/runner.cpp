@@ -20,9 +20,10 @@ MemoryEstimate estimate_gpu_memory(const Scenario& s) {
   e.gradients_bytes = params * s.training.grad_bytes_per_param;
   e.optimizer_bytes = s.training.optimizer_offload ? 0.0 : params * s.training.optimizer_bytes_per_param;
   // source: Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models"
-  // (MLSys 2023): s*b*h*(34 + 5*a*s/h) bytes per layer without recomputation or parallelism.
+  // (MLSys 2023): s*b*h*(34 + 5*a*s/h) bytes per layer; the 5as/h attention-score term is not
+  // stored with FlashAttention (or selective recomputation), which every current MoE trainer uses.
   const double sbh = static_cast<double>(m.seq_len) * m.micro_batch_per_gpu * m.hidden;
-  e.activations_bytes = m.layers * sbh * (34.0 + 5.0 * m.heads * m.seq_len / m.hidden);
+  e.activations_bytes = m.layers * sbh * 34.0;
   return e;
 }
 
@@ -55,8 +56,9 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
   if (mem.total() > s.cluster.gpu.hbm_bytes) {
     throw InputError(fmt::format(
         "{}: placement.slots_per_gpu {}: each GPU needs {:.2f} GB (weights {:.2f}, gradients {:.2f}, optimizer "
-        "{:.2f}, activations {:.2f}) but {} has {:.2f} GB; lower slots_per_gpu or micro_batch_per_gpu, or set "
-        "training.optimizer_offload",
+        "{:.2f}, activations {:.2f}) but {} has {:.2f} GB; lower placement.slots_per_gpu, model.micro_batch_per_gpu or "
+        "model.seq_len, set training.optimizer_offload, or use more GPUs (this simulator holds every dense "
+        "parameter on every GPU: no tensor or pipeline parallelism)",
         s.file, s.slots_per_gpu, mem.total() / 1e9, mem.weights_bytes / 1e9, mem.gradients_bytes / 1e9,
         mem.optimizer_bytes / 1e9, mem.activations_bytes / 1e9, s.cluster.gpu.name, s.cluster.gpu.hbm_bytes / 1e9));
   }

@@ -68,15 +68,16 @@ std::vector<PolicyEntry> load_policies(const Cfg& root, const YAML::Node& n) {
     if (item.IsScalar()) {
       e.name = item.Scalar();
       e.params = YAML::Node(YAML::NodeType::Map);
-      e.params["name"] = e.name;
+      e.params["name"] = item;  // the same node, so errors about the name keep its position
+      e.label = e.name;
     } else if (item.IsMap()) {
       Cfg c(item, root.origin(), key);
       e.name = c.need_string("name");
+      e.label = c.get_string("label", e.name);
       e.params = item;
     } else {
       root.fail("policies", fmt::format("item {} must be a policy name or a mapping with name:", i));
     }
-    e.label = (item.IsMap() && item["label"]) ? item["label"].as<std::string>() : e.name;
     if (!labels.insert(e.label).second) {
       root.fail("policies", fmt::format("item {}: label '{}' is used twice; give each entry a distinct label:",
                                         i, e.label));
@@ -90,8 +91,10 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
                std::optional<std::uint64_t> seed) {
   if (!root || root.IsNull()) throw InputError(fmt::format("{}: the scenario is empty", origin));
   if (!root.IsMap()) throw InputError(fmt::format("{}: a scenario must be a YAML mapping", origin));
-  for (const auto& o : overrides) apply_override(root, o);
+  auto table = std::make_shared<Cfg::Overrides>();
+  for (const auto& o : overrides) (*table)[apply_override(root, o)] = o;
   Cfg c(root, origin, "");
+  c.set_overrides(table);
   Scenario s;
   s.file = origin;
   s.name = c.get_string("name", std::filesystem::path(origin).stem().string());

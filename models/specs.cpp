@@ -36,6 +36,19 @@ Cfg preset_cfg(const std::string& dir, const std::string& name, const Cfg& asker
   return Cfg(load_yaml_string(std::string(it->second), origin), origin, "");
 }
 
+std::vector<std::string> read_sources(Cfg& c, const std::vector<std::string>& def) {
+  c.touch("sources");
+  if (!c.has("sources")) return def;
+  std::vector<std::string> out;
+  const YAML::Node& n = c.node()["sources"];
+  if (!n.IsSequence()) c.fail("sources", "expected a list of strings (where the figures come from)");
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    if (!n[i].IsScalar()) c.fail("sources", fmt::format("item {} must be a string", i));
+    out.push_back(n[i].Scalar());
+  }
+  return out;
+}
+
 GpuProfile parse_gpu(Cfg& c, const GpuProfile& b) {
   GpuProfile g = b;
   g.name = c.get_string("name", b.name);
@@ -47,11 +60,7 @@ GpuProfile parse_gpu(Cfg& c, const GpuProfile& b) {
   g.nvlink_gbps = c.get_double("nvlink_gbps", b.nvlink_gbps, 0, 1e5);
   g.nccl_nvlink_link_gbps = c.get_double("nccl_nvlink_link_gbps", b.nccl_nvlink_link_gbps, 0, 1e4);
   g.gemm_efficiency = c.get_double("gemm_efficiency", b.gemm_efficiency, 1e-3, 1.0);
-  if (c.has("sources")) {
-    c.touch("sources");
-    g.sources.clear();
-    for (const auto& s : c.node()["sources"]) g.sources.push_back(s.as<std::string>());
-  }
+  g.sources = read_sources(c, b.sources);
   return g;
 }
 
@@ -73,15 +82,6 @@ GpuProfile load_gpu(Cfg& parent, const std::string& key) {
   GpuProfile g = parse_gpu(c, base);
   c.finish();
   return g;
-}
-
-std::vector<std::string> read_sources(Cfg& c, const std::vector<std::string>& def) {
-  c.touch("sources");
-  if (!c.has("sources")) return def;
-  std::vector<std::string> out;
-  if (!c.node()["sources"].IsSequence()) c.fail("sources", "expected a list of strings");
-  for (const auto& s : c.node()["sources"]) out.push_back(s.as<std::string>());
-  return out;
 }
 
 ClusterSpec parse_cluster(Cfg& c, const ClusterSpec& b) {

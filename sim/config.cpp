@@ -32,8 +32,7 @@ std::string join(const std::vector<std::string>& v) {
 Cfg::Cfg(YAML::Node node, std::string origin, std::string path)
     : node_(std::move(node)), origin_(std::move(origin)), path_(std::move(path)) {
   if (node_ && !node_.IsNull() && !node_.IsMap()) {
-    throw InputError(fmt::format("{}: '{}' must be a mapping, found {}", where(""), path_,
-                                 type_name(node_)));
+    throw InputError(fmt::format("{}: must be a mapping, found {}", where(""), type_name(node_)));
   }
 }
 
@@ -44,12 +43,18 @@ std::string Cfg::key_path(const std::string& key) const {
 }
 
 std::string Cfg::where(const std::string& key) const {
+  const std::string full = key_path(key);
+  if (overrides_) {
+    auto it = overrides_->find(full);
+    if (it != overrides_->end()) return fmt::format("--set '{}': key '{}'", it->second, full);
+  }
   YAML::Node n = key.empty() ? YAML::Node() : get(key);
   YAML::Mark m = (n && !n.Mark().is_null()) ? n.Mark() : node_ ? node_.Mark() : YAML::Mark::null_mark();
   std::string pos = m.is_null() || m.line < 0
                         ? origin_
                         : fmt::format("{}:{}:{}", origin_, m.line + 1, m.column + 1);
-  return key.empty() ? pos : fmt::format("{}: key '{}'", pos, key_path(key));
+  if (full.empty()) return pos;
+  return fmt::format("{}: key '{}'", pos, full);
 }
 
 void Cfg::fail(const std::string& key, const std::string& message) const {
@@ -181,7 +186,9 @@ Cfg Cfg::child(const std::string& key) {
   if (n && !n.IsNull() && !n.IsMap()) {
     fail(key, fmt::format("expected a mapping, found {}", type_name(n)));
   }
-  return Cfg(n ? n : YAML::Node(YAML::NodeType::Map), origin_, key_path(key));
+  Cfg c(n ? n : YAML::Node(YAML::NodeType::Map), origin_, key_path(key));
+  c.overrides_ = overrides_;
+  return c;
 }
 
 void Cfg::finish() const {
@@ -190,6 +197,13 @@ void Cfg::finish() const {
     std::string k = it->first.Scalar();
     if (known_.count(k)) continue;
     std::vector<std::string> allowed(known_.begin(), known_.end());
+    if (overrides_) {
+      auto o = overrides_->find(key_path(k));
+      if (o != overrides_->end()) {
+        throw InputError(fmt::format("--set '{}': unknown key '{}'; allowed keys here: {}", o->second, key_path(k),
+                                     join(allowed)));
+      }
+    }
     YAML::Mark m = it->first.Mark();
     std::string pos = m.is_null() || m.line < 0
                           ? origin_
@@ -199,7 +213,7 @@ void Cfg::finish() const {
   }
 }
 
-void apply_override(YAML::Node& root, const std::string& assignment) {
+std::string apply_override(YAML::Node& root, const std::string& assignment) {
   auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0) {
     throw InputError(fmt::format("--set '{}': expected key.path=value", assignment));
@@ -233,6 +247,7 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
     chain.push_back(next);
   }
   chain.back()[parts.back()] = parsed;
+  return path;
 }
 
 YAML::Node load_yaml_string(const std::string& text, const std::string& origin) {

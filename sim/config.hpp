@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -52,6 +53,11 @@ class Cfg {
   [[nodiscard]] std::string where(const std::string& key) const;
   [[noreturn]] void fail(const std::string& key, const std::string& message) const;
 
+  // Key paths set by `--set` (path -> the assignment as typed): errors about them name the
+  // assignment instead of a file position. Children inherit the table.
+  using Overrides = std::map<std::string, std::string>;
+  void set_overrides(std::shared_ptr<const Overrides> o) { overrides_ = std::move(o); }
+
  private:
   [[nodiscard]] YAML::Node get(const std::string& key) const;
   [[nodiscard]] std::string key_path(const std::string& key) const;
@@ -59,11 +65,13 @@ class Cfg {
   std::string origin_;
   std::string path_;
   std::set<std::string> known_;
+  std::shared_ptr<const Overrides> overrides_;
 };
 
 // Applies `--set a.b.c=value` to a document: creates intermediate mappings; the value is parsed
 // as YAML (so `2`, `true`, `[1,2]` get their types).
-void apply_override(YAML::Node& root, const std::string& assignment);
+// Returns the key path it set.
+std::string apply_override(YAML::Node& root, const std::string& assignment);
 
 // Loads a YAML file; syntax errors become InputError with file, line and column.
 [[nodiscard]] YAML::Node load_yaml_file(const std::string& file);
