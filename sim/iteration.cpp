@@ -111,12 +111,20 @@ void IterationModel::step(Engine& engine, int gpu) {
     end_[gpu] = engine.now();
     return;
   }
-  const Op& op = program_[gpu][pc_[gpu]++];
-  if (op.collective < 0) {
-    busy_[gpu][static_cast<int>(op.phase)] += op.duration_ns;
-    engine.schedule_in(op.duration_ns, [this, gpu](Engine& e) { step(e, gpu); });
+  // A run of local operations needs no event between them: nothing else can touch this GPU
+  // until it reaches its next collective.
+  const std::vector<Op>& prog = program_[gpu];
+  if (prog[pc_[gpu]].collective < 0) {
+    TimeNs run = 0;
+    while (pc_[gpu] < prog.size() && prog[pc_[gpu]].collective < 0) {
+      const Op& op = prog[pc_[gpu]++];
+      busy_[gpu][static_cast<int>(op.phase)] += op.duration_ns;
+      run += op.duration_ns;
+    }
+    engine.schedule_in(run, [this, gpu](Engine& e) { step(e, gpu); });
     return;
   }
+  const Op& op = prog[pc_[gpu]++];
   CollectiveState& c = collectives_[op.collective];
   arrival_[gpu] = engine.now();
   collective_waiters_[op.collective].push_back(gpu);
