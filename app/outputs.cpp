@@ -41,7 +41,20 @@ nlohmann::json summary_json(const Scenario& s, const std::vector<PolicyResult>& 
            {"mean_grad_sync_bytes_per_iteration", r.mean_grad_sync_bytes},
            {"mean_moved_bytes_per_iteration", r.mean_moved_bytes},
            {"mean_expert_load_imbalance", r.mean_expert_imbalance},
-           {"events", r.events}};
+           {"events", r.events},
+           {"peak_gpu_memory_bytes", r.peak_gpu_memory_bytes},
+           {"peak_memory_gpu", r.peak_memory_gpu},
+           {"peak_memory_components_bytes",
+            {{"weights", r.peak_memory.weights_bytes},
+             {"gradients", r.peak_memory.gradients_bytes},
+             {"optimizer", r.peak_memory.optimizer_bytes},
+             {"activations", r.peak_memory.activations_bytes},
+             {"dispatch_buffers", r.peak_memory.dispatch_buffer_bytes},
+             {"move_temporaries", r.peak_memory.move_temporary_bytes}}},
+           {"peak_host_memory_bytes", r.peak_host_memory_bytes},
+           {"oom", r.oom},
+           {"oom_iteration", r.oom ? json(r.oom_iteration) : json(nullptr)},
+           {"oom_report", r.oom ? json(r.oom_report) : json(nullptr)}};
     res.push_back(j);
   }
   scen["policies"] = pols;
@@ -77,7 +90,7 @@ std::string summary_table(const Scenario& s, const std::vector<PolicyResult>& re
     auto ms = [](double ns) { return ns / 1e6; };
     out += fmt::format("{:<18} {:>9} {:>10} {:>9.3f} {:>9.3f} {:>9.3f} {:>9.3f} {:>9.3f} {:>9.3f} {:>9.3f} {:>7.2f} {:>6.2f}\n",
                        r.label, r.converged ? std::to_string(r.iterations_to_converge) : "-",
-                       r.converged ? fmt::format("{:.3f}", ns_to_s(r.time_to_convergence_ns)) : "not conv.",
+                       r.oom ? "OOM" : r.converged ? fmt::format("{:.3f}", ns_to_s(r.time_to_convergence_ns)) : "not conv.",
                        ms(r.mean_iteration_ns), ms(r.mean_phase_ns[0]), ms(r.mean_phase_ns[1]),
                        ms(r.mean_phase_ns[2]), ms(r.mean_phase_ns[3]), ms(r.mean_phase_ns[4]),
                        ms(r.mean_phase_ns[5]), 100.0 * r.drop_rate, r.mean_expert_imbalance);
@@ -85,6 +98,8 @@ std::string summary_table(const Scenario& s, const std::vector<PolicyResult>& re
   out += "iters: iterations to converge; ttc_s: simulated time to convergence (s); *_ms: mean per iteration on the\n"
          "critical GPU; wait: time spent waiting for slower GPUs; drop_%: assignments dropped by capacity;\n"
          "imbal: max/mean expert tokens per GPU.\n";
+  for (const auto& r : results)
+    if (r.oom) out += fmt::format("{}: {}\n", r.label, r.oom_report);
   return out;
 }
 

@@ -9,21 +9,18 @@
 #include "models/roofline.hpp"
 #include "policies/registry.hpp"
 #include "sim/error.hpp"
+#include "sim/memory.hpp"
 
 namespace moesim {
 
-MemoryEstimate estimate_gpu_memory(const Scenario& s) {
+MemoryUse estimate_gpu_memory(const Scenario& s) {
   const MoeModelSpec& m = s.model;
   const double params = m.dense_params_total() + static_cast<double>(s.slots_per_gpu) * m.num_moe_layers() * m.expert_params();
-  MemoryEstimate e;
+  MemoryUse e;
   e.weights_bytes = params * dtype_bytes(m.dtype);
   e.gradients_bytes = params * s.training.grad_bytes_per_param;
   e.optimizer_bytes = s.training.optimizer_offload ? 0.0 : params * s.training.optimizer_bytes_per_param;
-  // source: Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models"
-  // (MLSys 2023): s*b*h*(34 + 5*a*s/h) bytes per layer; the 5as/h attention-score term is not
-  // stored with FlashAttention (or selective recomputation), which every current MoE trainer uses.
-  const double sbh = static_cast<double>(m.seq_len) * m.micro_batch_per_gpu * m.hidden;
-  e.activations_bytes = m.layers * sbh * 34.0;
+  e.activations_bytes = activation_bytes(m);
   return e;
 }
 
@@ -52,7 +49,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
   const int G = cluster.num_gpus();
 
   // Impossible clusters are input errors, found before anything runs.
-  MemoryEstimate mem = estimate_gpu_memory(s);
+  MemoryUse mem = estimate_gpu_memory(s);
   if (mem.total() > s.cluster.gpu.hbm_bytes) {
     throw InputError(fmt::format(
         "{}: placement.slots_per_gpu {}: each GPU needs {:.2f} GB (weights {:.2f}, gradients {:.2f}, optimizer "
@@ -72,8 +69,12 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
   ctx.experts = s.model.experts;
   ctx.tokens_per_gpu = s.model.tokens_per_gpu();
   ctx.top_k = s.model.top_k;
+  ctx.training = &s.training;
+  ctx.expert_params = s.model.expert_params();
   ctx.expert_weight_bytes = s.model.expert_params() * dtype_bytes(s.model.dtype);
+  ctx.expert_grad_bytes = s.model.expert_params() * s.training.grad_bytes_per_param;
   ctx.expert_optimizer_bytes = s.model.expert_params() * s.training.optimizer_bytes_per_param;
+  ctx.seed = s.seed;
 
   // Build every policy first: a bad parameter in the last one must fail before the first runs.
   std::vector<std::unique_ptr<Policy>> policies;
@@ -121,9 +122,48 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
         trace->next(counts);
       }
       for (int l = 0; l < ctx.moe_layers; ++l) policy.dispatch(l, counts.layer_ptr(l), placement, dispatch[l]);
+      // The policy sees this iteration's counts and decides the next placement; the sync plan
+      // says how this iteration's gradients and weights flow (possibly to the new placement).
+      PolicyDecision decision = policy.after_iteration(static_cast<int>(it), counts, placement);
+      const Placement& next = decision.new_placement ? decision.placement : placement;
+      SyncPlan sync = policy.sync_plan(static_cast<int>(it), placement, next);
+
+      // Memory before time: a GPU that cannot hold this iteration stops the run.
+      std::vector<MemoryUse> mem_gpu = gpu_memory(s.model, s.training, placement, dispatch, pending, sync);
+      std::vector<double> mem_host = host_memory(s.cluster, s.model, s.training, sync);
+      for (int g = 0; g < G && !r.oom; ++g) {
+        const double total = mem_gpu[g].total();
+        if (total > r.peak_gpu_memory_bytes) {
+          r.peak_gpu_memory_bytes = total;
+          r.peak_memory_gpu = g;
+        }
+        r.peak_memory.max_with(mem_gpu[g]);
+        if (total > s.cluster.gpu.hbm_bytes) {
+          std::string steps;
+          for (const Movement& mv : pending)
+            if (!mv.transfer.dst.host && mv.transfer.dst.index == g) steps += (steps.empty() ? "" : "; ") + mv.what;
+          r.oom = true;
+          r.oom_iteration = it;
+          r.oom_report = fmt::format("OOM on GPU {} at iteration {} ({}): needs {} but {} has {:.2f} GB", g, it,
+                                     steps.empty() ? "training step" : "receiving " + steps, describe(mem_gpu[g]),
+                                     s.cluster.gpu.name, s.cluster.gpu.hbm_bytes / 1e9);
+        }
+      }
+      for (int n = 0; n < s.cluster.nodes && !r.oom; ++n) {
+        r.peak_host_memory_bytes = std::max(r.peak_host_memory_bytes, mem_host[n]);
+        if (mem_host[n] > s.cluster.host_memory_bytes) {
+          r.oom = true;
+          r.oom_iteration = it;
+          r.oom_report = fmt::format("OOM on the host of node {} at iteration {}: optimizer state {:.2f} GB but the "
+                                     "host has {:.2f} GB",
+                                     n, it, mem_host[n] / 1e9, s.cluster.host_memory_bytes / 1e9);
+        }
+      }
+      if (r.oom) break;
+
       IterationRow row;
       row.iteration = it;
-      row.result = model.run(engine, now, placement, dispatch, pending);
+      row.result = model.run(engine, now, placement, dispatch, pending, sync);
       now += row.result.iteration_ns;
       row.end_ns = now;
       progress += 1.0 / s.convergence.iterations_needed(row.result.survival);
@@ -141,14 +181,13 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
         r.iterations_to_converge = it + 1;
         r.time_to_convergence_ns = now;
       }
-      PolicyDecision d = policy.after_iteration(static_cast<int>(it), counts, placement);
-      if (d.new_placement) placement = std::move(d.placement);
-      pending = std::move(d.movements);
+      if (decision.new_placement) placement = std::move(decision.placement);
+      pending = std::move(decision.movements);
       if (opts.keep_rows) r.rows.push_back(row);
       if (opts.on_iteration) opts.on_iteration(r.label, it);
       if (r.converged && s.run.stop_at_convergence) break;
     }
-    const auto n = static_cast<double>(times.size());
+    const auto n = static_cast<double>(std::max<std::size_t>(times.size(), 1));
     r.iterations_run = static_cast<std::int64_t>(times.size());
     r.simulated_ns = now;
     r.mean_iteration_ns = static_cast<double>(now) / n;

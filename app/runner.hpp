@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "app/scenario.hpp"
+#include "sim/memory.hpp"
 
 namespace moesim {
 
@@ -38,16 +39,21 @@ struct PolicyResult {
   double mean_moved_bytes = 0.0;
   double mean_expert_imbalance = 1.0;
   std::uint64_t events = 0;
+  // Memory: the peak of each component on the fullest GPU, and the peak total of each GPU.
+  MemoryUse peak_memory;
+  double peak_gpu_memory_bytes = 0.0;
+  int peak_memory_gpu = 0;
+  double peak_host_memory_bytes = 0.0;
+  // Out of memory: the run stopped at `oom_iteration`; `oom_report` names the GPU (or host),
+  // the policy step and each component's bytes.
+  bool oom = false;
+  std::int64_t oom_iteration = -1;
+  std::string oom_report;
   std::vector<IterationRow> rows;
 };
 
-struct MemoryEstimate {
-  double weights_bytes = 0, gradients_bytes = 0, optimizer_bytes = 0, activations_bytes = 0;
-  [[nodiscard]] double total() const { return weights_bytes + gradients_bytes + optimizer_bytes + activations_bytes; }
-};
-
-// Per-GPU memory of the densest GPU with `slots_per_gpu` expert slots filled.
-[[nodiscard]] MemoryEstimate estimate_gpu_memory(const Scenario& s);
+// Per-GPU memory with every slot filled (the static estimate behind the impossible-cluster check).
+[[nodiscard]] MemoryUse estimate_gpu_memory(const Scenario& s);
 
 struct RunOptions {
   bool keep_rows = true;

@@ -15,12 +15,15 @@ namespace {
 
 class StaticPolicy final : public Policy {
  public:
-  StaticPolicy(const PolicyContext& ctx, Cfg& p) : ctx_(ctx) {
+  StaticPolicy(const PolicyContext& ctx, Cfg& p) : Policy(ctx) {
     // source: DeepSpeed-MoE defaults (deepspeed/moe/layer.py): capacity_factor 1.0,
     // min_capacity 4, drop_tokens true.
     capacity_factor_ = p.get_double("capacity_factor", 1.0, 0.0, 1e6);
     min_capacity_ = p.get_int("min_capacity", 4, 0, 1LL << 40);
     drop_tokens_ = p.get_bool("drop_tokens", true);
+    // source: DeepSpeed ZeRO stage 1 partitions an expert's optimizer state over its
+    // expert-data-parallel replicas (Rajbhandari et al., SC 2020; DeepSpeed-MoE).
+    shard_optimizer_ = p.get_bool("shard_optimizer", true);
     if (drop_tokens_ && capacity_factor_ <= 0.0) {
       p.fail("capacity_factor", "must be > 0 when drop_tokens is true (use drop_tokens: false for dropless)");
     }
@@ -84,8 +87,13 @@ class StaticPolicy final : public Policy {
     return {};
   }
 
+  [[nodiscard]] SyncPlan sync_plan(int, const Placement& current, const Placement&) override {
+    return default_sync_plan(ctx_, current, shard_optimizer_);
+  }
+
   [[nodiscard]] nlohmann::json parameters() const override {
     return {{"capacity_factor", capacity_factor_},
+            {"shard_optimizer", shard_optimizer_},
             {"min_capacity", min_capacity_},
             {"drop_tokens", drop_tokens_},
             {"replicas_per_expert", replicas_},
@@ -93,10 +101,10 @@ class StaticPolicy final : public Policy {
   }
 
  private:
-  PolicyContext ctx_;
   double capacity_factor_ = 1.0;
   std::int64_t min_capacity_ = 4;
   bool drop_tokens_ = true;
+  bool shard_optimizer_ = true;
   int replicas_ = 1;
   int group_gpus_ = 1;
 };

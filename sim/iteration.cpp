@@ -70,19 +70,6 @@ TimeNs IterationModel::expert_fwd_ns(std::int64_t tokens) const {
          compute_.gemm_ns(n, model_.hidden, model_.expert_ffn_hidden, eb);
 }
 
-double IterationModel::local_params(const Placement& placement, int gpu) const {
-  double p = dense_params_;
-  for (const auto& layer : placement.expert_of_slot) {
-    std::set<int> distinct;
-    for (int s = 0; s < placement.slots_per_gpu; ++s) {
-      int e = layer[gpu * placement.slots_per_gpu + s];
-      if (e >= 0) distinct.insert(e);
-    }
-    p += static_cast<double>(distinct.size()) * model_.expert_params();
-  }
-  return p;
-}
-
 int IterationModel::add_collective(const std::vector<int>& members, TimeNs duration, Phase phase) {
   const int id = static_cast<int>(collectives_.size());
   collectives_.push_back(CollectiveState{static_cast<int>(members.size()), duration, phase, 0});
@@ -139,7 +126,7 @@ void IterationModel::step(Engine& engine, int gpu) {
 
 IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Placement& placement,
                                     const std::vector<LayerDispatch>& dispatch,
-                                    const std::vector<Movement>& movements) {
+                                    const std::vector<Movement>& movements, const SyncPlan& sync) {
   IterationResult res;
   res.start_ns = start_ns;
   program_.assign(gpus_, {});
@@ -233,51 +220,87 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
     add_all(Phase::Compute, kBackwardFactor * attention_fwd_ns_);
   }
 
-  // Gradient synchronisation: every expert's replicas (on distinct GPUs) all-reduce, in one
-  // global (layer, expert) order so that no two GPUs wait on each other in opposite orders;
-  // then the dense parameters across all GPUs.
-  const double expert_grad_bytes = model_.expert_params() * training_.grad_bytes_per_param;
-  std::map<std::vector<int>, CollectiveEstimate> memo;
-  for (std::size_t l = 0; l < placement.expert_of_slot.size(); ++l) {
-    std::vector<std::vector<int>> holders(model_.experts);
-    for (int sl = 0; sl < slots; ++sl) {
-      int e = placement.expert_of_slot[l][sl];
-      if (e < 0) continue;
-      int g = sl / S;
-      if (holders[e].empty() || holders[e].back() != g) holders[e].push_back(g);
+  // Gradient synchronisation, in one global order on every GPU so that no two GPUs wait on each
+  // other in opposite orders: the policy's collectives, every expert's replicas (on distinct
+  // GPUs) all-reducing in (layer, expert) order, gradient collection, then the dense parameters
+  // across all GPUs.
+  std::map<std::pair<int, std::vector<int>>, TimeNs> memo;
+  auto collective_ns = [&](Collective kind, double bytes, const std::vector<int>& gpus) {
+    auto key = std::make_pair(static_cast<int>(kind), gpus);
+    auto it = memo.find(key);
+    if (it == memo.end()) it = memo.emplace(key, network_.collective(kind, bytes, gpus).time_ns).first;
+    return it->second;
+  };
+  auto add_ops = [&](const std::vector<CollectiveOp>& ops, Phase phase) {
+    for (const CollectiveOp& op : ops) {
+      if (op.gpus.size() < 2) continue;
+      add_collective(op.gpus, collective_ns(op.kind, op.bytes, op.gpus), phase);
+      res.grad_sync_bytes += op.bytes;
     }
-    for (int e = 0; e < model_.experts; ++e) {
-      auto& h = holders[e];
-      std::sort(h.begin(), h.end());
-      h.erase(std::unique(h.begin(), h.end()), h.end());
-      if (h.size() < 2) continue;
-      auto it = memo.find(h);
-      if (it == memo.end()) it = memo.emplace(h, network_.collective(Collective::AllReduce, expert_grad_bytes, h)).first;
-      add_collective(h, it->second.time_ns, Phase::GradSync);
-      res.grad_sync_bytes += expert_grad_bytes;
+  };
+  auto add_transfers = [&](const std::vector<Transfer>& ts, Phase phase) {
+    if (ts.empty()) return;
+    std::vector<TimeNs> busy = network_.transfers(ts);
+    for (const Transfer& t : ts) res.grad_sync_bytes += t.bytes;
+    // A receiver cannot go on before its data arrived: all leave with the busiest GPU.
+    add_collective(all_gpus_, *std::max_element(busy.begin(), busy.end()), phase);
+  };
+  add_ops(sync.pre_collectives, Phase::GradSync);
+  // The policy decides once the counts are known (after the popularity exchange, if any).
+  for (int g = 0; g < static_cast<int>(sync.decision_ns.size()); ++g) add_local(g, Phase::Movement, sync.decision_ns[g]);
+  if (sync.replica_allreduce) {
+    const double expert_grad_bytes = model_.expert_params() * training_.grad_bytes_per_param;
+    for (std::size_t l = 0; l < placement.expert_of_slot.size(); ++l) {
+      std::vector<std::vector<int>> holders(model_.experts);
+      for (int sl = 0; sl < slots; ++sl) {
+        const int e = placement.expert_of_slot[l][sl];
+        if (e >= 0) holders[e].push_back(sl / S);
+      }
+      for (auto& h : holders) {
+        h.erase(std::unique(h.begin(), h.end()), h.end());  // slots are in GPU order
+        if (h.size() < 2) continue;
+        add_collective(h, collective_ns(Collective::AllReduce, expert_grad_bytes, h), Phase::GradSync);
+        res.grad_sync_bytes += expert_grad_bytes;
+      }
     }
   }
+  add_ops(sync.grad_collectives, Phase::GradSync);
+  add_transfers(sync.gradient_transfers, Phase::GradSync);
   if (gpus_ > 1) {
     add_collective(all_gpus_, dense_grad_sync_ns_, Phase::GradSync);
     res.grad_sync_bytes += dense_params_ * training_.grad_bytes_per_param;
   }
 
-  // Optimizer step.
+  // Optimizer step: dense parameters where training.optimizer_offload says, expert parameters
+  // where the sync plan says. A host's Adam serves all GPUs of its node at once.
   const ClusterSpec& cs = cluster_.spec();
-  for (int g = 0; g < gpus_; ++g) {
-    const double p = local_params(placement, g);
-    if (!training_.optimizer_offload) {
-      add_local(g, Phase::Optimizer, compute_.memory_ns(p * training_.adam_hbm_bytes_per_param));
-    } else {
-      // Gradients down, Adam on the host (shared by the node's GPUs), weights back up.
-      const double pcie = cs.pcie_gbps;
-      const double host_rate = training_.host_adam_params_per_s / cs.gpus_per_node;
-      TimeNs t = transfer_ns(p * training_.grad_bytes_per_param, pcie) +
-                 static_cast<TimeNs>(std::ceil(p / host_rate * kNsPerS)) +
-                 transfer_ns(p * dtype_bytes(model_.dtype), pcie);
-      add_local(g, Phase::Optimizer, t);
-    }
+  const int eb = dtype_bytes(model_.dtype);
+  std::vector<double> host_params(cs.nodes, 0.0);
+  for (int n = 0; n < cs.nodes; ++n) {
+    host_params[n] = sync.host_optimizer_params.empty() ? 0.0 : sync.host_optimizer_params[n];
+    if (training_.optimizer_offload) host_params[n] += dense_params_ * cs.gpus_per_node;
   }
+  for (int g = 0; g < gpus_; ++g) {
+    const auto at = [g](const std::vector<double>& v) { return v.empty() ? 0.0 : v[g]; };
+    double gpu_params = at(sync.gpu_optimizer_params);
+    double down = at(sync.d2h_bytes), up = at(sync.h2d_bytes);
+    if (training_.optimizer_offload) {
+      down += dense_params_ * training_.grad_bytes_per_param;
+      up += dense_params_ * eb;
+    } else {
+      gpu_params += dense_params_;
+    }
+    const double hp = host_params[cs.node_of(g)];
+    TimeNs t = compute_.memory_ns(gpu_params * training_.adam_hbm_bytes_per_param);
+    if (hp > 0.0 || down > 0.0 || up > 0.0) {
+      t += transfer_ns(down, cs.pcie_gbps) +
+           static_cast<TimeNs>(std::ceil(hp / training_.host_adam_params_per_s * kNsPerS)) +
+           transfer_ns(up, cs.pcie_gbps);
+    }
+    add_local(g, Phase::Optimizer, t);
+  }
+  add_ops(sync.post_collectives, Phase::GradSync);
+  add_transfers(sync.weight_transfers, Phase::GradSync);
 
   // Execute the programs.
   pc_.assign(gpus_, 0);

@@ -13,17 +13,9 @@
 #include "sim/engine.hpp"
 #include "sim/network.hpp"
 #include "sim/policy.hpp"
+#include "sim/training.hpp"
 
 namespace moesim {
-
-// Optimizer and gradient settings (scenario section `training`).
-struct TrainingSpec {
-  bool optimizer_offload = false;
-  double grad_bytes_per_param = 2.0;        // bf16 gradients
-  double optimizer_bytes_per_param = 12.0;  // fp32 master weights + Adam m and v
-  double adam_hbm_bytes_per_param = 28.0;   // HBM traffic of one fused Adam step on the GPU
-  double host_adam_params_per_s = 1.0e9;    // CPU Adam throughput of one host
-};
 
 enum class Phase { Compute = 0, AllToAll, GradSync, Optimizer, Movement, Wait };
 inline constexpr int kNumPhases = 6;
@@ -56,10 +48,11 @@ class IterationModel {
                  const ComputeModel& compute, const NetworkModel& network);
 
   // Simulates one iteration starting at `start_ns` on `engine`. `dispatch` has one entry per
-  // MoE layer; `movements` are charged at the start (blocking ones on the critical path).
+  // MoE layer; `movements` are charged at the start (blocking ones on the critical path);
+  // `sync` says how expert gradients and weights flow and where their optimizer runs.
   [[nodiscard]] IterationResult run(Engine& engine, TimeNs start_ns, const Placement& placement,
                                     const std::vector<LayerDispatch>& dispatch,
-                                    const std::vector<Movement>& movements);
+                                    const std::vector<Movement>& movements, const SyncPlan& sync);
 
   // Fixed per-GPU costs, exposed for tests and the docs' worked examples.
   [[nodiscard]] TimeNs attention_fwd_ns() const { return attention_fwd_ns_; }
@@ -67,7 +60,6 @@ class IterationModel {
   [[nodiscard]] TimeNs gate_fwd_ns() const { return gate_fwd_ns_; }
   [[nodiscard]] TimeNs lm_head_fwd_ns() const { return lm_head_fwd_ns_; }
   [[nodiscard]] TimeNs expert_fwd_ns(std::int64_t tokens) const;
-  [[nodiscard]] double local_params(const Placement& placement, int gpu) const;
 
  private:
   struct Op {

@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "models/specs.hpp"
+#include "sim/collectives.hpp"
 #include "sim/network.hpp"
+#include "sim/training.hpp"
 #include "traces/trace.hpp"
 
 namespace moesim {
@@ -63,19 +65,72 @@ struct PolicyDecision {
   std::vector<Movement> movements;
 };
 
+// A collective a policy adds to the iteration (e.g. the all-reduce of expert popularity).
+struct CollectiveOp {
+  Collective kind = Collective::AllReduce;
+  double bytes = 0.0;     // per rank
+  std::vector<int> gpus;  // sorted, distinct
+  std::string what;
+};
+
+// How the expert parameters' gradients reach their optimizer and the updated weights come back,
+// for one iteration. The dense (non-expert) parameters are always the core's: all-reduced over
+// all GPUs and updated where `training.optimizer_offload` says.
+struct SyncPlan {
+  // Collectives right after the backward pass (e.g. SYMI's popularity all-reduce).
+  std::vector<CollectiveOp> pre_collectives;
+  // All-reduce every expert's gradients among the GPUs that hold it (in (layer, expert) order).
+  bool replica_allreduce = true;
+  // Collectives replacing or following the replica all-reduce (e.g. reduce-scatter to shards).
+  std::vector<CollectiveOp> grad_collectives;
+  // Point-to-point gradient collection to optimizer owners (GPU -> GPU or GPU -> host).
+  std::vector<Transfer> gradient_transfers;
+  // Expert parameters whose Adam step runs on each GPU (through HBM) or on each node's host.
+  std::vector<double> gpu_optimizer_params;   // [gpu]
+  std::vector<double> host_optimizer_params;  // [node]
+  // Host-device copies around a host optimizer step, per GPU: gradients down, weights up.
+  std::vector<double> d2h_bytes;  // [gpu]
+  std::vector<double> h2d_bytes;  // [gpu]
+  // Collectives after the optimizer (e.g. all-gather of updated shards).
+  std::vector<CollectiveOp> post_collectives;
+  // Updated weights sent to the slots of the next placement (host/GPU -> GPU).
+  std::vector<Transfer> weight_transfers;
+  // The policy's own decision time on each GPU, charged on the critical path as movement.
+  std::vector<TimeNs> decision_ns;  // [gpu]; empty = none
+
+  void resize(int gpus, int nodes) {
+    gpu_optimizer_params.assign(gpus, 0.0);
+    host_optimizer_params.assign(nodes, 0.0);
+    d2h_bytes.assign(gpus, 0.0);
+    h2d_bytes.assign(gpus, 0.0);
+  }
+};
+
 // What a policy may look at: the world, the shape of the job, and the sizes it moves.
 struct PolicyContext {
   const ClusterSpec* cluster = nullptr;
   const MoeModelSpec* model = nullptr;
+  const TrainingSpec* training = nullptr;
   int gpus = 0;
   int slots_per_gpu = 0;
   int moe_layers = 0;
   int experts = 0;
   std::int64_t tokens_per_gpu = 0;  // tokens (not assignments) each GPU routes per MoE layer
   int top_k = 1;
+  double expert_params = 0.0;           // parameters of one routed expert
   double expert_weight_bytes = 0.0;     // one expert's parameters in the training dtype
+  double expert_grad_bytes = 0.0;       // one expert's gradients
   double expert_optimizer_bytes = 0.0;  // one expert's optimizer state (Adam, mixed precision)
+  std::uint64_t seed = 1;               // the scenario's seed, for randomised policies
 };
+
+// The expert-data-parallel default: every expert's replicas all-reduce their gradients; the
+// optimizer state of an expert lives with its replicas, on their GPUs or (offloaded) on their
+// hosts. With `shard_over_replicas` (ZeRO-1 style) each of an expert's r replicas owns 1/r of
+// its optimizer state: gradients are reduce-scattered instead of all-reduced and the updated
+// shards all-gathered.
+[[nodiscard]] SyncPlan default_sync_plan(const PolicyContext& ctx, const Placement& placement,
+                                         bool shard_over_replicas);
 
 class Policy {
  public:
@@ -90,8 +145,16 @@ class Policy {
   // movements it costs.
   [[nodiscard]] virtual PolicyDecision after_iteration(int iteration, const IterationCounts& counts,
                                                        const Placement& current) = 0;
+  // How gradients and weights flow in iteration `iteration`, which ran on `current` and whose
+  // decision produced `next` (equal to `current` when nothing changed). Called after
+  // after_iteration. Default: default_sync_plan(ctx, current, false).
+  [[nodiscard]] virtual SyncPlan sync_plan(int iteration, const Placement& current, const Placement& next);
   // Every parameter, defaults filled in (for summary.json).
   [[nodiscard]] virtual nlohmann::json parameters() const = 0;
+
+ protected:
+  explicit Policy(const PolicyContext& ctx) : ctx_(ctx) {}
+  PolicyContext ctx_;
 };
 
 }  // namespace moesim

@@ -128,10 +128,10 @@ TEST_CASE("a straggler makes the other GPUs wait at the next all-to-all", "[iter
   // Balanced: each GPU's expert processes 1024 tokens.
   d[0].buffered = {512, 512, 512, 512};
   Engine e;
-  auto balanced = model.run(e, 0, pl, d, {});
+  auto balanced = model.run(e, 0, pl, d, {}, SyncPlan{});
   // GPU0's expert gets 1536 tokens, GPU1's 512; the same bytes cross the network (512 each way).
   d[0].buffered = {1024, 512, 512, 0};
-  auto skewed = model.run(e, balanced.iteration_ns, pl, d, {});
+  auto skewed = model.run(e, balanced.iteration_ns, pl, d, {}, SyncPlan{});
   CHECK(skewed.a2a_bytes == balanced.a2a_bytes);
   // The iteration grows by the slow GPU's extra expert time, forward (1x) and backward (2x).
   const TimeNs extra = 3 * (model.expert_fwd_ns(1536) - model.expert_fwd_ns(1024));
@@ -157,15 +157,15 @@ TEST_CASE("blocking movements lengthen the iteration; non-blocking ones only cou
   d[0].reset(2, 2);
   d[0].buffered = {512, 512, 512, 512};
   Engine e;
-  auto base = model.run(e, 0, pl, d, {});
+  auto base = model.run(e, 0, pl, d, {}, SyncPlan{});
   // 1e8 bytes GPU0 -> GPU1 over 10 GB/s: 1e7 ns + 22.4 us message latency.
   Movement m{Transfer{Endpoint{false, 0}, Endpoint{false, 1}, 1e8}, true, "expert 0 weights"};
-  auto moved = model.run(e, e.now(), pl, d, {m});
+  auto moved = model.run(e, e.now(), pl, d, {m}, SyncPlan{});
   CHECK(moved.phase_ns[static_cast<int>(Phase::Movement)] == 10'000'000 + 22'400);
   CHECK(moved.iteration_ns == base.iteration_ns + 10'022'400);
   CHECK(moved.moved_bytes == 1e8);
   m.blocking = false;
-  auto overlapped = model.run(e, e.now(), pl, d, {m});
+  auto overlapped = model.run(e, e.now(), pl, d, {m}, SyncPlan{});
   CHECK(overlapped.iteration_ns == base.iteration_ns);
   CHECK(overlapped.moved_bytes == 1e8);
 }
