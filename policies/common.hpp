@@ -1,0 +1,43 @@
+#pragma once
+// Building blocks shared by the placement policies: dispatching tokens over replicas under a
+// capacity, and the data movements a placement change implies.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sim/policy.hpp"
+
+namespace moesim {
+
+// GPUs holding each expert of `layer` (distinct, ascending), and its slots.
+[[nodiscard]] std::vector<std::vector<int>> expert_slots(const Placement& p, int layer, int experts);
+
+struct EvenDispatchOptions {
+  // Per-replica capacity in assignments, summed over all sources; < 0: unlimited.
+  std::int64_t replica_capacity = -1;
+  // Send a source's tokens only to replicas on its own node when the expert has any there
+  // (FlexMoE's routing rule); otherwise spread over all replicas.
+  bool prefer_local_node = false;
+  int gpus_per_node = 1;
+};
+
+// Splits each source's assignments of each expert evenly over the expert's replicas (the
+// remainder goes one by one to the replicas after the source's own index, so no replica is
+// favoured). With a capacity, an expert with r replicas accepts at most r * capacity
+// assignments in total; sources keep shares proportional to what they sent (largest remainder,
+// ties to the lower source) and the rest is dropped. Buffers are not padded (buffered =
+// accepted). Experts without a replica drop everything.
+void dispatch_even(const Placement& p, int layer, int experts, const std::int64_t* counts,
+                   const EvenDispatchOptions& opt, LayerDispatch& out);
+
+// The movements turning `from` into `to`: every slot whose expert changes receives the expert's
+// weights (plus its optimizer state when `with_optimizer`) from a GPU that holds that expert in
+// `from` (same node first, then the lowest GPU id), or from the host of the slot's node when no
+// GPU holds it. `what` names layer, expert and slot.
+[[nodiscard]] std::vector<Movement> placement_moves(const PolicyContext& ctx, const Placement& from,
+                                                    const Placement& to, bool with_optimizer, bool blocking);
+
+// Tokens per expert of one layer, summed over sources.
+[[nodiscard]] std::vector<std::int64_t> expert_loads(const std::int64_t* counts, int gpus, int experts);
+
+}  // namespace moesim
