@@ -86,11 +86,9 @@ void IterationModel::add_all(Phase phase, TimeNs duration) {
   for (int g = 0; g < gpus_; ++g) add_local(g, phase, duration);
 }
 
-void IterationModel::add_all_to_all(const std::vector<double>& bytes, double& total_bytes) {
-  for (int s = 0; s < gpus_; ++s)
-    for (int d = 0; d < gpus_; ++d)
-      if (s != d) total_bytes += bytes[static_cast<std::size_t>(s) * gpus_ + d];
-  add_collective(all_gpus_, network_.all_to_all_v(bytes), Phase::AllToAll);
+void IterationModel::add_all_to_all(TimeNs duration, double bytes, double& total_bytes) {
+  total_bytes += bytes;
+  add_collective(all_gpus_, duration, Phase::AllToAll);
 }
 
 void IterationModel::step(Engine& engine, int gpu) {
@@ -120,8 +118,12 @@ void IterationModel::step(Engine& engine, int gpu) {
   for (int w : collective_waiters_[op.collective]) {
     busy_[w][static_cast<int>(Phase::Wait)] += engine.now() - arrival_[w];
     busy_[w][static_cast<int>(c.phase)] += c.duration_ns;
-    engine.schedule_in(c.duration_ns, [this, w](Engine& e) { step(e, w); });
   }
+  // All members leave together: one event resumes them in arrival order.
+  const int id = op.collective;
+  engine.schedule_in(c.duration_ns, [this, id](Engine& e) {
+    for (int w : collective_waiters_[id]) step(e, w);
+  });
 }
 
 IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Placement& placement,
@@ -150,9 +152,11 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   }
 
   // Per MoE layer: the all-to-all byte matrices and each GPU's expert compute.
+  // The combine all-to-all is the dispatch's transpose: on symmetric links every GPU's send and
+  // receive volumes swap, so its time is the same; the backward pass repeats both.
   struct LayerCost {
-    std::vector<double> dispatch_bytes;  // [src][dst]
-    std::vector<double> combine_bytes;
+    TimeNs a2a_ns = 0;
+    double a2a_bytes = 0.0;  // bytes leaving their GPU in one all-to-all
     std::vector<TimeNs> expert_ns;  // per GPU, forward
   };
   std::vector<LayerCost> layer_cost(dispatch.size());
@@ -160,11 +164,11 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   for (std::size_t l = 0; l < dispatch.size(); ++l) {
     const LayerDispatch& d = dispatch[l];
     LayerCost& lc = layer_cost[l];
-    lc.dispatch_bytes = dispatch_byte_matrix(d, S, token_bytes);
-    lc.combine_bytes.assign(lc.dispatch_bytes.size(), 0.0);
+    const std::vector<double> bytes = dispatch_byte_matrix(d, S, token_bytes);
+    lc.a2a_ns = network_.all_to_all_v(bytes);
     for (int a = 0; a < gpus_; ++a)
       for (int b = 0; b < gpus_; ++b)
-        lc.combine_bytes[static_cast<std::size_t>(b) * gpus_ + a] = lc.dispatch_bytes[static_cast<std::size_t>(a) * gpus_ + b];
+        if (a != b) lc.a2a_bytes += bytes[static_cast<std::size_t>(a) * gpus_ + b];
     std::vector<std::int64_t> slot_tokens(slots, 0);
     for (int src = 0; src < gpus_; ++src)
       for (int sl = 0; sl < slots; ++sl) slot_tokens[sl] += d.buffered[static_cast<std::size_t>(src) * slots + sl];
@@ -198,9 +202,9 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
     }
     const LayerCost& lc = layer_cost[moe_index++];
     add_all(Phase::Compute, gate_fwd_ns_ + shared_expert_fwd_ns_);
-    add_all_to_all(lc.dispatch_bytes, res.a2a_bytes);
+    add_all_to_all(lc.a2a_ns, lc.a2a_bytes, res.a2a_bytes);
     for (int g = 0; g < gpus_; ++g) add_local(g, Phase::Compute, lc.expert_ns[g]);
-    add_all_to_all(lc.combine_bytes, res.a2a_bytes);
+    add_all_to_all(lc.a2a_ns, lc.a2a_bytes, res.a2a_bytes);
   }
   add_all(Phase::Compute, lm_head_fwd_ns_);
 
@@ -212,9 +216,9 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       add_all(Phase::Compute, kBackwardFactor * dense_ffn_fwd_ns_);
     } else {
       const LayerCost& lc = layer_cost[--moe_index];
-      add_all_to_all(lc.combine_bytes, res.a2a_bytes);
+      add_all_to_all(lc.a2a_ns, lc.a2a_bytes, res.a2a_bytes);
       for (int g = 0; g < gpus_; ++g) add_local(g, Phase::Compute, kBackwardFactor * lc.expert_ns[g]);
-      add_all_to_all(lc.dispatch_bytes, res.a2a_bytes);
+      add_all_to_all(lc.a2a_ns, lc.a2a_bytes, res.a2a_bytes);
       add_all(Phase::Compute, kBackwardFactor * (gate_fwd_ns_ + shared_expert_fwd_ns_));
     }
     add_all(Phase::Compute, kBackwardFactor * attention_fwd_ns_);

@@ -77,7 +77,7 @@ class IterationModel {
   int add_collective(const std::vector<int>& members, TimeNs duration, Phase phase);
   void add_local(int gpu, Phase phase, TimeNs duration);
   void add_all(Phase phase, TimeNs duration);
-  void add_all_to_all(const std::vector<double>& bytes, double& total_bytes);
+  void add_all_to_all(TimeNs duration, double bytes, double& total_bytes);
 
   const Cluster& cluster_;
   MoeModelSpec model_;

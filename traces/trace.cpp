@@ -58,14 +58,16 @@ class SyntheticTrace final : public TraceSource {
     const int experts = shape_.experts;
     for (int layer = 0; layer < shape_.layers; ++layer) {
       prepare_conditionals(layer);
-      for (int src = 0; src < shape_.gpus; ++src) {
-        // Multinomial as a chain of binomials: expert i takes Binomial(remaining, p_i / tail_i),
-        // which needs no per-token work, so cost is independent of the batch size.
-        std::int64_t remaining = n_total;
-        for (int ex = 0; ex + 1 < experts; ++ex) {
+      // Multinomial as a chain of binomials: expert i takes Binomial(remaining, p_i / tail_i),
+      // which needs no per-token work, so cost is independent of the batch size. Experts are
+      // the outer loop so that the sources' independent chains overlap in the CPU.
+      remaining_.assign(static_cast<std::size_t>(shape_.gpus), n_total);
+      for (int ex = 0; ex + 1 < experts; ++ex) {
+        const double q = cond_p_[static_cast<std::size_t>(ex)];
+        for (int src = 0; src < shape_.gpus; ++src) {
+          std::int64_t& remaining = remaining_[static_cast<std::size_t>(src)];
           std::int64_t x = 0;
           if (remaining > 0) {
-            const double q = cond_p_[static_cast<std::size_t>(ex)];
             if (q >= 1.0) {
               x = remaining;
             } else if (q > 0.0) {
@@ -77,8 +79,10 @@ class SyntheticTrace final : public TraceSource {
           out.at(layer, src, ex) = x;
           remaining -= x;
         }
-        // The last expert takes the remainder so the row sums exactly to n_total.
-        out.at(layer, src, experts - 1) = remaining;
+      }
+      // The last expert takes the remainder so every row sums exactly to n_total.
+      for (int src = 0; src < shape_.gpus; ++src) {
+        out.at(layer, src, experts - 1) = remaining_[static_cast<std::size_t>(src)];
       }
     }
     return true;
@@ -158,6 +162,7 @@ class SyntheticTrace final : public TraceSource {
   std::vector<double> base_logp_;  // [layer][expert]
   std::vector<double> logp_;       // [layer][expert], current walk state
   std::vector<double> cond_p_;     // scratch, [expert]
+  std::vector<std::int64_t> remaining_;  // scratch, [source GPU]
   bool started_ = false;
 };
 
