@@ -24,17 +24,26 @@ constexpr const char* kUsage =
     "\n"
     "Usage:\n"
     "  moesim run SCENARIO.yaml [--out DIR] [--seed N] [--set key.path=value ...]\n"
+    "  moesim compare SCENARIO.yaml [--policies static,flexmoe:interval=10,...] [run's options]\n"
     "  moesim list            presets (GPUs, clusters, models) and registered policies\n"
     "  moesim --help | --version\n"
     "  moesim COMMAND --help  options of one command\n"
     "\n"
     "Exit status: 0 success, 2 bad input (the message names file, line, key), 1 internal error.\n";
 
-po::options_description run_options() {
-  po::options_description d("moesim run SCENARIO.yaml [options]");
+po::options_description run_options(bool compare) {
+  po::options_description d(compare ? "moesim compare SCENARIO.yaml [options]" : "moesim run SCENARIO.yaml [options]");
+  if (compare) {
+    d.add_options()("policies,p", po::value<std::string>(),
+                    "policies to compare instead of the scenario's list: comma-separated, parameters after colons, "
+                    "e.g. static,static:capacity_factor=2,flexmoe:interval=10,symi");
+  }
   d.add_options()
       ("help,h", "show this help")
-      ("out,o", po::value<std::string>(), "directory for summary.json and iterations.csv (default: out/<scenario name>)")
+      ("out,o", po::value<std::string>(), compare ? "directory for compare.csv, compare.json, summary.json and "
+                                                   "iterations.csv (default: out/<scenario name>)"
+                                                 : "directory for summary.json and iterations.csv (default: "
+                                                   "out/<scenario name>)")
       ("seed", po::value<std::uint64_t>(), "seed for the synthetic trace and any randomised policy; overrides the "
                                            "scenario's `seed`")
       ("set", po::value<std::vector<std::string>>()->composing(),
@@ -44,8 +53,8 @@ po::options_description run_options() {
   return d;
 }
 
-int cmd_run(const std::vector<std::string>& args) {
-  po::options_description opts = run_options();
+int cmd_run(const std::vector<std::string>& args, bool compare) {
+  po::options_description opts = run_options(compare);
   po::options_description hidden;
   hidden.add_options()("scenario", po::value<std::string>());
   po::options_description all;
@@ -57,24 +66,27 @@ int cmd_run(const std::vector<std::string>& args) {
     po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
-    throw InputError(fmt::format("moesim run: {}", e.what()));
+    throw InputError(fmt::format("moesim {}: {}", compare ? "compare" : "run", e.what()));
   }
   if (vm.count("help")) {
     std::cout << opts << "\nThe scenario keys are described in docs/scenario.md.\n";
     return 0;
   }
-  if (!vm.count("scenario")) throw InputError("moesim run: missing SCENARIO.yaml (see moesim run --help)");
+  if (!vm.count("scenario")) throw InputError(compare ? "moesim compare: missing SCENARIO.yaml (see moesim compare --help)"
+                                                            : "moesim run: missing SCENARIO.yaml (see moesim run --help)");
   std::optional<std::uint64_t> seed;
   if (vm.count("seed")) seed = vm["seed"].as<std::uint64_t>();
   std::vector<std::string> sets;
   if (vm.count("set")) sets = vm["set"].as<std::vector<std::string>>();
   Scenario s = load_scenario(vm["scenario"].as<std::string>(), sets, seed);
+  if (compare && vm.count("policies")) s.policies = parse_policy_specs(vm["policies"].as<std::string>());
   std::vector<PolicyResult> results = run_scenario(s);
   const std::string out = vm.count("out") ? vm["out"].as<std::string>() : "out/" + s.name;
-  write_outputs(out, s, results);
+  write_outputs(out, s, results, compare);
   if (!vm.count("quiet")) {
     std::cout << summary_table(s, results);
-    std::cout << fmt::format("wrote {0}/summary.json and {0}/iterations.csv\n", out);
+    std::cout << fmt::format("wrote {0}/{1}summary.json and {0}/iterations.csv\n", out,
+                             compare ? "compare.csv, " + out + "/compare.json, " + out + "/" : "");
   }
   return 0;
 }
@@ -99,7 +111,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
     if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-      std::cout << kUsage << "\n" << run_options();
+      std::cout << kUsage << "\n" << run_options(false) << "\n" << run_options(true);
       return args.empty() ? 2 : 0;
     }
     if (args[0] == "--version") {
@@ -108,9 +120,10 @@ int main(int argc, char** argv) {
     }
     const std::string cmd = args[0];
     std::vector<std::string> rest(args.begin() + 1, args.end());
-    if (cmd == "run") return cmd_run(rest);
+    if (cmd == "run") return cmd_run(rest, false);
+    if (cmd == "compare") return cmd_run(rest, true);
     if (cmd == "list") return cmd_list();
-    throw InputError(fmt::format("unknown command '{}'; commands: run, list (see moesim --help)", cmd));
+    throw InputError(fmt::format("unknown command '{}'; commands: run, compare, list (see moesim --help)", cmd));
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;

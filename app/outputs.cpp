@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -9,15 +10,22 @@
 
 namespace moesim {
 
+namespace {
+double best_ttc_ns(const std::vector<PolicyResult>& results) {
+  double best = 0.0;
+  for (const auto& r : results)
+    if (r.converged && !r.oom && (best == 0.0 || static_cast<double>(r.time_to_convergence_ns) < best))
+      best = static_cast<double>(r.time_to_convergence_ns);
+  return best;
+}
+}  // namespace
+
 nlohmann::json summary_json(const Scenario& s, const std::vector<PolicyResult>& results) {
   using nlohmann::json;
   json scen = s.to_json();
   json pols = json::array();
   json res = json::array();
-  double best = 0.0;
-  for (const auto& r : results)
-    if (r.converged && (best == 0.0 || static_cast<double>(r.time_to_convergence_ns) < best))
-      best = static_cast<double>(r.time_to_convergence_ns);
+  const double best = best_ttc_ns(results);
   for (const auto& r : results) {
     json p = r.parameters;
     pols.push_back({{"label", r.label}, {"name", r.name}, {"parameters", p}});
@@ -79,25 +87,53 @@ std::string iterations_csv(const std::vector<PolicyResult>& results) {
   return out;
 }
 
+
+std::string compare_csv(const std::vector<PolicyResult>& results) {
+  std::string out =
+      "policy,name,status,iterations_to_converge,time_to_convergence_s,ratio_to_best,mean_iteration_ns,"
+      "p99_iteration_ns,compute_ns,a2a_ns,grad_sync_ns,optimizer_ns,movement_ns,wait_ns,drop_rate,"
+      "moved_bytes_per_iteration,a2a_bytes_per_iteration,peak_gpu_memory_bytes\n";
+  const double best = best_ttc_ns(results);
+  for (const auto& r : results) {
+    const bool ok = r.converged && !r.oom;
+    fmt::format_to(std::back_inserter(out), "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", r.label, r.name,
+                   r.oom ? "oom" : r.converged ? "converged" : "not_converged",
+                   ok ? std::to_string(r.iterations_to_converge) : "",
+                   ok ? fmt::format("{}", ns_to_s(r.time_to_convergence_ns)) : "",
+                   ok && best > 0 ? fmt::format("{}", static_cast<double>(r.time_to_convergence_ns) / best) : "",
+                   r.mean_iteration_ns, r.p99_iteration_ns, r.mean_phase_ns[0], r.mean_phase_ns[1], r.mean_phase_ns[2],
+                   r.mean_phase_ns[3], r.mean_phase_ns[4], r.mean_phase_ns[5], r.drop_rate, r.mean_moved_bytes,
+                   r.mean_a2a_bytes, r.peak_gpu_memory_bytes);
+  }
+  return out;
+}
+
 std::string summary_table(const Scenario& s, const std::vector<PolicyResult>& results) {
   std::string out = fmt::format("scenario {} ({} x {} GPUs {}, model {}, {} slots/GPU, seed {})\n", s.name,
                                 s.cluster.nodes, s.cluster.gpus_per_node, s.cluster.gpu.name, s.model.name,
                                 s.slots_per_gpu, s.seed);
-  out += fmt::format("{:<18} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6}\n", "policy",
-                     "iters", "ttc_s", "iter_ms", "comp_ms", "a2a_ms", "sync_ms", "opt_ms", "move_ms", "wait_ms",
-                     "drop_%", "imbal");
+  std::size_t w = 6;
+  for (const auto& r : results) w = std::max(w, r.label.size());
+  out += fmt::format("{:<{}} {:>6} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>7}\n",
+                     "policy", w, "iters", "ttc_s", "ratio", "iter_ms", "p99_ms", "comp_ms", "a2a_ms", "sync_ms", "opt_ms",
+                     "move_ms", "wait_ms", "drop_%", "moved_MB", "peak_GB");
+  const double best = best_ttc_ns(results);
+  auto ms = [](double ns) { return ns / 1e6; };
   for (const auto& r : results) {
-    auto ms = [](double ns) { return ns / 1e6; };
-    out += fmt::format("{:<18} {:>9} {:>10} {:>9.3f} {:>9.3f} {:>9.3f} {:>9.3f} {:>9.3f} {:>9.3f} {:>9.3f} {:>7.2f} {:>6.2f}\n",
-                       r.label, r.converged ? std::to_string(r.iterations_to_converge) : "-",
-                       r.oom ? "OOM" : r.converged ? fmt::format("{:.3f}", ns_to_s(r.time_to_convergence_ns)) : "not conv.",
-                       ms(r.mean_iteration_ns), ms(r.mean_phase_ns[0]), ms(r.mean_phase_ns[1]),
-                       ms(r.mean_phase_ns[2]), ms(r.mean_phase_ns[3]), ms(r.mean_phase_ns[4]),
-                       ms(r.mean_phase_ns[5]), 100.0 * r.drop_rate, r.mean_expert_imbalance);
+    const bool ok = r.converged && !r.oom;
+    out += fmt::format(
+        "{:<{}} {:>6} {:>9} {:>6} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>6.2f} {:>9.1f} "
+        "{:>7.2f}\n",
+        r.label, w, ok ? std::to_string(r.iterations_to_converge) : "-",
+        r.oom ? "OOM" : r.converged ? fmt::format("{:.2f}", ns_to_s(r.time_to_convergence_ns)) : "not conv.",
+        ok && best > 0 ? fmt::format("{:.3f}", static_cast<double>(r.time_to_convergence_ns) / best) : "-",
+        ms(r.mean_iteration_ns), ms(r.p99_iteration_ns), ms(r.mean_phase_ns[0]), ms(r.mean_phase_ns[1]),
+        ms(r.mean_phase_ns[2]), ms(r.mean_phase_ns[3]), ms(r.mean_phase_ns[4]), ms(r.mean_phase_ns[5]),
+        100.0 * r.drop_rate, r.mean_moved_bytes / 1e6, r.peak_gpu_memory_bytes / 1e9);
   }
-  out += "iters: iterations to converge; ttc_s: simulated time to convergence (s); *_ms: mean per iteration on the\n"
-         "critical GPU; wait: time spent waiting for slower GPUs; drop_%: assignments dropped by capacity;\n"
-         "imbal: max/mean expert tokens per GPU.\n";
+  out += "iters: iterations to converge; ttc_s: simulated time to convergence; ratio: to the fastest; *_ms: mean\n"
+         "per iteration on the critical GPU (wait: waiting for slower GPUs); drop_%: assignments dropped by\n"
+         "capacity; moved_MB: policy movements per iteration; peak_GB: peak memory of the fullest GPU.\n";
   for (const auto& r : results)
     if (r.oom) out += fmt::format("{}: {}\n", r.label, r.oom_report);
   return out;
@@ -117,13 +153,19 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   if (ec) throw InputError(fmt::format("{}: cannot rename to {}: {}", tmp, path, ec.message()));
 }
 
-void write_outputs(const std::string& dir, const Scenario& s, const std::vector<PolicyResult>& results) {
+void write_outputs(const std::string& dir, const Scenario& s, const std::vector<PolicyResult>& results,
+                   bool comparison) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) throw InputError(fmt::format("--out {}: cannot create directory: {}", dir, ec.message()));
   // Render both before writing either, so a failure leaves no mismatched pair.
   const std::string summary = summary_json(s, results).dump(2) + "\n";
   const std::string csv = iterations_csv(results);
+  if (comparison) {
+    nlohmann::json rows = summary_json(s, results)["results"];
+    write_file_atomic((std::filesystem::path(dir) / "compare.csv").string(), compare_csv(results));
+    write_file_atomic((std::filesystem::path(dir) / "compare.json").string(), rows.dump(2) + "\n");
+  }
   write_file_atomic((std::filesystem::path(dir) / "iterations.csv").string(), csv);
   write_file_atomic((std::filesystem::path(dir) / "summary.json").string(), summary);
 }

@@ -10,11 +10,15 @@ namespace moesim {
 [[nodiscard]] nlohmann::json summary_json(const Scenario& s, const std::vector<PolicyResult>& results);
 // iterations.csv: one row per policy and iteration.
 [[nodiscard]] std::string iterations_csv(const std::vector<PolicyResult>& results);
+// One row per policy: time to convergence, iteration time breakdown, drops, bytes, memory.
+[[nodiscard]] std::string compare_csv(const std::vector<PolicyResult>& results);
 // The terminal table.
 [[nodiscard]] std::string summary_table(const Scenario& s, const std::vector<PolicyResult>& results);
 // Writes summary.json and iterations.csv into `dir` (created if missing); each file is written to
 // a temporary name and renamed, so a reader never sees a half-written file.
-void write_outputs(const std::string& dir, const Scenario& s, const std::vector<PolicyResult>& results);
+// With `comparison`, also compare.csv and compare.json (one row per policy).
+void write_outputs(const std::string& dir, const Scenario& s, const std::vector<PolicyResult>& results,
+                   bool comparison = false);
 // Atomic write of one file.
 void write_file_atomic(const std::string& path, const std::string& content);
 

@@ -134,6 +134,43 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
 
 }  // namespace
 
+std::vector<PolicyEntry> parse_policy_specs(const std::string& specs) {
+  std::vector<PolicyEntry> out;
+  std::set<std::string> labels;
+  std::stringstream all(specs);
+  for (std::string spec; std::getline(all, spec, ',');) {
+    if (spec.empty()) throw InputError(fmt::format("--policies '{}': empty policy entry", specs));
+    PolicyEntry e;
+    e.origin = "--policies";
+    e.label = spec;
+    e.params = YAML::Node(YAML::NodeType::Map);
+    std::stringstream parts(spec);
+    std::string part;
+    std::getline(parts, part, ':');
+    e.name = part;
+    e.params["name"] = part;
+    while (std::getline(parts, part, ':')) {
+      const auto eq = part.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        throw InputError(fmt::format("--policies '{}': parameter '{}' must be key=value", spec, part));
+      }
+      const std::string key = part.substr(0, eq);
+      if (key == "name" || key == "label") {
+        throw InputError(fmt::format("--policies '{}': '{}' cannot be set here", spec, key));
+      }
+      try {
+        e.params[key] = YAML::Load(part.substr(eq + 1));
+      } catch (const YAML::Exception& ex) {
+        throw InputError(fmt::format("--policies '{}': value of '{}' is not valid YAML: {}", spec, key, ex.msg));
+      }
+    }
+    if (!labels.insert(e.label).second) throw InputError(fmt::format("--policies: '{}' is listed twice", spec));
+    out.push_back(std::move(e));
+  }
+  if (out.empty()) throw InputError("--policies: no policy given");
+  return out;
+}
+
 Scenario load_scenario(const std::string& file, const std::vector<std::string>& overrides,
                        std::optional<std::uint64_t> seed) {
   return parse(load_yaml_file(file), file, overrides, seed);

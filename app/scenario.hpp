@@ -56,6 +56,10 @@ struct Scenario {
   [[nodiscard]] nlohmann::json to_json() const;
 };
 
+// Parses `--policies static,flexmoe:interval=10,static:capacity_factor=2:min_capacity=2`: policies
+// separated by commas, parameters by colons; each entry's label is its spec text.
+[[nodiscard]] std::vector<PolicyEntry> parse_policy_specs(const std::string& specs);
+
 // `overrides` are `key.path=value` assignments applied before validation; `seed` (from the
 // command line) wins over the file's.
 [[nodiscard]] Scenario load_scenario(const std::string& file, const std::vector<std::string>& overrides,

@@ -81,3 +81,28 @@ TEST_CASE("help explains every option of run", "[cli]") {
   CHECK_THAT(read_file(log), Catch::Matchers::Contains("static"));
   CHECK_THAT(read_file(log), Catch::Matchers::Contains("swiftmoe-cloud"));
 }
+
+TEST_CASE("compare writes one row per policy and marks a policy that runs out of memory", "[cli][compare]") {
+  // Quickstart's static estimate (weights 0.587 GB + gradients 0.587 GB + activations 0.642 GB,
+  // optimizer offloaded) is 1.816 GB; the padded dispatch buffers add 6.3 MB at capacity factor 1
+  // and 12.6 MB at 2. With 1.825 GB of HBM the first fits and the second does not.
+  fs::path scen = fs::temp_directory_path() / "moesim_cli_oom.yaml";
+  std::ofstream(scen) << "cluster:\n  preset: swiftmoe-cloud\n  gpu: {preset: a100-pcie-80gb, hbm_bytes: 1.825e9}\n"
+                         "model: {preset: gpt-small-moe}\nplacement: {slots_per_gpu: 4}\n"
+                         "training: {optimizer_offload: true}\nrun: {max_iterations: 30}\npolicies: [static]\n";
+  fs::path out = fresh_dir("cmp_out"), log = fresh_dir("cmp_log");
+  REQUIRE(run("compare " + scen.string() + " --policies static:min_capacity=2,static:capacity_factor=2 --out " +
+                  out.string(),
+              log) == 0);
+  const std::string table = read_file(log);
+  CHECK_THAT(table, Catch::Matchers::Contains("static:capacity_factor=2: OOM on GPU 0 at iteration 0"));
+  CHECK_THAT(table, Catch::Matchers::Contains("dispatch buffers 0.01"));
+  const std::string csv = read_file(out / "compare.csv");
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 3);
+  CHECK_THAT(csv, Catch::Matchers::Contains("\nstatic:min_capacity=2,static,not_converged,"));
+  CHECK_THAT(csv, Catch::Matchers::Contains("\nstatic:capacity_factor=2,static,oom,"));
+  CHECK(fs::exists(out / "compare.json"));
+  // A bad --policies spec is an input error.
+  CHECK(run("compare " + scen.string() + " --policies static:capacity_factor", log) == 2);
+  CHECK_THAT(read_file(log), Catch::Matchers::Contains("parameter 'capacity_factor' must be key=value"));
+}
