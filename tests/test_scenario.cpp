@@ -442,7 +442,7 @@ TEST_CASE("scenario: an unknown policy given as a plain name reports its line", 
   const std::string text = kBase + "policies:\n  - fancy\n";
   const std::string msg = run_error(text);
   CHECK_THAT(msg, Contains("key 'policies[0]"));
-  CHECK_THAT(msg, Contains("unknown policy 'fancy'; registered policies: static"));
+  CHECK_THAT(msg, Contains("unknown policy 'fancy'; registered policies: static"));  // first of the list
   CHECK_THAT(msg, Contains(pos(text, "fancy")));
 }
 
