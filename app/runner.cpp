@@ -19,7 +19,9 @@ MemoryUse estimate_gpu_memory(const Scenario& s) {
   MemoryUse e;
   e.weights_bytes = params * dtype_bytes(m.dtype);
   e.gradients_bytes = params * s.training.grad_bytes_per_param;
-  e.optimizer_bytes = s.training.optimizer_offload ? 0.0 : params * s.training.optimizer_bytes_per_param;
+  // Only the dense optimizer state is certain to be on the GPU: where the experts' state lives is
+  // the policy's choice, accounted every iteration.
+  e.optimizer_bytes = s.training.optimizer_offload ? 0.0 : m.dense_params_total() * s.training.optimizer_bytes_per_param;
   e.activations_bytes = activation_bytes(m);
   return e;
 }

@@ -52,7 +52,8 @@ struct PolicyResult {
   std::vector<IterationRow> rows;
 };
 
-// Per-GPU memory with every slot filled (the static estimate behind the impossible-cluster check).
+// Per-GPU memory any policy needs with every slot filled: weights, gradients, dense optimizer state
+// and activations (the estimate behind the impossible-cluster check).
 [[nodiscard]] MemoryUse estimate_gpu_memory(const Scenario& s);
 
 struct RunOptions {
