@@ -4,6 +4,7 @@
 #include <map>
 #include <numeric>
 #include <set>
+#include <tuple>
 
 namespace moesim {
 
@@ -228,9 +229,9 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   // other in opposite orders: the policy's collectives, every expert's replicas (on distinct
   // GPUs) all-reducing in (layer, expert) order, gradient collection, then the dense parameters
   // across all GPUs.
-  std::map<std::pair<int, std::vector<int>>, TimeNs> memo;
+  std::map<std::tuple<int, double, std::vector<int>>, TimeNs> memo;
   auto collective_ns = [&](Collective kind, double bytes, const std::vector<int>& gpus) {
-    auto key = std::make_pair(static_cast<int>(kind), gpus);
+    auto key = std::make_tuple(static_cast<int>(kind), bytes, gpus);
     auto it = memo.find(key);
     if (it == memo.end()) it = memo.emplace(key, network_.collective(kind, bytes, gpus).time_ns).first;
     return it->second;
