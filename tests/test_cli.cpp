@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -26,7 +27,8 @@ int run(const std::string& args, const fs::path& log) {
 }
 
 fs::path fresh_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("moesim_cli_" + name);
+  // Per process, so that concurrent test runs do not share folders.
+  fs::path d = fs::temp_directory_path() / ("moesim_cli_" + std::to_string(::getpid()) + "_" + name);
   fs::remove_all(d);
   return d;
 }
@@ -56,7 +58,7 @@ TEST_CASE("same inputs and seed give bit-identical outputs", "[cli][determinism]
 
 TEST_CASE("bad input exits 2 with the file and key, and writes nothing", "[cli]") {
   fs::path out = fresh_dir("bad_out");
-  fs::path scen = fs::temp_directory_path() / "moesim_cli_bad.yaml";
+  fs::path scen = fresh_dir("bad.yaml");
   std::ofstream(scen) << "cluster:\n  preset: dgx-a100\n  nodez: 2\nmodel: {preset: gpt-small-moe}\npolicies: [static]\n";
   fs::path log = fresh_dir("bad_log");
   CHECK(run("run " + scen.string() + " --out " + out.string(), log) == 2);
@@ -86,7 +88,7 @@ TEST_CASE("compare writes one row per policy and marks a policy that runs out of
   // Quickstart's static estimate (weights 0.587 GB + gradients 0.587 GB + activations 0.642 GB,
   // optimizer offloaded) is 1.816 GB; the padded dispatch buffers add 6.3 MB at capacity factor 1
   // and 12.6 MB at 2. With 1.825 GB of HBM the first fits and the second does not.
-  fs::path scen = fs::temp_directory_path() / "moesim_cli_oom.yaml";
+  fs::path scen = fresh_dir("oom.yaml");
   std::ofstream(scen) << "cluster:\n  preset: swiftmoe-cloud\n  gpu: {preset: a100-pcie-80gb, hbm_bytes: 1.825e9}\n"
                          "model: {preset: gpt-small-moe}\nplacement: {slots_per_gpu: 4}\n"
                          "training: {optimizer_offload: true}\nrun: {max_iterations: 30}\npolicies: [static]\n";

@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <unistd.h>
+
 #include "app/runner.hpp"
 #include "models/roofline.hpp"
 
@@ -12,7 +14,7 @@ using namespace moesim;
 namespace {
 
 std::string temp_file(const std::string& name, const std::string& content) {
-  auto p = std::filesystem::temp_directory_path() / ("moesim_test_" + name);
+  auto p = std::filesystem::temp_directory_path() / ("moesim_test_" + std::to_string(::getpid()) + "_" + name);
   std::ofstream(p) << content;
   return p.string();
 }
