@@ -174,9 +174,10 @@ class EplbPolicy final : public Policy {
     // The EPLB "node": consecutive GPUs sharing fast links; default the cluster's nodes.
     nodes_ = static_cast<int>(p.get_int("nodes", cluster_nodes, 1, 1 << 20));
     // source: eplb.py's num_groups is the model's expert groups (DeepSeek-V3: 8 groups for
-    // group-limited routing). The simulated models have no groups: default one group per node
-    // when that divides the experts (so the hierarchical policy applies), else 1.
-    const int def_groups = ctx.experts % nodes_ == 0 ? nodes_ : 1;
+    // group-limited routing). A model without group-limited routing has one group, and EPLB then
+    // uses its global policy (with groups = nodes every node would be pinned to its own experts,
+    // whatever their load). Set `groups` for a model that routes by groups.
+    const int def_groups = 1;
     groups_ = static_cast<int>(p.get_int("groups", def_groups, 1, 1 << 20));
     hierarchical_mode_ = p.get_enum("hierarchical", "auto", {"auto", "true", "false"});
     // Reconstruction for training: a replica moved to a new GPU needs its optimizer state too.

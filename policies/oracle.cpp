@@ -23,7 +23,7 @@ class OraclePolicy final : public Policy {
     // is charged the same gradient synchronisation as the static baseline.
     shard_optimizer_ = p.get_bool("shard_optimizer", true);
     // false: a looser bound without the expert gradient collectives (the optimizer step stays).
-    charge_gradient_sync_ = p.get_bool("charge_gradient_sync", true);
+    charge_gradient_sync_ = p.get_bool("charge_gradient_sync", false);
     if (ctx.gpus * ctx.slots_per_gpu < ctx.experts) {
       p.fail("", fmt::format("oracle needs at least one slot per expert: {} GPUs x {} slots < {} experts",
                              ctx.gpus, ctx.slots_per_gpu, ctx.experts));
@@ -93,7 +93,7 @@ class OraclePolicy final : public Policy {
 
  private:
   bool shard_optimizer_ = true;
-  bool charge_gradient_sync_ = true;
+  bool charge_gradient_sync_ = false;
 };
 
 }  // namespace

@@ -125,12 +125,12 @@ TEST_CASE("eplb: global policy on 4 experts, 6 slots, 2 GPUs by hand", "[eplb]")
 }
 
 TEST_CASE("eplb: initial placement is EPLB on uniform load", "[eplb]") {
-  // 2 nodes x 2 GPUs x 3 slots, 8 experts; default groups = nodes = 2 -> hierarchical.
+  // 2 nodes x 2 GPUs x 3 slots, 8 experts; groups = nodes = 2 -> hierarchical.
   // Groups {0..3} and {4..7} tie: node 0 gets group 0, node 1 group 1. In node 0 the two extra
   // slots go to e0 and e1 (ties to the lower index): physical [0 1 2 3 0 1], loads
   // [.5 .5 1 1 .5 .5]; packing: 2 -> g0, 3 -> g1, 0 -> g0 (tie), 1 -> g1, 4 -> g0 (tie), 5 -> g1:
   // GPU0 [2 0 0], GPU1 [3 1 1]. Node 1 is the same shifted by 4.
-  EplbFixture f(2, 2, 3, 8, 2, 10, "{name: eplb}");
+  EplbFixture f(2, 2, 3, 8, 2, 10, "{name: eplb, groups: 2}");
   const Placement pl = f.policy->initial_placement();
   REQUIRE(pl.expert_of_slot.size() == 2);
   const std::vector<int> want{2, 0, 0, 3, 1, 1, 6, 4, 4, 7, 5, 5};
@@ -178,7 +178,7 @@ TEST_CASE("eplb: the plan uses the moving average of the last load_window iterat
 TEST_CASE("eplb: invariants on random loads", "[eplb]") {
   // 2 nodes x 2 GPUs x 3 slots, 8 experts, 2 layers; re-plan every 3 iterations.
   const int G = 4, S = 3, E = 8, L = 2;
-  EplbFixture f(2, 2, S, E, L, 200, "{name: eplb, interval: 3, load_window: 4}");
+  EplbFixture f(2, 2, S, E, L, 200, "{name: eplb, groups: 2, interval: 3, load_window: 4}");
   Placement pl = f.policy->initial_placement();
   std::mt19937_64 rng(12345);
   IterationCounts c;

@@ -461,15 +461,15 @@ TEST_CASE("oracle: balance within one token on random inputs", "[oracle]") {
   }
 }
 
-TEST_CASE("oracle: sync plan is static's; charge_gradient_sync: false drops the expert collectives",
+TEST_CASE("oracle: replica sync is free by default; charge_gradient_sync: true charges static's",
           "[oracle]") {
   // 4 GPUs x 1 slot, 2 experts: 2 replicas of each, sharded like static.
-  PolicyFixture f(4, 1, 2, 1, 100, "{name: oracle}");
+  PolicyFixture f(4, 1, 2, 1, 100, "{name: oracle, charge_gradient_sync: true}");
   const SyncPlan plan = f.policy->sync_plan(0, f.placement, f.placement);
   CHECK_FALSE(plan.replica_allreduce);
   CHECK(plan.grad_collectives.size() == 2);  // one reduce-scatter per expert
   CHECK(plan.post_collectives.size() == 2);
-  PolicyFixture loose(4, 1, 2, 1, 100, "{name: oracle, charge_gradient_sync: false}");
+  PolicyFixture loose(4, 1, 2, 1, 100, "{name: oracle}");
   const SyncPlan lp = loose.policy->sync_plan(0, loose.placement, loose.placement);
   CHECK_FALSE(lp.replica_allreduce);
   CHECK(lp.grad_collectives.empty());
