@@ -40,6 +40,7 @@ BENCHMARK(BM_EngineEvents)->Arg(16)->Arg(1024)->Arg(65536)->Unit(benchmark::kMil
 static void BM_SwiftMoeStatic2000(benchmark::State& state) {
   Scenario s = load_scenario(std::string(MOESIM_SOURCE_DIR) + "/scenarios/swiftmoe-gpt-small.yaml",
                              {"run.max_iterations=2000", "run.stop_at_convergence=false"}, std::nullopt);
+  s.policies = parse_policy_specs("static:capacity_factor=1.0:min_capacity=2");
   std::uint64_t events = 0;
   for (auto _ : state) {
     auto r = run_scenario(s);
