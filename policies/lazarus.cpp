@@ -1,0 +1,296 @@
+// Lazarus ("Lazarus: Resilient and Elastic Training of Mixture-of-Experts Models with
+// Adaptive Expert Placement", arXiv 2407.04656): every expert gets a number of replicas that
+// follows its load, with a minimum of f replicas for fault tolerance; a source GPU keeps its
+// tokens on a local replica first and spreads the rest in proportion to the replicas' remaining
+// capacity.
+//
+// Replica counts (the paper's allocation, experts sorted by load ascending, N c slots):
+//   r_e = max(floor(t_e / sum_{e' >= e} t_e' * (N c - sum_{e' < e} r_e')), f).
+// Simplifications (docs/policies.md, section lazarus): the slots are the simulator's G GPUs x S
+// slots (not nodes x slots), and the placement spreads each expert's replicas over distinct GPUs
+// round-robin instead of maximising the overlap of node sets (which matters only for recovery
+// after node failures, not simulated here). Re-plans every `interval` iterations move weights and
+// optimizer state of every new replica on the critical path.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <numeric>
+
+#include "policies/common.hpp"
+#include "policies/registry.hpp"
+
+namespace moesim {
+namespace {
+
+__extension__ using Wide = __int128;
+
+// Largest-remainder apportionment of `total` over `weights`: floor shares, then one each to the
+// largest remainders, ties to the lower index. With total <= sum(weights) no share exceeds its
+// weight. All zero when the weights sum to 0.
+std::vector<std::int64_t> apportion(std::int64_t total, const std::vector<std::int64_t>& weights) {
+  std::vector<std::int64_t> out(weights.size(), 0);
+  Wide sum = 0;
+  for (auto w : weights) sum += w;
+  if (sum <= 0 || total <= 0) return out;
+  std::int64_t given = 0;
+  std::vector<std::pair<std::int64_t, std::size_t>> rem;  // (-remainder, index)
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    const Wide prod = static_cast<Wide>(weights[i]) * total;
+    out[i] = static_cast<std::int64_t>(prod / sum);
+    given += out[i];
+    rem.emplace_back(-static_cast<std::int64_t>(prod % sum), i);
+  }
+  std::sort(rem.begin(), rem.end());
+  for (std::size_t i = 0; given < total && i < rem.size(); ++i, ++given) out[rem[i].second]++;
+  return out;
+}
+
+class LazarusPolicy final : public Policy {
+ public:
+  LazarusPolicy(const PolicyContext& ctx, Cfg& p) : Policy(ctx) {
+    const int slots = ctx.gpus * ctx.slots_per_gpu;
+    if (slots < ctx.experts) {
+      p.fail("", fmt::format("lazarus needs at least one slot per expert: {} slots ({} GPUs x {}) for {} experts",
+                             slots, ctx.gpus, ctx.slots_per_gpu, ctx.experts));
+    }
+    // source: the paper's fault-tolerance parameter f (minimum replicas per expert). Default
+    // (reconstruction): 2 when the slots leave room beyond it (G*S > 2E; with exactly 2E every
+    // expert would be pinned at 2 replicas and nothing could adapt), else 1; 0 selects that.
+    min_replicas_ = static_cast<int>(p.get_int("min_replicas", 0, 0, slots));
+    if (min_replicas_ == 0) min_replicas_ = slots > 2 * ctx.experts ? 2 : 1;
+    if (static_cast<std::int64_t>(min_replicas_) * ctx.experts > slots) {
+      p.fail("min_replicas", fmt::format("{} replicas of each of the {} experts need {} slots but there are {} "
+                                         "({} GPUs x {})",
+                                         min_replicas_, ctx.experts, static_cast<std::int64_t>(min_replicas_) * ctx.experts,
+                                         slots, ctx.gpus, ctx.slots_per_gpu));
+    }
+    // reconstruction: per-replica capacity ceil(cf * k * tokens_per_gpu * G / (G*S)), i.e. every
+    // slot gets an equal share of cf times the layer's assignments; 1.0 as DeepSpeed's default.
+    capacity_factor_ = p.get_double("capacity_factor", 1.0, 0.0, 1e6);
+    if (capacity_factor_ <= 0.0) p.fail("capacity_factor", "must be > 0 (lazarus spreads by remaining capacity)");
+    // reconstruction: our sources give no re-plan period for Lazarus; every 50 iterations, the
+    // middle of the 10/50/100 periods the SwiftMoE paper used for periodic rebalancing (FlexMoE).
+    interval_ = p.get_int("interval", 50, 1, 1LL << 40);
+    // reconstruction: the loads summed over the last `load_window` iterations; 0 = the interval.
+    load_window_ = p.get_int("load_window", 0, 0, 1 << 20);
+    if (load_window_ == 0) load_window_ = std::min<std::int64_t>(interval_, 1 << 20);
+    history_.assign(ctx.moe_layers, {});
+  }
+
+  [[nodiscard]] std::string name() const override { return "lazarus"; }
+
+  // The paper's replica counts for `loads` over `slots` slots with at least `f` each.
+  static std::vector<int> replica_counts(const std::vector<std::int64_t>& loads, int slots, int f) {
+    const int E = static_cast<int>(loads.size());
+    std::vector<int> order(E);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return loads[a] < loads[b]; });
+    Wide rest = 0;
+    for (auto t : loads) rest += t;
+    std::int64_t left = slots;
+    std::vector<int> r(E, 0);
+    for (int i = 0; i < E; ++i) {
+      const int e = order[i];
+      // floor(t_e / sum_{e' >= e} t_e' * left); all remaining loads zero: an even share.
+      const std::int64_t share = rest > 0 ? static_cast<std::int64_t>(static_cast<Wide>(loads[e]) * left / rest)
+                                          : left / (E - i);
+      r[e] = static_cast<int>(std::max<std::int64_t>(share, f));
+      left -= r[e];
+      rest -= loads[e];
+    }
+    return r;
+  }
+
+  [[nodiscard]] Placement initial_placement() override {
+    Placement pl;
+    pl.gpus = ctx_.gpus;
+    pl.slots_per_gpu = ctx_.slots_per_gpu;
+    const std::vector<std::int64_t> uniform(ctx_.experts, 1);
+    const std::vector<int> r = replica_counts(uniform, pl.num_slots(), min_replicas_);
+    std::vector<int> empty(pl.num_slots(), -1);
+    const std::vector<int> layout = place(r, empty);
+    pl.expert_of_slot.assign(ctx_.moe_layers, layout);
+    return pl;
+  }
+
+  void dispatch(int layer, const std::int64_t* counts, const Placement& pl, LayerDispatch& out) override {
+    const int G = pl.gpus, S = pl.slots_per_gpu, slots = pl.num_slots(), E = ctx_.experts;
+    out.reset(G, slots);
+    const auto cap = static_cast<std::int64_t>(std::ceil(capacity_factor_ * ctx_.top_k *
+                                                         static_cast<double>(ctx_.tokens_per_gpu) * G /
+                                                         static_cast<double>(slots)));
+    const auto reps = expert_slots(pl, layer, E);
+    std::vector<std::int64_t> left(G);
+    for (int e = 0; e < E; ++e) {
+      std::int64_t total = 0;
+      for (int g = 0; g < G; ++g) {
+        left[g] = counts[static_cast<std::size_t>(g) * E + e];
+        total += left[g];
+      }
+      out.routed += total;
+      const auto& rs = reps[e];
+      if (rs.empty()) {
+        out.dropped += total;
+        continue;
+      }
+      std::vector<std::int64_t> rem(rs.size(), cap);
+      auto give = [&](int g, std::size_t i, std::int64_t n) {
+        const std::size_t idx = static_cast<std::size_t>(g) * slots + rs[i];
+        out.accepted[idx] += n;
+        out.buffered[idx] += n;
+        rem[i] -= n;
+        left[g] -= n;
+      };
+      // Local first: a source's replicas of the expert, in slot order, up to their capacity.
+      for (std::size_t i = 0; i < rs.size(); ++i) {
+        const int g = rs[i] / S;
+        give(g, i, std::min(left[g], rem[i]));
+      }
+      // The rest: what fits is shared among the sources in proportion to what they have left
+      // (so drops hit every source alike), then each source's share is spread over the replicas
+      // in proportion to their remaining capacity, sources in order.
+      std::int64_t rest = 0, room = 0;
+      for (int g = 0; g < G; ++g) rest += left[g];
+      for (auto c : rem) room += c;
+      const std::int64_t fit = std::min(rest, room);
+      out.dropped += rest - fit;
+      if (fit == 0) continue;
+      const std::vector<std::int64_t> send = fit == rest ? left : apportion(fit, left);
+      for (int g = 0; g < G; ++g) {
+        if (send[g] == 0) continue;
+        // Within the remaining capacity: floor(n * rem_i / sum rem) <= rem_i, and a remainder
+        // unit goes only where the exact share was fractional, hence below rem_i.
+        const std::vector<std::int64_t> split = apportion(send[g], rem);
+        for (std::size_t i = 0; i < rs.size(); ++i)
+          if (split[i] > 0) give(g, i, split[i]);
+      }
+      for (int g = 0; g < G; ++g) left[g] = 0;
+    }
+  }
+
+  [[nodiscard]] PolicyDecision after_iteration(int iteration, const IterationCounts& counts,
+                                               const Placement& current) override {
+    for (int l = 0; l < ctx_.moe_layers; ++l) {
+      auto& h = history_[l];
+      h.push_back(expert_loads(counts.layer_ptr(l), ctx_.gpus, ctx_.experts));
+      while (static_cast<std::int64_t>(h.size()) > load_window_) h.pop_front();
+    }
+    PolicyDecision d;
+    if ((static_cast<std::int64_t>(iteration) + 1) % interval_ != 0) return d;
+    Placement next = current;
+    bool changed = false;
+    for (int l = 0; l < ctx_.moe_layers; ++l) {
+      std::vector<std::int64_t> load(ctx_.experts, 0);
+      for (const auto& v : history_[l])
+        for (int e = 0; e < ctx_.experts; ++e) load[e] += v[e];
+      const std::vector<int> r = replica_counts(load, current.num_slots(), min_replicas_);
+      std::vector<int> layout = place(r, current.expert_of_slot[l]);
+      if (layout != current.expert_of_slot[l]) {
+        next.expert_of_slot[l] = std::move(layout);
+        changed = true;
+      }
+    }
+    if (!changed) return d;
+    d.new_placement = true;
+    d.movements = placement_moves(ctx_, current, next, /*with_optimizer=*/true, /*blocking=*/true);
+    d.placement = std::move(next);
+    return d;
+  }
+
+  [[nodiscard]] nlohmann::json parameters() const override {
+    return {{"min_replicas", min_replicas_},
+            {"capacity_factor", capacity_factor_},
+            {"interval", interval_},
+            {"load_window", load_window_}};
+  }
+
+ private:
+  // A layout with r[e] replicas of each expert. Replicas of `cur` stay in their slots while the
+  // expert still needs them (at most one per GPU, in slot order); the missing ones are dealt
+  // round-robin over the GPUs (a cursor that moves on after each replica), each to the next GPU
+  // with a free slot that does not hold the expert yet. Experts with more missing replicas go
+  // first (ties: lower index). When every free slot is on a GPU g that already holds the expert,
+  // one placed replica of another expert x (on the next GPU h, in cursor order, that lacks the
+  // expert, with x absent from g) moves to g and the expert takes its slot on h; only when no such
+  // swap exists do two replicas share a GPU.
+  [[nodiscard]] std::vector<int> place(const std::vector<int>& r, const std::vector<int>& cur) const {
+    const int G = ctx_.gpus, S = ctx_.slots_per_gpu, E = ctx_.experts;
+    std::vector<int> layout(cur.size(), -1);
+    std::vector<int> kept(E, 0);
+    std::vector<std::vector<int>> holds(G, std::vector<int>(E, 0));  // replicas of e on g
+    for (int g = 0; g < G; ++g)
+      for (int s = 0; s < S; ++s) {
+        const std::size_t slot = static_cast<std::size_t>(g) * S + s;
+        const int e = cur[slot];
+        if (e < 0 || e >= E || kept[e] >= r[e] || holds[g][e] > 0) continue;
+        layout[slot] = e;
+        kept[e]++;
+        holds[g][e]++;
+      }
+    std::vector<int> order(E);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return r[a] - kept[a] > r[b] - kept[b]; });
+    auto free_slot = [&](int g) {
+      for (int s = 0; s < S; ++s)
+        if (layout[static_cast<std::size_t>(g) * S + s] < 0) return static_cast<std::size_t>(g) * S + s;
+      return layout.size();
+    };
+    int cursor = 0;
+    for (int e : order) {
+      for (int k = kept[e]; k < r[e]; ++k) {
+        int pick = -1, full = -1;
+        for (int i = 0; i < G && pick < 0; ++i) {
+          const int g = (cursor + i) % G;
+          if (free_slot(g) == layout.size()) continue;
+          if (holds[g][e] == 0) pick = g;
+          else if (full < 0) full = g;
+        }
+        if (pick < 0) {
+          // Swap: x moves from h to g's free slot; e takes x's slot on h.
+          const int g = full;
+          for (int i = 1; i < G && pick < 0; ++i) {
+            const int h = (g + i) % G;
+            if (holds[h][e] > 0) continue;
+            for (int s = 0; s < S; ++s) {
+              const std::size_t slot = static_cast<std::size_t>(h) * S + s;
+              const int x = layout[slot];
+              if (x < 0 || holds[g][x] > 0) continue;
+              layout[free_slot(g)] = x;
+              holds[g][x]++;
+              holds[h][x]--;
+              layout[slot] = -1;
+              pick = h;
+              break;
+            }
+          }
+          if (pick < 0) pick = g;  // no swap possible: share the GPU
+        }
+        layout[free_slot(pick)] = e;
+        holds[pick][e]++;
+        cursor = (pick + 1) % G;
+      }
+    }
+    return layout;
+  }
+
+  int min_replicas_ = 1;
+  double capacity_factor_ = 1.0;
+  std::int64_t interval_ = 50;
+  std::int64_t load_window_ = 50;
+  std::vector<std::deque<std::vector<std::int64_t>>> history_;  // [layer] last load_window loads
+};
+
+}  // namespace
+
+PolicyInfo moesim_policy_lazarus() {
+  return {"lazarus",
+          "Lazarus load-proportional replica counts with a fault-tolerance minimum, local-first dispatch by "
+          "remaining capacity (arXiv 2407.04656)",
+          [](const PolicyContext& ctx, Cfg& p) -> std::unique_ptr<Policy> {
+            return std::make_unique<LazarusPolicy>(ctx, p);
+          }};
+}
+
+}  // namespace moesim
