@@ -52,7 +52,7 @@ TEST_CASE("same inputs and seed give bit-identical outputs", "[cli][determinism]
   CHECK(read_file(a / "iterations.csv") != read_file(c / "iterations.csv"));
   // The CSV has one row per policy and iteration, plus the header.
   std::string csv = read_file(a / "iterations.csv");
-  CHECK(std::count(csv.begin(), csv.end(), '\n') == 1 + 3 * 40);
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 1 + 5 * 40);
   CHECK(csv.rfind("policy,iteration,iteration_ns,compute_ns,a2a_ns,grad_sync_ns,optimizer_ns,movement_ns,wait_ns", 0) == 0);
 }
 
