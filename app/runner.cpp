@@ -10,6 +10,7 @@
 #include "policies/registry.hpp"
 #include "sim/error.hpp"
 #include "sim/memory.hpp"
+#include "traces/replay.hpp"
 
 namespace moesim {
 
@@ -87,7 +88,8 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
   }
 
   const TraceShape shape{ctx.moe_layers, G, ctx.experts};
-  std::unique_ptr<TraceSource> trace = open_trace(s, shape);
+  // 256 MiB of cached iterations covers the usual comparison; beyond it the trace is replayed.
+  std::unique_ptr<TraceSource> trace = std::make_unique<ReplayCache>(open_trace(s, shape), 256.0 * 1024 * 1024);
   RooflineCompute compute(s.cluster.gpu);
   AnalyticalNetwork network(cluster);
   IterationModel model(cluster, s.model, s.training, compute, network);

@@ -439,3 +439,31 @@ TEST_CASE("csv trace: malformed input names the file, line and problem", "[trace
     CHECK_THROWS_WITH(moesim::open_csv_trace(path, shape), Contains(path + ":5:"));
   }
 }
+
+#include "traces/replay.hpp"
+
+TEST_CASE("replay cache returns the inner source's iterations, within and beyond its budget", "[traces]") {
+  const moesim::TraceShape shape{2, 3, 4};
+  moesim::SyntheticTraceSpec spec;
+  spec.tokens_per_gpu = 100;
+  spec.seed = 5;
+  auto reference = moesim::make_synthetic_trace(shape, spec);
+  std::vector<std::vector<std::int64_t>> want;
+  moesim::IterationCounts c;
+  for (int i = 0; i < 12; ++i) {
+    reference->next(c);
+    want.push_back(c.counts);
+  }
+  // One iteration is 2*3*4 int64 = 192 bytes: a budget of 1000 bytes caches 5 of them.
+  for (double budget : {1e9, 1000.0}) {
+    moesim::ReplayCache cache(moesim::make_synthetic_trace(shape, spec), budget);
+    for (int pass = 0; pass < 3; ++pass) {
+      cache.rewind();
+      const int n = pass == 1 ? 4 : 12;  // a short pass in between
+      for (int i = 0; i < n; ++i) {
+        REQUIRE(cache.next(c));
+        REQUIRE(c.counts == want[i]);
+      }
+    }
+  }
+}
