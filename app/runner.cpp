@@ -165,6 +165,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
       }
       if (r.oom) break;
 
+      model.set_compute_slowdown(s.heterogeneity.slowdown_at(it, G));
       IterationRow row;
       row.iteration = it;
       row.result = model.run(engine, now, placement, dispatch, pending, sync);

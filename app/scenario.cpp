@@ -47,6 +47,39 @@ TraceConfig load_trace(Cfg c, const std::string& scenario_file, std::uint64_t se
   return t;
 }
 
+// Each item of a list of mappings, strictly.
+template <typename F>
+void for_each_item(Cfg& parent, const std::string& key, F&& f) {
+  parent.touch(key);
+  YAML::Node n = parent.node()[key];
+  if (!n || n.IsNull()) return;
+  if (!n.IsSequence()) parent.fail(key, "expected a list of mappings");
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    if (!n[i].IsMap()) parent.fail(key, fmt::format("item {} must be a mapping", i));
+    Cfg item(n[i], parent.origin(), fmt::format("{}.{}[{}]", parent.path(), key, i));
+    f(item);
+    item.finish();
+  }
+}
+
+HeterogeneitySpec load_heterogeneity(Cfg c, int gpus) {
+  HeterogeneitySpec h;
+  for_each_item(c, "gpu_speed", [&](Cfg& item) {
+    const int g = static_cast<int>(item.need_int("gpu", 0, gpus - 1));
+    h.gpu_speed.emplace_back(g, item.need_double("factor", 1e-3, 1e3));
+  });
+  for_each_item(c, "stragglers", [&](Cfg& item) {
+    StragglerSpec st;
+    st.gpu = static_cast<int>(item.need_int("gpu", 0, gpus - 1));
+    st.slowdown_percent = item.need_double("slowdown_percent", 0.0, 1e6);
+    st.from_iteration = item.get_int("from_iteration", 0, 0, 1LL << 40);
+    st.to_iteration = item.get_int("to_iteration", 1LL << 40, st.from_iteration, 1LL << 40);
+    h.stragglers.push_back(st);
+  });
+  c.finish();
+  return h;
+}
+
 RunSpec load_run(Cfg c) {
   RunSpec r;
   r.max_iterations = c.get_int("max_iterations", r.max_iterations, 1, 100000000);
@@ -123,6 +156,7 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
     n.finish();
   }
   s.training = load_training(c.child("training"));
+  s.heterogeneity = load_heterogeneity(c.child("heterogeneity"), s.cluster.num_gpus());
   s.trace = load_trace(c.child("trace"), origin, s.seed);
   s.convergence = load_convergence(c.child("convergence"));
   s.run = load_run(c.child("run"));
@@ -179,6 +213,15 @@ Scenario load_scenario(const std::string& file, const std::vector<std::string>& 
 Scenario load_scenario_text(const std::string& text, const std::string& origin,
                             const std::vector<std::string>& overrides, std::optional<std::uint64_t> seed) {
   return parse(load_yaml_string(text, origin), origin, overrides, seed);
+}
+
+std::vector<double> HeterogeneitySpec::slowdown_at(std::int64_t iteration, int gpus) const {
+  if (gpu_speed.empty() && stragglers.empty()) return {};
+  std::vector<double> f(gpus, 1.0);
+  for (const auto& [g, speed] : gpu_speed) f[g] /= speed;
+  for (const auto& st : stragglers)
+    if (iteration >= st.from_iteration && iteration <= st.to_iteration) f[st.gpu] *= 1.0 + st.slowdown_percent / 100.0;
+  return f;
 }
 
 nlohmann::json Scenario::to_json() const {
@@ -249,6 +292,15 @@ nlohmann::json Scenario::to_json() const {
                   {"optimizer_bytes_per_param", training.optimizer_bytes_per_param},
                   {"adam_hbm_bytes_per_param", training.adam_hbm_bytes_per_param},
                   {"host_adam_params_per_s", training.host_adam_params_per_s}};
+  json heterogeneity_j{{"gpu_speed", json::array()}, {"stragglers", json::array()}};
+  for (const auto& [gpu_id, factor] : heterogeneity.gpu_speed)
+    heterogeneity_j["gpu_speed"].push_back({{"gpu", gpu_id}, {"factor", factor}});
+  for (const auto& st : heterogeneity.stragglers) {
+    heterogeneity_j["stragglers"].push_back({{"gpu", st.gpu},
+                                             {"slowdown_percent", st.slowdown_percent},
+                                             {"from_iteration", st.from_iteration},
+                                             {"to_iteration", st.to_iteration}});
+  }
   return json{{"name", name},
               {"description", description},
               {"file", file},
@@ -258,6 +310,7 @@ nlohmann::json Scenario::to_json() const {
               {"placement", {{"slots_per_gpu", slots_per_gpu}}},
               {"network", {{"model", network_model}}},
               {"training", training_j},
+              {"heterogeneity", heterogeneity_j},
               {"trace", trace_j},
               {"convergence", convergence.to_json()},
               {"run", {{"max_iterations", run.max_iterations}, {"stop_at_convergence", run.stop_at_convergence}}}};

@@ -30,6 +30,20 @@ struct RunSpec {
   bool stop_at_convergence = true;
 };
 
+// Slow GPUs: a permanent speed factor, or a straggler window.
+struct StragglerSpec {
+  int gpu = 0;
+  double slowdown_percent = 0.0;  // compute takes (1 + x / 100) times as long
+  std::int64_t from_iteration = 0;
+  std::int64_t to_iteration = 0;  // inclusive
+};
+struct HeterogeneitySpec {
+  std::vector<std::pair<int, double>> gpu_speed;  // (gpu, share of nominal compute speed)
+  std::vector<StragglerSpec> stragglers;
+  // Compute time multiplier of every GPU in `iteration` (empty when all are nominal).
+  [[nodiscard]] std::vector<double> slowdown_at(std::int64_t iteration, int gpus) const;
+};
+
 struct PolicyEntry {
   std::string name;   // registered policy name
   std::string label;  // unique row label (defaults to the name)
@@ -47,6 +61,7 @@ struct Scenario {
   int slots_per_gpu = 1;
   std::string network_model = "analytical";
   TrainingSpec training;
+  HeterogeneitySpec heterogeneity;
   TraceConfig trace;
   ConvergenceSpec convergence;
   RunSpec run;

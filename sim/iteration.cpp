@@ -1,6 +1,8 @@
 #include "sim/iteration.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <stdexcept>
 #include <map>
 #include <numeric>
 #include <set>
@@ -80,7 +82,19 @@ int IterationModel::add_collective(const std::vector<int>& members, TimeNs durat
 }
 
 void IterationModel::add_local(int gpu, Phase phase, TimeNs duration) {
-  if (duration > 0) program_[gpu].push_back(Op{phase, duration, -1});
+  if (duration <= 0) return;
+  // A slow GPU (heterogeneous or straggling) stretches its own kernels, nothing else.
+  if (phase == Phase::Compute && !compute_slowdown_.empty() && compute_slowdown_[gpu] != 1.0) {
+    duration = static_cast<TimeNs>(std::ceil(static_cast<double>(duration) * compute_slowdown_[gpu]));
+  }
+  program_[gpu].push_back(Op{phase, duration, -1});
+}
+
+void IterationModel::set_compute_slowdown(std::vector<double> factors) {
+  if (!factors.empty() && static_cast<int>(factors.size()) != gpus_) {
+    throw std::logic_error("IterationModel: one compute slowdown factor per GPU");
+  }
+  compute_slowdown_ = std::move(factors);
 }
 
 void IterationModel::add_all(Phase phase, TimeNs duration) {

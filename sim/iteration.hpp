@@ -54,6 +54,10 @@ class IterationModel {
                                     const std::vector<LayerDispatch>& dispatch,
                                     const std::vector<Movement>& movements, const SyncPlan& sync);
 
+  // Per-GPU multipliers of compute time (>= some positive value; 1 = nominal) for the following
+  // iterations: heterogeneous GPUs and stragglers. Empty: all nominal.
+  void set_compute_slowdown(std::vector<double> factors);
+
   // Fixed per-GPU costs, exposed for tests and the docs' worked examples.
   [[nodiscard]] TimeNs attention_fwd_ns() const { return attention_fwd_ns_; }
   [[nodiscard]] TimeNs dense_ffn_fwd_ns() const { return dense_ffn_fwd_ns_; }
@@ -89,6 +93,7 @@ class IterationModel {
   TimeNs attention_fwd_ns_ = 0, dense_ffn_fwd_ns_ = 0, gate_fwd_ns_ = 0, lm_head_fwd_ns_ = 0,
          shared_expert_fwd_ns_ = 0, dense_grad_sync_ns_ = 0;
   double dense_params_ = 0.0;
+  std::vector<double> compute_slowdown_;
 
   // Per-iteration execution state (reused).
   std::vector<std::vector<Op>> program_;

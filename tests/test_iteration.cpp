@@ -171,3 +171,30 @@ TEST_CASE("blocking movements lengthen the iteration; non-blocking ones only cou
   CHECK(overlapped.iteration_ns == base.iteration_ns);
   CHECK(overlapped.moved_bytes == 1e8);
 }
+
+TEST_CASE("a straggler window and a slow GPU stretch the critical path by hand", "[iteration][heterogeneity]") {
+  auto trace = temp_file("strag.csv",
+                         "iteration,layer,src_gpu,expert,tokens\n0,0,0,0,512\n0,0,0,1,512\n0,0,1,0,512\n0,0,1,1,512\n");
+  Scenario s = load_scenario_text(hand_scenario(trace) +
+                                      "heterogeneity:\n  stragglers:\n    - {gpu: 1, slowdown_percent: 50, "
+                                      "from_iteration: 2, to_iteration: 3}\n",
+                                  "hand.yaml", {"run.max_iterations=6"}, std::nullopt);
+  auto r = run_scenario(s).at(0);
+  // GPU 1's compute ops take 1.5x, each rounded up: forward 193275 + 3159 + 257700 + 32213
+  // (21475 * 1.5 = 32212.5) = 486347; backward 64425 + 515400 + 6318 + 386550 = 972693; in all
+  // 1459040 ns instead of 972693. The others wait for it at every all-to-all.
+  for (int it : {0, 1, 4, 5}) CHECK(r.rows[it].result.iteration_ns == 2949318);
+  for (int it : {2, 3}) {
+    CHECK(r.rows[it].result.iteration_ns == 2949318 + 486347);
+    CHECK(r.rows[it].result.phase_ns[static_cast<int>(Phase::Compute)] + r.rows[it].result.phase_ns[static_cast<int>(Phase::Wait)] ==
+          1459040);
+  }
+  // A permanent speed factor of 0.5 doubles every compute op of GPU 0: 2 * 972693.
+  Scenario h = load_scenario_text(hand_scenario(trace) + "heterogeneity:\n  gpu_speed: [{gpu: 0, factor: 0.5}]\n",
+                                  "hand.yaml", {"run.max_iterations=1"}, std::nullopt);
+  CHECK(run_scenario(h).at(0).rows[0].result.iteration_ns == 2949318 + 972693);
+  // Bad entries name the item.
+  REQUIRE_THROWS_WITH(load_scenario_text(hand_scenario(trace) + "heterogeneity:\n  stragglers: [{gpu: 5, slowdown_percent: 1}]\n",
+                                         "hand.yaml", {}, std::nullopt),
+                      Catch::Matchers::Contains("key 'heterogeneity.stragglers[0].gpu': 5 is out of range; allowed [0, 1]"));
+}
