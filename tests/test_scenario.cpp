@@ -144,8 +144,8 @@ TEST_CASE("scenario: unknown keys are errors that list the allowed keys", "[scen
     const std::string text = kBasePolicies + "colour: red\n";
     const std::string msg = load_error(text);
     CHECK_THAT(msg, Contains(pos(text, "colour") + ": unknown key 'colour'"));
-    CHECK_THAT(msg, Contains("allowed keys here: cluster, convergence, description, model, name, network, "
-                             "placement, policies, run, seed, trace, training"));
+    CHECK_THAT(msg, Contains("allowed keys here: cluster, convergence, description, heterogeneity, model, name, "
+                             "network, placement, policies, run, seed, trace, training"));
   }
   SECTION("nested key in a flow mapping") {
     const std::string text = "cluster: {preset: dgx-a100, nodez: 2}\nmodel: {preset: gpt-small-moe}\npolicies: [static]\n";
@@ -679,8 +679,8 @@ TEST_CASE("scenario: --set overrides", "[scenario]") {
   SECTION("an unknown key") {
     const std::string msg = load_error(kBasePolicies, {"foo=1"});
     CHECK_THAT(msg, Contains("--set 'foo=1': unknown key 'foo'"));
-    CHECK_THAT(msg, Contains("unknown key 'foo'; allowed keys here: cluster, convergence, description, model, name, "
-                             "network, placement, policies, run, seed, trace, training"));
+    CHECK_THAT(msg, Contains("unknown key 'foo'; allowed keys here: cluster, convergence, description, heterogeneity, "
+                             "model, name, network, placement, policies, run, seed, trace, training"));
   }
   SECTION("an unknown nested key") {
     const std::string msg = load_error(kBasePolicies, {"cluster.nodez=2"});
@@ -764,10 +764,12 @@ TEST_CASE("scenario: quickstart resolves every default", "[scenario]") {
   Scenario s = load_scenario(kQuickstart, {}, std::nullopt);
   CHECK(s.seed == 42);
   CHECK(s.trace.synthetic.seed == 42);
-  REQUIRE(s.policies.size() == 3);
+  REQUIRE(s.policies.size() == 5);
   CHECK(s.policies[0].label == "static-cf1");
   CHECK(s.policies[1].label == "static-cf2");
   CHECK(s.policies[2].label == "static-dropless");
+  CHECK(s.policies[3].label == "symi");
+  CHECK(s.policies[4].label == "oracle");
 
   nlohmann::json j = s.to_json();
   CHECK(j["name"] == "quickstart");
@@ -870,7 +872,7 @@ TEST_CASE("scenario: quickstart resolves every default", "[scenario]") {
   SECTION("runs one iteration of each policy") {
     Scenario s1 = load_scenario(kQuickstart, {"run.max_iterations=1"}, std::nullopt);
     const auto r = run_scenario(s1, moesim::RunOptions{false, {}});
-    REQUIRE(r.size() == 3);
+    REQUIRE(r.size() == 5);
     CHECK(r[0].label == "static-cf1");
     CHECK(r[0].parameters["capacity_factor"] == 1.0);
     CHECK(r[0].parameters["min_capacity"] == 2);
