@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,10 @@ po::options_description run_options(bool compare) {
       ("set", po::value<std::vector<std::string>>()->composing(),
        "override one scenario key before validation, e.g. --set cluster.nodes=4 --set "
        "trace.skew=1.5 (repeatable; mapping keys only, list items are not addressable)")
+      ("timeline", po::value<std::string>(), "write a Perfetto / Chrome trace-event timeline (JSON) of the chosen "
+                                             "iterations: per policy, a compute and a communication lane per GPU")
+      ("timeline-iterations", po::value<std::string>()->default_value("0"),
+       "iterations for --timeline, comma-separated (0-based)")
       ("quiet,q", "do not print the summary table");
   return d;
 }
@@ -80,9 +85,24 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
   if (vm.count("set")) sets = vm["set"].as<std::vector<std::string>>();
   Scenario s = load_scenario(vm["scenario"].as<std::string>(), sets, seed);
   if (compare && vm.count("policies")) s.policies = parse_policy_specs(vm["policies"].as<std::string>());
-  std::vector<PolicyResult> results = run_scenario(s);
+  RunOptions ro;
+  if (vm.count("timeline")) {
+    std::stringstream list(vm["timeline-iterations"].as<std::string>());
+    for (std::string item; std::getline(list, item, ',');) {
+      try {
+        std::size_t used = 0;
+        const long long v = std::stoll(item, &used);
+        if (used != item.size() || v < 0) throw std::invalid_argument(item);
+        ro.timeline_iterations.push_back(v);
+      } catch (const std::exception&) {
+        throw InputError(fmt::format("--timeline-iterations: '{}' is not a non-negative integer", item));
+      }
+    }
+  }
+  std::vector<PolicyResult> results = run_scenario(s, ro);
   const std::string out = vm.count("out") ? vm["out"].as<std::string>() : "out/" + s.name;
   write_outputs(out, s, results, compare);
+  if (vm.count("timeline")) write_file_atomic(vm["timeline"].as<std::string>(), timeline_json(s, results));
   if (!vm.count("quiet")) {
     std::cout << summary_table(s, results);
     std::cout << fmt::format("wrote {0}/{1}summary.json and {0}/iterations.csv\n", out,

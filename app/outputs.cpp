@@ -139,6 +139,30 @@ std::string summary_table(const Scenario& s, const std::vector<PolicyResult>& re
   return out;
 }
 
+std::string timeline_json(const Scenario& s, const std::vector<PolicyResult>& results) {
+  using nlohmann::json;
+  json events = json::array();
+  const int G = s.cluster.num_gpus();
+  for (std::size_t pi = 0; pi < results.size(); ++pi) {
+    const int pid = static_cast<int>(pi);
+    events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", pid}, {"args", {{"name", results[pi].label}}}});
+    events.push_back({{"name", "process_sort_index"}, {"ph", "M"}, {"pid", pid}, {"args", {{"sort_index", pid}}}});
+    for (int g = 0; g < G; ++g) {
+      for (int lane = 0; lane < 2; ++lane) {
+        const int tid = 2 * g + lane;
+        events.push_back({{"name", "thread_name"},
+                          {"ph", "M"},
+                          {"pid", pid},
+                          {"tid", tid},
+                          {"args", {{"name", fmt::format("GPU {} {}", g, lane == 0 ? "compute" : "communication")}}}});
+        events.push_back({{"name", "thread_sort_index"}, {"ph", "M"}, {"pid", pid}, {"tid", tid}, {"args", {{"sort_index", tid}}}});
+      }
+    }
+    for (const auto& e : results[pi].timeline) events.push_back(e);
+  }
+  return json{{"traceEvents", events}, {"displayTimeUnit", "ns"}, {"otherData", {{"scenario", s.name}}}}.dump() + "\n";
+}
+
 void write_file_atomic(const std::string& path, const std::string& content) {
   const std::string tmp = path + ".tmp";
   {

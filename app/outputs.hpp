@@ -19,6 +19,9 @@ namespace moesim {
 // With `comparison`, also compare.csv and compare.json (one row per policy).
 void write_outputs(const std::string& dir, const Scenario& s, const std::vector<PolicyResult>& results,
                    bool comparison = false);
+// Chrome / Perfetto trace-event JSON of the recorded iterations: one process per policy, two
+// lanes (threads) per GPU: compute and communication.
+[[nodiscard]] std::string timeline_json(const Scenario& s, const std::vector<PolicyResult>& results);
 // Atomic write of one file.
 void write_file_atomic(const std::string& path, const std::string& content);
 

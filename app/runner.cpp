@@ -166,9 +166,24 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
       if (r.oom) break;
 
       model.set_compute_slowdown(s.heterogeneity.slowdown_at(it, G));
+      const bool record = std::find(opts.timeline_iterations.begin(), opts.timeline_iterations.end(), it) !=
+                          opts.timeline_iterations.end();
+      model.set_recording(record);
       IterationRow row;
       row.iteration = it;
       row.result = model.run(engine, now, placement, dispatch, pending, sync);
+      if (record) {
+        for (const IterationModel::Span& sp : model.spans()) {
+          r.timeline.push_back({{"name", model.labels()[static_cast<std::size_t>(sp.label)]},
+                                {"cat", sp.comm ? "communication" : "compute"},
+                                {"ph", "X"},
+                                {"ts", static_cast<double>(sp.start_ns) / 1e3},
+                                {"dur", static_cast<double>(sp.duration_ns) / 1e3},
+                                {"pid", static_cast<int>(pi)},
+                                {"tid", 2 * sp.gpu + (sp.comm ? 1 : 0)},
+                                {"args", {{"iteration", it}, {"start_ns", sp.start_ns}, {"duration_ns", sp.duration_ns}}}});
+        }
+      }
       now += row.result.iteration_ns;
       row.end_ns = now;
       progress += 1.0 / s.convergence.iterations_needed(row.result.survival);

@@ -50,6 +50,8 @@ struct PolicyResult {
   std::int64_t oom_iteration = -1;
   std::string oom_report;
   std::vector<IterationRow> rows;
+  // Chrome trace events ("ph": "X") of the iterations named in RunOptions::timeline_iterations.
+  nlohmann::json timeline = nlohmann::json::array();
 };
 
 // Per-GPU memory any policy needs with every slot filled: weights, gradients, dense optimizer state
@@ -59,6 +61,7 @@ struct PolicyResult {
 struct RunOptions {
   bool keep_rows = true;
   std::function<void(const std::string& label, std::int64_t iteration)> on_iteration;  // progress
+  std::vector<std::int64_t> timeline_iterations = {};  // iterations to record for --timeline
 };
 
 // Validates everything (policies, memory, trace shape) before simulating anything.

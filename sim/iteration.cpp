@@ -1,5 +1,7 @@
 #include "sim/iteration.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -77,7 +79,7 @@ int IterationModel::add_collective(const std::vector<int>& members, TimeNs durat
   const int id = static_cast<int>(collectives_.size());
   collectives_.push_back(CollectiveState{static_cast<int>(members.size()), duration, phase, 0});
   collective_waiters_.emplace_back();
-  for (int g : members) program_[g].push_back(Op{phase, duration, id});
+  for (int g : members) program_[g].push_back(Op{phase, duration, id, cur_label_});
   return id;
 }
 
@@ -87,7 +89,13 @@ void IterationModel::add_local(int gpu, Phase phase, TimeNs duration) {
   if (phase == Phase::Compute && !compute_slowdown_.empty() && compute_slowdown_[gpu] != 1.0) {
     duration = static_cast<TimeNs>(std::ceil(static_cast<double>(duration) * compute_slowdown_[gpu]));
   }
-  program_[gpu].push_back(Op{phase, duration, -1});
+  program_[gpu].push_back(Op{phase, duration, -1, cur_label_});
+}
+
+void IterationModel::label(const char* what, int layer) {
+  if (!record_) return;
+  labels_.push_back(layer >= 0 ? fmt::format("{} (layer {})", what, layer) : std::string(what));
+  cur_label_ = static_cast<int>(labels_.size()) - 1;
 }
 
 void IterationModel::set_compute_slowdown(std::vector<double> factors) {
@@ -119,6 +127,9 @@ void IterationModel::step(Engine& engine, int gpu) {
     while (pc_[gpu] < prog.size() && prog[pc_[gpu]].collective < 0) {
       const Op& op = prog[pc_[gpu]++];
       busy_[gpu][static_cast<int>(op.phase)] += op.duration_ns;
+      if (record_) {
+        spans_.push_back(Span{gpu, op.phase == Phase::Movement, op.label, engine.now() + run, op.duration_ns});
+      }
       run += op.duration_ns;
     }
     engine.schedule_in(run, [this, gpu](Engine& e) { step(e, gpu); });
@@ -133,6 +144,10 @@ void IterationModel::step(Engine& engine, int gpu) {
   for (int w : collective_waiters_[op.collective]) {
     busy_[w][static_cast<int>(Phase::Wait)] += engine.now() - arrival_[w];
     busy_[w][static_cast<int>(c.phase)] += c.duration_ns;
+    if (record_) {
+      if (engine.now() > arrival_[w]) spans_.push_back(Span{w, true, 0, arrival_[w], engine.now() - arrival_[w]});
+      spans_.push_back(Span{w, true, op.label, engine.now(), c.duration_ns});
+    }
   }
   // All members leave together: one event resumes them in arrival order.
   const int id = op.collective;
@@ -149,6 +164,10 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   program_.assign(gpus_, {});
   collectives_.clear();
   collective_waiters_.clear();
+  spans_.clear();
+  labels_.clear();
+  cur_label_ = 0;
+  label("wait for slower GPUs");  // label 0: the waits at collectives
   const int slots = placement.num_slots();
   const int S = placement.slots_per_gpu;
   const double token_bytes = static_cast<double>(model_.hidden) * dtype_bytes(model_.dtype);
@@ -161,6 +180,7 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       if (m.blocking) blocking.push_back(m.transfer);
     }
     if (!blocking.empty()) {
+      label("movements of the previous decision");
       std::vector<TimeNs> busy = network_.transfers(blocking);
       for (int g = 0; g < gpus_; ++g) add_local(g, Phase::Movement, busy[g]);
     }
@@ -210,32 +230,46 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   // Forward pass.
   int moe_index = 0;
   for (int layer = 0; layer < model_.layers; ++layer) {
+    label("forward attention", layer);
     add_all(Phase::Compute, attention_fwd_ns_);
     if (!model_.is_moe_layer(layer)) {
+      label("forward dense FFN", layer);
       add_all(Phase::Compute, dense_ffn_fwd_ns_);
       continue;
     }
     const LayerCost& lc = layer_cost[moe_index++];
+    label("forward gate and shared experts", layer);
     add_all(Phase::Compute, gate_fwd_ns_ + shared_expert_fwd_ns_);
+    label("forward dispatch all-to-all", layer);
     add_all_to_all(lc.a2a_ns, lc.a2a_bytes, res.a2a_bytes);
+    label("forward experts", layer);
     for (int g = 0; g < gpus_; ++g) add_local(g, Phase::Compute, lc.expert_ns[g]);
+    label("forward combine all-to-all", layer);
     add_all_to_all(lc.a2a_ns, lc.a2a_bytes, res.a2a_bytes);
   }
+  label("forward LM head");
   add_all(Phase::Compute, lm_head_fwd_ns_);
 
   // Backward pass: the same layers in reverse, each GEMM twice; the all-to-alls carry the
   // gradients of the same activations, so the same byte matrices (combine's first).
+  label("backward LM head");
   add_all(Phase::Compute, kBackwardFactor * lm_head_fwd_ns_);
   for (int layer = model_.layers - 1; layer >= 0; --layer) {
     if (!model_.is_moe_layer(layer)) {
+      label("backward dense FFN", layer);
       add_all(Phase::Compute, kBackwardFactor * dense_ffn_fwd_ns_);
     } else {
       const LayerCost& lc = layer_cost[--moe_index];
+      label("backward combine all-to-all", layer);
       add_all_to_all(lc.a2a_ns, lc.a2a_bytes, res.a2a_bytes);
+      label("backward experts", layer);
       for (int g = 0; g < gpus_; ++g) add_local(g, Phase::Compute, kBackwardFactor * lc.expert_ns[g]);
+      label("backward dispatch all-to-all", layer);
       add_all_to_all(lc.a2a_ns, lc.a2a_bytes, res.a2a_bytes);
+      label("backward gate and shared experts", layer);
       add_all(Phase::Compute, kBackwardFactor * (gate_fwd_ns_ + shared_expert_fwd_ns_));
     }
+    label("backward attention", layer);
     add_all(Phase::Compute, kBackwardFactor * attention_fwd_ns_);
   }
 
@@ -264,9 +298,12 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
     // A receiver cannot go on before its data arrived: all leave with the busiest GPU.
     add_collective(all_gpus_, *std::max_element(busy.begin(), busy.end()), phase);
   };
+  label("policy collectives");
   add_ops(sync.pre_collectives, Phase::GradSync);
+  label("policy decision");
   // The policy decides once the counts are known (after the popularity exchange, if any).
   for (int g = 0; g < static_cast<int>(sync.decision_ns.size()); ++g) add_local(g, Phase::Movement, sync.decision_ns[g]);
+  label("expert gradient all-reduce among replicas");
   if (sync.replica_allreduce) {
     const double expert_grad_bytes = model_.expert_params() * training_.grad_bytes_per_param;
     for (std::size_t l = 0; l < placement.expert_of_slot.size(); ++l) {
@@ -283,8 +320,11 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       }
     }
   }
+  label("expert gradient collectives");
   add_ops(sync.grad_collectives, Phase::GradSync);
+  label("gradient collection to optimizer owners");
   add_transfers(sync.gradient_transfers, Phase::GradSync);
+  label("dense gradient all-reduce");
   if (gpus_ > 1) {
     add_collective(all_gpus_, dense_grad_sync_ns_, Phase::GradSync);
     res.grad_sync_bytes += dense_params_ * training_.grad_bytes_per_param;
@@ -292,6 +332,7 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
 
   // Optimizer step: dense parameters where training.optimizer_offload says, expert parameters
   // where the sync plan says. A host's Adam serves all GPUs of its node at once.
+  label("optimizer step");
   const ClusterSpec& cs = cluster_.spec();
   const int eb = dtype_bytes(model_.dtype);
   std::vector<double> host_params(cs.nodes, 0.0);
@@ -318,7 +359,9 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
     }
     add_local(g, Phase::Optimizer, t);
   }
+  label("updated weights: collectives");
   add_ops(sync.post_collectives, Phase::GradSync);
+  label("updated weights sent to the next placement");
   add_transfers(sync.weight_transfers, Phase::GradSync);
 
   // Execute the programs.

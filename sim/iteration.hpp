@@ -58,6 +58,19 @@ class IterationModel {
   // iterations: heterogeneous GPUs and stragglers. Empty: all nominal.
   void set_compute_slowdown(std::vector<double> factors);
 
+  // Timeline recording (off by default): every operation of the next iterations as a span on
+  // its GPU's compute or communication lane, with a name.
+  struct Span {
+    int gpu = 0;
+    bool comm = false;  // communication lane (collectives, transfers, waits, movements)
+    int label = 0;      // index into labels()
+    TimeNs start_ns = 0;
+    TimeNs duration_ns = 0;
+  };
+  void set_recording(bool on) { record_ = on; }
+  [[nodiscard]] const std::vector<Span>& spans() const { return spans_; }
+  [[nodiscard]] const std::vector<std::string>& labels() const { return labels_; }
+
   // Fixed per-GPU costs, exposed for tests and the docs' worked examples.
   [[nodiscard]] TimeNs attention_fwd_ns() const { return attention_fwd_ns_; }
   [[nodiscard]] TimeNs dense_ffn_fwd_ns() const { return dense_ffn_fwd_ns_; }
@@ -70,6 +83,7 @@ class IterationModel {
     Phase phase;
     TimeNs duration_ns;
     int collective;  // -1: local operation
+    int label;       // timeline name (0 when not recording)
   };
   struct CollectiveState {
     int members = 0;
@@ -78,6 +92,8 @@ class IterationModel {
     int arrived = 0;
   };
   void step(Engine& engine, int gpu);
+  // Names the operations added next (only when recording).
+  void label(const char* what, int layer = -1);
   int add_collective(const std::vector<int>& members, TimeNs duration, Phase phase);
   void add_local(int gpu, Phase phase, TimeNs duration);
   void add_all(Phase phase, TimeNs duration);
@@ -94,6 +110,10 @@ class IterationModel {
          shared_expert_fwd_ns_ = 0, dense_grad_sync_ns_ = 0;
   double dense_params_ = 0.0;
   std::vector<double> compute_slowdown_;
+  bool record_ = false;
+  int cur_label_ = 0;
+  std::vector<std::string> labels_;
+  std::vector<Span> spans_;
 
   // Per-iteration execution state (reused).
   std::vector<std::vector<Op>> program_;

@@ -198,3 +198,47 @@ TEST_CASE("a straggler window and a slow GPU stretch the critical path by hand",
                                          "hand.yaml", {}, std::nullopt),
                       Catch::Matchers::Contains("key 'heterogeneity.stragglers[0].gpu': 5 is out of range; allowed [0, 1]"));
 }
+
+#include "app/outputs.hpp"
+
+TEST_CASE("timeline: every operation named on its GPU's lane, at the hand-computed times", "[iteration][timeline]") {
+  auto trace = temp_file("tl.csv",
+                         "iteration,layer,src_gpu,expert,tokens\n0,0,0,0,512\n0,0,0,1,512\n0,0,1,0,512\n0,0,1,1,512\n");
+  Scenario s = load_scenario_text(hand_scenario(trace), "hand.yaml", {"run.max_iterations=3"}, std::nullopt);
+  RunOptions ro;
+  ro.timeline_iterations = {1};
+  auto r = run_scenario(s, ro).at(0);
+  const auto& ev = r.timeline;
+  REQUIRE(!ev.empty());
+  auto find = [&](const std::string& name, int tid) -> const nlohmann::json& {
+    for (const auto& e : ev)
+      if (e["name"] == name && e["tid"] == tid) return e;
+    FAIL("no event " << name << " on lane " << tid);
+    return ev[0];
+  };
+  // Iteration 1 starts at 2949318 ns. GPU 0's compute lane (tid 0): attention for 128850 ns, the
+  // gate for 2106 ns; then its communication lane (tid 1) carries the dispatch all-to-all
+  // (127258 ns) from 2949318 + 130956.
+  const auto& att = find("forward attention (layer 0)", 0);
+  CHECK(att["args"]["start_ns"] == 2949318);
+  CHECK(att["args"]["duration_ns"] == 128850);
+  CHECK(att["ph"] == "X");
+  const auto& a2a = find("forward dispatch all-to-all (layer 0)", 1);
+  CHECK(a2a["args"]["start_ns"] == 2949318 + 130956);
+  CHECK(a2a["args"]["duration_ns"] == 127258);
+  CHECK(find("dense gradient all-reduce", 3)["args"]["duration_ns"] == 1085796);
+  // The spans of one GPU tile its iteration exactly: their durations add up to it.
+  for (int gpu = 0; gpu < 2; ++gpu) {
+    long long sum = 0;
+    for (const auto& e : ev)
+      if (e["tid"] == 2 * gpu || e["tid"] == 2 * gpu + 1) sum += e["args"]["duration_ns"].get<long long>();
+    CHECK(sum == 2949318);
+  }
+  // Only iteration 1 was recorded; the file names the lanes.
+  for (const auto& e : ev) CHECK(e["args"]["iteration"] == 1);
+  const auto doc = nlohmann::json::parse(timeline_json(s, {r}));
+  bool named = false;
+  for (const auto& e : doc["traceEvents"])
+    if (e["ph"] == "M" && e["name"] == "thread_name" && e["args"]["name"] == "GPU 1 communication") named = true;
+  CHECK(named);
+}
