@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "app/outputs.hpp"
+#include "app/regress.hpp"
 #include "app/runner.hpp"
 #include "models/specs.hpp"
 #include "policies/registry.hpp"
@@ -26,6 +27,7 @@ constexpr const char* kUsage =
     "Usage:\n"
     "  moesim run SCENARIO.yaml [--out DIR] [--seed N] [--set key.path=value ...]\n"
     "  moesim compare SCENARIO.yaml [--policies static,flexmoe:interval=10,...] [run's options]\n"
+    "  moesim regress SUITE_DIR --baseline FILE [--update]   CI check of policy results\n"
     "  moesim list            presets (GPUs, clusters, models) and registered policies\n"
     "  moesim --help | --version\n"
     "  moesim COMMAND --help  options of one command\n"
@@ -143,7 +145,8 @@ int main(int argc, char** argv) {
     if (cmd == "run") return cmd_run(rest, false);
     if (cmd == "compare") return cmd_run(rest, true);
     if (cmd == "list") return cmd_list();
-    throw InputError(fmt::format("unknown command '{}'; commands: run, compare, list (see moesim --help)", cmd));
+    if (cmd == "regress") return cmd_regress(rest);
+    throw InputError(fmt::format("unknown command '{}'; commands: run, compare, regress, list (see moesim --help)", cmd));
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -107,4 +109,22 @@ TEST_CASE("compare writes one row per policy and marks a policy that runs out of
   // A bad --policies spec is an input error.
   CHECK(run("compare " + scen.string() + " --policies static:capacity_factor", log) == 2);
   CHECK_THAT(read_file(log), Catch::Matchers::Contains("parameter 'capacity_factor' must be key=value"));
+}
+
+TEST_CASE("regress passes on its baseline and reports a moved result", "[cli][regress]") {
+  const std::string suite = std::string(MOESIM_SOURCE_DIR) + "/scenarios/regression";
+  fs::path log = fresh_dir("regress_log");
+  REQUIRE(run("regress " + suite + " --baseline " + suite + "/baseline.json", log) == 0);
+  CHECK_THAT(read_file(log), Catch::Matchers::Contains("policy results in 2 scenarios match"));
+  // A baseline whose static drop rate differs by 1 % makes it fail and name the metric.
+  auto doc = nlohmann::json::parse(read_file(fs::path(suite) / "baseline.json"));
+  const double d = doc["scenarios"]["dgx-olmoe.yaml"]["static"]["drop_rate"].get<double>();
+  doc["scenarios"]["dgx-olmoe.yaml"]["static"]["drop_rate"] = d * 1.01;
+  fs::path moved = fresh_dir("baseline.json");
+  std::ofstream(moved) << doc.dump(2);
+  CHECK(run("regress " + suite + " --baseline " + moved.string(), log) == 1);
+  CHECK_THAT(read_file(log), Catch::Matchers::Contains("dgx-olmoe.yaml / static: drop_rate"));
+  // --update rewrites it; then it passes.
+  REQUIRE(run("regress " + suite + " --baseline " + moved.string() + " --update", log) == 0);
+  CHECK(run("regress " + suite + " --baseline " + moved.string(), log) == 0);
 }
