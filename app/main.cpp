@@ -10,7 +10,11 @@
 #include <vector>
 
 #include "app/outputs.hpp"
+#include "app/progress.hpp"
 #include "app/regress.hpp"
+#include "app/sweep.hpp"
+#include "app/trace_stats.hpp"
+#include "app/trace_convert.hpp"
 #include "app/runner.hpp"
 #include "models/specs.hpp"
 #include "policies/registry.hpp"
@@ -28,6 +32,9 @@ constexpr const char* kUsage =
     "  moesim run SCENARIO.yaml [--out DIR] [--seed N] [--set key.path=value ...]\n"
     "  moesim compare SCENARIO.yaml [--policies static,flexmoe:interval=10,...] [run's options]\n"
     "  moesim regress SUITE_DIR --baseline FILE [--update]   CI check of policy results\n"
+    "  moesim sweep STUDY.yaml [--out DIR] [--jobs N] [--collect]   a grid of runs; under mpirun too\n"
+    "  moesim trace convert IN OUT [options]   between native CSV/binary and imported formats\n"
+    "  moesim trace stats TRACE [--json] [--shape L,G,E] [--top N]   describe a trace\n"
     "  moesim list            presets (GPUs, clusters, models) and registered policies\n"
     "  moesim --help | --version\n"
     "  moesim COMMAND --help  options of one command\n"
@@ -101,7 +108,10 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
       }
     }
   }
+  Progress bar(s.name, static_cast<std::int64_t>(s.policies.size()) * s.run.max_iterations, "iterations");
+  ro.on_iteration = bar.iteration_hook(s);  // empty when stderr is not a terminal
   std::vector<PolicyResult> results = run_scenario(s, ro);
+  bar.finish();
   const std::string out = vm.count("out") ? vm["out"].as<std::string>() : "out/" + s.name;
   write_outputs(out, s, results, compare);
   if (vm.count("timeline")) write_file_atomic(vm["timeline"].as<std::string>(), timeline_json(s, results));
@@ -146,7 +156,11 @@ int main(int argc, char** argv) {
     if (cmd == "compare") return cmd_run(rest, true);
     if (cmd == "list") return cmd_list();
     if (cmd == "regress") return cmd_regress(rest);
-    throw InputError(fmt::format("unknown command '{}'; commands: run, compare, regress, list (see moesim --help)", cmd));
+    if (cmd == "sweep") return cmd_sweep(rest);
+    if (cmd == "trace" && !rest.empty() && rest[0] == "convert") return cmd_trace_convert({rest.begin() + 1, rest.end()});
+    if (cmd == "trace" && !rest.empty() && rest[0] == "stats") return cmd_trace_stats({rest.begin() + 1, rest.end()});
+    if (cmd == "trace") throw InputError("moesim trace: subcommands: convert, stats (see moesim trace convert --help)");
+    throw InputError(fmt::format("unknown command '{}'; commands: run, compare, sweep, regress, trace, list (see moesim --help)", cmd));
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;

@@ -10,6 +10,8 @@
 #include "policies/registry.hpp"
 #include "sim/error.hpp"
 #include "sim/memory.hpp"
+#include "traces/binary.hpp"
+#include "traces/importers.hpp"
 #include "traces/replay.hpp"
 
 namespace moesim {
@@ -31,6 +33,18 @@ namespace {
 
 std::unique_ptr<TraceSource> open_trace(const Scenario& s, const TraceShape& shape) {
   if (s.trace.kind == "csv") return open_csv_trace(s.trace.path, shape);
+  if (s.trace.kind == "binary") return open_binary_trace(s.trace.path, shape);
+  if (s.trace.kind == "import") {
+    // Recorded counts without per-GPU detail are spread over the GPUs at the model's batch size.
+    ImportOptions o;
+    o.shape = shape;
+    o.tokens_per_gpu = s.model.tokens_per_gpu();
+    o.top_k = s.model.top_k;
+    o.seed = s.seed;
+    o.select = s.trace.select;
+    o.iterations = s.run.max_iterations;
+    return open_trace_file(s.trace.path, o).source;
+  }
   SyntheticTraceSpec spec = s.trace.synthetic;
   spec.tokens_per_gpu = s.model.tokens_per_gpu();
   spec.top_k = s.model.top_k;

@@ -25,9 +25,9 @@ TrainingSpec load_training(Cfg c) {
 
 TraceConfig load_trace(Cfg c, const std::string& scenario_file, std::uint64_t seed) {
   TraceConfig t;
-  t.kind = c.get_enum("kind", t.kind, {"synthetic", "csv"});
+  t.kind = c.get_enum("kind", t.kind, {"synthetic", "csv", "binary", "import"});
   t.on_end = c.get_enum("on_end", t.on_end, {"loop", "stop"});
-  if (t.kind == "csv") {
+  if (t.kind != "synthetic") {
     std::string p = c.need_string("path");
     std::filesystem::path fp(p);
     if (fp.is_relative() && !scenario_file.empty() && scenario_file.front() != '<') {
@@ -35,8 +35,21 @@ TraceConfig load_trace(Cfg c, const std::string& scenario_file, std::uint64_t se
     }
     t.path = fp.lexically_normal().string();
     if (!std::filesystem::exists(t.path)) c.fail("path", fmt::format("trace file '{}' does not exist", t.path));
+    if (t.kind == "import") {
+      // Selector columns of a long CSV (e.g. model, kind, domain of the OLMoE set).
+      Cfg sel = c.child("select");
+      if (sel.node().IsMap()) {
+        for (auto it = sel.node().begin(); it != sel.node().end(); ++it) {
+          const std::string key = it->first.Scalar();
+          t.select[key] = sel.get_string(key, "");
+        }
+      }
+      sel.finish();
+    } else if (c.has("select")) {
+      c.fail("select", "is only allowed with kind: import");
+    }
   } else {
-    if (c.has("path")) c.fail("path", "is only allowed with kind: csv");
+    if (c.has("path")) c.fail("path", "is only allowed with kind: csv, binary or import");
     auto& s = t.synthetic;
     s.skew = c.get_double("skew", s.skew, 0.0, 10.0);
     s.drift_sigma = c.get_double("drift_sigma", s.drift_sigma, 0.0, 5.0);
@@ -280,8 +293,9 @@ nlohmann::json Scenario::to_json() const {
                {"derived_dense_params", m.dense_params_total()},
                {"sources", m.sources}};
   json trace_j{{"kind", trace.kind}, {"on_end", trace.on_end}};
-  if (trace.kind == "csv") {
+  if (trace.kind != "synthetic") {
     trace_j["path"] = trace.path;
+    if (trace.kind == "import") trace_j["select"] = trace.select;
   } else {
     trace_j["skew"] = trace.synthetic.skew;
     trace_j["drift_sigma"] = trace.synthetic.drift_sigma;

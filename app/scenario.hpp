@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -19,8 +20,9 @@
 namespace moesim {
 
 struct TraceConfig {
-  std::string kind = "synthetic";  // synthetic | csv
-  std::string path;                // csv: resolved relative to the scenario file
+  std::string kind = "synthetic";  // synthetic | csv | binary | import
+  std::string path;                // resolved relative to the scenario file
+  std::map<std::string, std::string> select;  // import: long-CSV selector columns
   std::string on_end = "loop";     // loop | stop
   SyntheticTraceSpec synthetic;
 };

@@ -111,7 +111,10 @@ class FlexMoePolicy final : public Policy {
     bool changed = false;
     for (int l = 0; l < ctx_.moe_layers; ++l) {
       const std::int64_t* c = counts.layer_ptr(l);
-      if (trigger_ == "balance" && balance_ratio(gpu_loads(current, l, c)) <= balance_threshold_) continue;
+      // Layer l of `next` is still layer l of `current` here: its loads are what the balance
+      // trigger looks at.
+      init_layer(current, l, c);
+      if (trigger_ == "balance" && balance_ratio(gl_) <= balance_threshold_) continue;
       changed = plan_layer(l, c, current, next) || changed;
     }
     if (!changed) return d;
@@ -134,18 +137,150 @@ class FlexMoePolicy final : public Policy {
   }
 
  private:
-  // Assignments each GPU computes in `layer` under `pl` with FlexMoE's routing and no capacity
-  // (the demand the plan balances).
-  [[nodiscard]] std::vector<std::int64_t> gpu_loads(const Placement& pl, int layer, const std::int64_t* counts) {
-    EvenDispatchOptions opt;
-    opt.prefer_local_node = true;
-    opt.gpus_per_node = ctx_.cluster->gpus_per_node;
-    dispatch_even(pl, layer, ctx_.experts, counts, opt, scratch_);
-    const int G = pl.gpus, S = pl.slots_per_gpu, slots = pl.num_slots();
-    std::vector<std::int64_t> load(G, 0);
-    for (int src = 0; src < G; ++src)
-      for (int s = 0; s < slots; ++s) load[s / S] += scratch_.accepted[static_cast<std::size_t>(src) * slots + s];
-    return load;
+  // The plan's view of one layer, kept up to date step by step: the layout, each expert's slots
+  // (ascending), replica counts, and the assignments each slot and GPU computes with FlexMoE's
+  // routing and no capacity (the demand the plan balances; what dispatch_even gives without a
+  // capacity, summed per slot). A step changes two or three experts' replica sets, so only their
+  // slots are recomputed.
+  void init_layer(const Placement& pl, int layer, const std::int64_t* counts) {
+    const int E = ctx_.experts, G = pl.gpus, S = pl.slots_per_gpu, slots = G * S;
+    const int gpn = std::max(1, ctx_.cluster->gpus_per_node);
+    gpus_ = G;
+    slots_per_gpu_ = S;
+    lay_ = pl.expert_of_slot[layer];
+    slots_of_.resize(static_cast<std::size_t>(E));
+    for (auto& v : slots_of_) v.clear();
+    reps_.assign(E, 0);
+    for (int s = 0; s < slots; ++s) {
+      const int e = lay_[s];
+      if (e < 0) continue;
+      ++reps_[e];
+      if (e < E) slots_of_[e].push_back(s);
+    }
+    node_first_.assign((G + gpn - 1) / gpn, 0);
+    node_count_.assign(node_first_.size(), 0);
+    slot_load_.assign(slots, 0);
+    gl_.assign(G, 0);
+    // The counts by expert, then source: each expert's pass reads them contiguously.
+    by_expert_.resize(static_cast<std::size_t>(E) * G);
+    // Eight experts (one cache line of a source's counts) at a time, into eight output streams.
+    constexpr int kBlock = 8;
+    for (int e0 = 0; e0 < E; e0 += kBlock) {
+      const int e1 = std::min(E, e0 + kBlock);
+      for (int g = 0; g < G; ++g) {
+        const std::int64_t* row = counts + static_cast<std::size_t>(g) * E;
+        for (int e = e0; e < e1; ++e) by_expert_[static_cast<std::size_t>(e) * G + g] = row[e];
+      }
+    }
+    for (int e = 0; e < E; ++e) refresh_expert(e);
+  }
+
+  // Recomputes the assignments of every slot of expert `e` (and the GPUs' totals): each source
+  // splits its tokens evenly over the expert's replicas in its own node (over all replicas when
+  // it has none there), the remainder one by one from the replica at index (source mod count),
+  // exactly as dispatch_even does. Summed with a difference array over the expert's replicas.
+  void refresh_expert(int e) {
+    const std::vector<int>& R = slots_of_[e];
+    const int k = static_cast<int>(R.size());
+    if (k == 0) return;
+    const int G = gpus_, S = slots_per_gpu_;
+    const std::int64_t* counts = by_expert_.data() + static_cast<std::size_t>(e) * G;
+    const int gpn = std::max(1, ctx_.cluster->gpus_per_node);
+    // Slots ascend, so each node's replicas are a contiguous run of R.
+    for (int i = 0; i < k;) {
+      const int node = R[i] / S / gpn;
+      int j = i;
+      while (j < k && R[j] / S / gpn == node) ++j;
+      node_first_[node] = i;
+      node_count_[node] = j - i;
+      i = j;
+    }
+    diff_.assign(static_cast<std::size_t>(k) + 1, 0);
+    // Source g sends n / m to each of its m targets (a contiguous run of R from index a) and
+    // one more to the targets (g + i) mod m, i < n mod m.
+    auto add_source = [&](int g, std::int64_t n, int a, int m) {
+      const std::int64_t base = n / m;
+      const auto extra = static_cast<int>(n % m);
+      diff_[a] += base;
+      diff_[a + m] -= base;
+      if (extra > 0) {
+        const int start = g % m;
+        if (start + extra <= m) {
+          ++diff_[a + start];
+          --diff_[a + start + extra];
+        } else {
+          ++diff_[a + start];
+          --diff_[a + m];
+          ++diff_[a];
+          --diff_[a + start + extra - m];
+        }
+      }
+    };
+    // Sources without a replica in their node spread over all k replicas: their equal shares
+    // are summed in `spread`, their cyclic runs of one extra, [start, start + rem) mod k with
+    // start = g mod k, go to diff_ without branches (a run that wraps adds one everywhere,
+    // counted in `spread`, and takes one off between its end and its start).
+    std::int64_t spread = 0;
+    // Below 2^40 (and k < 2^12) the rounded double quotient truncates to n / k: n / k is at
+    // least 1 / k below the next integer, far more than the rounding error.
+    const double dk = static_cast<double>(k);
+    const std::int64_t kExact = k < (1 << 12) ? std::int64_t{1} << 40 : 0;
+    int start = 0;  // g mod k
+    for (int g0 = 0, node = 0; g0 < G; g0 += gpn, ++node) {
+      const int g1 = std::min(G, g0 + gpn);
+      if (node_count_[node] > 0) {
+        for (int g = g0; g < g1; ++g) {
+          const std::int64_t n = counts[g];
+          if (n != 0) add_source(g, n, node_first_[node], node_count_[node]);
+        }
+        start = static_cast<int>((start + (g1 - g0)) % k);
+        continue;
+      }
+      for (int g = g0; g < g1; ++g) {
+        const std::int64_t n = counts[g];
+        if (n < 0 || n >= kExact) {
+          add_source(g, n, 0, k);
+        } else {
+          const auto q = static_cast<std::int64_t>(static_cast<double>(n) / dk);
+          const int end = start + static_cast<int>(n - q * k);
+          const int wrap = end > k ? 1 : 0;
+          spread += q + wrap;
+          ++diff_[start];
+          --diff_[end - wrap * k];
+        }
+        start = start + 1 == k ? 0 : start + 1;
+      }
+    }
+    std::int64_t run = spread;
+    for (int i = 0; i < k; ++i) {
+      run += diff_[i];
+      const int s = R[i];
+      gl_[s / S] += run - slot_load_[s];
+      slot_load_[s] = run;
+    }
+    for (int i = 0; i < k; ++i) node_count_[R[i] / S / gpn] = 0;
+  }
+
+  // Lowest slot of GPU g holding expert e in the working layout, or -1.
+  [[nodiscard]] int slot_on(int g, int e) const {
+    const int S = slots_per_gpu_;
+    for (int s = g * S; s < (g + 1) * S; ++s)
+      if (lay_[s] == e) return s;
+    return -1;
+  }
+
+  // Puts expert `e` into `slot` of the working layout (loads not refreshed).
+  void assign_slot(int slot, int e) {
+    const int old = lay_[slot];
+    if (old >= 0) {
+      --reps_[old];
+      auto& v = slots_of_[old];
+      v.erase(std::lower_bound(v.begin(), v.end(), slot));
+    }
+    lay_[slot] = e;
+    ++reps_[e];
+    auto& v = slots_of_[e];
+    v.insert(std::lower_bound(v.begin(), v.end(), slot), slot);
   }
 
   [[nodiscard]] double balance_ratio(const std::vector<std::int64_t>& load) const {
@@ -183,23 +318,15 @@ class FlexMoePolicy final : public Policy {
     int expert;
   };
 
-  // Greedy plan of one layer, applied to `next` (which starts as `current`). Returns whether
-  // anything changed.
+  // Greedy plan of one layer, applied to `next` (which starts as `current`; init_layer has
+  // loaded that layout). Returns whether anything changed.
   bool plan_layer(int l, const std::int64_t* counts, const Placement& current, Placement& next) {
     const int E = ctx_.experts, G = next.gpus, S = next.slots_per_gpu;
     const std::vector<std::int64_t> load = expert_loads(counts, G, E);
+    const std::vector<int>& reps = reps_;
+    const std::vector<std::int64_t>& gl = gl_;
     bool changed = false;
     for (int step = 0; step < max_steps_; ++step) {
-      auto& layout = next.expert_of_slot[l];
-      std::vector<int> reps(E, 0);
-      // holds[g * E + e]: GPU g holds expert e (its lowest slot + 1; 0 when absent).
-      std::vector<int> holds(static_cast<std::size_t>(G) * E, 0);
-      for (int s = G * S - 1; s >= 0; --s) {
-        const int e = layout[s];
-        if (e < 0) continue;
-        ++reps[e];
-        holds[static_cast<std::size_t>(s / S) * E + e] = s + 1;
-      }
       // load[a] / reps[a] < load[b] / reps[b], exactly.
       auto colder = [&](int a, int b) {
         return static_cast<Wide>(load[a]) * reps[b] < static_cast<Wide>(load[b]) * reps[a];
@@ -212,49 +339,75 @@ class FlexMoePolicy final : public Policy {
         if (e != hot && reps[e] > 1 && (cold < 0 || colder(e, cold))) cold = e;
       if (hot < 0 || cold < 0) break;
 
-      const std::vector<std::int64_t> gl = gpu_loads(next, l, counts);
+      // Lighter GPU: fewer assignments, ties to the lower id.
       auto lighter = [&](int a, int b) { return gl[a] < gl[b] || (gl[a] == gl[b] && a < b); };
       std::vector<Change> changes;
       // Expand the hot expert into the cold one's slot on the least-loaded GPU that holds the
       // cold expert but not the hot one.
-      int target = -1;
-      for (int g = 0; g < G; ++g) {
-        const auto gi = static_cast<std::size_t>(g) * E;
-        if (holds[gi + cold] && !holds[gi + hot] && (target < 0 || lighter(g, target))) target = g;
+      int target = -1, target_slot = -1;
+      for (int s : slots_of_[cold]) {  // ascending: a GPU's lowest slot of `cold` comes first
+        const int g = s / S;
+        if (g == target || slot_on(g, hot) >= 0) continue;
+        if (target < 0 || lighter(g, target)) {
+          target = g;
+          target_slot = s;
+        }
       }
       if (target >= 0) {
-        changes.push_back({holds[static_cast<std::size_t>(target) * E + cold] - 1, hot});
+        changes.push_back({target_slot, hot});
       } else {
         // Every GPU holding the cold expert already holds the hot one: the least-loaded of them
         // gives its cold slot to a third expert x migrated from the least-loaded GPU without the
         // hot expert, whose slot of x takes the hot replica. x is that GPU's coldest expert
-        // (per replica) not already on the first GPU.
-        int g = -1;
-        for (int h = 0; h < G; ++h)
-          if (holds[static_cast<std::size_t>(h) * E + cold] && (g < 0 || lighter(h, g))) g = h;
-        std::vector<int> order(G);
-        for (int h = 0; h < G; ++h) order[h] = h;
-        std::sort(order.begin(), order.end(), lighter);
-        for (int h : order) {
-          if (holds[static_cast<std::size_t>(h) * E + hot]) continue;
-          int x = -1;
-          for (int e = 0; e < E; ++e)
-            if (holds[static_cast<std::size_t>(h) * E + e] && !holds[static_cast<std::size_t>(g) * E + e] &&
-                (x < 0 || colder(e, x)))
+        // (per replica; ties to the lowest id) not already on the first GPU.
+        int g = -1, g_slot = -1;
+        for (int s : slots_of_[cold]) {
+          const int h = s / S;
+          if (h != g && (g < 0 || lighter(h, g))) {
+            g = h;
+            g_slot = s;
+          }
+        }
+        // GPUs from the lightest up, popped from a heap (the whole order is rarely needed).
+        order_.resize(static_cast<std::size_t>(G));
+        for (int h = 0; h < G; ++h) order_[h] = h;
+        auto heavier = [&](int a, int b) { return lighter(b, a); };
+        std::make_heap(order_.begin(), order_.end(), heavier);
+        for (auto end = order_.end(); end != order_.begin();) {
+          std::pop_heap(order_.begin(), end, heavier);
+          --end;
+          const int h = *end;
+          if (slot_on(h, hot) >= 0) continue;
+          int x = -1, x_slot = -1;
+          for (int s = h * S; s < (h + 1) * S; ++s) {  // ascending: x_slot is h's lowest slot of x
+            const int e = lay_[s];
+            if (e < 0 || e == x || slot_on(g, e) >= 0) continue;
+            if (x < 0 || colder(e, x) || (!colder(x, e) && e < x)) {
               x = e;
+              x_slot = s;
+            }
+          }
           if (x < 0) continue;
-          changes.push_back({holds[static_cast<std::size_t>(g) * E + cold] - 1, x});
-          changes.push_back({holds[static_cast<std::size_t>(h) * E + x] - 1, hot});
+          changes.push_back({g_slot, x});
+          changes.push_back({x_slot, hot});
           break;
         }
       }
       if (changes.empty()) break;  // the hot expert is on every GPU: nothing to expand into
 
-      Placement trial = next;
-      for (const Change& c : changes) trial.expert_of_slot[l][c.slot] = c.expert;
-      const std::vector<std::int64_t> nl = gpu_loads(trial, l, counts);
+      // Apply the step to the working state and refresh the loads of the experts it touches.
       const std::int64_t before = *std::max_element(gl.begin(), gl.end());
-      const std::int64_t after = *std::max_element(nl.begin(), nl.end());
+      touched_.clear();
+      for (const Change& c : changes) {
+        if (lay_[c.slot] >= 0) touched_.push_back(lay_[c.slot]);
+        touched_.push_back(c.expert);
+        assign_slot(c.slot, c.expert);
+      }
+      std::sort(touched_.begin(), touched_.end());
+      touched_.erase(std::unique(touched_.begin(), touched_.end()), touched_.end());
+      for (int e : touched_) refresh_expert(e);
+      const std::int64_t after = *std::max_element(gl.begin(), gl.end());
+      // A rejected step ends the layer's plan, so the working state need not be rolled back.
       if (after >= before) break;
       if (cost_model_) {
         const double gain = static_cast<double>(before - after) * seconds_per_token_ * static_cast<double>(interval_);
@@ -262,7 +415,7 @@ class FlexMoePolicy final : public Policy {
         for (const Change& c : changes) cost += move_seconds(current, l, c.expert, c.slot / S);
         if (!(gain > cost)) break;
       }
-      next = std::move(trial);
+      for (const Change& c : changes) next.expert_of_slot[l][c.slot] = c.expert;
       changed = true;
     }
     return changed;
@@ -278,7 +431,16 @@ class FlexMoePolicy final : public Policy {
   double compute_passes_ = 3.0;
   std::int64_t replica_capacity_ = -1;
   double seconds_per_token_ = 0.0;
-  LayerDispatch scratch_;
+  // Working state of the layer being planned (see init_layer).
+  int gpus_ = 0, slots_per_gpu_ = 0;
+  std::vector<int> lay_;
+  std::vector<std::vector<int>> slots_of_;
+  std::vector<int> reps_;
+  std::vector<std::int64_t> slot_load_;
+  std::vector<std::int64_t> gl_;
+  std::vector<int> node_first_, node_count_;
+  std::vector<std::int64_t> diff_, by_expert_;
+  std::vector<int> order_, touched_;
 };
 
 }  // namespace

@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
 #include <numeric>
 #include <stdexcept>
 #include <utility>
@@ -88,15 +87,32 @@ double symi_comm_seconds(double experts, double ranks, double slots, double byte
 
 namespace {
 
-// Distinct GPUs holding each expert of `layer`, ascending.
-std::vector<std::vector<int>> holder_gpus(const Placement& p, int layer, int experts) {
-  std::vector<std::vector<int>> out = expert_slots(p, layer, experts);
-  for (auto& h : out) {
-    for (int& s : h) s = p.gpu_of_slot(s);
-    h.erase(std::unique(h.begin(), h.end()), h.end());  // slots ascend, so GPUs do too
+// Distinct GPUs holding each expert of `layer`, ascending, into `out` (reused).
+void holder_gpus(const Placement& p, int layer, int experts, std::vector<std::vector<int>>& out) {
+  out.resize(static_cast<std::size_t>(experts));
+  for (auto& h : out) h.clear();
+  const auto& slots = p.expert_of_slot[layer];
+  for (int s = 0; s < static_cast<int>(slots.size()); ++s) {
+    const int e = slots[s];
+    if (e < 0 || e >= experts) continue;
+    const int g = p.gpu_of_slot(s);
+    if (out[e].empty() || out[e].back() != g) out[e].push_back(g);  // slots ascend, so GPUs do too
   }
-  return out;
 }
+
+// x + x + ... + x (c terms, from 0.0), added one by one as a loop of `+= x` does.
+class RepeatedSum {
+ public:
+  explicit RepeatedSum(double x) : x_(x), sums_{0.0} {}
+  double operator()(std::int64_t c) {
+    while (static_cast<std::int64_t>(sums_.size()) <= c) sums_.push_back(sums_.back() + x_);
+    return sums_[static_cast<std::size_t>(c)];
+  }
+
+ private:
+  double x_;
+  std::vector<double> sums_;
+};
 
 class SymiPolicy final : public Policy {
  public:
@@ -153,9 +169,13 @@ class SymiPolicy final : public Policy {
     return d;
   }
 
+  // The flows of every (layer, expert, owner node) are counted in flat per-GPU arrays and merged
+  // per (source, destination) row by row. Every flow of one kind adds the same shard size, so a
+  // merged flow of c shards is the c-fold repeated sum of that size (kept in a table), exactly
+  // what adding them one by one gives.
   [[nodiscard]] SyncPlan sync_plan(int, const Placement& current, const Placement& next) override {
     const ClusterSpec& cs = *ctx_.cluster;
-    const int N = cs.nodes, gpn = cs.gpus_per_node, G = ctx_.gpus, E = ctx_.experts;
+    const int N = cs.nodes, gpn = cs.gpus_per_node, G = ctx_.gpus, E = ctx_.experts, L = ctx_.moe_layers;
     SyncPlan plan;
     plan.resize(G, N);
     // (1) All-reduce of the per-layer length-E vectors of token counts (int64).
@@ -166,62 +186,143 @@ class SymiPolicy final : public Policy {
                                     "symi expert popularity"});
     // (2) Replicas all-reduce their gradients (the core sums same-GPU replicas first).
     plan.replica_allreduce = true;
-    const double grad_shard = ctx_.expert_grad_bytes / N;
-    const double weight_shard = ctx_.expert_weight_bytes / N;
-    const double param_shard = ctx_.expert_params / N;
-    std::map<std::pair<int, int>, double> grad_flows, weight_flows;
-    for (int l = 0; l < ctx_.moe_layers; ++l) {
-      const auto cur = holder_gpus(current, l, E);
-      const auto nxt = holder_gpus(next, l, E);
+    RepeatedSum grad_shard(ctx_.expert_grad_bytes / N);
+    RepeatedSum weight_shard(ctx_.expert_weight_bytes / N);
+    RepeatedSum param_shard(ctx_.expert_params / N);
+
+    // Every (layer, expert, owner node n) contributes, with home = n * gpn + e % gpn the node's
+    // landing GPU for the expert's shard (it relays the shard to and from the host, or holds it
+    // in GPU memory when the optimizer is not on the host):
+    //  (3) gradient collection from one source replica: the owner's own replica if it holds one,
+    //      otherwise round-robin over the expert's GPUs (the j-th node without a replica gets
+    //      hc[j mod |hc|]); the first replica on the owner node is collected there (no flow when
+    //      the optimizer is on the host), one elsewhere sends to home;
+    //  (4) Adam on the owner's shard (host of n, or home);
+    //  (5) the updated shard from the owner node's first replica in the next placement (home
+    //      when it has none, or when the optimizer is not on the host) to every other holder.
+    // Nodes without a replica are the many: what they contribute to a GPU counter is counted
+    // per residue r = e % gpn and the nodes with a replica are taken off again, and their flows
+    // are counted row by row below from each (layer, expert)'s holders. Flows of one kind all
+    // add the same shard, so a flow merged from c shards carries the c-fold repeated sum.
+    const std::size_t LE = static_cast<std::size_t>(L) * E;
+    const int homes = N * gpn;  // GPUs that are some node's home
+    std::vector<std::int64_t> direct_d2h(G, 0), minus_d2h(G, 0), direct_h2d(G, 0), minus_h2d(G, 0);
+    std::vector<std::int64_t> per_residue(gpn, 0), per_residue_held(gpn, 0);
+    // Gradient flows: (layer-expert id, index i in hc) for each source GPU hc[i] that serves
+    // nodes without a replica, and explicit destinations of the rest.
+    grad_rr_.resize(static_cast<std::size_t>(G));
+    for (auto& v : grad_rr_) v.clear();
+    grad_dst_.resize(static_cast<std::size_t>(G));
+    for (auto& v : grad_dst_) v.clear();
+    // Weight flows: every node without a replica sends from its home to every next holder,
+    // counted once per residue in spread_[r][g]; the nodes holding the expert are taken off
+    // again in their own row (held_[r * N + n] lists those ids) and send from their first
+    // holder instead (from_[gpu] lists the ids it sends).
+    spread_.assign(static_cast<std::size_t>(gpn) * G, 0);
+    held_.resize(static_cast<std::size_t>(gpn) * N);
+    for (auto& v : held_) v.clear();
+    from_.resize(static_cast<std::size_t>(G));
+    for (auto& v : from_) v.clear();
+    next_off_.assign(1, 0);
+    next_gpus_.clear();
+    cur_off_.assign(1, 0);
+    cur_nodes_.clear();
+    cur_count_.assign(LE, 0);
+
+    for (int l = 0; l < L; ++l) {
+      holder_gpus(current, l, E, cur_);
+      holder_gpus(next, l, E, nxt_);
       for (int e = 0; e < E; ++e) {
-        const auto& hc = cur[e];
-        const auto& hn = nxt[e];
-        std::size_t round_robin = 0;
-        for (int n = 0; n < N; ++n) {
-          // The node's landing GPU for this expert's shard: it relays the shard to and from the
-          // host, or holds it in GPU memory when the optimizer is not on the host.
-          const int home = n * gpn + e % gpn;
-          // (3) Gradient collection: one source replica per (expert, owner node): the owner's
-          // own replica if it holds one, otherwise round-robin over the expert's GPUs.
-          int src = -1;
-          if (!optimizer_on_host_ && std::find(hc.begin(), hc.end(), home) != hc.end()) src = home;
-          for (std::size_t i = 0; src < 0 && i < hc.size(); ++i)
-            if (cs.node_of(hc[i]) == n) src = hc[i];
-          if (src < 0 && !hc.empty()) src = hc[round_robin++ % hc.size()];
-          if (src >= 0) {
-            if (optimizer_on_host_) {
-              const int down = cs.node_of(src) == n ? src : home;
-              if (down != src) grad_flows[{src, down}] += grad_shard;
-              plan.d2h_bytes[down] += grad_shard;
-            } else if (src != home) {
-              grad_flows[{src, home}] += grad_shard;
-            }
-          }
-          // (4) Adam on the owner's shard.
+        const auto& hc = cur_[e];
+        const auto& hn = nxt_[e];
+        const int r = e % gpn;
+        const auto id = static_cast<int>(next_off_.size()) - 1;  // l * E + e
+        next_gpus_.insert(next_gpus_.end(), hn.begin(), hn.end());
+        next_off_.push_back(static_cast<int>(next_gpus_.size()));
+        cur_count_[id] = static_cast<int>(hc.size());
+        ++per_residue[r];
+        if (!hc.empty()) ++per_residue_held[r];
+        // (3) The owner nodes holding a replica now (GPUs ascend: each node's first is its lowest).
+        for (std::size_t i = 0; i < hc.size(); ++i) {
+          const int n = cs.node_of(hc[i]);
+          if (n >= N || (i > 0 && cs.node_of(hc[i - 1]) == n)) continue;
+          cur_nodes_.push_back(n);
+          const int home = n * gpn + r;
           if (optimizer_on_host_) {
-            plan.host_optimizer_params[n] += param_shard;
-          } else {
-            plan.gpu_optimizer_params[home] += param_shard;
+            ++direct_d2h[hc[i]];
+            ++minus_d2h[home];
+          } else if (!std::binary_search(hc.begin(), hc.end(), home)) {
+            grad_dst_[hc[i]].push_back(home);
           }
-          // (5) The updated shard to every GPU that holds the expert in the next placement.
-          int up = home;
-          if (optimizer_on_host_) {
-            for (int g : hn)
-              if (cs.node_of(g) == n) {
-                up = g;
-                break;
-              }
-            plan.h2d_bytes[up] += weight_shard;
+        }
+        const int without = N - (static_cast<int>(cur_nodes_.size()) - cur_off_.back());
+        cur_off_.push_back(static_cast<int>(cur_nodes_.size()));
+        for (int i = 0; i < static_cast<int>(hc.size()) && i < without; ++i) grad_rr_[hc[i]].push_back({id, i});
+        // (5) The owner nodes holding a replica next, and the weight flows' counts.
+        for (int g : hn) ++spread_[static_cast<std::size_t>(r) * G + g];
+        if (optimizer_on_host_) {
+          for (std::size_t i = 0; i < hn.size(); ++i) {
+            const int n = cs.node_of(hn[i]);
+            if (n >= N || (i > 0 && cs.node_of(hn[i - 1]) == n)) continue;
+            ++direct_h2d[hn[i]];
+            ++minus_h2d[n * gpn + r];
+            held_[static_cast<std::size_t>(r) * N + n].push_back(id);
+            from_[hn[i]].push_back(id);
           }
-          for (int g : hn)
-            if (g != up) weight_flows[{up, g}] += weight_shard;
         }
       }
     }
-    for (const auto& [k, bytes] : grad_flows)
-      plan.gradient_transfers.push_back(Transfer{Endpoint{false, k.first}, Endpoint{false, k.second}, bytes});
-    for (const auto& [k, bytes] : weight_flows)
-      plan.weight_transfers.push_back(Transfer{Endpoint{false, k.first}, Endpoint{false, k.second}, bytes});
+    for (int g = 0; g < G; ++g) {
+      const bool home = g < homes;
+      const std::int64_t residue = home ? per_residue[g % gpn] : 0;
+      if (optimizer_on_host_) {
+        plan.d2h_bytes[g] = grad_shard(direct_d2h[g] + (home ? per_residue_held[g % gpn] - minus_d2h[g] : 0));
+        plan.h2d_bytes[g] = weight_shard(direct_h2d[g] + residue - minus_h2d[g]);
+      } else {
+        plan.gpu_optimizer_params[g] = param_shard(residue);
+      }
+    }
+    if (optimizer_on_host_)
+      for (int n = 0; n < N; ++n) plan.host_optimizer_params[n] = param_shard(static_cast<std::int64_t>(LE));
+
+    // Gradient flows, row by row: source s serves the nodes without a replica at positions
+    // i, i + |hc|, ... among them, for each (id, i) it is listed with.
+    emit_rows(
+        G, grad_shard,
+        [&](int s) {
+          for (const auto& [id, i] : grad_rr_[s]) {
+            const int k = cur_count_[id], r = (id % E) % gpn;
+            const int* held = cur_nodes_.data() + cur_off_[id];
+            const int m = cur_off_[id + 1] - cur_off_[id];
+            int p = 0;  // nodes with a replica before the current one
+            for (int j = i; j < N - m; j += k) {
+              while (p < m && held[p] <= j + p) ++p;
+              ++row_[(j + p) * gpn + r];  // the j-th node without a replica
+            }
+          }
+          for (int d : grad_dst_[s]) ++row_[d];
+        },
+        plan.gradient_transfers);
+    // Weight flows: row s = n * gpn + r is node n's home GPU for the experts of residue r.
+    emit_rows(
+        G, weight_shard,
+        [&](int s) {
+          const int n = s / gpn, r = s % gpn;
+          if (n < N) {
+            const std::int32_t* a = spread_.data() + static_cast<std::size_t>(r) * G;
+            std::copy(a, a + G, row_.begin());
+            if (!optimizer_on_host_) {
+              row_[s] = 0;  // the home's own replica receives nothing
+              return;
+            }
+            for (int id : held_[static_cast<std::size_t>(r) * N + n])
+              for (int i = next_off_[id]; i < next_off_[id + 1]; ++i) --row_[next_gpus_[i]];
+          }
+          for (int id : from_[s])
+            for (int i = next_off_[id]; i < next_off_[id + 1]; ++i)
+              if (next_gpus_[i] != s) ++row_[next_gpus_[i]];
+        },
+        plan.weight_transfers);
     // (6) The scheduler's own time.
     const double decision =
         scheduler_ns_per_expert_ * static_cast<double>(E) * static_cast<double>(ctx_.moe_layers);
@@ -253,12 +354,43 @@ class SymiPolicy final : public Policy {
     return pl;
   }
 
+  // Emits the nonzero entries of the count matrix whose row s `fill(s)` adds into row_ (zero
+  // on entry), as transfers of `shard` per count, in (source, destination) order.
+  template <typename Fill>
+  void emit_rows(int G, RepeatedSum& shard, Fill fill, std::vector<Transfer>& out) {
+    row_.assign(static_cast<std::size_t>(G), 0);
+    merged_.clear();
+    row_end_.assign(static_cast<std::size_t>(G), 0);
+    for (int s = 0; s < G; ++s) {
+      fill(s);
+      for (int g = 0; g < G; ++g) {
+        const std::int32_t c = row_[g];
+        if (c == 0) continue;
+        row_[g] = 0;
+        merged_.push_back({g, c});
+      }
+      row_end_[s] = merged_.size();
+    }
+    out.reserve(merged_.size());
+    std::size_t i = 0;
+    for (int s = 0; s < G; ++s)
+      for (; i < row_end_[s]; ++i)
+        out.push_back(Transfer{Endpoint{false, s}, Endpoint{false, merged_[i].first}, shard(merged_[i].second)});
+  }
+
   double capacity_factor_ = 1.0;
   std::int64_t min_capacity_ = 2;
   bool drop_tokens_ = true;
   bool optimizer_on_host_ = true;
   double scheduler_ns_per_expert_ = 50.0;
   std::int64_t slot_capacity_ = 0;
+  // sync_plan's scratch (reused between calls).
+  std::vector<std::vector<int>> cur_, nxt_, grad_dst_, held_, from_;
+  std::vector<std::vector<std::pair<int, int>>> grad_rr_;
+  std::vector<std::int32_t> spread_, row_;
+  std::vector<int> next_off_, next_gpus_, cur_off_, cur_nodes_, cur_count_;
+  std::vector<std::pair<int, std::int32_t>> merged_;  // (destination, count) of each row's flows
+  std::vector<std::size_t> row_end_;
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <random>
 
@@ -458,4 +459,133 @@ policies:
   // The old and new copies coexist while a replica moves: the core reserves the moved bytes.
   CHECK(r.peak_memory.move_temporary_bytes >= per_move);
   CHECK(r.mean_phase_ns[static_cast<int>(Phase::Movement)] > 0.0);
+}
+
+namespace {
+
+__extension__ using WideRef = __int128;
+
+// The plan recomputed from scratch: every GPU's load from a full dispatch (FlexMoE's routing, no
+// capacity) before and after each candidate step, the hot, cold and lightest choices by plain
+// scans over all experts and GPUs. Without the cost model (cost_model: false).
+Placement reference_plan(const PolicyContext& ctx, const Placement& current, const IterationCounts& counts,
+                         int max_steps, double balance_threshold) {
+  const int G = current.gpus, S = current.slots_per_gpu, E = ctx.experts;
+  auto gpu_loads = [&](const Placement& p, int l) {
+    EvenDispatchOptions opt;
+    opt.prefer_local_node = true;
+    opt.gpus_per_node = ctx.cluster->gpus_per_node;
+    LayerDispatch d;
+    dispatch_even(p, l, E, counts.layer_ptr(l), opt, d);
+    std::vector<std::int64_t> load(G, 0);
+    for (int src = 0; src < G; ++src)
+      for (int s = 0; s < G * S; ++s) load[s / S] += d.accepted[static_cast<std::size_t>(src) * G * S + s];
+    return load;
+  };
+  Placement next = current;
+  for (int l = 0; l < ctx.moe_layers; ++l) {
+    if (balance_threshold > 0.0) {
+      const auto gl = gpu_loads(current, l);
+      const std::int64_t mx = *std::max_element(gl.begin(), gl.end());
+      double total = 0.0;
+      for (std::int64_t v : gl) total += static_cast<double>(v);
+      if (mx == 0 || static_cast<double>(mx) * G / total <= balance_threshold) continue;
+    }
+    const auto load = expert_loads(counts.layer_ptr(l), G, E);
+    for (int step = 0; step < max_steps; ++step) {
+      const auto& lay = next.expert_of_slot[l];
+      std::vector<int> reps(E, 0);
+      for (int e : lay) ++reps[e];
+      auto holds = [&](int g, int e) {  // lowest slot of e on g, or -1
+        for (int s = g * S; s < (g + 1) * S; ++s)
+          if (lay[s] == e) return s;
+        return -1;
+      };
+      auto colder = [&](int a, int b) {
+        return static_cast<WideRef>(load[a]) * reps[b] < static_cast<WideRef>(load[b]) * reps[a];
+      };
+      int hot = -1, cold = -1;
+      for (int e = 0; e < E; ++e)
+        if (reps[e] > 0 && (hot < 0 || colder(hot, e))) hot = e;
+      for (int e = 0; e < E; ++e)
+        if (e != hot && reps[e] > 1 && (cold < 0 || colder(e, cold))) cold = e;
+      if (hot < 0 || cold < 0) break;
+      const auto gl = gpu_loads(next, l);
+      auto lighter = [&](int a, int b) { return gl[a] < gl[b] || (gl[a] == gl[b] && a < b); };
+      std::vector<std::pair<int, int>> changes;  // (slot, expert)
+      int target = -1;
+      for (int g = 0; g < G; ++g)
+        if (holds(g, cold) >= 0 && holds(g, hot) < 0 && (target < 0 || lighter(g, target))) target = g;
+      if (target >= 0) {
+        changes.emplace_back(holds(target, cold), hot);
+      } else {
+        int g = -1;
+        for (int h = 0; h < G; ++h)
+          if (holds(h, cold) >= 0 && (g < 0 || lighter(h, g))) g = h;
+        std::vector<int> order(G);
+        for (int h = 0; h < G; ++h) order[h] = h;
+        std::sort(order.begin(), order.end(), lighter);
+        for (int h : order) {
+          if (holds(h, hot) >= 0) continue;
+          int x = -1;
+          for (int e = 0; e < E; ++e)
+            if (holds(h, e) >= 0 && holds(g, e) < 0 && (x < 0 || colder(e, x))) x = e;
+          if (x < 0) continue;
+          changes.emplace_back(holds(g, cold), x);
+          changes.emplace_back(holds(h, x), hot);
+          break;
+        }
+      }
+      if (changes.empty()) break;
+      Placement trial = next;
+      for (const auto& [slot, e] : changes) trial.expert_of_slot[l][slot] = e;
+      const auto nl = gpu_loads(trial, l);
+      if (*std::max_element(nl.begin(), nl.end()) >= *std::max_element(gl.begin(), gl.end())) break;
+      next = std::move(trial);
+    }
+  }
+  return next;
+}
+
+}  // namespace
+
+TEST_CASE("flexmoe: the incremental plan equals the plan recomputed from full dispatches", "[flexmoe]") {
+  // (nodes, GPUs per node, slots, experts): multi-GPU nodes (routing prefers the own node), an
+  // expert on more GPUs than there are (two replicas on one GPU), many slots per GPU (every
+  // holder of the cold expert holds the hot one: the three-expert migration) and more nodes than
+  // an expert has replicas (sources of other nodes spread over all of them).
+  const std::vector<std::array<int, 4>> shapes = {{2, 2, 3, 5}, {3, 2, 4, 6}, {1, 4, 5, 6}, {1, 2, 5, 3},
+                                                  {4, 1, 2, 5}, {4, 2, 1, 5}, {3, 2, 2, 8}, {5, 2, 1, 7}};
+  const std::vector<std::pair<std::string, double>> variants = {
+      {"{name: flexmoe, interval: 1, max_steps: 6, cost_model: false}", 0.0},
+      {"{name: flexmoe, trigger: balance, balance_threshold: 1.05, max_steps: 3, cost_model: false}", 1.05},
+  };
+  int differing_layers = 0;
+  for (const auto& [nodes, gpn, slots, experts] : shapes) {
+    for (const auto& [params, threshold] : variants) {
+      INFO(params << " on " << nodes << " x " << gpn << " GPUs, " << slots << " slots, " << experts << " experts");
+      FlexFixture f(nodes, gpn, slots, experts, 3, 100, params);
+      const int G = nodes * gpn, E = experts, L = 3;
+      std::mt19937_64 rng(777 + static_cast<unsigned>(G * 31 + slots * 7 + E));
+      Placement cur = f.placement;
+      for (int it = 0; it < 20; ++it) {
+        IterationCounts counts;
+        counts.reset(TraceShape{L, G, E});
+        // Skewed counts (the minimum of two uniform experts), some sources idle for some experts.
+        for (int l = 0; l < L; ++l)
+          for (int g = 0; g < G; ++g)
+            for (int t = 0; t < 60; ++t) counts.at(l, g, static_cast<int>(std::min(rng() % E, rng() % E)))++;
+        const Placement want = reference_plan(f.ctx, cur, counts, threshold > 0.0 ? 3 : 6, threshold);
+        PolicyDecision dec = f.policy->after_iteration(it, counts, cur);
+        const Placement& got = dec.new_placement ? dec.placement : cur;
+        for (int l = 0; l < L; ++l) {
+          CHECK(got.expert_of_slot[l] == want.expert_of_slot[l]);
+          differing_layers += got.expert_of_slot[l] != cur.expert_of_slot[l] ? 1 : 0;
+        }
+        CHECK(dec.new_placement == (want.expert_of_slot != cur.expert_of_slot));
+        cur = got;
+      }
+    }
+  }
+  CHECK(differing_layers > 20);  // the plans did move replicas
 }

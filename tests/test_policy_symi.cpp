@@ -424,3 +424,93 @@ TEST_CASE("symi end to end: fewer drops than static on a skewed trace, nothing m
   CHECK(sy.peak_host_memory_bytes == Approx(16.0 * 2.0 * s.model.expert_params() / 4.0 * 12.0));
   CHECK(sy.parameters["slot_capacity"] == 512);  // 1.0 x 2048 tokens x 4 GPUs / 16 slots
 }
+
+TEST_CASE("symi sync plan equals its flows added one by one", "[symi]") {
+  // The rules applied per (layer, expert, owner node) with each shard added as it comes, merged
+  // per (source, destination) in a map, on random placements (experts missing from either one,
+  // several replicas on one node) and both optimizer locations. Equal to the last bit: the same
+  // shard sizes are summed.
+  struct Shape {
+    int nodes, gpn, slots, experts;
+  };
+  const std::vector<Shape> shapes = {{3, 2, 2, 5}, {4, 3, 2, 7}, {5, 1, 3, 4}, {2, 4, 2, 9}};
+  for (const Shape& sh : shapes) {
+    for (const bool on_host : {true, false}) {
+      INFO(sh.nodes << " x " << sh.gpn << " GPUs, " << sh.slots << " slots, " << sh.experts
+                    << " experts, optimizer_on_host " << on_host);
+      SymiFixture f(sh.nodes, sh.gpn, sh.slots, sh.experts, 3, 40,
+                    on_host ? "{name: symi}" : "{name: symi, optimizer_on_host: false}");
+      const int N = sh.nodes, gpn = sh.gpn, G = N * gpn, E = sh.experts, L = 3, slots = G * sh.slots;
+      const double grad = 2000.0 / N, weight = 2000.0 / N, param = 1000.0 / N;
+      std::mt19937_64 rng(99 + static_cast<unsigned>(G * 13 + E));
+      for (int trial = 0; trial < 10; ++trial) {
+        Placement cur = f.placement, next = f.placement;
+        for (int l = 0; l < L; ++l)
+          for (int s = 0; s < slots; ++s) {
+            cur.expert_of_slot[l][s] = static_cast<int>(rng() % E);
+            next.expert_of_slot[l][s] = static_cast<int>(rng() % E);
+          }
+        SyncPlan want;
+        want.resize(G, N);
+        std::map<std::pair<int, int>, double> grads, weights;
+        for (int l = 0; l < L; ++l)
+          for (int e = 0; e < E; ++e) {
+            std::vector<int> hc, hn;  // distinct holders, ascending
+            for (int s : cur.replicas(l, e))
+              if (hc.empty() || hc.back() != cur.gpu_of_slot(s)) hc.push_back(cur.gpu_of_slot(s));
+            for (int s : next.replicas(l, e))
+              if (hn.empty() || hn.back() != next.gpu_of_slot(s)) hn.push_back(next.gpu_of_slot(s));
+            std::size_t rr = 0;
+            for (int n = 0; n < N; ++n) {
+              const int home = n * gpn + e % gpn;
+              int src = -1;
+              if (!on_host && std::find(hc.begin(), hc.end(), home) != hc.end()) src = home;
+              for (std::size_t i = 0; src < 0 && i < hc.size(); ++i)
+                if (hc[i] / gpn == n) src = hc[i];
+              if (src < 0 && !hc.empty()) src = hc[rr++ % hc.size()];
+              if (src >= 0 && on_host) {
+                const int down = src / gpn == n ? src : home;
+                if (down != src) grads[{src, down}] += grad;
+                want.d2h_bytes[down] += grad;
+              } else if (src >= 0 && src != home) {
+                grads[{src, home}] += grad;
+              }
+              int up = home;
+              if (on_host) {
+                want.host_optimizer_params[n] += param;
+                for (int g : hn)
+                  if (g / gpn == n) {
+                    up = g;
+                    break;
+                  }
+                want.h2d_bytes[up] += weight;
+              } else {
+                want.gpu_optimizer_params[home] += param;
+              }
+              for (int g : hn)
+                if (g != up) weights[{up, g}] += weight;
+            }
+          }
+        const SyncPlan got = f.policy->sync_plan(trial, cur, next);
+        CHECK(got.d2h_bytes == want.d2h_bytes);
+        CHECK(got.h2d_bytes == want.h2d_bytes);
+        CHECK(got.host_optimizer_params == want.host_optimizer_params);
+        CHECK(got.gpu_optimizer_params == want.gpu_optimizer_params);
+        auto same = [](const std::vector<Transfer>& ts, const std::map<std::pair<int, int>, double>& flows) {
+          if (ts.size() != flows.size()) return false;
+          auto it = flows.begin();
+          for (const Transfer& t : ts) {
+            if (t.src.host || t.dst.host || t.src.index != it->first.first || t.dst.index != it->first.second ||
+                t.bytes != it->second)
+              return false;
+            ++it;
+          }
+          return true;
+        };
+        CHECK(same(got.gradient_transfers, grads));
+        CHECK(same(got.weight_transfers, weights));
+        CHECK_FALSE(grads.empty());
+      }
+    }
+  }
+}

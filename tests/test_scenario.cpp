@@ -284,7 +284,7 @@ TEST_CASE("scenario: enum values must be one of the allowed ones", "[scenario]")
     const std::string text = kBasePolicies + "trace: {kind: parquet}\n";
     const std::string msg = load_error(text);
     CHECK_THAT(msg, Contains(pos(text, "parquet") + ": key 'trace.kind': 'parquet' is not allowed; allowed: "
-                                                     "synthetic, csv"));
+                                                     "synthetic, csv, binary, import"));
   }
   SECTION("trace.on_end") {
     const std::string text = kBasePolicies + "trace: {on_end: wrap}\n";
@@ -485,7 +485,7 @@ TEST_CASE("scenario: trace files", "[scenario]") {
   SECTION("path with kind synthetic") {
     const std::string text = kBasePolicies + "trace:\n  kind: synthetic\n  path: a.csv\n";
     const std::string msg = load_error(text);
-    CHECK_THAT(msg, Contains(pos(text, "a.csv") + ": key 'trace.path': is only allowed with kind: csv"));
+    CHECK_THAT(msg, Contains(pos(text, "a.csv") + ": key 'trace.path': is only allowed with kind: csv, binary or import"));
   }
   SECTION("a scenario file that does not exist") {
     const std::string msg = input_error([] { (void)load_scenario("/nonexistent/moesim/s.yaml", {}, std::nullopt); });

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <numeric>
 #include <random>
 #include <string_view>
 #include <system_error>
@@ -41,6 +43,10 @@ class SyntheticTrace final : public TraceSource {
     base_logp_.resize(l * e);
     logp_.resize(l * e);
     cond_p_.resize(e);
+    bursts_on_ = spec_.burst_prob > 0.0;
+    decay_on_ = spec_.skew_decay_iterations > 0.0;
+    if (bursts_on_ || decay_on_) eff_logp_.resize(e);
+    log_burst_factor_ = std::log(spec_.burst_factor);
     rewind();
   }
 
@@ -51,8 +57,17 @@ class SyntheticTrace final : public TraceSource {
       out.reset(shape_);
     }
     // The first iteration uses the base popularity as is; later ones take one walk step each.
-    if (started_) step_walk();
+    if (started_) {
+      step_walk();
+      step_bursts();
+      ++iteration_;
+    }
     started_ = true;
+    if (decay_on_) {
+      skew_scale_ = spec_.skew_floor + (1.0 - spec_.skew_floor) *
+                                           std::exp(-static_cast<double>(iteration_) /
+                                                    spec_.skew_decay_iterations);
+    }
 
     const std::int64_t n_total = spec_.tokens_per_gpu * spec_.top_k;
     const int experts = shape_.experts;
@@ -92,13 +107,27 @@ class SyntheticTrace final : public TraceSource {
     rng_.seed(spec_.seed);
     normal_.reset();
     started_ = false;
+    iteration_ = 0;
+    skew_scale_ = 1.0;
     build_base();
     logp_ = base_logp_;
+    burst_age_.assign(bursts_on_ ? logp_.size() : 0, 0);
   }
 
   [[nodiscard]] std::string describe() const override {
-    return fmt::format("synthetic(skew={}, drift_sigma={}, drift_reversion={}, seed={})",
-                       spec_.skew, spec_.drift_sigma, spec_.drift_reversion, spec_.seed);
+    // Without the newer dynamics the text is what it always was (it appears in run outputs).
+    std::string extra;
+    if (bursts_on_) {
+      extra += fmt::format(", burst_prob={}, burst_factor={}, burst_rise={}, burst_len={}",
+                           spec_.burst_prob, spec_.burst_factor, spec_.burst_rise,
+                           spec_.burst_len);
+    }
+    if (decay_on_) {
+      extra += fmt::format(", skew_decay_iterations={}, skew_floor={}",
+                           spec_.skew_decay_iterations, spec_.skew_floor);
+    }
+    return fmt::format("synthetic(skew={}, drift_sigma={}, drift_reversion={}{}, seed={})",
+                       spec_.skew, spec_.drift_sigma, spec_.drift_reversion, extra, spec_.seed);
   }
 
  private:
@@ -134,11 +163,60 @@ class SyntheticTrace final : public TraceSource {
     }
   }
 
+  // Ages advance, finished bursts end, then each layer may start one. The expert is uniform
+  // among the colder half (by current popularity): only a cold expert can grow by an order of
+  // magnitude, and a hot one multiplied by burst_factor would take nearly every token. Draws
+  // only raw engine outputs, and nothing at all when bursts are off (older traces unchanged).
+  void step_bursts() {
+    if (!bursts_on_) return;
+    for (int& age : burst_age_) {
+      if (age > 0) age = age >= spec_.burst_len ? 0 : age + 1;
+    }
+    const auto e = static_cast<std::size_t>(shape_.experts);
+    const std::size_t cold = std::max<std::size_t>(1, e / 2);
+    for (int layer = 0; layer < shape_.layers; ++layer) {
+      const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53;  // uniform in [0, 1)
+      if (u >= spec_.burst_prob) continue;
+      const double* lp = logp_.data() + static_cast<std::size_t>(layer) * e;
+      burst_order_.resize(e);
+      std::iota(burst_order_.begin(), burst_order_.end(), std::size_t{0});
+      // A total order (ties by index), so the choice does not depend on the sort algorithm.
+      std::sort(burst_order_.begin(), burst_order_.end(), [lp](std::size_t a, std::size_t b) {
+        return lp[a] != lp[b] ? lp[a] < lp[b] : a < b;
+      });
+      const std::size_t ex = burst_order_[static_cast<std::size_t>(rng_() % cold)];
+      // A burst on an expert that is still bursting starts over.
+      burst_age_[static_cast<std::size_t>(layer) * e + ex] = 1;
+    }
+  }
+
+  // Log-multiplier of a burst at `age` (1 .. burst_len): linear in log space, so the weight grows
+  // geometrically to burst_factor at age burst_rise, then shrinks geometrically; the last age
+  // still carries a step, so no iteration of the burst is at the base.
+  [[nodiscard]] double burst_log_boost(int age) const {
+    const int rise = spec_.burst_rise;
+    const double shape = age <= rise ? static_cast<double>(age) / rise
+                                     : static_cast<double>(spec_.burst_len + 1 - age) /
+                                           static_cast<double>(spec_.burst_len + 1 - rise);
+    return log_burst_factor_ * shape;
+  }
+
   // Normalised probabilities of one layer turned into the conditional probabilities of the
   // binomial chain: q_i = p_i / (p_i + ... + p_{E-1}).
   void prepare_conditionals(int layer) {
     const auto e = static_cast<std::size_t>(shape_.experts);
     const double* lp = logp_.data() + static_cast<std::size_t>(layer) * e;
+    if (bursts_on_ || decay_on_) {
+      // Scaling log-popularity scales its deviation from uniform: softmax ignores the mean.
+      const int* age =
+          bursts_on_ ? burst_age_.data() + static_cast<std::size_t>(layer) * e : nullptr;
+      for (std::size_t i = 0; i < e; ++i) {
+        double v = skew_scale_ * lp[i];
+        if (age != nullptr && age[i] > 0) v += burst_log_boost(age[i]);
+        eff_logp_[i] = v;
+      }
+      lp = eff_logp_.data();
+    }
     // Subtracting the maximum keeps exp() in range however far the walk has wandered.
     const double mx = *std::max_element(lp, lp + e);
     double total = 0.0;
@@ -163,6 +241,14 @@ class SyntheticTrace final : public TraceSource {
   std::vector<double> logp_;       // [layer][expert], current walk state
   std::vector<double> cond_p_;     // scratch, [expert]
   std::vector<std::int64_t> remaining_;  // scratch, [source GPU]
+  std::vector<int> burst_age_;   // [layer][expert]: 0 no burst, else 1 .. burst_len
+  std::vector<std::size_t> burst_order_;  // scratch, [expert]
+  std::vector<double> eff_logp_;  // scratch, [expert]: log-popularity after decay and bursts
+  double log_burst_factor_ = 0.0;
+  double skew_scale_ = 1.0;        // skew-decay factor of the current iteration
+  std::int64_t iteration_ = 0;     // index of the iteration being produced
+  bool bursts_on_ = false;
+  bool decay_on_ = false;
   bool started_ = false;
 };
 
@@ -195,6 +281,24 @@ std::size_t split_fields(std::string_view line, std::vector<std::string_view>& o
     start = comma + 1;
   }
   return out.size();
+}
+
+// (Re)opens `in` on `path`, or throws InputError saying why not.
+void open_trace_file(const std::string& path, std::ifstream& in) {
+  in.close();
+  in.clear();
+  // A directory opens fine on Linux and then reads as empty; name it instead.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    throw InputError(fmt::format("{}: cannot open the trace: it is a directory, not a file", path));
+  }
+  in.open(path, std::ios::in | std::ios::binary);
+  if (!in) {
+    const bool exists = std::filesystem::exists(path, ec);
+    throw InputError(
+        fmt::format("{}: cannot open the trace: {}", path,
+                    exists ? "the file is not readable (check permissions)" : "no such file"));
+  }
 }
 
 struct CsvRow {
@@ -276,21 +380,7 @@ class CsvTrace final : public TraceSource {
   }
 
   void open() {
-    in_.close();
-    in_.clear();
-    // A directory opens fine on Linux and then reads as empty; name it instead.
-    std::error_code ec;
-    if (std::filesystem::is_directory(path_, ec)) {
-      throw InputError(
-          fmt::format("{}: cannot open the trace: it is a directory, not a file", path_));
-    }
-    in_.open(path_, std::ios::in | std::ios::binary);
-    if (!in_) {
-      const bool exists = std::filesystem::exists(path_, ec);
-      throw InputError(
-          fmt::format("{}: cannot open the trace: {}", path_,
-                      exists ? "the file is not readable (check permissions)" : "no such file"));
-    }
+    open_trace_file(path_, in_);
     line_no_ = 0;
     last_iteration_ = -1;
     has_pending_ = false;
@@ -424,12 +514,160 @@ std::unique_ptr<TraceSource> make_synthetic_trace(const TraceShape& shape,
   check("skew", spec.skew, 0.0, 10.0);
   check("drift_sigma", spec.drift_sigma, 0.0, 5.0);
   check("drift_reversion", spec.drift_reversion, 0.0, 1.0);
+  check("burst_prob", spec.burst_prob, 0.0, 1.0);
+  check("burst_factor", spec.burst_factor, 1.0, 1e6);
+  check("skew_decay_iterations", spec.skew_decay_iterations, 0.0, 1e12);
+  check("skew_floor", spec.skew_floor, 0.0, 1.0);
+  if (spec.burst_rise < 1 || spec.burst_rise > 3) {
+    throw InputError(fmt::format(
+        "synthetic trace: burst_rise {} is out of range; allowed 1..3 iterations", spec.burst_rise));
+  }
+  if (spec.burst_len < spec.burst_rise || spec.burst_len > 10000) {
+    throw InputError(fmt::format(
+        "synthetic trace: burst_len {} is out of range; allowed {}..10000 iterations (at least "
+        "burst_rise)",
+        spec.burst_len, spec.burst_rise));
+  }
   return std::make_unique<SyntheticTrace>(shape, spec);
 }
 
 std::unique_ptr<TraceSource> open_csv_trace(const std::string& path, const TraceShape& expected) {
   validate_shape(expected, path);
   return std::make_unique<CsvTrace>(path, expected);
+}
+
+TraceShape scan_csv_trace_shape(const std::string& path) {
+  std::ifstream in;
+  open_trace_file(path, in);
+  std::string line;
+  std::vector<std::string_view> fields;
+  std::int64_t line_no = 0;
+  bool header_seen = false;
+  bool any_row = false;
+  std::array<std::int64_t, 3> max_index = {-1, -1, -1};  // layer, src_gpu, expert
+  const auto fail = [&](const std::string& what) {
+    throw InputError(fmt::format("{}:{}: {}", path, line_no, what));
+  };
+  while (std::getline(in, line)) {
+    ++line_no;
+    std::string_view v = line;
+    if (line_no == 1 && v.substr(0, 3) == "\xEF\xBB\xBF") v.remove_prefix(3);
+    v = trim(v);
+    if (v.empty() || v.front() == '#') continue;
+    const std::size_t n = split_fields(v, fields);
+    if (!header_seen) {
+      bool ok = n == kColumns.size();
+      for (std::size_t i = 0; ok && i < kColumns.size(); ++i) ok = fields[i] == kColumns[i];
+      if (!ok) fail(fmt::format("expected the header '{}', found '{}'", kHeader, v));
+      header_seen = true;
+      continue;
+    }
+    if (n != kColumns.size()) {
+      fail(fmt::format("expected 5 fields ({}), found {}", kHeader, n));
+    }
+    for (std::size_t c = 1; c <= 3; ++c) {
+      const std::string_view f = fields[c];
+      std::int64_t x = 0;
+      const auto [ptr, ec] = std::from_chars(f.data(), f.data() + f.size(), x);
+      if (f.empty() || ec != std::errc() || ptr != f.data() + f.size()) {
+        fail(fmt::format("column '{}': '{}' is not an integer", kColumns[c], f));
+      }
+      if (x < 0) fail(fmt::format("{} {} is negative; indices count from 0", kColumns[c], x));
+      // Beyond int, the shape itself could not be represented.
+      if (x >= std::numeric_limits<int>::max()) {
+        fail(fmt::format("{} {} is too large to be an index", kColumns[c], x));
+      }
+      max_index[c - 1] = std::max(max_index[c - 1], x);
+    }
+    any_row = true;
+  }
+  if (in.bad()) {
+    ++line_no;
+    fail("read error");
+  }
+  if (!header_seen) {
+    ++line_no;
+    fail(fmt::format("the file is empty; expected the header '{}'", kHeader));
+  }
+  if (!any_row) {
+    ++line_no;
+    fail("the trace has no data rows; it needs at least one iteration (iteration 0)");
+  }
+  return TraceShape{static_cast<int>(max_index[0] + 1), static_cast<int>(max_index[1] + 1),
+                    static_cast<int>(max_index[2] + 1)};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Presets (calibration in docs/trace-format.md, "Generator dynamics and presets")
+// ---------------------------------------------------------------------------------------------
+
+const std::vector<SyntheticPreset>& synthetic_presets() {
+  static const std::vector<SyntheticPreset> presets = [] {
+    std::vector<SyntheticPreset> v;
+    {
+      // GPT-Small with 16 experts top-1 (SwiftMoE, Pro-Prophet): 12 MoE layers, 16 GPUs x 2048
+      // tokens. Zipf 1.1 puts 58 % on the top 3 and 5.1 % on the bottom 3, which the walk's
+      // spread turns into about 59 % and 4 % on average; the slow walk (time constant 50
+      // iterations) makes loads grow and shrink; a burst per layer every 50 iterations or so
+      // lifts a cold expert past 16x within 3 iterations.
+      SyntheticPreset p;
+      p.name = "gpt-small-16e";
+      p.description =
+          "GPT-Small MoE, 16 experts top-1: top 3 experts > 50 % of tokens, 3 lightest < 5 %, "
+          "bursts > 16x within 3 iterations";
+      p.shape = TraceShape{12, 16, 16};
+      p.spec.tokens_per_gpu = 2048;
+      p.spec.top_k = 1;
+      p.spec.skew = 1.1;
+      p.spec.drift_sigma = 0.08;
+      p.spec.drift_reversion = 0.02;
+      p.spec.burst_prob = 0.02;
+      p.spec.burst_factor = 32.0;
+      p.spec.burst_rise = 2;
+      p.spec.burst_len = 6;
+      v.push_back(p);
+    }
+    {
+      // Qwen3-30B-A3B, 128 experts top-8 (TopoEP): 48 MoE layers, 32 GPUs x 4096 tokens.
+      // Zipf 0.54 gives max/mean about 7; a fast, strongly reverting walk (log-popularity
+      // within about 0.21 of the base, 60 % of it pulled back each iteration) turns over 18 %
+      // of the 8 hottest experts per iteration while keeping the peaks near 11.5. No bursts:
+      // none were measured, and a cold expert lifted 16x would push max/mean past the peaks.
+      SyntheticPreset p;
+      p.name = "qwen3-128e";
+      p.description =
+          "Qwen3-30B-A3B, 128 experts top-8: max/mean about 7 (peaks 9-13), 16-20 % turnover of "
+          "the 8 hottest experts per iteration";
+      p.shape = TraceShape{48, 32, 128};
+      p.spec.tokens_per_gpu = 4096;
+      p.spec.top_k = 8;
+      p.spec.skew = 0.54;
+      p.spec.drift_sigma = 0.19;
+      p.spec.drift_reversion = 0.6;
+      v.push_back(p);
+    }
+    return v;
+  }();
+  return presets;
+}
+
+std::vector<std::string> synthetic_preset_names() {
+  std::vector<std::string> names;
+  for (const auto& p : synthetic_presets()) names.push_back(p.name);
+  return names;
+}
+
+const SyntheticPreset* find_synthetic_preset(const std::string& name) {
+  for (const auto& p : synthetic_presets()) {
+    if (p.name == name) return &p;
+  }
+  return nullptr;
+}
+
+std::optional<SyntheticTraceSpec> synthetic_preset(const std::string& name) {
+  const SyntheticPreset* p = find_synthetic_preset(name);
+  if (p == nullptr) return std::nullopt;
+  return p->spec;
 }
 
 void write_csv_trace(TraceSource& src, int iterations, const std::string& path) {
