@@ -1,4 +1,5 @@
 #include "traces/importers.hpp"
+#include "traces/csv.hpp"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -52,26 +53,9 @@ std::size_t cells(int layers, int experts) {
 // Small CSV helpers (no quoting: none of the supported CSV forms needs it)
 // ---------------------------------------------------------------------------------------------
 
-std::string_view trim(std::string_view s) {
-  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return s;
-}
+using csv::trim;
 
-void split(std::string_view line, std::vector<std::string_view>& out) {
-  out.clear();
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t comma = line.find(',', start);
-    if (comma == std::string_view::npos) {
-      out.push_back(trim(line.substr(start)));
-      return;
-    }
-    out.push_back(trim(line.substr(start, comma - start)));
-    start = comma + 1;
-  }
-}
+void split(std::string_view line, std::vector<std::string_view>& out) { csv::split(line, out); }
 
 // Lines of a text file, skipping blank lines and '#' comments, counting line numbers.
 class LineReader {

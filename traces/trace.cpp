@@ -1,4 +1,5 @@
 #include "traces/trace.hpp"
+#include "traces/csv.hpp"
 
 #include <fmt/format.h>
 
@@ -260,28 +261,10 @@ constexpr std::array<std::string_view, 5> kColumns = {"iteration", "layer", "src
                                                       "tokens"};
 constexpr std::string_view kHeader = "iteration,layer,src_gpu,expert,tokens";
 
-std::string_view trim(std::string_view s) {
-  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return s;
-}
+using csv::split;
+using csv::trim;
 
-// Splits on ',' into `out` (reused); returns the number of fields found.
-std::size_t split_fields(std::string_view line, std::vector<std::string_view>& out) {
-  out.clear();
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t comma = line.find(',', start);
-    if (comma == std::string_view::npos) {
-      out.push_back(trim(line.substr(start)));
-      break;
-    }
-    out.push_back(trim(line.substr(start, comma - start)));
-    start = comma + 1;
-  }
-  return out.size();
-}
+std::size_t split_fields(std::string_view line, std::vector<std::string_view>& out) { return split(line, out); }
 
 // (Re)opens `in` on `path`, or throws InputError saying why not.
 void open_trace_file(const std::string& path, std::ifstream& in) {
