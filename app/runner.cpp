@@ -9,6 +9,7 @@
 #include "models/roofline.hpp"
 #include "policies/registry.hpp"
 #include "sim/error.hpp"
+#include "sim/flow_network.hpp"
 #include "sim/memory.hpp"
 #include "traces/binary.hpp"
 #include "traces/importers.hpp"
@@ -105,8 +106,11 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
   // 256 MiB of cached iterations covers the usual comparison; beyond it the trace is replayed.
   std::unique_ptr<TraceSource> trace = std::make_unique<ReplayCache>(open_trace(s, shape), 256.0 * 1024 * 1024);
   RooflineCompute compute(s.cluster.gpu);
-  AnalyticalNetwork network(cluster);
-  IterationModel model(cluster, s.model, s.training, compute, network);
+  // The flow-level model sees flows share links; the analytical one is faster (docs/network.md).
+  std::unique_ptr<NetworkModel> network;
+  if (s.network_model == "flow") network = std::make_unique<FlowNetwork>(cluster);
+  else network = std::make_unique<AnalyticalNetwork>(cluster);
+  IterationModel model(cluster, s.model, s.training, compute, *network);
 
   std::vector<PolicyResult> results;
   IterationCounts counts;

@@ -51,9 +51,26 @@ TraceConfig load_trace(Cfg c, const std::string& scenario_file, std::uint64_t se
   } else {
     if (c.has("path")) c.fail("path", "is only allowed with kind: csv, binary or import");
     auto& s = t.synthetic;
+    // A preset (calibrated to published statistics) supplies the defaults; keys override it.
+    t.preset = c.get_string("preset", "");
+    if (!t.preset.empty()) {
+      auto p = synthetic_preset(t.preset);
+      if (!p) {
+        std::string names;
+        for (const auto& n : synthetic_preset_names()) names += (names.empty() ? "" : ", ") + n;
+        c.fail("preset", fmt::format("unknown trace preset '{}'; available: {}", t.preset, names));
+      }
+      s = *p;
+    }
     s.skew = c.get_double("skew", s.skew, 0.0, 10.0);
     s.drift_sigma = c.get_double("drift_sigma", s.drift_sigma, 0.0, 5.0);
     s.drift_reversion = c.get_double("drift_reversion", s.drift_reversion, 0.0, 1.0);
+    s.burst_prob = c.get_double("burst_prob", s.burst_prob, 0.0, 1.0);
+    s.burst_factor = c.get_double("burst_factor", s.burst_factor, 1.0, 1e6);
+    s.burst_rise = static_cast<int>(c.get_int("burst_rise", s.burst_rise, 1, 3));
+    s.burst_len = static_cast<int>(c.get_int("burst_len", s.burst_len, s.burst_rise, 10000));
+    s.skew_decay_iterations = c.get_double("skew_decay_iterations", s.skew_decay_iterations, 0.0, 1e12);
+    s.skew_floor = c.get_double("skew_floor", s.skew_floor, 0.0, 1.0);
     s.seed = seed;
   }
   c.finish();
@@ -165,7 +182,7 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
   }
   {
     Cfg n = c.child("network");
-    s.network_model = n.get_enum("model", s.network_model, {"analytical"});
+    s.network_model = n.get_enum("model", s.network_model, {"analytical", "flow"});
     n.finish();
   }
   s.training = load_training(c.child("training"));
@@ -297,7 +314,14 @@ nlohmann::json Scenario::to_json() const {
     trace_j["path"] = trace.path;
     if (trace.kind == "import") trace_j["select"] = trace.select;
   } else {
+    if (!trace.preset.empty()) trace_j["preset"] = trace.preset;
     trace_j["skew"] = trace.synthetic.skew;
+    trace_j["burst_prob"] = trace.synthetic.burst_prob;
+    trace_j["burst_factor"] = trace.synthetic.burst_factor;
+    trace_j["burst_rise"] = trace.synthetic.burst_rise;
+    trace_j["burst_len"] = trace.synthetic.burst_len;
+    trace_j["skew_decay_iterations"] = trace.synthetic.skew_decay_iterations;
+    trace_j["skew_floor"] = trace.synthetic.skew_floor;
     trace_j["drift_sigma"] = trace.synthetic.drift_sigma;
     trace_j["drift_reversion"] = trace.synthetic.drift_reversion;
   }

@@ -23,6 +23,7 @@ struct TraceConfig {
   std::string kind = "synthetic";  // synthetic | csv | binary | import
   std::string path;                // resolved relative to the scenario file
   std::map<std::string, std::string> select;  // import: long-CSV selector columns
+  std::string preset;                          // synthetic: calibrated generator preset
   std::string on_end = "loop";     // loop | stop
   SyntheticTraceSpec synthetic;
 };

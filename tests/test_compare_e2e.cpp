@@ -39,3 +39,22 @@ TEST_CASE("SwiftMoE comparison: orderings the model implies", "[compare][e2e]") 
   CHECK(by.at("symi")->mean_moved_bytes == 0.0);
   CHECK(by.at("eplb")->mean_moved_bytes > 0.0);
 }
+
+TEST_CASE("quickstart and SwiftMoE scenarios switch network models; flow is never faster", "[compare][flow][e2e]") {
+  for (const char* file : {"/scenarios/quickstart.yaml", "/scenarios/swiftmoe-gpt-small.yaml"}) {
+    INFO(file);
+    const std::string path = std::string(MOESIM_SOURCE_DIR) + file;
+    Scenario a = load_scenario(path, {"run.max_iterations=15", "run.stop_at_convergence=false"}, std::nullopt);
+    Scenario f = load_scenario(path, {"run.max_iterations=15", "run.stop_at_convergence=false", "network.model=flow"},
+                               std::nullopt);
+    a.policies = f.policies = parse_policy_specs("static:min_capacity=2,symi,eplb,oracle");
+    const auto ra = run_scenario(a, RunOptions{false, {}});
+    const auto rf = run_scenario(f, RunOptions{false, {}});
+    REQUIRE(ra.size() == rf.size());
+    for (std::size_t i = 0; i < ra.size(); ++i) {
+      INFO(ra[i].label);
+      CHECK(rf[i].mean_iteration_ns >= ra[i].mean_iteration_ns);
+      CHECK(rf[i].drop_rate == ra[i].drop_rate);  // the network changes time, not routing
+    }
+  }
+}

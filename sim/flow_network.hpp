@@ -1,0 +1,95 @@
+#pragma once
+// Flow-level network model: every message is a fluid flow along its route in the cluster graph,
+// and the flows share each link max-min fairly (sim/maxmin.hpp), re-shared whenever flows end
+// (ends that fall within a small window of each other are retired together; see below).
+// Unlike AnalyticalNetwork it sees two flows meet on a link other than their own GPU's port:
+// senders converging on one receiver, or a hot GPU's NIC holding back flows that then leave
+// their other links idle.
+//
+// Links: each undirected cluster edge is two directed links, one per direction, each of the
+// edge's per-direction bandwidth (full duplex, as NVLink, PCIe and NICs are). Switch, host and
+// fabric vertices forward without limit; a GPU's NIC edge is its share of the node's NICs, as in
+// Cluster. Routes are Cluster's lowest-latency paths.
+//
+// Timing rule, the same as AnalyticalNetwork's so the two compare exactly: all flows start
+// together, the bandwidth phase ends when the last flow ends (rounded up to the ns, as
+// transfer_ns), and one NCCL point-to-point latency (p2p_latency_ns of the port classes used)
+// is added. NCCL's per-hop latencies are inside that figure; the graph's edge latencies only
+// pick the route, so they are not added a second time. The fluid result is never below the
+// analytical per-port bound in exact arithmetic (a port carries its GPU's whole volume at most
+// at its bandwidth); the returned time is clamped to that bound so that event-loop rounding,
+// a fraction of a nanosecond, cannot make it the faster of the two.
+//
+// Messages are not split into NCCL chunks: chunks of one message follow one another on the
+// same path, and a fluid flow already shares every byte fairly, so chunking changes no rate.
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "sim/network.hpp"
+
+namespace moesim {
+
+class FlowNetwork final : public NetworkModel {
+ public:
+  // Flow ends less than `end_window` x (the exchange's per-port lower bound, i.e. the
+  // analytical time without latency) after the earliest pending end are retired in one event,
+  // at the last of their ends; 0 retires each distinct end on its own (exact fluid model, but
+  // a skewed 256-GPU exchange then takes seconds). Each retirement is at most that window late,
+  // so the result is at most about end_window slower than the exact fluid time, never faster
+  // than the analytical one, and unchanged wherever ends are further apart.
+  static constexpr double kDefaultEndWindow = 1e-3;
+  // Keeps a reference to `cluster`, which must outlive the model.
+  explicit FlowNetwork(const Cluster& cluster, double end_window = kDefaultEndWindow);
+
+  [[nodiscard]] std::string name() const override { return "flow"; }
+  [[nodiscard]] TimeNs all_to_all_v(const std::vector<double>& bytes) const override;
+  // Ring/tree collectives follow NCCL's cost model in both modes (same as AnalyticalNetwork).
+  [[nodiscard]] CollectiveEstimate collective(Collective c, double bytes,
+                                              const std::vector<int>& gpus) const override;
+  // A GPU's busy time is when the last flow it sends or receives ends, plus the latency.
+  // A GPU-host copy uses the GPU's own PCIe link (the port AnalyticalNetwork charges).
+  [[nodiscard]] std::vector<TimeNs> transfers(const std::vector<Transfer>& ts) const override;
+
+  // Directed links: edge i of the graph (in boost::edges order) is links 2i (from its lower- to
+  // its higher-numbered vertex) and 2i+1 (back).
+  [[nodiscard]] int num_links() const { return static_cast<int>(link_gbps_.size()); }
+  [[nodiscard]] double link_gbps(int link) const { return link_gbps_[static_cast<std::size_t>(link)]; }
+  [[nodiscard]] double link_latency_ns(int link) const { return link_latency_ns_[static_cast<std::size_t>(link)]; }
+  // The links of the route between two distinct GPUs, source first.
+  [[nodiscard]] std::span<const int> route_links(int src_gpu, int dst_gpu) const;
+
+  // What the last all_to_all_v or transfers call simulated.
+  struct RunStats {
+    std::size_t flows = 0;
+    std::size_t events = 0;         // rate re-computations after the first
+    std::uint64_t resolved = 0;     // flows re-solved by the max-min solver, all updates
+    double bandwidth_ns = 0.0;      // end of the last flow, unrounded, before the clamp
+  };
+  [[nodiscard]] const RunStats& last_run() const { return last_; }
+
+ private:
+  struct Flow {
+    std::span<const int> links;
+    double bytes = 0.0;
+  };
+  // Finish time of each flow (ns from the common start).
+  [[nodiscard]] std::vector<double> simulate(const std::vector<Flow>& flows, TimeNs bound_ns) const;
+  void compute_routes(int src_gpu) const;
+
+  const Cluster& cluster_;
+  double end_window_;
+  AnalyticalNetwork analytical_;
+  std::map<const EdgeProps*, int> edge_id_;  // edge -> its index; lookups only
+  std::vector<double> link_gbps_;
+  std::vector<double> link_latency_ns_;
+  std::vector<int> to_host_;    // per GPU: its PCIe link towards the host
+  std::vector<int> from_host_;  // per GPU: back
+  mutable std::vector<std::vector<int>> route_links_;             // [src]: links of all routes
+  mutable std::vector<std::vector<std::size_t>> route_offsets_;  // [src][dst .. dst+1]
+  mutable RunStats last_;
+};
+
+}  // namespace moesim

@@ -1,0 +1,460 @@
+#include "sim/maxmin.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+namespace moesim {
+void IndexedMinHeap::set(int id, double key) {
+  const auto i = static_cast<std::size_t>(id);
+  key_[i] = key;
+  if (pos_[i] == kNone) {
+    pos_[i] = heap_.size();
+    heap_.push_back(id);
+    up(pos_[i]);
+  } else {
+    up(pos_[i]);
+    down(pos_[i]);
+  }
+}
+
+void IndexedMinHeap::erase(int id) {
+  const std::size_t i = pos_[static_cast<std::size_t>(id)];
+  pos_[static_cast<std::size_t>(id)] = kNone;
+  const int last = heap_.back();
+  heap_.pop_back();
+  if (i == heap_.size()) return;  // it was the last entry
+  place(i, last);
+  up(i);
+  down(pos_[static_cast<std::size_t>(last)]);
+}
+
+void IndexedMinHeap::clear() {
+  for (int id : heap_) pos_[static_cast<std::size_t>(id)] = kNone;
+  heap_.clear();
+}
+
+void IndexedMinHeap::up(std::size_t i) {
+  const int id = heap_[i];
+  while (i > 0) {
+    const std::size_t p = (i - 1) / 2;
+    if (!before(id, heap_[p])) break;
+    place(i, heap_[p]);
+    i = p;
+  }
+  place(i, id);
+}
+
+void IndexedMinHeap::down(std::size_t i) {
+  const int id = heap_[i];
+  const std::size_t n = heap_.size();
+  for (;;) {
+    std::size_t c = 2 * i + 1;
+    if (c >= n) break;
+    if (c + 1 < n && before(heap_[c + 1], heap_[c])) ++c;
+    if (!before(heap_[c], id)) break;
+    place(i, heap_[c]);
+    i = c;
+  }
+  place(i, id);
+}
+
+MaxMinSolver::MaxMinSolver(double tolerance) : tol_(tolerance) {
+  if (!(tolerance >= 0.0 && tolerance < 1e-3)) throw std::invalid_argument("maxmin: tolerance out of [0, 1e-3)");
+}
+
+std::uint32_t MaxMinSolver::next_stamp() {
+  if (++stamp_ == 0) {  // wrapped: forget every old mark
+    std::fill(link_stamp_.begin(), link_stamp_.end(), 0U);
+    std::fill(flow_stamp_.begin(), flow_stamp_.end(), 0U);
+    stamp_ = 1;
+  }
+  return stamp_;
+}
+
+int MaxMinSolver::add_link(double capacity) {
+  if (!(capacity > 0.0) || !std::isfinite(capacity)) throw std::invalid_argument("maxmin: link capacity must be > 0");
+  cap_.push_back(capacity);
+  on_link_.emplace_back();
+  usage_.push_back(0.0);
+  max_.push_back(0.0);
+  max_exact_.push_back(1);
+  link_stamp_.push_back(0);
+  sat_before_.push_back(0);
+  max_before_.push_back(0.0);
+  raised_.push_back(0);
+  rem_.push_back(0.0);
+  unfrozen_.push_back(0);
+  csr_.push_back(0);
+  cnt_.push_back(0);
+  heap_.grow(cap_.size());
+  return num_links() - 1;
+}
+
+int MaxMinSolver::add_flow(std::span<const int> links, double cap) {
+  if (!(cap > 0.0)) throw std::invalid_argument("maxmin: flow cap must be > 0");
+  if (links.empty() && !std::isfinite(cap)) throw std::invalid_argument("maxmin: a flow needs a link or a cap");
+  for (std::size_t i = 0; i < links.size(); ++i) {
+    if (links[i] < 0 || links[i] >= num_links()) throw std::out_of_range("maxmin: no such link");
+    for (std::size_t j = 0; j < i; ++j) {
+      if (links[j] == links[i]) throw std::invalid_argument("maxmin: a flow crosses a link twice");
+    }
+  }
+  const int f = num_flows();
+  links_.insert(links_.end(), links.begin(), links.end());
+  pos_.resize(links_.size(), 0);
+  off_.push_back(links_.size());
+  rate_.push_back(0.0);
+  fcap_.push_back(cap);
+  state_.push_back(State::Pending);
+  in_set_.push_back(0);
+  flow_stamp_.push_back(0);
+  pending_add_.push_back(f);
+  return f;
+}
+
+void MaxMinSolver::remove_flow(int flow) {
+  if (flow < 0 || flow >= num_flows()) throw std::out_of_range("maxmin: no such flow");
+  if (state_[static_cast<std::size_t>(flow)] == State::Removed) throw std::logic_error("maxmin: flow removed twice");
+  pending_remove_.push_back(flow);
+}
+
+std::span<const int> MaxMinSolver::links_of(int flow) const {
+  const auto f = static_cast<std::size_t>(flow);
+  return {links_.data() + off_[f], off_[f + 1] - off_[f]};
+}
+
+void MaxMinSolver::attach(int flow) {
+  const auto f = static_cast<std::size_t>(flow);
+  for (std::size_t i = off_[f]; i < off_[f + 1]; ++i) {
+    auto& list = on_link_[static_cast<std::size_t>(links_[i])];
+    pos_[i] = static_cast<int>(list.size());
+    list.push_back(LinkEntry{flow, static_cast<int>(i - off_[f])});
+  }
+}
+
+void MaxMinSolver::detach(int flow) {
+  const auto f = static_cast<std::size_t>(flow);
+  for (std::size_t i = off_[f]; i < off_[f + 1]; ++i) {
+    auto& list = on_link_[static_cast<std::size_t>(links_[i])];
+    const auto p = static_cast<std::size_t>(pos_[i]);
+    const LinkEntry last = list.back();
+    list[p] = last;
+    pos_[off_[static_cast<std::size_t>(last.flow)] + static_cast<std::size_t>(last.slot)] = static_cast<int>(p);
+    list.pop_back();
+  }
+}
+
+double MaxMinSolver::link_max(int link) {
+  const auto l = static_cast<std::size_t>(link);
+  if (!max_exact_[l]) {
+    // Rescanning anyway: refresh the running sum too, so rounding never accumulates.
+    double sum = 0.0, mx = 0.0;
+    for (const LinkEntry& e : on_link_[l]) {
+      const double r = rate_[static_cast<std::size_t>(e.flow)];
+      sum += r;
+      mx = std::max(mx, r);
+    }
+    usage_[l] = sum;
+    max_[l] = mx;
+    max_exact_[l] = 1;
+  }
+  return max_[l];
+}
+
+void MaxMinSolver::set_rate(int flow, double r) {
+  const auto f = static_cast<std::size_t>(flow);
+  const double old = rate_[f];
+  if (r == old) return;
+  for (int link : links_of(flow)) {
+    const auto l = static_cast<std::size_t>(link);
+    usage_[l] += r - old;
+    if (r > max_[l]) {
+      max_[l] = r;  // still exact if it was
+    } else if (r < old && old >= max_[l] * (1.0 - tol_)) {
+      max_exact_[l] = 0;  // the largest rate may have gone down
+    }
+  }
+  rate_[f] = r;
+}
+
+bool MaxMinSolver::saturated(int link) const {
+  const auto l = static_cast<std::size_t>(link);
+  return usage_[l] >= cap_[l] * (1.0 - tol_);
+}
+
+bool MaxMinSolver::certified(int flow) {
+  const double r = rate_[static_cast<std::size_t>(flow)];
+  if (r >= fcap_[static_cast<std::size_t>(flow)] * (1.0 - tol_)) return true;
+  for (int l : links_of(flow)) {
+    if (saturated(l) && r >= link_max(l) * (1.0 - tol_)) return true;
+  }
+  return false;
+}
+
+void MaxMinSolver::add_to_set(int flow, std::vector<int>& set) {
+  in_set_[static_cast<std::size_t>(flow)] = set_stamp_;
+  set.push_back(flow);
+}
+
+void MaxMinSolver::collect_broken(int link, double max_before, std::vector<int>& out) {
+  for (const LinkEntry& e : on_link_[static_cast<std::size_t>(link)]) {
+    const auto h = static_cast<std::size_t>(e.flow);
+    if (in_set(e.flow) || flow_stamp_[h] == stamp_ || rate_[h] < max_before * (1.0 - tol_)) continue;
+    flow_stamp_[h] = stamp_;
+    if (!certified(e.flow)) out.push_back(e.flow);
+  }
+}
+
+void MaxMinSolver::freeze(int flow, double r) {
+  rate_[static_cast<std::size_t>(flow)] = r;
+  flow_stamp_[static_cast<std::size_t>(flow)] = stamp_;
+  --left_;
+  for (int l : links_of(flow)) {
+    const auto li = static_cast<std::size_t>(l);
+    rem_[li] = std::max(0.0, rem_[li] - r);
+    --unfrozen_[li];
+    // The link's heap key is left as it is: freezing a flow at the current level never lowers
+    // a link's share, so the key stays a lower bound, refreshed when it reaches the top.
+  }
+}
+
+// Progressive filling of `flows` while every other flow keeps its rate: raise all unfrozen
+// flows together; the link whose equal share of what is left is lowest saturates first and
+// freezes its flows at that share (or a flow reaches its cap first). Records, per link the set
+// crosses, whether it was saturated and its largest rate before, and whether a re-solved flow
+// now exceeds that.
+void MaxMinSolver::solve(const std::vector<int>& flows) {
+  const std::uint32_t st = next_stamp();
+  touched_.clear();
+  capped_.clear();
+  for (int f : flows) {
+    for (int l : links_of(f)) {
+      const auto li = static_cast<std::size_t>(l);
+      if (link_stamp_[li] != st) {
+        link_stamp_[li] = st;
+        cnt_[li] = 0;
+        touched_.push_back(l);
+      }
+      ++cnt_[li];
+    }
+    if (std::isfinite(fcap_[static_cast<std::size_t>(f)])) capped_.emplace_back(fcap_[static_cast<std::size_t>(f)], f);
+  }
+  // The set's flows per link, contiguous in cand_.
+  std::size_t pos = 0;
+  for (int l : touched_) {
+    const auto li = static_cast<std::size_t>(l);
+    csr_[li] = pos;
+    pos += static_cast<std::size_t>(cnt_[li]);
+    unfrozen_[li] = cnt_[li];
+    cnt_[li] = 0;
+  }
+  cand_.resize(pos);
+  for (int f : flows) {
+    for (int l : links_of(f)) {
+      const auto li = static_cast<std::size_t>(l);
+      cand_[csr_[li] + static_cast<std::size_t>(cnt_[li]++)] = f;
+    }
+  }
+  std::sort(capped_.begin(), capped_.end());
+  heap_.clear();  // empty already unless a previous solve threw
+  for (int l : touched_) {
+    const auto li = static_cast<std::size_t>(l);
+    max_before_[li] = link_max(l);
+    sat_before_[li] = saturated(l) ? 1 : 0;
+    raised_[li] = 0;
+    // What the flows outside the set leave.
+    double r = cap_[li] - usage_[li];
+    for (std::size_t i = csr_[li]; i < csr_[li] + static_cast<std::size_t>(unfrozen_[li]); ++i) {
+      r += rate_[static_cast<std::size_t>(cand_[i])];
+    }
+    rem_[li] = std::max(0.0, r);
+    heap_.set(l, rem_[li] / unfrozen_[li]);
+  }
+  old_rate_.resize(flows.size());
+  for (std::size_t i = 0; i < flows.size(); ++i) old_rate_[i] = rate_[static_cast<std::size_t>(flows[i])];
+
+  left_ = flows.size();
+  std::size_t ci = 0;
+  double level = 0.0;
+  const auto frozen = [&](int f) { return flow_stamp_[static_cast<std::size_t>(f)] == st; };
+  while (left_ > 0) {
+    // Bring the top link's key up to date (keys only lag behind by going up).
+    while (!heap_.empty()) {
+      const int top = heap_.top();
+      const auto ti = static_cast<std::size_t>(top);
+      if (unfrozen_[ti] == 0) {
+        heap_.pop();
+        continue;
+      }
+      const double share = rem_[ti] / unfrozen_[ti];
+      if (share <= heap_.top_key()) break;
+      heap_.set(top, share);
+    }
+    while (ci < capped_.size() && frozen(capped_[ci].second)) ++ci;
+    // Levels never go down; rounding in the subtractions could otherwise make them dip.
+    const double link_share = heap_.empty() ? std::numeric_limits<double>::infinity()
+                                            : std::max(rem_[static_cast<std::size_t>(heap_.top())] /
+                                                           unfrozen_[static_cast<std::size_t>(heap_.top())],
+                                                       level);
+    const double cap_share = ci < capped_.size() ? capped_[ci].first : std::numeric_limits<double>::infinity();
+    if (!std::isfinite(link_share) && !std::isfinite(cap_share)) throw std::logic_error("maxmin: unbounded flow");
+    if (cap_share <= link_share) {
+      level = std::max(level, cap_share);
+      freeze(capped_[ci].second, cap_share);
+      continue;
+    }
+    const int l = heap_.top();
+    const auto li = static_cast<std::size_t>(l);
+    heap_.pop();
+    level = link_share;
+    const std::size_t end = csr_[li] + static_cast<std::size_t>(cnt_[li]);
+    for (std::size_t i = csr_[li]; i < end; ++i) {
+      if (!frozen(cand_[i])) freeze(cand_[i], level);
+    }
+    unfrozen_[li] = 0;
+  }
+  // Commit: the running sums and maxima follow each rate change.
+  for (std::size_t i = 0; i < flows.size(); ++i) {
+    const int f = flows[i];
+    const double r = rate_[static_cast<std::size_t>(f)];
+    rate_[static_cast<std::size_t>(f)] = old_rate_[i];
+    set_rate(f, r);
+    for (int l : links_of(f)) {
+      if (r > max_before_[static_cast<std::size_t>(l)] * (1.0 + tol_)) raised_[static_cast<std::size_t>(l)] = 1;
+    }
+  }
+}
+
+const std::vector<int>& MaxMinSolver::update() {
+  changed_.clear();
+  last_resolved_ = 0;
+  std::vector<int> dirty;
+  {
+    const std::uint32_t st = next_stamp();
+    for (int f : pending_remove_) {
+      const auto fi = static_cast<std::size_t>(f);
+      if (state_[fi] == State::Active) {
+        for (int l : links_of(f)) {
+          const auto li = static_cast<std::size_t>(l);
+          if (link_stamp_[li] == st) continue;
+          link_stamp_[li] = st;
+          dirty.push_back(l);
+          max_before_[li] = link_max(l);
+          sat_before_[li] = saturated(l) ? 1 : 0;
+        }
+        set_rate(f, 0.0);
+        detach(f);
+        --active_;
+      }
+      state_[fi] = State::Removed;
+    }
+    for (int f : pending_add_) {
+      const auto fi = static_cast<std::size_t>(f);
+      if (state_[fi] != State::Pending) continue;  // removed before it was ever solved
+      attach(f);
+      state_[fi] = State::Active;
+      ++active_;
+    }
+  }
+
+  // The starting set: added flows with every flow sharing a link with them (those may have to
+  // give way), and flows that relied on a link that lost a flow and no longer hold a bottleneck.
+  if (++set_stamp_ == 0) {
+    std::fill(in_set_.begin(), in_set_.end(), 0U);
+    set_stamp_ = 1;
+  }
+  std::vector<int> set;
+  const std::uint32_t whole = next_stamp();  // links whose every flow is in the set
+  for (int f : pending_add_) {
+    if (state_[static_cast<std::size_t>(f)] != State::Active) continue;
+    if (!in_set(f)) add_to_set(f, set);  // covers a flow with no links
+    for (int l : links_of(f)) {
+      if (link_stamp_[static_cast<std::size_t>(l)] == whole) continue;
+      link_stamp_[static_cast<std::size_t>(l)] = whole;
+      for (const LinkEntry& e : on_link_[static_cast<std::size_t>(l)]) {
+        if (!in_set(e.flow)) add_to_set(e.flow, set);
+      }
+    }
+  }
+  std::vector<int> broken;
+  for (int l : dirty) {
+    if (link_stamp_[static_cast<std::size_t>(l)] == whole || !sat_before_[static_cast<std::size_t>(l)]) continue;
+    collect_broken(l, max_before_[static_cast<std::size_t>(l)], broken);
+  }
+  for (int f : broken) {
+    if (!in_set(f)) add_to_set(f, set);
+  }
+  // Rates before, to report what changed; added flows always count as changed.
+  const std::uint32_t added = next_stamp();
+  for (int f : pending_add_) flow_stamp_[static_cast<std::size_t>(f)] = added;
+  std::vector<double> before;
+  before.reserve(set.size());
+  for (int f : set) {
+    const auto fi = static_cast<std::size_t>(f);
+    before.push_back(flow_stamp_[fi] == added ? -1.0 : rate_[fi]);
+  }
+  pending_add_.clear();
+  pending_remove_.clear();
+
+  std::vector<int> bad_inside;
+  while (!set.empty()) {
+    solve(set);
+    total_resolved_ += set.size();
+    // Flows outside the set lose their bottleneck only on a link the set crosses that stopped
+    // being full, or where a re-solved flow now gets more than they do.
+    (void)next_stamp();
+    broken.clear();
+    for (int l : touched_) {
+      const auto li = static_cast<std::size_t>(l);
+      if ((sat_before_[li] && !saturated(l)) || raised_[li]) collect_broken(l, max_before_[li], broken);
+    }
+    bad_inside.clear();
+    for (int f : set) {
+      if (!certified(f)) bad_inside.push_back(f);
+    }
+    const std::size_t old_size = set.size();
+    // An outside flow without a bottleneck can grow: re-solve it.
+    for (int f : broken) add_to_set(f, set);
+    // A re-solved flow without a bottleneck is held down by outside flows that get more on a
+    // full link it shares with them: re-solve those too.
+    // Each full link is scanned once, against the lowest rate it holds down.
+    const std::uint32_t st = next_stamp();
+    scan_.clear();
+    for (int f : bad_inside) {
+      const double r = rate_[static_cast<std::size_t>(f)];
+      for (int l : links_of(f)) {
+        const auto li = static_cast<std::size_t>(l);
+        if (!saturated(l)) continue;
+        if (link_stamp_[li] != st) {
+          link_stamp_[li] = st;
+          scan_.push_back(l);
+          rem_[li] = r;  // solve()'s scratch, free again: the threshold
+        } else {
+          rem_[li] = std::min(rem_[li], r);
+        }
+      }
+    }
+    for (int l : scan_) {
+      const double r = rem_[static_cast<std::size_t>(l)];
+      for (const LinkEntry& e : on_link_[static_cast<std::size_t>(l)]) {
+        if (!in_set(e.flow) && rate_[static_cast<std::size_t>(e.flow)] > r) add_to_set(e.flow, set);
+      }
+    }
+    if (set.size() == old_size) break;  // certified (or no progress possible at this precision)
+    // Once the set holds most flows, more rounds cost more than re-solving every flow at once.
+    if (2 * set.size() > active_) {
+      for (std::size_t f = 0; f < state_.size(); ++f) {
+        if (state_[f] == State::Active && !in_set(static_cast<int>(f))) add_to_set(static_cast<int>(f), set);
+      }
+    }
+    for (std::size_t i = old_size; i < set.size(); ++i) before.push_back(rate_[static_cast<std::size_t>(set[i])]);
+  }
+  last_resolved_ = set.size();
+  for (std::size_t i = 0; i < set.size(); ++i) {
+    if (rate_[static_cast<std::size_t>(set[i])] != before[i]) changed_.push_back(set[i]);
+  }
+  return changed_;
+}
+
+}  // namespace moesim

@@ -1,0 +1,166 @@
+#pragma once
+// Max-min fair sharing of link bandwidth among flows (progressive filling), updated
+// incrementally.
+//
+// The allocation is certified by the bottleneck property (Bertsekas & Gallager, Data Networks,
+// 6.5.2): rates are max-min fair iff they fit the capacities and every flow has a bottleneck,
+// a full link on its path where no flow gets more (or it runs at its own cap). A change can only
+// break that certificate for flows on the links whose load changed, so update() re-solves
+// (progressive filling with every other flow held at its rate) only the added flows, the flows
+// sharing a link with them, and the flows that relied on a link that lost a flow and no longer
+// hold a bottleneck. After each re-solve it checks the certificate again where the re-solved
+// flows changed a link (it stopped being full, or one of them now gets the most on it) and grows
+// the set by the flows found broken or held down there; once the set holds most active flows it
+// takes them all. The set never leaves the changed flows' connected component, and is often far
+// smaller: in an all-to-all, a finished flow's spare bandwidth usually cannot be used by the
+// other flows on its links, each still held by another full link, and nothing is re-solved.
+//
+// Units: capacities and rates in GB/s (any consistent unit works). Deterministic: the result
+// depends only on the sequence of calls; ties go to the lowest link index.
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace moesim {
+
+// Binary min-heap over ids 0..n-1, each present at most once, ordered by (key, id); a key
+// change moves the entry in place, so no stale entries pile up.
+class IndexedMinHeap {
+ public:
+  explicit IndexedMinHeap(std::size_t ids = 0) : pos_(ids, kNone), key_(ids, 0.0) {}
+  void grow(std::size_t ids) {
+    pos_.resize(ids, kNone);
+    key_.resize(ids, 0.0);
+  }
+  [[nodiscard]] bool empty() const { return heap_.empty(); }
+  [[nodiscard]] bool contains(int id) const { return pos_[static_cast<std::size_t>(id)] != kNone; }
+  [[nodiscard]] int top() const { return heap_.front(); }
+  [[nodiscard]] double top_key() const { return key_[static_cast<std::size_t>(heap_.front())]; }
+  // Inserts `id` or changes its key.
+  void set(int id, double key);
+  void pop() { erase(heap_.front()); }
+  void erase(int id);
+  void clear();
+
+ private:
+  static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+  [[nodiscard]] bool before(int a, int b) const {
+    const double ka = key_[static_cast<std::size_t>(a)], kb = key_[static_cast<std::size_t>(b)];
+    return ka < kb || (ka == kb && a < b);
+  }
+  void place(std::size_t i, int id) {
+    heap_[i] = id;
+    pos_[static_cast<std::size_t>(id)] = i;
+  }
+  void up(std::size_t i);
+  void down(std::size_t i);
+  std::vector<int> heap_;
+  std::vector<std::size_t> pos_;
+  std::vector<double> key_;
+};
+
+class MaxMinSolver {
+ public:
+  static constexpr double kNoCap = std::numeric_limits<double>::infinity();
+
+  // `tolerance`: relative slack used when checking saturation and equal shares, well above the
+  // rounding of the sums involved and well below any difference that matters.
+  explicit MaxMinSolver(double tolerance = 1e-9);
+
+  // A link of `capacity` > 0; returns its id (0, 1, ...).
+  int add_link(double capacity);
+  // A flow over distinct existing links (at least one, or a finite cap), at most `cap`; returns
+  // its id (0, 1, ...). Its rate is 0 until the next update().
+  int add_flow(std::span<const int> links, double cap = kNoCap);
+  // Removes an active or pending flow; its links are freed at the next update().
+  void remove_flow(int flow);
+
+  // Applies the pending additions and removals and recomputes the rates they may affect.
+  // Returns the active flows whose rate changed (added flows included), in a deterministic order.
+  const std::vector<int>& update();
+
+  [[nodiscard]] double rate(int flow) const { return rate_[static_cast<std::size_t>(flow)]; }
+  [[nodiscard]] bool active(int flow) const { return state_[static_cast<std::size_t>(flow)] == State::Active; }
+  [[nodiscard]] int num_links() const { return static_cast<int>(cap_.size()); }
+  [[nodiscard]] int num_flows() const { return static_cast<int>(state_.size()); }
+  [[nodiscard]] double capacity(int link) const { return cap_[static_cast<std::size_t>(link)]; }
+  // Sum of the active flows' rates on a link (as of the last update()).
+  [[nodiscard]] double load(int link) const { return usage_[static_cast<std::size_t>(link)]; }
+  [[nodiscard]] std::span<const int> links_of(int flow) const;
+  // Flows re-solved by the last update() and since construction (to observe incrementality).
+  [[nodiscard]] std::size_t last_resolved() const { return last_resolved_; }
+  [[nodiscard]] std::uint64_t total_resolved() const { return total_resolved_; }
+
+ private:
+  enum class State : std::uint8_t { Pending, Active, Removed };
+  struct LinkEntry {
+    int flow;
+    int slot;  // index of this link in the flow's link list
+  };
+
+  void attach(int flow);
+  void detach(int flow);
+  // The largest rate on a link, exact: rescanned only after a decrease may have lowered it.
+  [[nodiscard]] double link_max(int link);
+  [[nodiscard]] bool saturated(int link) const;
+  [[nodiscard]] bool certified(int flow);
+  void solve(const std::vector<int>& flows);
+  void freeze(int flow, double r);
+  void set_rate(int flow, double r);
+  [[nodiscard]] std::uint32_t next_stamp();
+  [[nodiscard]] bool in_set(int flow) const { return in_set_[static_cast<std::size_t>(flow)] == set_stamp_; }
+  void add_to_set(int flow, std::vector<int>& set);
+  // Flows outside the set on `link` that may have relied on it (they had its largest rate
+  // before) and no longer hold a bottleneck.
+  void collect_broken(int link, double max_before, std::vector<int>& out);
+
+  double tol_;
+  // Links.
+  std::vector<double> cap_;
+  std::vector<std::vector<LinkEntry>> on_link_;
+  std::vector<double> usage_;  // sum of the rates, kept up to date incrementally
+  std::vector<double> max_;    // largest rate; an upper bound while max_exact_ is 0
+  std::vector<char> max_exact_;
+  std::vector<std::uint32_t> link_stamp_;
+  // Flows: links flattened, [off_[f], off_[f+1]).
+  std::vector<std::size_t> off_{0};
+  std::vector<int> links_;
+  std::vector<int> pos_;  // index of the flow in on_link_[links_[i]]
+  std::vector<double> rate_;
+  std::vector<double> fcap_;
+  std::vector<State> state_;
+  std::vector<std::uint32_t> in_set_;
+  std::vector<std::uint32_t> flow_stamp_;
+  std::uint32_t set_stamp_ = 0;
+  std::uint32_t stamp_ = 0;  // shared by link_stamp_ and flow_stamp_ passes
+
+  std::vector<int> pending_add_;
+  std::vector<int> pending_remove_;
+  std::vector<int> changed_;
+
+  // Per-link scratch of one update or solve pass (valid for the links it marks).
+  std::vector<char> sat_before_;
+  std::vector<double> max_before_;
+  std::vector<char> raised_;     // a re-solved flow now gets more than max_before_
+  std::vector<double> rem_;      // capacity left to the unfrozen flows of the set
+  std::vector<int> unfrozen_;    // unfrozen flows of the set on the link
+  std::vector<std::size_t> csr_;  // start of the link's set flows in cand_
+  std::vector<int> cnt_;
+  // Scratch of solve().
+  std::vector<int> cand_;
+  std::vector<double> old_rate_;
+  IndexedMinHeap heap_;  // links by the equal share of what is left
+  std::vector<int> touched_;
+  std::vector<int> scan_;
+  std::vector<std::pair<double, int>> capped_;
+  std::size_t left_ = 0;
+  std::size_t active_ = 0;  // flows in State::Active
+
+  std::size_t last_resolved_ = 0;
+  std::uint64_t total_resolved_ = 0;
+};
+
+}  // namespace moesim

@@ -1,0 +1,300 @@
+// The max-min fair solver against allocations worked by hand, and its incremental updates
+// against a from-scratch solve and an independent check of the bottleneck property.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+#include "sim/maxmin.hpp"
+
+using namespace moesim;
+
+namespace {
+int flow(MaxMinSolver& s, std::initializer_list<int> links, double cap = MaxMinSolver::kNoCap) {
+  return s.add_flow(std::vector<int>(links), cap);
+}
+
+// The flows whose rate changed, in increasing id order.
+std::vector<int> update(MaxMinSolver& s) {
+  std::vector<int> changed = s.update();
+  std::sort(changed.begin(), changed.end());
+  return changed;
+}
+
+// Max-min fairness, checked directly (Bertsekas & Gallager): capacities respected, and every
+// flow has a saturated link on which no flow gets more, or runs at its cap.
+void check_max_min(const MaxMinSolver& s, const std::vector<double>& caps) {
+  constexpr double kTol = 1e-9;
+  std::vector<double> load(static_cast<std::size_t>(s.num_links()), 0.0), top(load.size(), 0.0);
+  for (int f = 0; f < s.num_flows(); ++f) {
+    if (!s.active(f)) continue;
+    REQUIRE(s.rate(f) > 0.0);
+    for (int l : s.links_of(f)) {
+      load[static_cast<std::size_t>(l)] += s.rate(f);
+      top[static_cast<std::size_t>(l)] = std::max(top[static_cast<std::size_t>(l)], s.rate(f));
+    }
+  }
+  for (std::size_t l = 0; l < load.size(); ++l) REQUIRE(load[l] <= s.capacity(static_cast<int>(l)) * (1 + kTol));
+  for (int f = 0; f < s.num_flows(); ++f) {
+    if (!s.active(f)) continue;
+    bool bottleneck = s.rate(f) >= caps[static_cast<std::size_t>(f)] * (1 - kTol);
+    for (int l : s.links_of(f)) {
+      const auto li = static_cast<std::size_t>(l);
+      bottleneck |= load[li] >= s.capacity(l) * (1 - kTol) && s.rate(f) >= top[li] * (1 - kTol);
+    }
+    REQUIRE(bottleneck);
+  }
+}
+}  // namespace
+
+TEST_CASE("maxmin: two flows on one link get half each", "[maxmin]") {
+  MaxMinSolver s;
+  s.add_link(10.0);
+  int a = flow(s, {0}), b = flow(s, {0});
+  auto changed = update(s);
+  CHECK(changed == std::vector<int>{a, b});
+  CHECK(s.rate(a) == 5.0);
+  CHECK(s.rate(b) == 5.0);
+  CHECK(s.load(0) == 10.0);
+}
+
+TEST_CASE("maxmin: a bottleneck elsewhere frees bandwidth", "[maxmin]") {
+  // A crosses links 1 and 2, B only link 1; link 2 is the smaller. Equal shares would be 5 and 5
+  // on link 1, but A cannot use more than link 2's 4, so B gets the 6 left on link 1.
+  MaxMinSolver s;
+  s.add_link(10.0);  // link "1"
+  s.add_link(4.0);   // link "2"
+  int a = flow(s, {0, 1}), b = flow(s, {0});
+  s.update();
+  CHECK(s.rate(a) == 4.0);
+  CHECK(s.rate(b) == 6.0);
+}
+
+namespace {
+// L0 = 12, L1 = 9, L2 = 4; f0 {L0, L1}, f1 {L0}, f2 {L1, L2}, f3 {L2}, f4 {L1}.
+// Water-filling, raising every unfrozen flow together:
+//   shares L0 12/2 = 6, L1 9/3 = 3, L2 4/2 = 2: L2 fills first, f2 = f3 = 2;
+//   L1 has 9 - 2 = 7 for f0, f4: 3.5 each, below L0's 12/2 = 6: f0 = f4 = 3.5;
+//   L0 has 12 - 3.5 = 8.5 for f1 alone: f1 = 8.5.
+// Every link ends full: L0 3.5 + 8.5, L1 3.5 + 2 + 3.5, L2 2 + 2.
+MaxMinSolver three_links() {
+  MaxMinSolver s;
+  s.add_link(12.0);
+  s.add_link(9.0);
+  s.add_link(4.0);
+  flow(s, {0, 1});
+  flow(s, {0});
+  flow(s, {1, 2});
+  flow(s, {2});
+  flow(s, {1});
+  s.update();
+  return s;
+}
+const std::vector<double> kThreeLinkRates{3.5, 8.5, 2.0, 2.0, 3.5};
+}  // namespace
+
+TEST_CASE("maxmin: three links, water-filling worked by hand", "[maxmin]") {
+  MaxMinSolver s = three_links();
+  for (int f = 0; f < 5; ++f) CHECK(s.rate(f) == Approx(kThreeLinkRates[static_cast<std::size_t>(f)]).epsilon(1e-12));
+  CHECK(s.load(0) == Approx(12.0));
+  CHECK(s.load(1) == Approx(9.0));
+  CHECK(s.load(2) == Approx(4.0));
+}
+
+TEST_CASE("maxmin: adding a flow, then removing it, restores the rates", "[maxmin]") {
+  MaxMinSolver s = three_links();
+  // f5 on {L0, L2}: L2 4/3 first (f2 = f3 = f5 = 4/3); L1 then has 9 - 4/3 = 23/3 for f0, f4:
+  // 23/6 each, below L0's (12 - 4/3) / 2 = 16/3; L0 leaves 32/3 - 23/6 = 41/6 to f1.
+  int f5 = flow(s, {0, 2});
+  auto changed = update(s);
+  CHECK(changed == std::vector<int>{0, 1, 2, 3, 4, 5});
+  CHECK(s.rate(f5) == Approx(4.0 / 3));
+  CHECK(s.rate(2) == Approx(4.0 / 3));
+  CHECK(s.rate(3) == Approx(4.0 / 3));
+  CHECK(s.rate(0) == Approx(23.0 / 6));
+  CHECK(s.rate(4) == Approx(23.0 / 6));
+  CHECK(s.rate(1) == Approx(41.0 / 6));
+  s.remove_flow(f5);
+  s.update();
+  CHECK_FALSE(s.active(f5));
+  for (int f = 0; f < 5; ++f) CHECK(s.rate(f) == Approx(kThreeLinkRates[static_cast<std::size_t>(f)]).epsilon(1e-12));
+}
+
+TEST_CASE("maxmin: a rate cap binds before the link does", "[maxmin]") {
+  MaxMinSolver s;
+  s.add_link(10.0);
+  int a = flow(s, {0}, 1.0), b = flow(s, {0});
+  s.update();
+  CHECK(s.rate(a) == 1.0);
+  CHECK(s.rate(b) == 9.0);
+  int c = s.add_flow(std::vector<int>{}, 2.5);  // a flow limited only by its cap
+  s.update();
+  CHECK(s.rate(c) == 2.5);
+}
+
+TEST_CASE("maxmin: updates re-solve only the flows that can change", "[maxmin]") {
+  SECTION("another component is left alone") {
+    MaxMinSolver s;
+    s.add_link(10.0);
+    s.add_link(10.0);
+    for (int i = 0; i < 4; ++i) flow(s, {0});
+    for (int i = 0; i < 3; ++i) flow(s, {1});
+    s.update();
+    CHECK(s.last_resolved() == 7);
+    int extra = flow(s, {1});
+    auto changed = update(s);
+    CHECK(changed == std::vector<int>{4, 5, 6, extra});
+    CHECK(s.last_resolved() == 4);  // the three on link 1 and the new one
+    CHECK(s.rate(0) == 2.5);
+    CHECK(s.rate(extra) == 2.5);
+  }
+  SECTION("a finished flow whose neighbours are bottlenecked elsewhere changes nothing") {
+    // Senders 0..2 and receivers 3..5, one flow from each sender to each receiver, all links 9:
+    // every flow gets 3. When 0->3 ends, the others on link 0 and link 3 are still held to 3 by
+    // their other (full) link, so nothing is re-solved.
+    MaxMinSolver s;
+    for (int l = 0; l < 6; ++l) s.add_link(9.0);
+    for (int a = 0; a < 3; ++a)
+      for (int b = 3; b < 6; ++b) flow(s, {a, b});
+    s.update();
+    for (int f = 0; f < 9; ++f) CHECK(s.rate(f) == Approx(3.0));
+    s.remove_flow(0);
+    CHECK(s.update().empty());
+    CHECK(s.last_resolved() == 0);
+    // Ending 1->4 as well leaves 0->4 (flow 1) and 1->3 (flow 3) without a full link: sender 2
+    // and receiver 5 still hold their other flows to 3, so each of the two gets 9 - 3 = 6.
+    s.remove_flow(4);
+    auto changed = update(s);
+    CHECK(changed == std::vector<int>{1, 3});
+    CHECK(s.rate(1) == Approx(6.0));
+    CHECK(s.rate(3) == Approx(6.0));
+    CHECK(s.last_resolved() < 8);
+  }
+}
+
+TEST_CASE("maxmin: incremental updates match a fresh solve", "[maxmin]") {
+  std::mt19937_64 rng(7);
+  for (int round = 0; round < 20; ++round) {
+    const int nl = 3 + static_cast<int>(rng() % 10);
+    MaxMinSolver s;
+    std::vector<double> link_caps;
+    for (int l = 0; l < nl; ++l) {
+      link_caps.push_back(1.0 + static_cast<double>(rng() % 100));
+      s.add_link(link_caps.back());
+    }
+    std::vector<std::vector<int>> paths;
+    std::vector<double> caps;
+    std::vector<int> live;
+    for (int step = 0; step < 60; ++step) {
+      const bool add = live.empty() || rng() % 3 != 0;
+      const int batch = 1 + static_cast<int>(rng() % 3);
+      for (int k = 0; k < batch; ++k) {
+        if (add) {
+          std::vector<int> p;
+          const int len = 1 + static_cast<int>(rng() % 3);
+          while (static_cast<int>(p.size()) < len) {
+            int l = static_cast<int>(rng() % static_cast<std::uint64_t>(nl));
+            if (std::find(p.begin(), p.end(), l) == p.end()) p.push_back(l);
+          }
+          const double cap = rng() % 4 == 0 ? 0.5 + static_cast<double>(rng() % 20) : MaxMinSolver::kNoCap;
+          paths.push_back(p);
+          caps.push_back(cap);
+          live.push_back(s.add_flow(p, cap));
+        } else if (!live.empty()) {
+          const auto i = static_cast<std::size_t>(rng() % live.size());
+          s.remove_flow(live[i]);
+          live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+        }
+      }
+      std::vector<double> before(static_cast<std::size_t>(s.num_flows()));
+      for (int f = 0; f < s.num_flows(); ++f) before[static_cast<std::size_t>(f)] = s.rate(f);
+      const std::vector<int> changed = update(s);
+      check_max_min(s, caps);
+      // Same flows, solved from scratch.
+      MaxMinSolver fresh;
+      for (double c : link_caps) fresh.add_link(c);
+      std::vector<int> ids;
+      for (int f : live) ids.push_back(fresh.add_flow(paths[static_cast<std::size_t>(f)], caps[static_cast<std::size_t>(f)]));
+      fresh.update();
+      for (std::size_t i = 0; i < live.size(); ++i) REQUIRE(s.rate(live[i]) == Approx(fresh.rate(ids[i])).epsilon(1e-9));
+      // `changed` lists exactly the active flows whose rate moved.
+      for (int f = 0; f < s.num_flows(); ++f) {
+        const bool listed = std::binary_search(changed.begin(), changed.end(), f);
+        if (s.active(f) && s.rate(f) != before[static_cast<std::size_t>(f)]) REQUIRE(listed);
+        if (!s.active(f)) REQUIRE_FALSE(listed);
+      }
+    }
+  }
+}
+
+TEST_CASE("maxmin: an exchange drained in batches matches a fresh solve at every step", "[maxmin]") {
+  // Senders 0..5 and receivers 6..11 as in an all-to-all, plus a shared core link 12 that a
+  // third of the flows also cross (an oversubscribed fabric).
+  std::mt19937_64 rng(3);
+  for (int round = 0; round < 10; ++round) {
+    MaxMinSolver s;
+    std::vector<double> link_caps;
+    for (int l = 0; l < 13; ++l) {
+      link_caps.push_back(l == 12 ? 30.0 : 5.0 + static_cast<double>(rng() % 16));
+      s.add_link(link_caps.back());
+    }
+    std::vector<std::vector<int>> paths;
+    std::vector<int> live;
+    for (int a = 0; a < 6; ++a)
+      for (int b = 6; b < 12; ++b) {
+        paths.push_back(rng() % 3 == 0 ? std::vector<int>{a, 12, b} : std::vector<int>{a, b});
+        live.push_back(s.add_flow(paths.back()));
+      }
+    const std::vector<double> no_caps(paths.size(), MaxMinSolver::kNoCap);
+    s.update();
+    while (!live.empty()) {
+      const std::size_t batch = std::min<std::size_t>(live.size(), 1 + rng() % 4);
+      for (std::size_t k = 0; k < batch; ++k) {
+        const auto i = static_cast<std::size_t>(rng() % live.size());
+        s.remove_flow(live[i]);
+        live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+      }
+      s.update();
+      check_max_min(s, no_caps);
+      MaxMinSolver fresh;
+      for (double c : link_caps) fresh.add_link(c);
+      std::vector<int> ids;
+      for (int f : live) ids.push_back(fresh.add_flow(paths[static_cast<std::size_t>(f)]));
+      fresh.update();
+      for (std::size_t i = 0; i < live.size(); ++i) REQUIRE(s.rate(live[i]) == Approx(fresh.rate(ids[i])).epsilon(1e-9));
+    }
+  }
+}
+
+TEST_CASE("maxmin: deterministic", "[maxmin]") {
+  auto run = [] {
+    std::mt19937_64 rng(11);
+    MaxMinSolver s;
+    for (int l = 0; l < 20; ++l) s.add_link(1.0 + static_cast<double>(rng() % 50) / 7.0);
+    std::vector<double> out;
+    for (int step = 0; step < 200; ++step) {
+      std::vector<int> p{static_cast<int>(rng() % 10), 10 + static_cast<int>(rng() % 10)};
+      s.add_flow(p);
+      if (step % 3 == 2) s.remove_flow(step - 2);
+      s.update();
+    }
+    for (int f = 0; f < s.num_flows(); ++f) out.push_back(s.rate(f));
+    return out;
+  };
+  CHECK(run() == run());  // bit-identical
+}
+
+TEST_CASE("maxmin: bad input is refused", "[maxmin]") {
+  MaxMinSolver s;
+  CHECK_THROWS(s.add_link(0.0));
+  CHECK_THROWS(s.add_link(-1.0));
+  s.add_link(1.0);
+  CHECK_THROWS(flow(s, {0, 0}));
+  CHECK_THROWS(flow(s, {1}));
+  CHECK_THROWS(s.add_flow(std::vector<int>{}));  // no link, no cap: unbounded
+  int f = flow(s, {0});
+  s.remove_flow(f);
+  s.update();
+  CHECK_THROWS(s.remove_flow(f));
+}
