@@ -128,3 +128,14 @@ TEST_CASE("regress passes on its baseline and reports a moved result", "[cli][re
   REQUIRE(run("regress " + suite + " --baseline " + moved.string() + " --update", log) == 0);
   CHECK(run("regress " + suite + " --baseline " + moved.string(), log) == 0);
 }
+
+TEST_CASE("validate collectives prints predictions next to the published figures", "[cli][validate]") {
+  fs::path log = fresh_dir("validate_log");
+  REQUIRE(run("validate collectives", log) == 0);
+  const std::string out = read_file(log);
+  // 1 GB all-reduce on one DGX-A100 node: 238.2 GB/s predicted against 232.5 measured.
+  CHECK_THAT(out, Catch::Matchers::Contains("all_reduce            1024     7522.7 ring/Simple      238.2      232.5     +2.5"));
+  CHECK(run("validate collectives --nodes 2 --nics-per-node 4", log) == 0);
+  CHECK_THAT(read_file(log), Catch::Matchers::Contains("93.0"));
+  CHECK(run("validate links", log) == 2);
+}
