@@ -1,6 +1,7 @@
 // The SwiftMoE comparison end to end: orderings that follow from the model.
 #include <catch2/catch.hpp>
 
+#include <filesystem>
 #include <map>
 
 #include "app/runner.hpp"
@@ -57,4 +58,26 @@ TEST_CASE("quickstart and SwiftMoE scenarios switch network models; flow is neve
       CHECK(rf[i].drop_rate == ra[i].drop_rate);  // the network changes time, not routing
     }
   }
+}
+
+TEST_CASE("the quickstart runs on each synthetic preset and the real OLMoE counts run end to end", "[compare][traces][e2e]") {
+  const std::string dir = std::string(MOESIM_SOURCE_DIR) + "/scenarios/";
+  for (const char* preset : {"gpt-small-16e", "qwen3-128e"}) {
+    INFO(preset);
+    Scenario s = load_scenario(dir + "quickstart.yaml",
+                               {std::string("trace.preset=") + preset, "run.max_iterations=5"}, std::nullopt);
+    const auto r = run_scenario(s, RunOptions{false, {}});
+    REQUIRE(r.size() == 5);
+    for (const auto& p : r) CHECK(p.iterations_run == 5);
+  }
+  if (!std::filesystem::exists(std::string(MOESIM_SOURCE_DIR) + "/../shared/data/real/olmoe/expert_counts_long.csv")) {
+    WARN("shared/data/real is not beside the checkout: the OLMoE import is not run");
+    return;
+  }
+  Scenario o = load_scenario(dir + "olmoe-real.yaml", {"run.max_iterations=5"}, std::nullopt);
+  const auto r = run_scenario(o, RunOptions{false, {}});
+  REQUIRE(r.size() == 4);
+  // 2 nodes x 8 GPUs x 2048 tokens x top-8 per MoE layer, 3 recorded layers, 5 iterations.
+  for (const auto& p : r) CHECK(p.iterations_run == 5);
+  CHECK(r.back().drop_rate == 0.0);
 }
