@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "app/calibrate.hpp"
 #include "app/outputs.hpp"
 #include "app/progress.hpp"
 #include "app/regress.hpp"
@@ -35,6 +36,7 @@ constexpr const char* kUsage =
     "  moesim regress SUITE_DIR --baseline FILE [--update]   CI check of policy results\n"
     "  moesim sweep STUDY.yaml [--out DIR] [--jobs N] [--collect]   a grid of runs; under mpirun too\n"
     "  moesim trace convert IN OUT [options]   between native CSV/binary and imported formats\n"
+    "  moesim calibrate --backend cuda|cpu|reference --model PRESET|file.yaml --out profile.yaml\n"
     "  moesim validate collectives [--cluster PRESET] [--nodes N] [--nics-per-node N]\n"
     "  moesim trace stats TRACE [--json] [--shape L,G,E] [--top N]   describe a trace\n"
     "  moesim list            presets (GPUs, clusters, models) and registered policies\n"
@@ -160,10 +162,11 @@ int main(int argc, char** argv) {
     if (cmd == "regress") return cmd_regress(rest);
     if (cmd == "sweep") return cmd_sweep(rest);
     if (cmd == "validate") return cmd_validate(rest);
+    if (cmd == "calibrate") return cmd_calibrate(rest);
     if (cmd == "trace" && !rest.empty() && rest[0] == "convert") return cmd_trace_convert({rest.begin() + 1, rest.end()});
     if (cmd == "trace" && !rest.empty() && rest[0] == "stats") return cmd_trace_stats({rest.begin() + 1, rest.end()});
     if (cmd == "trace") throw InputError("moesim trace: subcommands: convert, stats (see moesim trace convert --help)");
-    throw InputError(fmt::format("unknown command '{}'; commands: run, compare, sweep, regress, validate, trace, list (see moesim --help)", cmd));
+    throw InputError(fmt::format("unknown command '{}'; commands: run, compare, sweep, regress, validate, calibrate, trace, list (see moesim --help)", cmd));
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;

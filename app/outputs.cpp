@@ -60,6 +60,7 @@ nlohmann::json summary_json(const Scenario& s, const std::vector<PolicyResult>& 
              {"dispatch_buffers", r.peak_memory.dispatch_buffer_bytes},
              {"move_temporaries", r.peak_memory.move_temporary_bytes}}},
            {"peak_host_memory_bytes", r.peak_host_memory_bytes},
+           {"compute_fallback", r.compute_fallback.empty() ? json(nullptr) : json(r.compute_fallback)},
            {"oom", r.oom},
            {"oom_iteration", r.oom ? json(r.oom_iteration) : json(nullptr)},
            {"oom_report", r.oom ? json(r.oom_report) : json(nullptr)}};
@@ -136,6 +137,8 @@ std::string summary_table(const Scenario& s, const std::vector<PolicyResult>& re
          "capacity; moved_MB: policy movements per iteration; peak_GB: peak memory of the fullest GPU.\n";
   for (const auto& r : results)
     if (r.oom) out += fmt::format("{}: {}\n", r.label, r.oom_report);
+  if (!results.empty() && !results.back().compute_fallback.empty())
+    out += fmt::format("compute: {}\n", results.back().compute_fallback);
   return out;
 }
 

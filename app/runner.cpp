@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iostream>
 #include <memory>
 
+#include "models/profile.hpp"
 #include "models/roofline.hpp"
 #include "policies/registry.hpp"
 #include "sim/error.hpp"
@@ -105,7 +107,11 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
   const TraceShape shape{ctx.moe_layers, G, ctx.experts};
   // 256 MiB of cached iterations covers the usual comparison; beyond it the trace is replayed.
   std::unique_ptr<TraceSource> trace = std::make_unique<ReplayCache>(open_trace(s, shape), 256.0 * 1024 * 1024);
-  RooflineCompute compute(s.cluster.gpu);
+  std::vector<std::string> compute_warnings;
+  auto compute_model = make_compute_model(s.cluster.gpu, s.model, s.compute_profile, s.compute_fallback_roofline,
+                                          &compute_warnings);
+  for (const auto& w : compute_warnings) std::cerr << "warning: " << w << "\n";
+  const ComputeModel& compute = *compute_model;
   // The flow-level model sees flows share links; the analytical one is faster (docs/network.md).
   std::unique_ptr<NetworkModel> network;
   if (s.network_model == "flow") network = std::make_unique<FlowNetwork>(cluster);
@@ -238,6 +244,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
     r.mean_moved_bytes = moved_sum / n;
     r.mean_expert_imbalance = imb_sum / n;
     r.events = engine.executed();
+    r.compute_fallback = compute_fallback_note(compute);
     results.push_back(std::move(r));
   }
   return results;

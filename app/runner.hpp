@@ -50,6 +50,8 @@ struct PolicyResult {
   std::int64_t oom_iteration = -1;
   std::string oom_report;
   std::vector<IterationRow> rows;
+  // Non-empty when a calibration profile had to fall back to the roofline for some shapes.
+  std::string compute_fallback;
   // Chrome trace events ("ph": "X") of the iterations named in RunOptions::timeline_iterations.
   nlohmann::json timeline = nlohmann::json::array();
 };

@@ -185,6 +185,19 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
     s.network_model = n.get_enum("model", s.network_model, {"analytical", "flow"});
     n.finish();
   }
+  {
+    Cfg comp = c.child("compute");
+    s.compute_profile = comp.get_string("profile", "");
+    // A path (with a slash or .yaml) is relative to the scenario file; otherwise a shipped profile name.
+    if (!s.compute_profile.empty() &&
+        (s.compute_profile.find('/') != std::string::npos || s.compute_profile.ends_with(".yaml"))) {
+      std::filesystem::path fp(s.compute_profile);
+      if (fp.is_relative() && !origin.empty() && origin.front() != '<') fp = std::filesystem::path(origin).parent_path() / fp;
+      s.compute_profile = fp.lexically_normal().string();
+    }
+    s.compute_fallback_roofline = comp.get_enum("fallback", "error", {"roofline", "error"}) == "roofline";
+    comp.finish();
+  }
   s.training = load_training(c.child("training"));
   s.heterogeneity = load_heterogeneity(c.child("heterogeneity"), s.cluster.num_gpus());
   s.trace = load_trace(c.child("trace"), origin, s.seed);
@@ -347,6 +360,8 @@ nlohmann::json Scenario::to_json() const {
               {"model", model_j},
               {"placement", {{"slots_per_gpu", slots_per_gpu}}},
               {"network", {{"model", network_model}}},
+              {"compute", {{"profile", compute_profile.empty() ? json("roofline") : json(compute_profile)},
+                           {"fallback", compute_fallback_roofline ? "roofline" : "error"}}},
               {"training", training_j},
               {"heterogeneity", heterogeneity_j},
               {"trace", trace_j},

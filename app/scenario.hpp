@@ -63,6 +63,8 @@ struct Scenario {
   MoeModelSpec model;
   int slots_per_gpu = 1;
   std::string network_model = "analytical";
+  std::string compute_profile;             // calibration profile name or path; empty: roofline
+  bool compute_fallback_roofline = false;  // outside a profile's shapes: roofline instead of an error
   TrainingSpec training;
   HeterogeneitySpec heterogeneity;
   TraceConfig trace;

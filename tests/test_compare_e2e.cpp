@@ -5,6 +5,7 @@
 #include <map>
 
 #include "app/runner.hpp"
+#include "sim/error.hpp"
 
 using namespace moesim;
 
@@ -80,4 +81,19 @@ TEST_CASE("the quickstart runs on each synthetic preset and the real OLMoE count
   // 2 nodes x 8 GPUs x 2048 tokens x top-8 per MoE layer, 3 recorded layers, 5 iterations.
   for (const auto& p : r) CHECK(p.iterations_run == 5);
   CHECK(r.back().drop_rate == 0.0);
+}
+
+TEST_CASE("a scenario runs on a calibration profile instead of the roofline", "[compare][profile][e2e]") {
+  const std::string q = std::string(MOESIM_SOURCE_DIR) + "/scenarios/quickstart.yaml";
+  Scenario roof = load_scenario(q, {"run.max_iterations=3"}, std::nullopt);
+  Scenario prof = load_scenario(q, {"run.max_iterations=3", "compute.profile=h100-sxm-measured", "compute.fallback=roofline"},
+                                std::nullopt);
+  roof.policies = prof.policies = parse_policy_specs("static:min_capacity=2");
+  const auto a = run_scenario(roof, RunOptions{false, {}}).at(0);
+  const auto b = run_scenario(prof, RunOptions{false, {}}).at(0);
+  // Measured kernels differ from the roofline's 70 % of peak: compute time changes, routing does not.
+  CHECK(a.mean_phase_ns[static_cast<int>(Phase::Compute)] != b.mean_phase_ns[static_cast<int>(Phase::Compute)]);
+  CHECK(a.drop_rate == b.drop_rate);
+  Scenario bad = load_scenario(q, {"run.max_iterations=1", "compute.profile=no-such-profile"}, std::nullopt);
+  CHECK_THROWS_AS(run_scenario(bad, RunOptions{false, {}}), InputError);
 }
