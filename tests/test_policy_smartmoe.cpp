@@ -2,6 +2,8 @@
 // (weights + optimizer state), invariants on random counts, and an end-to-end run.
 #include <catch2/catch.hpp>
 
+#include "tests/policy_fixture.hpp"
+
 #include <algorithm>
 #include <map>
 #include <optional>
@@ -16,38 +18,7 @@ using namespace moesim;
 
 namespace {
 
-struct SmartFx {
-  ClusterSpec cluster;
-  MoeModelSpec model;
-  TrainingSpec training;
-  PolicyContext ctx;
-  std::unique_ptr<Policy> policy;
-
-  SmartFx(int gpus, int slots, int experts, int layers, std::int64_t tokens, const std::string& params) {
-    cluster.nodes = gpus;
-    cluster.gpus_per_node = 1;
-    model.experts = experts;
-    model.hidden = 100;
-    ctx.cluster = &cluster;
-    ctx.model = &model;
-    ctx.training = &training;
-    ctx.gpus = gpus;
-    ctx.slots_per_gpu = slots;
-    ctx.moe_layers = layers;
-    ctx.experts = experts;
-    ctx.tokens_per_gpu = tokens;
-    ctx.top_k = 1;
-    ctx.expert_params = 1000;
-    ctx.expert_weight_bytes = 2000;
-    ctx.expert_grad_bytes = 2000;
-    ctx.expert_optimizer_bytes = 12000;
-    YAML::Node n = YAML::Load(params);
-    Cfg c(n, "test.yaml", "policies[0]");
-    policy = make_policy(ctx, c);
-  }
-  SmartFx(const SmartFx&) = delete;
-  SmartFx& operator=(const SmartFx&) = delete;
-};
+using SmartFx = testing::SingleGpuNodes;
 
 IterationCounts one_source(int gpus, const std::vector<std::int64_t>& loads) {
   IterationCounts ic;

@@ -1,0 +1,47 @@
+#pragma once
+// A small world for policy unit tests: `gpus` single-GPU nodes, one routed expert of 1000
+// parameters (2000 bytes of weights and of gradients, 12000 of Adam state), and the policy that
+// the YAML mapping `params` names.
+#include <yaml-cpp/yaml.h>
+
+#include <memory>
+#include <string>
+
+#include "policies/registry.hpp"
+
+namespace moesim::testing {
+
+struct SingleGpuNodes {
+  ClusterSpec cluster;
+  MoeModelSpec model;
+  TrainingSpec training;
+  PolicyContext ctx;
+  std::unique_ptr<Policy> policy;
+
+  SingleGpuNodes(int gpus, int slots, int experts, int layers, std::int64_t tokens, const std::string& params) {
+    cluster.nodes = gpus;
+    cluster.gpus_per_node = 1;
+    model.experts = experts;
+    model.hidden = 100;
+    ctx.cluster = &cluster;
+    ctx.model = &model;
+    ctx.training = &training;
+    ctx.gpus = gpus;
+    ctx.slots_per_gpu = slots;
+    ctx.moe_layers = layers;
+    ctx.experts = experts;
+    ctx.tokens_per_gpu = tokens;
+    ctx.top_k = 1;
+    ctx.expert_params = 1000;
+    ctx.expert_weight_bytes = 2000;
+    ctx.expert_grad_bytes = 2000;
+    ctx.expert_optimizer_bytes = 12000;
+    YAML::Node n = YAML::Load(params);
+    Cfg c(n, "test.yaml", "policies[0]");
+    policy = make_policy(ctx, c);
+  }
+  SingleGpuNodes(const SingleGpuNodes&) = delete;
+  SingleGpuNodes& operator=(const SingleGpuNodes&) = delete;
+};
+
+}  // namespace moesim::testing
