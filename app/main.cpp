@@ -13,6 +13,7 @@
 #include "app/outputs.hpp"
 #include "app/progress.hpp"
 #include "app/regress.hpp"
+#include "app/report.hpp"
 #include "app/sweep.hpp"
 #include "app/trace_stats.hpp"
 #include "app/validate.hpp"
@@ -35,6 +36,7 @@ constexpr const char* kUsage =
     "  moesim compare SCENARIO.yaml [--policies static,flexmoe:interval=10,...] [run's options]\n"
     "  moesim regress SUITE_DIR --baseline FILE [--update]   CI check of policy results\n"
     "  moesim sweep STUDY.yaml [--out DIR] [--jobs N] [--collect]   a grid of runs; under mpirun too\n"
+    "  moesim report RESULTS_DIR [--format md|html]   pictures and a report page (python3 + matplotlib)\n"
     "  moesim trace convert IN OUT [options]   between native CSV/binary and imported formats\n"
     "  moesim calibrate --backend cuda|cpu|reference --model PRESET|file.yaml --out profile.yaml\n"
     "  moesim validate collectives [--cluster PRESET] [--nodes N] [--nics-per-node N]\n"
@@ -67,6 +69,10 @@ po::options_description run_options(bool compare) {
                                              "iterations: per policy, a compute and a communication lane per GPU")
       ("timeline-iterations", po::value<std::string>()->default_value("0"),
        "iterations for --timeline, comma-separated (0-based)")
+      ("expert-stats", po::value<std::string>()->default_value("auto"),
+       "write experts.csv (per policy, sampled iteration, layer and expert: tokens routed, processed, dropped "
+       "and replicas) every N iterations; 0: not written; auto: evenly spaced samples, at most 100 and at most "
+       "200,000 rows per policy")
       ("quiet,q", "do not print the summary table");
   return d;
 }
@@ -112,6 +118,22 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
       }
     }
   }
+  {
+    const std::string every = vm["expert-stats"].as<std::string>();
+    if (every == "auto") {
+      ro.expert_stats_every = 1;
+      ro.expert_stats_max_samples = auto_expert_stats_samples(s);
+    } else {
+      try {
+        std::size_t used = 0;
+        const long long v = std::stoll(every, &used);
+        if (used != every.size() || v < 0) throw std::invalid_argument(every);
+        ro.expert_stats_every = v;
+      } catch (const std::exception&) {
+        throw InputError(fmt::format("--expert-stats: '{}' is not 'auto' or a non-negative integer", every));
+      }
+    }
+  }
   Progress bar(s.name, static_cast<std::int64_t>(s.policies.size()) * s.run.max_iterations, "iterations");
   ro.on_iteration = bar.iteration_hook(s);  // empty when stderr is not a terminal
   std::vector<PolicyResult> results = run_scenario(s, ro);
@@ -121,8 +143,9 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
   if (vm.count("timeline")) write_file_atomic(vm["timeline"].as<std::string>(), timeline_json(s, results));
   if (!vm.count("quiet")) {
     std::cout << summary_table(s, results);
-    std::cout << fmt::format("wrote {0}/{1}summary.json and {0}/iterations.csv\n", out,
-                             compare ? "compare.csv, " + out + "/compare.json, " + out + "/" : "");
+    std::cout << fmt::format("wrote {0}/{1}summary.json{2} and {0}/iterations.csv\n", out,
+                             compare ? "compare.csv, " + out + "/compare.json, " + out + "/" : "",
+                             ro.expert_stats_every > 0 ? ", " + out + "/experts.csv" : "");
   }
   return 0;
 }
@@ -161,12 +184,13 @@ int main(int argc, char** argv) {
     if (cmd == "list") return cmd_list();
     if (cmd == "regress") return cmd_regress(rest);
     if (cmd == "sweep") return cmd_sweep(rest);
+    if (cmd == "report") return cmd_report(rest);
     if (cmd == "validate") return cmd_validate(rest);
     if (cmd == "calibrate") return cmd_calibrate(rest);
     if (cmd == "trace" && !rest.empty() && rest[0] == "convert") return cmd_trace_convert({rest.begin() + 1, rest.end()});
     if (cmd == "trace" && !rest.empty() && rest[0] == "stats") return cmd_trace_stats({rest.begin() + 1, rest.end()});
     if (cmd == "trace") throw InputError("moesim trace: subcommands: convert, stats (see moesim trace convert --help)");
-    throw InputError(fmt::format("unknown command '{}'; commands: run, compare, sweep, regress, validate, calibrate, trace, list (see moesim --help)", cmd));
+    throw InputError(fmt::format("unknown command '{}'; commands: run, compare, sweep, report, regress, validate, calibrate, trace, list (see moesim --help)", cmd));
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;

@@ -88,6 +88,19 @@ std::string iterations_csv(const std::vector<PolicyResult>& results) {
   return out;
 }
 
+std::string experts_csv(const std::vector<PolicyResult>& results) {
+  std::string out = "policy,iteration,layer,expert,tokens_routed,tokens_processed,replicas\n";
+  for (const auto& r : results) {
+    const auto E = static_cast<std::size_t>(std::max(r.experts, 1));
+    for (const ExpertSample& x : r.expert_samples) {
+      for (std::size_t i = 0; i < x.routed.size(); ++i) {
+        fmt::format_to(std::back_inserter(out), "{},{},{},{},{},{},{}\n", r.label, x.iteration, i / E, i % E,
+                       x.routed[i], x.processed[i], x.replicas[i]);
+      }
+    }
+  }
+  return out;
+}
 
 std::string compare_csv(const std::vector<PolicyResult>& results) {
   std::string out =
@@ -188,6 +201,14 @@ void write_outputs(const std::string& dir, const Scenario& s, const std::vector<
   // Render both before writing either, so a failure leaves no mismatched pair.
   const std::string summary = summary_json(s, results).dump(2) + "\n";
   const std::string csv = iterations_csv(results);
+  bool sampled = false;
+  for (const auto& r : results) sampled = sampled || !r.expert_samples.empty();
+  const std::string experts_path = (std::filesystem::path(dir) / "experts.csv").string();
+  if (sampled) {
+    write_file_atomic(experts_path, experts_csv(results));
+  } else {
+    std::filesystem::remove(experts_path, ec);  // a stale one would be plotted against these results
+  }
   if (comparison) {
     nlohmann::json rows = summary_json(s, results)["results"];
     write_file_atomic((std::filesystem::path(dir) / "compare.csv").string(), compare_csv(results));

@@ -62,7 +62,40 @@ double percentile(std::vector<TimeNs> v, double q) {
   return static_cast<double>(v[std::clamp<std::size_t>(rank, 1, v.size()) - 1]);
 }
 
+ExpertSample sample_experts(std::int64_t iteration, const IterationCounts& counts, const Placement& placement,
+                            const std::vector<LayerDispatch>& dispatch) {
+  const TraceShape& sh = counts.shape;
+  ExpertSample x;
+  x.iteration = iteration;
+  const auto n = static_cast<std::size_t>(sh.layers) * static_cast<std::size_t>(sh.experts);
+  x.routed.assign(n, 0);
+  x.processed.assign(n, 0);
+  x.replicas.assign(n, 0);
+  for (int l = 0; l < sh.layers; ++l) {
+    const std::size_t base = static_cast<std::size_t>(l) * static_cast<std::size_t>(sh.experts);
+    const std::int64_t* c = counts.layer_ptr(l);
+    for (int src = 0; src < sh.gpus; ++src)
+      for (int e = 0; e < sh.experts; ++e) x.routed[base + static_cast<std::size_t>(e)] += c[static_cast<std::size_t>(src) * sh.experts + e];
+    const std::vector<int>& slots = placement.expert_of_slot[static_cast<std::size_t>(l)];
+    const LayerDispatch& d = dispatch[static_cast<std::size_t>(l)];
+    for (std::size_t slot = 0; slot < slots.size(); ++slot) {
+      const int e = slots[slot];
+      if (e < 0) continue;
+      ++x.replicas[base + static_cast<std::size_t>(e)];
+      for (int src = 0; src < d.gpus; ++src)
+        x.processed[base + static_cast<std::size_t>(e)] +=
+            d.accepted[static_cast<std::size_t>(src) * static_cast<std::size_t>(d.num_slots) + slot];
+    }
+  }
+  return x;
+}
+
 }  // namespace
+
+std::int64_t auto_expert_stats_samples(const Scenario& s) {
+  const std::int64_t cells = std::max<std::int64_t>(1, static_cast<std::int64_t>(s.model.num_moe_layers()) * s.model.experts);
+  return std::clamp<std::int64_t>(200000 / cells, 2, 100);
+}
 
 std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts) {
   Cluster cluster(s.cluster);
@@ -127,6 +160,8 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
     r.label = s.policies[pi].label;
     r.name = policy.name();
     r.parameters = policy.parameters();
+    r.experts = ctx.experts;
+    std::int64_t expert_every = opts.expert_stats_every;
     trace->rewind();
     Engine engine;
     Placement placement = policy.initial_placement();
@@ -188,6 +223,15 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
         }
       }
       if (r.oom) break;
+
+      if (expert_every > 0 && it % expert_every == 0) {
+        r.expert_samples.push_back(sample_experts(it, counts, placement, dispatch));
+        if (opts.expert_stats_max_samples > 0 &&
+            static_cast<std::int64_t>(r.expert_samples.size()) > opts.expert_stats_max_samples) {
+          expert_every *= 2;
+          std::erase_if(r.expert_samples, [&](const ExpertSample& x) { return x.iteration % expert_every != 0; });
+        }
+      }
 
       model.set_compute_slowdown(s.heterogeneity.slowdown_at(it, G));
       const bool record = std::find(opts.timeline_iterations.begin(), opts.timeline_iterations.end(), it) !=

@@ -20,6 +20,14 @@ struct IterationRow {
   TimeNs end_ns = 0;      // simulated time at the end of this iteration
 };
 
+// Per-expert state of one sampled iteration, indexed [layer * experts + expert].
+struct ExpertSample {
+  std::int64_t iteration = 0;
+  std::vector<std::int64_t> routed;     // assignments the gate sent to the expert
+  std::vector<std::int64_t> processed;  // assignments the slots holding it accepted (see experts_csv)
+  std::vector<int> replicas;            // slots holding the expert during the iteration
+};
+
 struct PolicyResult {
   std::string label;
   std::string name;
@@ -52,6 +60,9 @@ struct PolicyResult {
   std::vector<IterationRow> rows;
   // Non-empty when a calibration profile had to fall back to the roofline for some shapes.
   std::string compute_fallback;
+  // Per-expert samples, every RunOptions::expert_stats_every iterations (empty when 0).
+  int experts = 0;
+  std::vector<ExpertSample> expert_samples;
   // Chrome trace events ("ph": "X") of the iterations named in RunOptions::timeline_iterations.
   nlohmann::json timeline = nlohmann::json::array();
 };
@@ -64,7 +75,17 @@ struct RunOptions {
   bool keep_rows = true;
   std::function<void(const std::string& label, std::int64_t iteration)> on_iteration;  // progress
   std::vector<std::int64_t> timeline_iterations = {};  // iterations to record for --timeline
+  // Record per-expert load and replicas at iterations 0, N, 2N, ... (0: none).
+  std::int64_t expert_stats_every = 0;
+  // With a cap, a run that has recorded more samples keeps every other one and doubles N, so a
+  // run of any length ends with between cap/2 and cap samples, still at iterations 0, N, 2N, ...
+  std::int64_t expert_stats_max_samples = 0;  // 0: no cap
 };
+
+// The sample cap `moesim run` uses when --expert-stats is not given: at most 100 sampled
+// iterations and 200,000 (layer, expert) rows per policy, so that experts.csv stays a few
+// megabytes per policy even for 48 layers x 128 experts.
+[[nodiscard]] std::int64_t auto_expert_stats_samples(const Scenario& s);
 
 // Validates everything (policies, memory, trace shape) before simulating anything.
 [[nodiscard]] std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts = {});

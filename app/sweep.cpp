@@ -43,6 +43,8 @@ constexpr const char* kSweepUsage =
     "  -o [ --out ] DIR      directory for runs/<id>.json, study.csv and study.json (default: out/<study name>)\n"
     "  -j [ --jobs ] N       runs simulated at once on this machine (default: the number of cores; 1 per rank\n"
     "                        under MPI)\n"
+    "  --details             also write each run's full results to runs/<id>/ (compare.csv, iterations.csv,\n"
+    "                        experts.csv, summary.json) for scripts/plot.py and moesim report\n"
     "  --collect             compute nothing: build study.csv and study.json from the run files present\n"
     "  -q [ --quiet ]        print nothing but errors\n"
     "  -h [ --help ]         show this help\n"
@@ -557,8 +559,15 @@ SweepReport run_sweep(const Study& study, const SweepOptions& opts) {
       try {
         const Scenario s = study.scenario(r);
         RunOptions ro;
-        ro.keep_rows = false;
+        ro.keep_rows = opts.details;
+        if (opts.details) {
+          ro.expert_stats_every = 1;
+          ro.expert_stats_max_samples = auto_expert_stats_samples(s);
+        }
         const std::vector<PolicyResult> results = run_scenario(s, ro);
+        // The details first: a run counts as done once its run file exists, so a killed sweep never
+        // leaves a done run without its details.
+        if (opts.details) write_outputs((fs::path(opts.out) / "runs" / r.id).string(), s, results, true);
         write_file_atomic(run_file_path(opts.out, r), run_file_content(study, r, s, results));
         done[k] = 1;
         bar.advance();
@@ -819,7 +828,7 @@ int cmd_sweep(const std::vector<std::string>& args) {
   // Parsed by hand: the tests link this file without Boost.Program_options.
   std::string study_file, out_dir;
   int jobs_given = 0;
-  bool quiet = false, collect_only = false;
+  bool quiet = false, collect_only = false, details = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     std::string a = args[i], value;
     const auto eq = a.find('=');
@@ -849,12 +858,14 @@ int cmd_sweep(const std::vector<std::string>& args) {
       if (used != v.size() || jobs_given < 1) {
         throw InputError(fmt::format("moesim sweep: --jobs '{}': expected an integer of at least 1", v));
       }
+    } else if (a == "--details" && !has_eq) {
+      details = true;
     } else if (a == "--collect" && !has_eq) {
       collect_only = true;
     } else if ((a == "--quiet" || a == "-q") && !has_eq) {
       quiet = true;
     } else if (a.size() > 1 && a[0] == '-') {
-      throw InputError(fmt::format("moesim sweep: unknown option '{}'; options: --out, --jobs, --collect, --quiet, "
+      throw InputError(fmt::format("moesim sweep: unknown option '{}'; options: --out, --jobs, --details, --collect, --quiet, "
                                    "--help",
                                    args[i]));
     } else if (study_file.empty()) {
@@ -900,6 +911,7 @@ int cmd_sweep(const std::vector<std::string>& args) {
     SweepOptions so;
     so.out = out;
     so.jobs = jobs;
+    so.details = details;
     so.rank = rank;
     so.ranks = ranks;
     so.progress = !quiet;

@@ -67,6 +67,9 @@ struct SweepOptions {
   std::string out;
   int jobs = 1;
   bool progress = true;  // a bar on stderr when it is a terminal
+  // Also write each run's full outputs (write_outputs) to <out>/runs/<id>/. Under MPI each rank
+  // writes the runs it computed, so the folders gather in one place only on a shared filesystem.
+  bool details = false;
   // Runs assigned to this process: run i belongs to rank i % ranks (MPI); 0 / 1 when alone.
   int rank = 0;
   int ranks = 1;

@@ -68,8 +68,9 @@ TEST_CASE("plot.py draws the pictures and the report of a compare run", "[plots]
   const std::string report = slurp(out / "report.md");
   REQUIRE(!report.empty());
   CHECK(report.find("| static-cf1 |") != std::string::npos);  // the compare table
+  REQUIRE(fs::exists(out / "experts.csv"));  // moesim compare samples per-expert data by default
   for (const char* name : {"time_to_convergence.png", "iteration_breakdown.png", "convergence_progress.png",
-                           "drop_rate.png"}) {
+                           "drop_rate.png", "expert_load_heatmap.png", "replicas_per_expert.png"}) {
     INFO(name);
     const fs::path png = out / "plots" / name;
     REQUIRE(fs::exists(png));
@@ -77,10 +78,18 @@ TEST_CASE("plot.py draws the pictures and the report of a compare run", "[plots]
     CHECK(slurp(png).rfind("\x89PNG\r\n\x1a\n", 0) == 0);
     CHECK(report.find(std::string("](plots/") + name + ")") != std::string::npos);
   }
-  // No per-expert data in a compare run: those pictures are not invented, and the note says why.
-  CHECK(!fs::exists(out / "plots" / "expert_load_heatmap.png"));
-  CHECK(!fs::exists(out / "plots" / "replicas_per_expert.png"));
-  CHECK(slurp(log).find("expert_load.csv is missing") != std::string::npos);
+
+  // Without per-expert data those pictures are not invented, and the note says why.
+  const fs::path bare = plots_dir("bare");
+  REQUIRE(shell(std::string(MOESIM_BINARY) + " compare " + MOESIM_SOURCE_DIR +
+                "/scenarios/quickstart.yaml --set run.max_iterations=5 --expert-stats 0 --quiet --out " +
+                bare.string() + " > " + log.string() + " 2>&1") == 0);
+  CHECK(!fs::exists(bare / "experts.csv"));
+  REQUIRE(shell(py + " " + kPlotScript + " " + bare.string() + " > " + log.string() + " 2>&1") == 0);
+  CHECK(!fs::exists(bare / "plots" / "expert_load_heatmap.png"));
+  CHECK(!fs::exists(bare / "plots" / "replicas_per_expert.png"));
+  CHECK(slurp(log).find("experts.csv is missing") != std::string::npos);
+  fs::remove_all(bare);
 
   // Same inputs, same pictures.
   const std::string first = slurp(out / "plots" / "convergence_progress.png");
@@ -88,6 +97,58 @@ TEST_CASE("plot.py draws the pictures and the report of a compare run", "[plots]
   CHECK(slurp(out / "plots" / "convergence_progress.png") == first);
 
   fs::remove_all(out);
+  fs::remove(log);
+}
+
+TEST_CASE("moesim report draws a sweep's study pictures and an HTML page", "[plots][sweep]") {
+  const std::string py = python_with_matplotlib();
+  // moesim report starts python3 from PATH; plot.py moves to Debian's interpreter when that one
+  // lacks matplotlib, so any interpreter with matplotlib will do.
+  if (py.empty()) {
+    WARN("python3 with matplotlib not found: moesim report test skipped (scripts/setup.sh installs it)");
+    return;
+  }
+  const fs::path dir = plots_dir("study");
+  const fs::path log = plots_dir("studylog");
+  fs::create_directories(dir);
+  // A 2-point grid x 2 seeds, with a policy parameter grid: small enough for a unit test.
+  std::ofstream(dir / "study.yaml") << "name: tiny\n"
+                                       "base: " MOESIM_SOURCE_DIR "/scenarios/quickstart.yaml\n"
+                                       "set: {run.max_iterations: 20}\n"
+                                       "grid: {trace.skew: [0.5, 1.0]}\n"
+                                       "policies: [oracle, symi]\n"
+                                       "policy_grid: {static: {capacity_factor: [1.0, 2.0]}}\n"
+                                       "seeds: [1, 2]\n";
+  const fs::path out = dir / "out";
+  REQUIRE(shell(std::string(MOESIM_BINARY) + " sweep " + (dir / "study.yaml").string() + " --out " + out.string() +
+                " --details --jobs 1 --quiet > " + log.string() + " 2>&1") == 0);
+  REQUIRE(fs::exists(out / "study.csv"));
+  const int rc = shell(std::string(MOESIM_BINARY) + " report " + out.string() + " --format html > " + log.string() +
+                       " 2>&1");
+  INFO(slurp(log));
+  REQUIRE(rc == 0);
+  const std::string html = slurp(out / "report.html");
+  CHECK(html.rfind("<!DOCTYPE html>", 0) == 0);
+  CHECK(html.find("moesim study: tiny") != std::string::npos);
+  CHECK(html.find("static:capacity_factor=2.0 @ trace.skew=0.5") != std::string::npos);
+  for (const char* name : {"study_time_to_convergence.png", "study_parameters.png", "study_breakdown.png",
+                           "study_tradeoff.png"}) {
+    INFO(name);
+    const fs::path png = out / "plots" / name;
+    REQUIRE(fs::exists(png));
+    CHECK(slurp(png).rfind("\x89PNG\r\n\x1a\n", 0) == 0);
+    CHECK(html.find(std::string("plots/") + name) != std::string::npos);
+  }
+  // The first run in detail, from its runs/<id>/ folder: per-expert pictures included.
+  std::size_t detailed = 0;
+  for (const auto& e : fs::directory_iterator(out / "plots"))
+    if (e.path().filename().string().find("_expert_load_heatmap.png") != std::string::npos) ++detailed;
+  CHECK(detailed == 1);
+  // Bad input: an unknown format is refused before anything runs.
+  CHECK(shell(std::string(MOESIM_BINARY) + " report " + out.string() + " --format pdf > " + log.string() +
+              " 2>&1") == 2);
+  CHECK(slurp(log).find("allowed: md, html") != std::string::npos);
+  fs::remove_all(dir);
   fs::remove(log);
 }
 
