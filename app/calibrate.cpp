@@ -14,11 +14,13 @@
 #include <set>
 
 #include "app/outputs.hpp"
+#include "kernels/collectives.hpp"
 #include "kernels/kernels.hpp"
 #include "models/profile.hpp"
 #include "models/specs.hpp"
 #include "sim/config.hpp"
 #include "sim/error.hpp"
+#include "sim/network.hpp"
 
 namespace moesim {
 namespace {
@@ -28,6 +30,7 @@ using kernels::KernelShape;
 
 constexpr const char* kHelp =
     "moesim calibrate --backend cuda|cpu|reference --model PRESET|file.yaml --out profile.yaml [options]\n"
+    "moesim calibrate --backend cuda|cpu --collectives [--model M] --out profile.yaml [options]\n"
     "\n"
     "Times the kernels of the model's layers (gating, dispatch permutation and its inverse, the expert\n"
     "FFN as a grouped GEMM for 1 up to the largest batch of tokens per expert, the dense GEMMs of\n"
@@ -46,6 +49,19 @@ constexpr const char* kHelp =
     "  --reps N           timed calls per shape (default: cuda 20, cpu 5)\n"
     "  --budget S         seconds of timed calls per shape before stopping early (default 0.5)\n"
     "  --quick            powers of two only, 3 timed calls, a small budget: a fast, rougher profile\n"
+    "\n"
+    "Collectives (a `collectives:` section; without --model the profile holds only that):\n"
+    "  --collectives      also time NCCL all-reduce (sum) and all-to-all (grouped ncclSend/ncclRecv) over\n"
+    "                     the GPUs of this machine, one process, 1 MiB to 1 GiB per rank in powers of two,\n"
+    "                     after checking their results against the CPU twin; needs at least 2 GPUs (with\n"
+    "                     fewer it says so, skips them and exits 0). cpu: the CPU twin over --ranks\n"
+    "                     in-memory ranks. Prints the measured bus bandwidth next to the\n"
+    "                     simulator's prediction for the same GPUs (see --cluster)\n"
+    "  --ranks N          GPUs to use (default: all visible); cpu: in-memory ranks (default 4)\n"
+    "  --collective-dtype bf16 (default) or fp32\n"
+    "  --max-bytes N      the largest size per rank (default 1 GiB; less when GPU memory is short)\n"
+    "  --cluster PRESET   the cluster preset to compare with (default: by device name, H100/H200:\n"
+    "                     dgx-h100, A100: dgx-a100; on cpu: no comparison unless given)\n"
     "  --quiet            print nothing\n";
 
 struct Options {
@@ -56,6 +72,11 @@ struct Options {
   int warmup = -1, reps = -1;
   double budget_s = -1;
   bool quick = false, quiet = false;
+  bool collectives = false;
+  int ranks = 0;
+  std::string collective_dtype = "bf16";
+  std::int64_t max_bytes = std::int64_t{1} << 30;
+  std::string cluster;
 };
 
 [[noreturn]] void bad(const std::string& what) { throw InputError("moesim calibrate: " + what); }
@@ -119,14 +140,34 @@ Options parse_args(const std::vector<std::string>& args, bool& help) {
       o.quick = true;
     } else if (a == "--quiet" || a == "-q") {
       o.quiet = true;
+    } else if (a == "--collectives") {
+      o.collectives = true;
+    } else if (a == "--ranks") {
+      o.ranks = static_cast<int>(parse_int(a, value(), 1, 1024));
+    } else if (a == "--collective-dtype") {
+      o.collective_dtype = value();
+      if (o.collective_dtype != "bf16" && o.collective_dtype != "fp32")
+        bad(fmt::format("--collective-dtype is '{}'; allowed: bf16, fp32", o.collective_dtype));
+    } else if (a == "--max-bytes") {
+      o.max_bytes = parse_int(a, value(), 1024, std::int64_t{1} << 40);
+    } else if (a == "--cluster") {
+      o.cluster = value();
     } else {
       bad(fmt::format("unknown argument '{}' (see moesim calibrate --help)", a));
     }
   }
   if (help) return o;
   if (o.backend.empty()) bad("--backend is required: cuda, cpu or reference");
-  if (o.models.empty()) bad(fmt::format("--model is required: a preset ({}) or a model YAML file",
-                                        fmt::join(model_preset_names(), ", ")));
+  if (o.models.empty() && !o.collectives)
+    bad(fmt::format("--model is required (or --collectives alone): a preset ({}) or a model YAML file",
+                    fmt::join(model_preset_names(), ", ")));
+  if (o.collectives && o.backend == "reference")
+    bad("--collectives needs --backend cuda (NCCL on this machine's GPUs) or cpu (the CPU twin); "
+        "the reference backend times nothing");
+  const bool collective_flags = o.ranks > 0 || o.collective_dtype != "bf16" ||
+                                o.max_bytes != (std::int64_t{1} << 30) || !o.cluster.empty();
+  if (collective_flags && !o.collectives)
+    bad("--ranks, --collective-dtype, --max-bytes and --cluster are for --collectives");
   if (o.out.empty()) bad("--out is required: the profile file to write");
   if (o.backend == "reference" && o.gpu.empty())
     bad(fmt::format("--backend reference needs --gpu: one of {}", fmt::join(gpu_preset_names(), ", ")));
@@ -325,7 +366,159 @@ std::string utc_now() {
   return buf;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Collectives.
+
+std::string default_cluster_for(const std::string& device) {
+  for (const char* hopper : {"H100", "H200", "H800", "GH200"})
+    if (device.find(hopper) != std::string::npos) return "dgx-h100";
+  for (const char* ampere : {"A100", "A800"})
+    if (device.find(ampere) != std::string::npos) return "dgx-a100";
+  return "";
+}
+
+// The sizes swept: powers of two from 1 MiB (or `max` when smaller) up to `max`.
+std::vector<std::size_t> collective_sizes(std::size_t max) {
+  std::vector<std::size_t> out;
+  for (std::size_t b = std::min<std::size_t>(std::size_t{1} << 20, max); b <= max; b *= 2) out.push_back(b);
+  return out;
+}
+
+struct CollectiveRun {
+  bool measured = false;  // false: skipped (fewer than 2 ranks)
+  CollectiveProfile section;
+  std::string library;  // "NCCL 2.28.9"
+};
+
+// Checks the backend against the CPU twin, then times both collectives over the sizes.
+CollectiveRun run_collectives(kernels::CollectiveBackend& b, const Options& o,
+                              const kernels::TimingOptions& timing) {
+  using kernels::CollectiveOp;
+  const kernels::CollectiveDeviceInfo info = b.info();
+  const int n = b.ranks();
+  const auto dtype =
+      o.collective_dtype == "fp32" ? kernels::CollectiveDtype::F32 : kernels::CollectiveDtype::BF16;
+  CollectiveRun run;
+  run.library = info.nccl.empty() ? "CPU twin" : "NCCL " + info.nccl;
+  if (!o.quiet)
+    std::cout << fmt::format("collectives: {} on {} {} ({}){}\n", run.library, n,
+                             b.name() == "nccl" ? "GPU(s)" : "ranks", info.name,
+                             info.driver.empty() ? "" : ", driver " + info.driver);
+  // Correctness first: every element of both collectives against the CPU twin, in both dtypes.
+  for (CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::AllToAll}) {
+    for (auto dt : {kernels::CollectiveDtype::BF16, kernels::CollectiveDtype::F32}) {
+      const kernels::CollectiveCheck c = kernels::check_collective(b, op, dt, std::size_t{1} << 18);
+      if (c.mismatches > 0)
+        throw std::runtime_error(
+            fmt::format("{} {} on {} ranks differs from the CPU twin in {} of {} elements; first: {}",
+                        to_string(op), to_string(dt), n, c.mismatches, c.elements, c.first));
+      if (!o.quiet)
+        std::cout << fmt::format("  check {} {}: {} elements over {} rank(s) equal to the CPU twin's\n",
+                                 to_string(op), to_string(dt), c.elements, n);
+    }
+  }
+  if (n < 2) {
+    std::cout << fmt::format(
+        "collective calibration needs at least 2 GPUs; found {}: no collectives section written\n", n);
+    return run;
+  }
+  CollectiveProfile& sec = run.section;
+  sec.present = true;
+  sec.backend = b.name();
+  sec.device = info.name;
+  sec.gpus = n;
+  sec.nccl = info.nccl;
+  sec.dtype = b.name() == "cpu" ? "fp32" : o.collective_dtype;  // the twin adds floats
+  sec.date = utc_now();
+  sec.warmup = timing.warmup;
+  sec.reps = timing.reps;
+  sec.budget_s = timing.budget_s;
+  sec.method =
+      b.name() == "nccl"
+          ? "measured: one process, one communicator per GPU (ncclCommInitAll), one stream per GPU, every "
+            "rank's call in one ncclGroupStart/End; all-reduce: ncclAllReduce sum, out of place; all-to-all: "
+            "ncclSend + ncclRecv of bytes/gpus to and from every rank; calls queued back to back between "
+            "CUDA events after warm-up, a call's time the longest rank's"
+          : "measured: the CPU twin (kernels/cpu_collectives.cpp) over in-memory ranks, fp32, wall clock";
+  const std::size_t max = std::min(static_cast<std::size_t>(o.max_bytes), b.max_bytes());
+  const std::vector<std::size_t> sizes = collective_sizes(max);
+  if (sizes.empty())
+    throw std::runtime_error(fmt::format("collectives: no size fits the free memory ({} bytes)", max));
+  for (CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::AllToAll}) {
+    CollectiveSeries s;
+    s.collective = to_string(op);
+    for (std::size_t bytes : sizes) {
+      const kernels::SampleStats st = kernels::sample_stats(b.time(op, dtype, bytes, timing));
+      CollectivePoint q;
+      q.bytes = static_cast<double>(bytes);
+      q.median_ns = std::max(1.0, std::round(st.median * 10.0) / 10.0);
+      q.p10_ns = std::clamp(std::round(st.p10 * 10.0) / 10.0, 1.0, q.median_ns);
+      q.p90_ns = std::max(std::round(st.p90 * 10.0) / 10.0, q.median_ns);
+      q.busbw_gbps =
+          std::round(collective_busbw_gbps(s.collective, q.bytes, q.median_ns, n) * 1000.0) / 1000.0;
+      if (!o.quiet)
+        std::cout << fmt::format("  {:<10} {:>10} bytes  {:>12.1f} us  busbw {:>8.2f} GB/s\n", s.collective,
+                                 bytes, q.median_ns / 1e3, q.busbw_gbps);
+      s.points.push_back(q);
+    }
+    sec.series.push_back(std::move(s));
+  }
+  run.measured = true;
+  return run;
+}
+
 }  // namespace
+
+CollectivePrediction predict_collective(const std::string& preset, const std::string& collective,
+                                        double bytes, int gpus) {
+  if (gpus < 2) return {};
+  YAML::Node n;
+  n["preset"] = preset;
+  n["nodes"] = 1;
+  n["gpus_per_node"] = gpus;
+  const Cluster cluster(load_cluster(Cfg(n, "--cluster", "")));
+  const AnalyticalNetwork net(cluster);
+  CollectivePrediction p;
+  if (collective == "all_reduce") {
+    std::vector<int> all(static_cast<std::size_t>(gpus));
+    for (int g = 0; g < gpus; ++g) all[static_cast<std::size_t>(g)] = g;
+    p.time_ns = static_cast<double>(net.collective(Collective::AllReduce, bytes, all).time_ns);
+  } else if (collective == "all_to_all") {
+    // bytes / gpus from every GPU to every other (the block a rank keeps stays on the GPU).
+    const auto g = static_cast<std::size_t>(gpus);
+    std::vector<double> m(g * g, bytes / gpus);
+    for (std::size_t i = 0; i < g; ++i) m[i * g + i] = 0;
+    p.time_ns = static_cast<double>(net.all_to_all_v(m));
+  } else {
+    throw InputError(
+        fmt::format("collective '{}' is not allowed; allowed: all_reduce, all_to_all", collective));
+  }
+  p.busbw_gbps = collective_busbw_gbps(collective, bytes, p.time_ns, gpus);
+  return p;
+}
+
+std::string collective_comparison(const CollectiveProfile& c, const std::string& preset) {
+  std::string out = fmt::format(
+      "measured ({} x {}, {}) against the simulator's analytical network model on {} with {} GPUs on one "
+      "node\n",
+      c.gpus, c.device, c.nccl.empty() ? c.backend : "NCCL " + c.nccl, preset, c.gpus);
+  out += fmt::format("{:<11} {:>11} {:>12} {:>12} {:>14} {:>14} {:>8}\n", "collective", "size_bytes",
+                     "measured_us", "model_us", "measured_busbw", "model_busbw", "diff_%");
+  for (const auto& s : c.series) {
+    for (const auto& q : s.points) {
+      const CollectivePrediction p = predict_collective(preset, s.collective, q.bytes, c.gpus);
+      const std::string diff =
+          p.busbw_gbps > 0 ? fmt::format("{:+.1f}", 100.0 * (p.busbw_gbps - q.busbw_gbps) / q.busbw_gbps)
+                           : "-";
+      out += fmt::format("{:<11} {:>11} {:>12.1f} {:>12.1f} {:>14.2f} {:>14.2f} {:>8}\n", s.collective,
+                         q.bytes, q.median_ns / 1e3, p.time_ns / 1e3, q.busbw_gbps, p.busbw_gbps, diff);
+    }
+  }
+  out +=
+      "busbw in GB/s as nccl-tests defines it (doc/PERFORMANCE.md): all-reduce algbw x 2(n-1)/n, all-to-all "
+      "algbw x (n-1)/n; diff_% = (model - measured) / measured\n";
+  return out;
+}
 
 int cmd_calibrate(const std::vector<std::string>& args) {
   bool help = false;
@@ -340,7 +533,21 @@ int cmd_calibrate(const std::vector<std::string>& args) {
     if (models[i].dtype != models[0].dtype)
       bad(fmt::format("--model: '{}' is {} but '{}' is {}; one profile covers one dtype", models[i].name,
                       to_string(models[i].dtype), models[0].name, to_string(models[0].dtype)));
-  const int elem_bytes = dtype_bytes(models[0].dtype);
+  const int elem_bytes = models.empty() ? 2 : dtype_bytes(models[0].dtype);
+  if (!o.cluster.empty())
+    (void)predict_collective(o.cluster, "all_reduce", 1 << 20, 2);  // a bad preset fails now
+
+  // The collectives' backend first: a machine without NCCL fails before minutes of kernel timing.
+  std::unique_ptr<kernels::CollectiveBackend> coll;
+  if (o.collectives) {
+    if (o.backend == "cuda") {
+      std::string why;
+      coll = kernels::make_nccl_collectives(o.ranks, &why);
+      if (!coll) throw InputError("moesim calibrate --backend cuda --collectives: " + why);
+    } else {
+      coll = kernels::make_cpu_collectives(o.ranks > 0 ? o.ranks : 4);
+    }
+  }
 
   GpuProfile gpu;
   std::unique_ptr<kernels::KernelBackend> backend;
@@ -359,7 +566,9 @@ int cmd_calibrate(const std::vector<std::string>& args) {
     prof.sources.push_back("efficiency curve and launch time: moesim's stated assumption, docs/calibration.md");
     prof.compute_dtype = to_string(models[0].dtype);
   } else {
-    if (o.backend == "cuda") {
+    if (models.empty()) {
+      // Collectives alone: no kernel backend.
+    } else if (o.backend == "cuda") {
       std::string why;
       backend = kernels::make_cuda_backend(&why);
       if (!backend) throw InputError("moesim calibrate --backend cuda: " + why);
@@ -371,32 +580,49 @@ int cmd_calibrate(const std::vector<std::string>& args) {
     timing.reps = o.reps > 0 ? o.reps : (o.quick ? 3 : gpu_side ? 20 : 5);
     timing.min_reps = std::min(timing.reps, o.quick ? 2 : 3);
     timing.budget_s = o.budget_s >= 0 ? o.budget_s : (o.quick ? 0.05 : 0.5);
-    const kernels::DeviceInfo d = backend->device();
     prof.measured = true;
-    prof.device = d.name;
-    prof.driver = d.driver;
-    prof.toolkit = d.toolkit;
-    prof.library = d.library;
+    if (backend) {
+      const kernels::DeviceInfo d = backend->device();
+      prof.device = d.name;
+      prof.driver = d.driver;
+      prof.toolkit = d.toolkit;
+      prof.library = d.library;
+    } else {
+      const kernels::CollectiveDeviceInfo d = coll->info();
+      prof.device = d.name;
+      prof.driver = d.driver;
+      prof.toolkit = d.toolkit;
+      prof.library = d.nccl.empty() ? "" : "NCCL " + d.nccl;
+    }
     prof.compute_dtype = gpu_side ? "bf16" : "fp32";
-    prof.warmup = timing.warmup;
-    prof.reps = timing.reps;
-    prof.budget_s = timing.budget_s;
-    prof.method = gpu_side ? "measured: CUDA events around each call, calls queued back to back after warm-up; "
-                             "grouped GEMM times are per expert (call time / group), grouped_gemm the faster of "
-                             "cuBLAS's grouped call and one GEMM per expert"
-                           : "measured: wall clock around each call on the CPU (Eigen GEMMs in fp32); grouped GEMM "
-                             "times are per expert (call time / group)";
+    if (backend) {  // the collectives' timing is in their own section
+      prof.warmup = timing.warmup;
+      prof.reps = timing.reps;
+      prof.budget_s = timing.budget_s;
+    }
+    if (models.empty()) {
+      prof.method = "collectives only (moesim calibrate --collectives without --model): no kernel series";
+    } else if (gpu_side) {
+      prof.method =
+          "measured: CUDA events around each call, calls queued back to back after warm-up; grouped GEMM "
+          "times are per expert (call time / group), grouped_gemm the faster of cuBLAS's grouped call and "
+          "one GEMM per expert";
+    } else {
+      prof.method =
+          "measured: wall clock around each call on the CPU (Eigen GEMMs in fp32); grouped GEMM times are "
+          "per expert (call time / group)";
+    }
   }
   prof.backend = o.backend;
   prof.command = "moesim calibrate";
   for (const auto& a : args) prof.command += " " + a;
   prof.date = utc_now();
-  prof.dtype = to_string(models[0].dtype);
+  prof.dtype = models.empty() ? "bf16" : to_string(models[0].dtype);
   for (const auto& m : models) prof.models.push_back(m.name);
 
   const auto start = std::chrono::steady_clock::now();
   std::size_t shapes = 0;
-  for (Planned& p : plan(models, o)) {
+  for (Planned& p : models.empty() ? std::vector<Planned>{} : plan(models, o)) {
     const auto s0 = std::chrono::steady_clock::now();
     ProfileSeries s = p.meta;
     for (std::int64_t m : p.ms) {
@@ -438,11 +664,42 @@ int cmd_calibrate(const std::vector<std::string>& args) {
     }
     prof.series.push_back(std::move(s));
   }
+  if (coll) {
+    kernels::TimingOptions ct;
+    ct.warmup = o.warmup >= 0 ? o.warmup : 5;
+    ct.reps = o.reps > 0 ? o.reps : (o.quick ? 5 : 20);
+    ct.min_reps = std::min(ct.reps, 3);
+    ct.budget_s = o.budget_s >= 0 ? o.budget_s : (o.quick ? 0.1 : 0.5);
+    CollectiveRun cr = run_collectives(*coll, o, ct);
+    if (cr.measured) {
+      prof.collectives = std::move(cr.section);
+      const std::string preset =
+          !o.cluster.empty() ? o.cluster
+                             : (o.backend == "cuda" ? default_cluster_for(prof.collectives.device) : "");
+      if (!o.quiet) {
+        if (!preset.empty()) {
+          std::cout << collective_comparison(prof.collectives, preset);
+        } else if (o.backend == "cuda") {
+          std::cout << fmt::format(
+              "no cluster preset matches '{}'; pass --cluster PRESET ({}) to compare with the "
+              "simulator\n",
+              prof.collectives.device, fmt::join(cluster_preset_names(), ", "));
+        }
+      }
+    }
+  }
+  if (prof.series.empty() && !prof.collectives.present) {
+    if (!o.quiet) std::cout << fmt::format("nothing measured: {} not written\n", o.out);
+    return 0;
+  }
   write_file_atomic(o.out, profile_to_yaml(prof));
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!o.quiet)
-    std::cout << fmt::format("wrote {} ({} backend, {}: {} series, {} shapes) in {:.1f} s\n", o.out, o.backend,
-                             prof.device, prof.series.size(), shapes, total);
+    std::cout << fmt::format(
+        "wrote {} ({} backend, {}: {} series, {} shapes{}) in {:.1f} s\n", o.out, o.backend, prof.device,
+        prof.series.size(), shapes,
+        prof.collectives.present ? fmt::format(", collectives on {} ranks", prof.collectives.gpus) : "",
+        total);
   return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "kernels/collectives.hpp"
 #include "models/embedded.hpp"
 #include "sim/config.hpp"
 #include "sim/error.hpp"
@@ -91,6 +92,95 @@ ProfileSeries parse_series(Cfg s) {
   return out;
 }
 
+const std::vector<std::string> kCollectives = {"all_reduce", "all_to_all"};
+
+CollectiveSeries parse_collective_series(Cfg s, int gpus) {
+  static const char* names[] = {"bytes", "median_ns", "p10_ns", "p90_ns", "busbw_gbps"};
+  CollectiveSeries out;
+  out.collective = s.get_enum("collective", "", kCollectives);
+  if (out.collective.empty()) s.fail("collective", fmt::format("is required; one of {}", join(kCollectives)));
+  s.touch("points");
+  const YAML::Node pts = s.node()["points"];
+  if (!pts || !pts.IsSequence() || pts.size() == 0)
+    s.fail("points",
+           "is required: a list of [bytes, median_ns, p10_ns, p90_ns, busbw_gbps], bytes ascending");
+  for (std::size_t i = 0; i < pts.size(); ++i) {
+    const YAML::Node p = pts[i];
+    if (!p.IsSequence() || p.size() != 5)
+      s.fail("points", fmt::format("point {} must be [bytes, median_ns, p10_ns, p90_ns, busbw_gbps]", i));
+    double v[5];
+    for (std::size_t j = 0; j < 5; ++j) {
+      bool ok = false;
+      try {
+        if (p[j].IsScalar()) {
+          v[j] = p[j].as<double>();
+          ok = std::isfinite(v[j]);
+        }
+      } catch (const YAML::Exception&) {
+      }
+      if (!ok)
+        s.fail("points", fmt::format("point {}: {} must be a number, found '{}'", i, names[j],
+                                     p[j].IsScalar() ? p[j].Scalar() : "?"));
+    }
+    CollectivePoint q{v[0], v[1], v[2], v[3], v[4]};
+    if (q.bytes < 1) s.fail("points", fmt::format("point {}: bytes must be >= 1, found {}", i, q.bytes));
+    if (q.median_ns <= 0)
+      s.fail("points", fmt::format("point {}: median_ns must be > 0, found {}", i, q.median_ns));
+    if (!(q.p10_ns <= q.median_ns && q.median_ns <= q.p90_ns))
+      s.fail("points", fmt::format("point {}: needs p10_ns <= median_ns <= p90_ns, found {}, {}, {}", i,
+                                   q.p10_ns, q.median_ns, q.p90_ns));
+    if (!out.points.empty() && q.bytes <= out.points.back().bytes)
+      s.fail("points", fmt::format("point {}: bytes must ascend, found {} after {}", i, q.bytes,
+                                   out.points.back().bytes));
+    // The bus bandwidth is derived, so it must agree with the time (to the 3 significant digits
+    // written, and 0.01 GB/s).
+    const double want = collective_busbw_gbps(out.collective, q.bytes, q.median_ns, gpus);
+    if (std::abs(q.busbw_gbps - want) > 0.005 * want + 0.01)
+      s.fail("points", fmt::format("point {}: busbw_gbps is {} but {} bytes in {} ns on {} GPUs give {:.4g} "
+                                   "(nccl-tests' definition, doc/PERFORMANCE.md)",
+                                   i, q.busbw_gbps, q.bytes, q.median_ns, gpus, want));
+    out.points.push_back(q);
+  }
+  s.finish();
+  return out;
+}
+
+CollectiveProfile parse_collectives(Cfg c) {
+  CollectiveProfile p;
+  p.present = true;
+  p.backend = c.get_enum("backend", "", {"nccl", "cpu"});
+  if (p.backend.empty()) c.fail("backend", "is required; one of nccl, cpu");
+  p.device = c.need_string("device");
+  p.gpus = static_cast<int>(c.need_int("gpus", 1, 1 << 20));
+  p.nccl = c.get_string("nccl", "");
+  if (p.backend == "nccl" && p.nccl.empty())
+    c.fail("nccl", "is required when backend is nccl: the NCCL version");
+  p.dtype = c.get_enum("dtype", "bf16", {"bf16", "fp32"});
+  p.date = c.get_string("date", "");
+  {
+    Cfg t = c.child("timing");
+    p.warmup = static_cast<int>(t.get_int("warmup", 0, 0, 1 << 20));
+    p.reps = static_cast<int>(t.get_int("reps", 0, 0, 1 << 20));
+    p.budget_s = t.get_double("budget_s", 0, 0, 1e6);
+    t.finish();
+  }
+  p.method = c.get_string("method", "");
+  c.touch("results");
+  const YAML::Node res = c.node()["results"];
+  if (!res || !res.IsSequence())
+    c.fail("results", "is required: a list of {collective: all_reduce|all_to_all, points: [...]}");
+  for (std::size_t i = 0; i < res.size(); ++i) {
+    Cfg sc(res[i], c.origin(), fmt::format("{}.results[{}]", c.path(), i));
+    CollectiveSeries s = parse_collective_series(sc, p.gpus);
+    for (const auto& prev : p.series)
+      if (prev.collective == s.collective)
+        sc.fail("collective", fmt::format("a second {} series; keep one", s.collective));
+    p.series.push_back(std::move(s));
+  }
+  c.finish();
+  return p;
+}
+
 std::string quote(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
@@ -169,12 +259,20 @@ ComputeProfile parse_profile(const std::string& text, const std::string& origin)
   p.sources = read_strings(c, "sources");
   if (!p.measured && p.sources.empty())
     c.fail("sources", "is required when measured is false: say where the figures come from");
+  if (c.has("collectives")) p.collectives = parse_collectives(c.child("collectives"));
+  c.touch("collectives");
   c.touch("series");
   const YAML::Node ser = c.node()["series"];
-  if (!ser || !ser.IsSequence() || ser.size() == 0) c.fail("series", "is required: the list of timed kernels");
+  // A profile of collectives alone (moesim calibrate --collectives without --model) has no kernels.
+  const bool may_be_empty = p.collectives.present;
+  if (!ser || ser.IsNull()) {
+    if (!may_be_empty) c.fail("series", "is required: the list of timed kernels");
+  } else if (!ser.IsSequence() || (ser.size() == 0 && !may_be_empty)) {
+    c.fail("series", "is required: the list of timed kernels");
+  }
   std::set<std::pair<std::int64_t, std::int64_t>> gemm_keys;
   bool stream_seen = false;
-  for (std::size_t i = 0; i < ser.size(); ++i) {
+  for (std::size_t i = 0; ser && ser.IsSequence() && i < ser.size(); ++i) {
     Cfg sc(ser[i], origin, fmt::format("series[{}]", i));
     ProfileSeries s = parse_series(sc);
     // One series per GEMM shape: the lookup must not have to choose.
@@ -230,7 +328,7 @@ std::string profile_to_yaml(const ComputeProfile& p) {
   if (p.sources.empty()) o += " []";
   o += "\n";
   for (const auto& s : p.sources) o += "  - " + quote(s) + "\n";
-  o += "series:\n";
+  o += p.series.empty() ? "series: []\n" : "series:\n";
   for (const auto& s : p.series) {
     o += fmt::format("  - kernel: {}\n", s.kernel);
     if (!s.use.empty()) o += fmt::format("    use: {}\n", quote(s.use));
@@ -240,7 +338,35 @@ std::string profile_to_yaml(const ComputeProfile& p) {
     o += "    points:  # [m, median_ns, p10_ns, p90_ns]\n";
     for (const auto& q : s.points) o += fmt::format("      - [{}, {}, {}, {}]\n", q.m, q.median_ns, q.p10_ns, q.p90_ns);
   }
+  if (p.collectives.present) {
+    const CollectiveProfile& c = p.collectives;
+    o += "# NCCL collectives on the GPUs of one machine (moesim calibrate --collectives); sizes and bus\n";
+    o += "# bandwidth as nccl-tests defines them (doc/PERFORMANCE.md).\n";
+    o += "collectives:\n";
+    o += fmt::format("  backend: {}\n", c.backend);
+    o += fmt::format("  device: {}\n", quote(c.device));
+    o += fmt::format("  gpus: {}\n", c.gpus);
+    if (!c.nccl.empty()) o += fmt::format("  nccl: {}\n", quote(c.nccl));
+    o += fmt::format("  dtype: {}\n", c.dtype);
+    if (!c.date.empty()) o += fmt::format("  date: {}\n", quote(c.date));
+    o += fmt::format("  timing: {{warmup: {}, reps: {}, budget_s: {}}}\n", c.warmup, c.reps, c.budget_s);
+    if (!c.method.empty()) o += fmt::format("  method: {}\n", quote(c.method));
+    o += c.series.empty() ? "  results: []\n" : "  results:\n";
+    for (const auto& s : c.series) {
+      o += fmt::format("    - collective: {}\n", s.collective);
+      o += "      points:  # [bytes, median_ns, p10_ns, p90_ns, busbw_gbps]\n";
+      for (const auto& q : s.points)
+        o += fmt::format("        - [{}, {}, {}, {}, {}]\n", q.bytes, q.median_ns, q.p10_ns, q.p90_ns,
+                         q.busbw_gbps);
+    }
+  }
   return o;
+}
+
+double collective_busbw_gbps(const std::string& collective, double bytes, double time_ns, int ranks) {
+  return kernels::collective_bus_gbps(
+      collective == "all_reduce" ? kernels::CollectiveOp::AllReduce : kernels::CollectiveOp::AllToAll, bytes,
+      time_ns, ranks);
 }
 
 // ---------------------------------------------------------------------------------------------

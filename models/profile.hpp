@@ -32,6 +32,39 @@ struct ProfileSeries {
   std::vector<ProfilePoint> points;  // ascending m
 };
 
+// One collective size measured (`moesim calibrate --collectives`): nccl-tests' "size" (bytes per
+// rank), the time of one call, and the bus bandwidth nccl-tests would print for it.
+struct CollectivePoint {
+  double bytes = 0;
+  double median_ns = 0, p10_ns = 0, p90_ns = 0;
+  double busbw_gbps = 0;  // from median_ns, GB/s (1e9 B/s), nccl-tests' doc/PERFORMANCE.md definition
+};
+
+struct CollectiveSeries {
+  std::string collective;               // all_reduce | all_to_all
+  std::vector<CollectivePoint> points;  // ascending bytes
+};
+
+// The `collectives:` section: NCCL collectives measured on the GPUs of one machine.
+struct CollectiveProfile {
+  bool present = false;        // the profile has the section
+  std::string backend;         // nccl | cpu (the CPU twin over in-memory ranks)
+  std::string device;          // GPU name(s)
+  int gpus = 0;                // ranks that took part
+  std::string nccl;            // NCCL version ("" for the CPU twin)
+  std::string dtype = "bf16";  // element type: bf16 | fp32
+  std::string date;
+  int warmup = 0, reps = 0;
+  double budget_s = 0;
+  std::string method;
+  std::vector<CollectiveSeries> series;
+};
+
+// nccl-tests' bus bandwidth for `collective` (all_reduce | all_to_all), GB/s: see
+// kernels::collective_bus_gbps.
+[[nodiscard]] double collective_busbw_gbps(const std::string& collective, double bytes, double time_ns,
+                                           int ranks);
+
 struct ComputeProfile {
   std::string origin;          // the file or shipped name it was read from (not stored)
   bool measured = false;       // false: derived from published figures (reference profiles)
@@ -45,7 +78,8 @@ struct ComputeProfile {
   std::string method;          // how the numbers were made
   std::string command;         // the moesim calibrate command that wrote it
   std::vector<std::string> sources;
-  std::vector<ProfileSeries> series;
+  std::vector<ProfileSeries> series;  // may be empty when `collectives` is present
+  CollectiveProfile collectives;
 };
 
 // The GEMMs the simulator asks the compute model for (mirrors sim/iteration.cpp).

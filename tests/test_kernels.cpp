@@ -1,5 +1,6 @@
 // The MoE kernels: the CPU twin against straightforward loops, and the CUDA kernels against the
 // CPU twin. Without a CUDA device the CUDA cases print "SKIPPED (no CUDA device): ..." and pass.
+// The collectives: the CPU twin on hand-worked cases, and NCCL against the CPU twin.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/collectives.hpp"
 #include "kernels/kernels.hpp"
 
 using namespace moesim::kernels;
@@ -309,5 +311,132 @@ TEST_CASE("CUDA kernels match the CPU twin (SKIPPED without a CUDA device)", "[k
       CHECK(samples.size() == 5);
       for (double x : samples) CHECK(x > 0);
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Collectives.
+
+namespace {
+
+// A backend that returns the CPU twin's answer with one element changed: the check must see it.
+class OffByOne final : public CollectiveBackend {
+ public:
+  explicit OffByOne(int ranks) : twin_(make_cpu_collectives(ranks)) {}
+  [[nodiscard]] std::string name() const override { return "off-by-one"; }
+  [[nodiscard]] CollectiveDeviceInfo info() const override { return twin_->info(); }
+  [[nodiscard]] int ranks() const override { return twin_->ranks(); }
+  [[nodiscard]] std::size_t max_bytes() const override { return twin_->max_bytes(); }
+  [[nodiscard]] std::vector<std::vector<float>> run(CollectiveOp op, CollectiveDtype dt,
+                                                    const std::vector<std::vector<float>>& in) override {
+    auto out = twin_->run(op, dt, in);
+    out.back()[5] += 1.0f;
+    return out;
+  }
+  [[nodiscard]] std::vector<double> time(CollectiveOp, CollectiveDtype, std::size_t,
+                                         const TimingOptions&) override {
+    return {};
+  }
+
+ private:
+  std::unique_ptr<CollectiveBackend> twin_;
+};
+
+}  // namespace
+
+TEST_CASE("CPU all-reduce: every rank gets the element-wise sum (hand-worked)", "[kernels][collectives]") {
+  const auto out = all_reduce_sum({{1, 2}, {10, 20}, {100, 200}});
+  REQUIRE(out.size() == 3);
+  for (const auto& r : out) CHECK(r == std::vector<float>{111, 222});
+  // One rank: a copy.
+  CHECK(all_reduce_sum({{3, -4, 5}}) == std::vector<std::vector<float>>{{3, -4, 5}});
+  // Summed in rank order: 1e8 + 1 - 1e8 is 0 in float, where (1e8 - 1e8) + 1 would be 1.
+  CHECK(all_reduce_sum({{1e8f}, {1.0f}, {-1e8f}})[0][0] == 0.0f);
+  // In place: outputs may be the inputs.
+  std::vector<float> a = {1, 2}, b = {3, 4};
+  all_reduce_sum({a.data(), b.data()}, 2, {a.data(), b.data()});
+  CHECK(a == std::vector<float>{4, 6});
+  CHECK(b == std::vector<float>{4, 6});
+  CHECK_THROWS_WITH(all_reduce_sum({{1, 2}, {1}}), Catch::Contains("rank 1 has 1 elements but rank 0 has 2"));
+  CHECK_THROWS(all_reduce_sum(std::vector<std::vector<float>>{}));
+}
+
+TEST_CASE("CPU all-to-all: block s of rank r's output is block r of rank s's input (hand-worked)",
+          "[kernels][collectives]") {
+  // Two ranks, blocks of two elements.
+  const auto two = all_to_all({{0, 1, 2, 3}, {10, 11, 12, 13}});
+  CHECK(two == std::vector<std::vector<float>>{{0, 1, 10, 11}, {2, 3, 12, 13}});
+  // Three ranks, blocks of one: a transpose.
+  const auto three = all_to_all({{0, 1, 2}, {10, 11, 12}, {20, 21, 22}});
+  CHECK(three == std::vector<std::vector<float>>{{0, 10, 20}, {1, 11, 21}, {2, 12, 22}});
+  // Twice is the identity.
+  const std::vector<std::vector<float>> x = {
+      {1, 2, 3, 4, 5, 6}, {7, 8, 9, 10, 11, 12}, {13, 14, 15, 16, 17, 18}};
+  CHECK(all_to_all(all_to_all(x)) == x);
+  CHECK_THROWS_WITH(all_to_all({{1, 2, 3}, {4, 5, 6}}), Catch::Contains("not a multiple of the 2 ranks"));
+}
+
+TEST_CASE("Bus bandwidth as nccl-tests defines it", "[kernels][collectives]") {
+  // 1 GB in 1 ms: algbw 1000 GB/s; 8 ranks: all-reduce x 2*7/8, all-to-all x 7/8.
+  CHECK(collective_bus_gbps(CollectiveOp::AllReduce, 1e9, 1e6, 8) == Approx(1750.0));
+  CHECK(collective_bus_gbps(CollectiveOp::AllToAll, 1e9, 1e6, 8) == Approx(875.0));
+  CHECK(collective_bus_gbps(CollectiveOp::AllReduce, 1e9, 1e6, 2) == Approx(1000.0));
+  CHECK(collective_bus_gbps(CollectiveOp::AllToAll, 1e9, 1e6, 2) == Approx(500.0));
+  CHECK(collective_bus_gbps(CollectiveOp::AllReduce, 1e9, 1e6, 1) == 0.0);
+  CHECK(collective_bus_gbps(CollectiveOp::AllReduce, 1e9, 0.0, 4) == 0.0);
+}
+
+TEST_CASE("Collective check: the CPU backend passes, a wrong element is found", "[kernels][collectives]") {
+  auto cpu = make_cpu_collectives(3);
+  CHECK(cpu->ranks() == 3);
+  for (CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::AllToAll}) {
+    const CollectiveCheck c = check_collective(*cpu, op, CollectiveDtype::BF16, 1000);
+    CHECK(c.mismatches == 0);
+    CHECK(c.elements == 3 * (op == CollectiveOp::AllReduce ? 1000 : 999));
+    CHECK(c.first.empty());
+  }
+  OffByOne bad(3);
+  const CollectiveCheck c = check_collective(bad, CollectiveOp::AllReduce, CollectiveDtype::F32, 64);
+  CHECK(c.mismatches == 1);
+  CHECK_THAT(c.first, Catch::Contains("rank 2 element 5") && Catch::Contains("off-by-one"));
+  TimingOptions opt;
+  opt.warmup = 1;
+  opt.reps = 4;
+  for (CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::AllToAll}) {
+    const auto samples = cpu->time(op, CollectiveDtype::F32, std::size_t{1} << 16, opt);
+    CHECK(samples.size() == 4);
+    for (double x : samples) CHECK(x > 0);
+  }
+  CHECK_THROWS(make_cpu_collectives(0));
+}
+
+TEST_CASE("NCCL collectives match the CPU twin (SKIPPED without a CUDA device)", "[kernels][cuda][collectives]") {
+  std::string why;
+  auto nccl = make_nccl_collectives(0, &why);
+  if (!nccl) {
+    CHECK_FALSE(why.empty());
+    WARN("SKIPPED (no CUDA device or no NCCL): NCCL collectives vs CPU: " << why);
+    return;
+  }
+  const CollectiveDeviceInfo info = nccl->info();
+  INFO("NCCL " << info.nccl << " on " << info.ranks << " x " << info.name);
+  CHECK(info.ranks == nccl->ranks());
+  CHECK(info.ranks >= 1);
+  CHECK_FALSE(info.nccl.empty());
+  CHECK(nccl->max_bytes() > (std::size_t{1} << 20));
+  for (CollectiveOp op : {CollectiveOp::AllReduce, CollectiveOp::AllToAll}) {
+    for (CollectiveDtype dt : {CollectiveDtype::BF16, CollectiveDtype::F32}) {
+      INFO(to_string(op) << " " << to_string(dt));
+      const CollectiveCheck c = check_collective(*nccl, op, dt, 100003);
+      CHECK(c.mismatches == 0);
+      CHECK(c.first.empty());
+      CHECK(c.elements > 0);
+    }
+    TimingOptions opt;
+    opt.warmup = 2;
+    opt.reps = 5;
+    const auto samples = nccl->time(op, CollectiveDtype::BF16, std::size_t{1} << 20, opt);
+    CHECK(samples.size() == 5);
+    for (double x : samples) CHECK(x > 0);
   }
 }

@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <set>
 #include <sstream>
 
 #include "app/calibrate.hpp"
+#include "kernels/collectives.hpp"
 #include "kernels/kernels.hpp"
 #include "models/profile.hpp"
 #include "sim/config.hpp"
@@ -370,4 +372,249 @@ TEST_CASE("moesim calibrate: bad arguments and a CUDA backend without a device",
                       Catch::Contains("no CUDA device"));
   }
   CHECK_FALSE(fs::exists(out));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The collectives section.
+
+namespace {
+
+CollectiveProfile sample_collectives() {
+  CollectiveProfile c;
+  c.present = true;
+  c.backend = "nccl";
+  c.device = "NVIDIA H100 80GB HBM3";
+  c.gpus = 8;
+  c.nccl = "2.28.9";
+  c.dtype = "bf16";
+  c.date = "2026-11-22T12:00:00Z";
+  c.warmup = 5;
+  c.reps = 20;
+  c.budget_s = 0.5;
+  c.method = "measured";
+  CollectiveSeries ar;
+  ar.collective = "all_reduce";
+  // 1 MiB in 30 us and 1 GiB in 5 ms on 8 GPUs.
+  ar.points = {{1048576, 30000.5, 29000, 31000, collective_busbw_gbps("all_reduce", 1048576, 30000.5, 8)},
+               {1073741824, 5e6, 4.9e6, 5.2e6, collective_busbw_gbps("all_reduce", 1073741824, 5e6, 8)}};
+  CollectiveSeries a2a;
+  a2a.collective = "all_to_all";
+  a2a.points = {{1048576, 40000, 39000, 42000, collective_busbw_gbps("all_to_all", 1048576, 40000, 8)}};
+  c.series = {ar, a2a};
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("Profile round trip with a collectives section, with and without kernel series",
+          "[profile][collectives]") {
+  ComputeProfile p;
+  p.measured = true;
+  p.backend = "cuda";
+  p.device = "NVIDIA H100 80GB HBM3";
+  p.compute_dtype = "bf16";
+  p.method = "collectives only";
+  p.collectives = sample_collectives();
+  // bus bandwidth by nccl-tests' definition: 1 GiB in 5 ms is algbw 214.7 GB/s, x 2 x 7/8.
+  CHECK(p.collectives.series[0].points[1].busbw_gbps == Approx(1073741824.0 / 5e6 * 2 * 7 / 8));
+  const std::string text = profile_to_yaml(p);
+  CHECK_THAT(text, Catch::Contains("series: []") && Catch::Contains("collectives:"));
+  const ComputeProfile q = parse_profile(text, "<roundtrip>");
+  CHECK(q.series.empty());
+  REQUIRE(q.collectives.present);
+  const CollectiveProfile& c = q.collectives;
+  CHECK(c.backend == "nccl");
+  CHECK(c.device == p.collectives.device);
+  CHECK(c.gpus == 8);
+  CHECK(c.nccl == "2.28.9");
+  CHECK(c.dtype == "bf16");
+  CHECK(c.date == p.collectives.date);
+  CHECK(c.warmup == 5);
+  CHECK(c.reps == 20);
+  CHECK(c.budget_s == 0.5);
+  CHECK(c.method == "measured");
+  REQUIRE(c.series.size() == 2);
+  CHECK(c.series[0].collective == "all_reduce");
+  CHECK(c.series[1].collective == "all_to_all");
+  REQUIRE(c.series[0].points.size() == 2);
+  for (std::size_t i = 0; i < 2; ++i) {
+    const auto& a = c.series[0].points[i];
+    const auto& b = p.collectives.series[0].points[i];
+    CHECK(a.bytes == b.bytes);
+    CHECK(a.median_ns == b.median_ns);
+    CHECK(a.p10_ns == b.p10_ns);
+    CHECK(a.p90_ns == b.p90_ns);
+    CHECK(a.busbw_gbps == b.busbw_gbps);
+  }
+  CHECK(profile_to_yaml(q) == text);
+  // With kernel series beside it.
+  ProfileSeries s;
+  s.kernel = "gemm";
+  s.n = 8;
+  s.k = 8;
+  s.points = {{1, 10, 9, 11}};
+  p.series.push_back(s);
+  const ComputeProfile r = parse_profile(profile_to_yaml(p), "<roundtrip2>");
+  CHECK(r.series.size() == 1);
+  CHECK(r.collectives.series.size() == 2);
+  CHECK(profile_to_yaml(r) == profile_to_yaml(p));
+  // A profile without the section has none.
+  CHECK_FALSE(parse_profile(kHandProfile, "<hand>").collectives.present);
+}
+
+TEST_CASE("Profile bad input in the collectives section: file, key, what was found, what is allowed",
+          "[profile][collectives]") {
+  auto error_of = [](const std::string& text) {
+    try {
+      (void)parse_profile(text, "bad.yaml");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string head = "format: moesim-profile-1\nmeasured: true\nseries: []\ncollectives:\n";
+  const std::string ok = "  backend: nccl\n  device: x\n  gpus: 2\n  nccl: \"2.28.9\"\n";
+  // 1 MiB all-reduce in 10 us on 2 GPUs: busbw 104.8576 GB/s.
+  const std::string ar =
+      "  results:\n    - collective: all_reduce\n      points: [[1048576, 10000, 9000, 11000, 104.858]]\n";
+  CHECK(error_of(head + ok + ar) == "no error");
+  CHECK_THAT(error_of("format: moesim-profile-1\nmeasured: true\nseries: []\n"), Catch::Contains("series"));
+  CHECK_THAT(
+      error_of(head + ok + "  results:\n    - collective: broadcast\n      points: [[1, 1, 1, 1, 0]]\n"),
+      Catch::Contains("bad.yaml") && Catch::Contains("collectives.results[0].collective") &&
+          Catch::Contains("'broadcast'") && Catch::Contains("allowed: all_reduce, all_to_all"));
+  CHECK_THAT(error_of(head + "  backend: mpi\n  device: x\n  gpus: 2\n" + ar),
+             Catch::Contains("collectives.backend") && Catch::Contains("'mpi'") &&
+                 Catch::Contains("allowed: nccl, cpu"));
+  CHECK_THAT(error_of(head + "  backend: nccl\n  device: x\n  gpus: 2\n" + ar),
+             Catch::Contains("collectives.nccl"));
+  CHECK_THAT(error_of(head + "  backend: nccl\n  device: x\n  nccl: \"2\"\n" + ar),
+             Catch::Contains("collectives.gpus"));
+  CHECK_THAT(error_of(head + ok + "  dtype: fp8\n" + ar),
+             Catch::Contains("'fp8'") && Catch::Contains("bf16, fp32"));
+  CHECK_THAT(
+      error_of(
+          head + ok +
+          "  results:\n    - collective: all_reduce\n      points: [[1048576, 10000, 9000, 11000, 5]]\n"),
+      Catch::Contains("collectives.results[0].points") && Catch::Contains("busbw_gbps is 5") &&
+          Catch::Contains("104.9"));
+  CHECK_THAT(error_of(head + ok +
+                      "  results:\n    - collective: all_reduce\n      points: [[1048576, 10000, 9000]]\n"),
+             Catch::Contains("[bytes, median_ns, p10_ns, p90_ns, busbw_gbps]"));
+  CHECK_THAT(error_of(head + ok +
+                      "  results:\n    - collective: all_reduce\n      points: [[2048, 1, 1, 1, 2048], "
+                      "[1024, 1, 1, 1, 1024]]\n"),
+             Catch::Contains("bytes must ascend"));
+  CHECK_THAT(
+      error_of(head + ok + "  results:\n    - collective: all_reduce\n      points: [[1024, x, 1, 1, 0]]\n"),
+      Catch::Contains("median_ns must be a number, found 'x'"));
+  CHECK_THAT(error_of(head + ok + ar +
+                      "    - collective: all_reduce\n      points: [[1048576, 10000, 9000, 11000, "
+                      "104.858]]\n"),
+             Catch::Contains("a second all_reduce series"));
+  CHECK_THAT(error_of(head + ok + "  colour: blue\n" + ar), Catch::Contains("colour"));
+  CHECK_THAT(error_of(head + ok), Catch::Contains("collectives.results"));
+}
+
+TEST_CASE("The simulator's prediction for the collectives moesim calibrate measures",
+          "[profile][collectives]") {
+  // NVSwitch H100s: 1 GiB all-reduce over 8 GPUs is bandwidth-bound, its bus bandwidth of the order
+  // of NVLink's (hundreds of GB/s); small messages are latency-bound, far below.
+  const CollectivePrediction big = predict_collective("dgx-h100", "all_reduce", 1073741824.0, 8);
+  const CollectivePrediction small = predict_collective("dgx-h100", "all_reduce", 1048576.0, 8);
+  CHECK(big.busbw_gbps > 100);
+  CHECK(big.busbw_gbps < 1000);
+  CHECK(small.busbw_gbps < big.busbw_gbps);
+  CHECK(big.busbw_gbps == Approx(collective_busbw_gbps("all_reduce", 1073741824.0, big.time_ns, 8)));
+  const CollectivePrediction a2a = predict_collective("dgx-h100", "all_to_all", 1073741824.0, 8);
+  CHECK(a2a.time_ns > 0);
+  CHECK(a2a.busbw_gbps > 0);
+  // Two GPUs move less per GPU than eight for the same size per rank.
+  CHECK(predict_collective("dgx-h100", "all_to_all", 1073741824.0, 2).time_ns < a2a.time_ns);
+  CHECK(predict_collective("dgx-h100", "all_reduce", 1048576.0, 1).time_ns == 0);
+  CHECK_THROWS_WITH(predict_collective("dgx-h100", "broadcast", 1e6, 2),
+                    Catch::Contains("all_reduce, all_to_all"));
+  CHECK_THROWS_AS(predict_collective("no-such-cluster", "all_reduce", 1e6, 2), InputError);
+  const std::string table = collective_comparison(sample_collectives(), "dgx-h100");
+  CHECK_THAT(table, Catch::Contains("dgx-h100 with 8 GPUs") && Catch::Contains("all_to_all") &&
+                        Catch::Contains("1073741824") && Catch::Contains("nccl-tests"));
+}
+
+TEST_CASE("moesim calibrate --collectives on the CPU twin end to end, and the skip below 2 ranks",
+          "[profile][calibrate][collectives]") {
+  const std::string out = temp_path("collectives.yaml");
+  fs::remove(out);
+  REQUIRE(cmd_calibrate({"--backend", "cpu", "--collectives", "--ranks", "3", "--max-bytes", "2097152",
+                         "--reps", "3", "--warmup", "1", "--cluster", "dgx-h100", "--out", out, "--quiet"}) ==
+          0);
+  const ComputeProfile p = load_profile(out);
+  CHECK(p.series.empty());
+  REQUIRE(p.collectives.present);
+  CHECK(p.collectives.backend == "cpu");
+  CHECK(p.collectives.gpus == 3);
+  CHECK(p.collectives.nccl.empty());
+  CHECK(p.collectives.dtype == "fp32");  // the CPU twin adds floats
+  CHECK(p.collectives.reps == 3);
+  REQUIRE(p.collectives.series.size() == 2);
+  for (const auto& s : p.collectives.series) {
+    REQUIRE(s.points.size() == 2);  // 1 MiB and 2 MiB
+    CHECK(s.points[0].bytes == 1048576);
+    CHECK(s.points[1].bytes == 2097152);
+    for (const auto& q : s.points) {
+      CHECK(q.median_ns > 0);
+      CHECK(q.busbw_gbps ==
+            Approx(collective_busbw_gbps(s.collective, q.bytes, q.median_ns, 3)).epsilon(1e-3));
+    }
+  }
+  // Kernels and collectives in one profile.
+  const std::string model = write_temp("tiny2.yaml", kTinyModel);
+  const std::string both = temp_path("both.yaml");
+  REQUIRE(cmd_calibrate({"--backend", "cpu", "--model", model, "--quick", "--collectives", "--ranks", "2",
+                         "--max-bytes", "1048576", "--out", both, "--quiet"}) == 0);
+  const ComputeProfile b = load_profile(both);
+  CHECK_FALSE(b.series.empty());
+  CHECK(b.collectives.gpus == 2);
+  CHECK(b.collectives.series.at(0).points.size() == 1);
+  // One rank: checked, then skipped with the message; nothing written, and not a failure.
+  const std::string none = temp_path("one-rank.yaml");
+  fs::remove(none);
+  std::ostringstream captured;
+  auto* old = std::cout.rdbuf(captured.rdbuf());
+  int rc = -1;
+  try {
+    rc = cmd_calibrate({"--backend", "cpu", "--collectives", "--ranks", "1", "--out", none});
+  } catch (...) {
+    std::cout.rdbuf(old);
+    throw;
+  }
+  std::cout.rdbuf(old);
+  CHECK(rc == 0);
+  CHECK_THAT(captured.str(), Catch::Contains("collective calibration needs at least 2 GPUs; found 1") &&
+                                 Catch::Contains("equal to the CPU twin"));
+  CHECK_FALSE(fs::exists(none));
+  // With a model the kernel part is still written.
+  const std::string kern = temp_path("kernels-one-rank.yaml");
+  REQUIRE(cmd_calibrate({"--backend", "cpu", "--model", model, "--quick", "--collectives", "--ranks", "1",
+                         "--out", kern, "--quiet"}) == 0);
+  CHECK_FALSE(load_profile(kern).series.empty());
+  CHECK_FALSE(load_profile(kern).collectives.present);
+  // Bad arguments.
+  CHECK_THROWS_WITH(
+      cmd_calibrate({"--backend", "reference", "--gpu", "h100-sxm", "--collectives", "--out", out}),
+      Catch::Contains("--collectives needs --backend cuda"));
+  CHECK_THROWS_WITH(cmd_calibrate({"--backend", "cpu", "--model", model, "--ranks", "2", "--out", out}),
+                    Catch::Contains("are for --collectives"));
+  CHECK_THROWS_WITH(
+      cmd_calibrate({"--backend", "cpu", "--collectives", "--collective-dtype", "fp8", "--out", out}),
+      Catch::Contains("allowed: bf16, fp32"));
+  CHECK_THROWS_WITH(cmd_calibrate({"--backend", "cpu", "--collectives", "--cluster", "nope", "--out", out}),
+                    Catch::Contains("nope"));
+  CHECK_THROWS_WITH(cmd_calibrate({"--backend", "cpu", "--out", out}),
+                    Catch::Contains("--collectives alone"));
+  std::string why;
+  if (!kernels::make_nccl_collectives(0, &why)) {
+    CHECK_THROWS_WITH(
+        cmd_calibrate({"--backend", "cuda", "--collectives", "--out", temp_path("never2.yaml")}),
+        Catch::Contains("moesim calibrate --backend cuda --collectives: "));
+  }
 }
