@@ -39,6 +39,7 @@ constexpr const char* kUsage =
     "  moesim report RESULTS_DIR [--format md|html]   pictures and a report page (python3 + matplotlib)\n"
     "  moesim trace convert IN OUT [options]   between native CSV/binary and imported formats\n"
     "  moesim calibrate --backend cuda|cpu|reference --model PRESET|file.yaml --out profile.yaml\n"
+    "  moesim calibrate --backend cuda|cpu --collectives [--model M] --out profile.yaml   NCCL, >= 2 GPUs\n"
     "  moesim validate collectives [--cluster PRESET] [--nodes N] [--nics-per-node N]\n"
     "  moesim trace stats TRACE [--json] [--shape L,G,E] [--top N]   describe a trace\n"
     "  moesim list            presets (GPUs, clusters, models) and registered policies\n"
