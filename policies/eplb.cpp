@@ -98,6 +98,24 @@ void pack_in_order(const int* order, const double* weight, int n, int packs, Pac
   }
 }
 
+// Replication's max-heap of (load per replica, expert), heavier first: sifts entry `pos` down.
+void sift_down_replicas(std::vector<std::pair<double, int>>& heap, std::size_t pos) {
+  const std::size_t size = heap.size();
+  const auto x = heap[pos];
+  auto above = [](const std::pair<double, int>& a, const std::pair<double, int>& b) {
+    return heavier(a.first, a.second, b.first, b.second);
+  };
+  for (;;) {
+    std::size_t child = 2 * pos + 1;
+    if (child >= size) break;
+    if (child + 1 < size && above(heap[child + 1], heap[child])) ++child;
+    if (!above(heap[child], x)) break;
+    heap[pos] = heap[child];
+    pos = child;
+  }
+  heap[pos] = x;
+}
+
 void check_packing(int n, int packs) {
   if (packs <= 0 || n % packs != 0) {
     throw std::invalid_argument(
@@ -136,29 +154,13 @@ void replicate_into(const double* weight, int n, int physical, Replication& out,
   // only falls when it gets a replica, so it is updated in place and sifted down.
   heap.resize(static_cast<std::size_t>(n));
   for (int e = 0; e < n; ++e) heap[e] = {weight[e], e};
-  auto above = [](const std::pair<double, int>& a, const std::pair<double, int>& b) {
-    return heavier(a.first, a.second, b.first, b.second);
-  };
-  auto sift_down = [&](std::size_t pos) {
-    const std::size_t size = heap.size();
-    const auto x = heap[pos];
-    for (;;) {
-      std::size_t child = 2 * pos + 1;
-      if (child >= size) break;
-      if (child + 1 < size && above(heap[child + 1], heap[child])) ++child;
-      if (!above(heap[child], x)) break;
-      heap[pos] = heap[child];
-      pos = child;
-    }
-    heap[pos] = x;
-  };
-  for (std::size_t pos = heap.size() / 2; pos-- > 0;) sift_down(pos);
+  for (std::size_t pos = heap.size() / 2; pos-- > 0;) sift_down_replicas(heap, pos);
   for (int i = n; i < physical; ++i) {
     const int e = heap.front().second;
     out.phy2log[i] = e;
     out.rank[i] = out.count[e]++;
     heap.front().first = weight[e] / out.count[e];
-    sift_down(0);
+    sift_down_replicas(heap, 0);
   }
 }
 
@@ -196,28 +198,12 @@ void replica_counts(const double* weight, int n, int physical, std::vector<int>&
   // The heap of replicate_into, from these counts (w / 1 == w).
   heap.resize(static_cast<std::size_t>(n));
   for (int e = 0; e < n; ++e) heap[e] = {weight[e] / count[e], e};
-  auto above = [](const std::pair<double, int>& a, const std::pair<double, int>& b) {
-    return heavier(a.first, a.second, b.first, b.second);
-  };
-  auto sift_down = [&](std::size_t pos) {
-    const std::size_t size = heap.size();
-    const auto x = heap[pos];
-    for (;;) {
-      std::size_t child = 2 * pos + 1;
-      if (child >= size) break;
-      if (child + 1 < size && above(heap[child + 1], heap[child])) ++child;
-      if (!above(heap[child], x)) break;
-      heap[pos] = heap[child];
-      pos = child;
-    }
-    heap[pos] = x;
-  };
-  for (std::size_t pos = heap.size() / 2; pos-- > 0;) sift_down(pos);
+  for (std::size_t pos = heap.size() / 2; pos-- > 0;) sift_down_replicas(heap, pos);
   for (; given < extras; ++given) {
     const int e = heap.front().second;
     ++count[e];
     heap.front().first = weight[e] / count[e];
-    sift_down(0);
+    sift_down_replicas(heap, 0);
   }
 }
 
