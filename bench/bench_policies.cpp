@@ -3,8 +3,11 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "app/runner.hpp"
+#include "policies/common.hpp"
+#include "policies/eplb.hpp"
 #include "policies/registry.hpp"
 
 using namespace moesim;
@@ -92,6 +95,21 @@ void BM_PolicySyncPlan(benchmark::State& state, const std::string& spec) {
                                                      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
+// The EPLB planner alone on one layer (the scale world's first layer's loads): 256 experts on
+// 2,048 GPUs x 2 slots, with the global policy or the hierarchical one (8 groups on 8 nodes).
+void BM_EplbPlan(benchmark::State& state, int groups, int nodes) {
+  ScaleWorld& w = world();
+  const auto loads = expert_loads(w.counts.layer_ptr(0), w.ctx.gpus, w.ctx.experts);
+  std::vector<double> weight(loads.size());
+  for (std::size_t e = 0; e < loads.size(); ++e) weight[e] = static_cast<double>(loads[e]);
+  const int slots = w.ctx.gpus * w.ctx.slots_per_gpu;
+  eplb::Planner planner;
+  for (auto _ : state) {
+    const eplb::LayerPlan& plan = planner.rebalance(weight, slots, groups, nodes, w.ctx.gpus);
+    benchmark::DoNotOptimize(plan.phy2log.data());
+  }
+}
+
 // Every policy of the SwiftMoE scenario, each until it converges.
 void BM_SwiftMoeAllPolicies(benchmark::State& state) {
   Scenario s = load_scenario(std::string(MOESIM_SOURCE_DIR) + "/scenarios/swiftmoe-gpt-small.yaml", {}, std::nullopt);
@@ -118,4 +136,6 @@ BENCHMARK_CAPTURE(BM_PolicyDecision, prophet, std::string("{name: prophet}"))->U
 BENCHMARK_CAPTURE(BM_PolicyDecision, oracle, std::string("{name: oracle}"))->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PolicySyncPlan, static, std::string("{name: static}"))->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PolicySyncPlan, symi, std::string("{name: symi}"))->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_EplbPlan, global, 1, 1)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_EplbPlan, hierarchical, 8, 8)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_SwiftMoeAllPolicies)->Unit(benchmark::kMillisecond)->Iterations(2);

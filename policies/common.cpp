@@ -1,5 +1,6 @@
 #include "policies/common.hpp"
 
+#include <fmt/compile.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -19,10 +20,30 @@ std::vector<std::vector<int>> expert_slots(const Placement& p, int layer, int ex
   return out;
 }
 
+void expert_loads(const std::int64_t* __restrict counts, int gpus, int experts,
+                  std::int64_t* __restrict out) {
+  // Eight source rows at a time: contiguous reads in a loop the compiler vectorises, with one
+  // update of `out` per eight rows instead of one per row (about twice as fast at 2,048 GPUs x
+  // 256 experts). Integer sums: the grouping does not change the result.
+  std::fill(out, out + experts, std::int64_t{0});
+  const auto E = static_cast<std::size_t>(experts);
+  int g = 0;
+  for (; g + 8 <= gpus; g += 8) {
+    const std::int64_t* __restrict r = counts + static_cast<std::size_t>(g) * E;
+    for (std::size_t e = 0; e < E; ++e) {
+      out[e] += ((r[e] + r[E + e]) + (r[2 * E + e] + r[3 * E + e])) +
+                ((r[4 * E + e] + r[5 * E + e]) + (r[6 * E + e] + r[7 * E + e]));
+    }
+  }
+  for (; g < gpus; ++g) {
+    const std::int64_t* __restrict row = counts + static_cast<std::size_t>(g) * E;
+    for (std::size_t e = 0; e < E; ++e) out[e] += row[e];
+  }
+}
+
 std::vector<std::int64_t> expert_loads(const std::int64_t* counts, int gpus, int experts) {
-  std::vector<std::int64_t> loads(experts, 0);
-  for (int g = 0; g < gpus; ++g)
-    for (int e = 0; e < experts; ++e) loads[e] += counts[static_cast<std::size_t>(g) * experts + e];
+  std::vector<std::int64_t> loads(experts);
+  expert_loads(counts, gpus, experts, loads.data());
   return loads;
 }
 
@@ -83,30 +104,55 @@ std::vector<Movement> placement_moves(const PolicyContext& ctx, const Placement&
   std::vector<Movement> out;
   const int S = to.slots_per_gpu;
   const int gpn = ctx.cluster->gpus_per_node;
+  const int E = ctx.experts, slots = to.num_slots();
   const double bytes = ctx.expert_weight_bytes + (with_optimizer ? ctx.expert_optimizer_bytes : 0.0);
+  // The slots holding each expert in `from`, ascending: expert e's are holder[first[e], first[e + 1]).
+  std::vector<int> first(static_cast<std::size_t>(E) + 1), cursor(E), holder;
+  // At most one movement per slot whose expert changes: one allocation for the list.
+  std::size_t changed = 0;
+  for (std::size_t l = 0; l < to.expert_of_slot.size(); ++l) {
+    const auto& was = from.expert_of_slot[l];
+    const auto& now = to.expert_of_slot[l];
+    for (std::size_t s = 0; s < now.size(); ++s) changed += now[s] >= 0 && now[s] != was[s] ? 1 : 0;
+  }
+  out.reserve(changed);
   for (int l = 0; l < static_cast<int>(to.expert_of_slot.size()); ++l) {
-    const auto holders = expert_slots(from, l, ctx.experts);
-    for (int s = 0; s < to.num_slots(); ++s) {
-      const int e = to.expert_of_slot[l][s];
-      if (e < 0 || from.expert_of_slot[l][s] == e) continue;
+    const auto& was = from.expert_of_slot[l];
+    const auto& now = to.expert_of_slot[l];
+    if (was == now) continue;  // nothing moves in this layer
+    std::fill(first.begin(), first.end(), 0);
+    for (int x : was)
+      if (x >= 0 && x < E) ++first[x + 1];
+    for (int e = 0; e < E; ++e) first[e + 1] += first[e];
+    std::copy(first.begin(), first.end() - 1, cursor.begin());
+    holder.resize(first[E]);
+    for (int s = 0; s < static_cast<int>(was.size()); ++s)
+      if (was[s] >= 0 && was[s] < E) holder[cursor[was[s]]++] = s;
+    for (int s = 0; s < slots; ++s) {
+      const int e = now[s];
+      if (e < 0 || was[s] == e) continue;
       const int dst = s / S;
+      // Source: dst itself when it holds e (a local copy, no link crossed), else the lowest GPU
+      // holding e on dst's node, else the lowest GPU holding e, else the host. Holders are in slot
+      // order, so GPUs and nodes are contiguous ranges of them: binary searches, not a scan.
+      const auto begin = holder.begin() + first[e], end = holder.begin() + first[e + 1];
+      const int node_slot = dst / gpn * gpn * S;
+      const auto on_node = std::lower_bound(begin, end, node_slot);
       int src = -1;
-      for (int hs : holders[e]) {
-        const int g = hs / S;
-        if (g == dst) {
-          src = g;  // already on this GPU: a local copy, no link crossed
-          break;
-        }
-        if (src < 0 || (g / gpn == dst / gpn && src / gpn != dst / gpn)) src = g;
+      if (on_node != end && *on_node < node_slot + gpn * S) {
+        const auto on_dst = std::lower_bound(on_node, end, dst * S);
+        if (on_dst != end && *on_dst < (dst + 1) * S) continue;
+        src = *on_node / S;
+      } else if (begin != end) {
+        src = *begin / S;
       }
-      if (src == dst) continue;
-      Movement m;
+      Movement& m = out.emplace_back();
       m.transfer.dst = Endpoint{false, dst};
       m.transfer.src = src >= 0 ? Endpoint{false, src} : Endpoint{true, dst / gpn};
       m.transfer.bytes = bytes;
       m.blocking = blocking;
-      m.what = fmt::format("layer {} expert {} to slot {}", l, e, s);
-      out.push_back(std::move(m));
+      // A compiled format: no format-string parsing per movement.
+      m.what = fmt::format(FMT_COMPILE("layer {} expert {} to slot {}"), l, e, s);
     }
   }
   return out;

@@ -39,5 +39,7 @@ void dispatch_even(const Placement& p, int layer, int experts, const std::int64_
 
 // Tokens per expert of one layer, summed over sources.
 [[nodiscard]] std::vector<std::int64_t> expert_loads(const std::int64_t* counts, int gpus, int experts);
+// The same into `out[0, experts)`, for callers that reuse a buffer.
+void expert_loads(const std::int64_t* counts, int gpus, int experts, std::int64_t* out);
 
 }  // namespace moesim

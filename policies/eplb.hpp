@@ -4,6 +4,7 @@
 // replication by load per replica, and the hierarchical (groups -> nodes -> GPUs) or global
 // policy. The numbering conventions (which physical index each replica gets) follow the
 // reference so that its README example reproduces exactly.
+#include <utility>
 #include <vector>
 
 namespace moesim::eplb {
@@ -47,5 +48,34 @@ struct LayerPlan {
 // EPLB's entry point: the hierarchical policy when groups % nodes == 0, otherwise the global
 // policy (the hierarchical one with one group and one node).
 [[nodiscard]] LayerPlan rebalance(const std::vector<double>& weight, int physical, int groups, int nodes, int gpus);
+
+// The same planner (identical results) with its working buffers kept between calls, so that
+// re-planning every MoE layer allocates nothing after the first layer. The returned plan is
+// valid until the next call. Not for concurrent use.
+class Planner {
+ public:
+  const LayerPlan& rebalance_hierarchical(const std::vector<double>& weight, int physical, int groups,
+                                          int nodes, int gpus);
+  const LayerPlan& rebalance(const std::vector<double>& weight, int physical, int groups, int nodes,
+                             int gpus);
+
+  // Buffers of the packing step, shared with balanced_packing.
+  struct PackScratch {
+    std::vector<double> load;  // [pack]
+    std::vector<int> items;    // [pack]: items received so far
+    std::vector<int> heap;     // packs that are not full
+  };
+
+ private:
+  void plan_node(int n, int physical, int gpus);
+
+  LayerPlan plan_;
+  Packing group_packing_, gpu_packing_;
+  Replication rep_;
+  PackScratch pack_scratch_;
+  std::vector<double> group_load_, w_, per_phy_, per_replica_, item_weight_;
+  std::vector<int> mlog2log_, count_, by_load_, first_, order_, item_expert_, item_rank_;
+  std::vector<std::pair<double, int>> rep_heap_;
+};
 
 }  // namespace moesim::eplb

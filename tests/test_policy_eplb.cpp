@@ -3,8 +3,11 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
+#include <numeric>
 #include <optional>
 #include <random>
+#include <string>
 
 #include "app/runner.hpp"
 #include "app/scenario.hpp"
@@ -56,6 +59,133 @@ std::vector<int> replica_counts(const std::vector<int>& phy2log, int experts) {
   return c;
 }
 
+// The straightforward planner and movement list the fast ones replaced (a full sort, a heap of
+// every pack, a scan of every holder), kept to check that the fast ones agree exactly.
+namespace ref {
+
+eplb::Packing balanced_packing(const std::vector<double>& weight, int packs) {
+  const int n = static_cast<int>(weight.size());
+  const int per_pack = n / packs;
+  eplb::Packing out;
+  out.pack.assign(n, 0);
+  out.rank.assign(n, 0);
+  if (per_pack == 1) {
+    std::iota(out.pack.begin(), out.pack.end(), 0);
+    return out;
+  }
+  std::vector<std::pair<double, int>> order(n);
+  for (int i = 0; i < n; ++i) order[i] = {-weight[i], i};
+  std::sort(order.begin(), order.end());
+  std::vector<double> load(packs, 0.0);
+  std::vector<int> items(packs, 0);
+  for (const auto& [neg_w, i] : order) {
+    int p = -1;
+    for (int q = 0; q < packs; ++q)
+      if (items[q] < per_pack && (p < 0 || load[q] < load[p])) p = q;
+    out.pack[i] = p;
+    out.rank[i] = items[p]++;
+    load[p] -= neg_w;
+  }
+  return out;
+}
+
+eplb::Replication replicate_experts(const std::vector<double>& weight, int physical) {
+  const int n = static_cast<int>(weight.size());
+  eplb::Replication out;
+  out.phy2log.resize(physical);
+  out.rank.assign(physical, 0);
+  out.count.assign(n, 1);
+  std::iota(out.phy2log.begin(), out.phy2log.begin() + n, 0);
+  for (int i = n; i < physical; ++i) {
+    int e = 0;
+    for (int x = 1; x < n; ++x)
+      if (weight[x] / out.count[x] > weight[e] / out.count[e]) e = x;
+    out.phy2log[i] = e;
+    out.rank[i] = out.count[e]++;
+  }
+  return out;
+}
+
+eplb::LayerPlan rebalance(const std::vector<double>& weight, int physical, int groups, int nodes, int gpus) {
+  if (groups % nodes != 0) groups = nodes = 1;
+  const int E = static_cast<int>(weight.size());
+  const int group_size = E / groups, groups_per_node = groups / nodes;
+  const int per_gpu = physical / gpus, gpus_per_node = gpus / nodes;
+  const int phys_per_node = physical / nodes, log_per_node = E / nodes;
+  std::vector<double> group_load(groups, 0.0);
+  for (int e = 0; e < E; ++e) group_load[e / group_size] += weight[e];
+  const auto gp = balanced_packing(group_load, nodes);
+  std::vector<int> mlog2log(E);
+  for (int e = 0; e < E; ++e) {
+    const int g = e / group_size;
+    mlog2log[(gp.pack[g] * groups_per_node + gp.rank[g]) * group_size + e % group_size] = e;
+  }
+  eplb::LayerPlan out;
+  out.phy2log.assign(physical, -1);
+  out.replica_rank.assign(physical, 0);
+  out.count.assign(E, 0);
+  for (int node = 0; node < nodes; ++node) {
+    const int* local2log = mlog2log.data() + static_cast<std::size_t>(node) * log_per_node;
+    std::vector<double> w(log_per_node), per_phy(phys_per_node);
+    for (int i = 0; i < log_per_node; ++i) w[i] = weight[local2log[i]];
+    const auto rep = replicate_experts(w, phys_per_node);
+    for (int p = 0; p < phys_per_node; ++p) per_phy[p] = w[rep.phy2log[p]] / rep.count[rep.phy2log[p]];
+    const auto pk = balanced_packing(per_phy, gpus_per_node);
+    for (int p = 0; p < phys_per_node; ++p) {
+      const int slot = node * phys_per_node + pk.pack[p] * per_gpu + pk.rank[p];
+      out.phy2log[slot] = local2log[rep.phy2log[p]];
+      out.replica_rank[slot] = rep.rank[p];
+    }
+    for (int i = 0; i < log_per_node; ++i) out.count[local2log[i]] = rep.count[i];
+  }
+  return out;
+}
+
+std::vector<Movement> placement_moves(const PolicyContext& ctx, const Placement& from, const Placement& to,
+                                      bool with_optimizer, bool blocking) {
+  std::vector<Movement> out;
+  const int S = to.slots_per_gpu;
+  const int gpn = ctx.cluster->gpus_per_node;
+  const double bytes = ctx.expert_weight_bytes + (with_optimizer ? ctx.expert_optimizer_bytes : 0.0);
+  for (int l = 0; l < static_cast<int>(to.expert_of_slot.size()); ++l) {
+    for (int s = 0; s < to.num_slots(); ++s) {
+      const int e = to.expert_of_slot[l][s];
+      if (e < 0 || from.expert_of_slot[l][s] == e) continue;
+      const int dst = s / S;
+      int src = -1;
+      for (int hs = 0; hs < from.num_slots(); ++hs) {
+        if (from.expert_of_slot[l][hs] != e) continue;
+        const int g = hs / S;
+        if (g == dst) {
+          src = g;
+          break;
+        }
+        if (src < 0 || (g / gpn == dst / gpn && src / gpn != dst / gpn)) src = g;
+      }
+      if (src == dst) continue;
+      Movement m;
+      m.transfer.dst = Endpoint{false, dst};
+      m.transfer.src = src >= 0 ? Endpoint{false, src} : Endpoint{true, dst / gpn};
+      m.transfer.bytes = bytes;
+      m.blocking = blocking;
+      m.what =
+          "layer " + std::to_string(l) + " expert " + std::to_string(e) + " to slot " + std::to_string(s);
+      out.push_back(std::move(m));
+    }
+  }
+  return out;
+}
+
+}  // namespace ref
+
+// Random weights with many ties and zeros (small integers) or none (continuous).
+std::vector<double> random_weights(std::mt19937_64& rng, int n, bool ties) {
+  std::vector<double> w(n);
+  for (auto& x : w)
+    x = ties ? static_cast<double>(rng() % 4) : std::uniform_real_distribution<double>(0.0, 1000.0)(rng);
+  return w;
+}
+
 }  // namespace
 
 TEST_CASE("eplb: balanced packing by hand", "[eplb]") {
@@ -85,6 +215,91 @@ TEST_CASE("eplb: replication gives each extra slot to the largest load per repli
   CHECK(r.rank == std::vector<int>{0, 0, 0, 1, 1, 2});
   CHECK(r.count == std::vector<int>{3, 2, 1});
   CHECK_THROWS(eplb::replicate_experts({1, 2, 3}, 2));
+}
+
+TEST_CASE("eplb: the fast planner agrees with the straightforward one", "[eplb]") {
+  std::mt19937_64 rng(2024);
+  eplb::Planner planner;  // one for every case: reused buffers must not leak between shapes
+  for (int trial = 0; trial < 400; ++trial) {
+    const bool ties = trial % 2 == 0;
+    // Packing alone: 1 to 4 items per pack (2 takes a shortcut of its own).
+    const int packs = 1 + static_cast<int>(rng() % 9), per_pack = 1 + static_cast<int>(rng() % 4);
+    const auto items = random_weights(rng, packs * per_pack, ties);
+    const auto pk = eplb::balanced_packing(items, packs);
+    const auto pk_ref = ref::balanced_packing(items, packs);
+    REQUIRE(pk.pack == pk_ref.pack);
+    REQUIRE(pk.rank == pk_ref.rank);
+    // Replication alone.
+    const auto w = random_weights(rng, 1 + static_cast<int>(rng() % 12), ties);
+    const int physical = static_cast<int>(w.size()) + static_cast<int>(rng() % 20);
+    const auto rep = eplb::replicate_experts(w, physical);
+    const auto rep_ref = ref::replicate_experts(w, physical);
+    REQUIRE(rep.phy2log == rep_ref.phy2log);
+    REQUIRE(rep.rank == rep_ref.rank);
+    REQUIRE(rep.count == rep_ref.count);
+    // The whole plan, hierarchical or global: nodes | groups | experts, nodes | gpus | physical.
+    const int nodes = 1 + static_cast<int>(rng() % 3), gpn = 1 + static_cast<int>(rng() % 3);
+    const int groups = nodes * (1 + static_cast<int>(rng() % 2)) + (rng() % 4 == 0 ? 1 : 0);
+    const int E = groups * (1 + static_cast<int>(rng() % 4));
+    const int gpus = nodes * gpn;
+    int slots = gpus * (1 + static_cast<int>(rng() % 4));
+    while (slots < E) slots += gpus;
+    const auto lw = random_weights(rng, E, ties);
+    const auto want = ref::rebalance(lw, slots, groups, nodes, gpus);
+    const auto& got = planner.rebalance(lw, slots, groups, nodes, gpus);
+    REQUIRE(got.phy2log == want.phy2log);
+    REQUIRE(got.replica_rank == want.replica_rank);
+    REQUIRE(got.count == want.count);
+    REQUIRE(eplb::rebalance(lw, slots, groups, nodes, gpus).phy2log == want.phy2log);
+  }
+  // Skewed loads at a larger scale (64 experts, 64 GPUs x 2 or 3 slots), global and 4 nodes,
+  // as token counts averaged over a window are: integers divided by the window.
+  for (int trial = 0; trial < 6; ++trial) {
+    std::vector<double> lw(64);
+    for (int e = 0; e < 64; ++e)
+      lw[e] = std::floor(5000.0 / (1 + (e * 7 + trial) % 64) + static_cast<double>(rng() % 50)) / 3.0;
+    const int slots = 64 * (2 + trial % 2), groups = trial < 3 ? 1 : 8;
+    const auto want = ref::rebalance(lw, slots, groups, 4, 64);
+    const auto& got = planner.rebalance(lw, slots, groups, 4, 64);
+    REQUIRE(got.phy2log == want.phy2log);
+    REQUIRE(got.replica_rank == want.replica_rank);
+  }
+}
+
+TEST_CASE("eplb: placement_moves agrees with the straightforward scan of every holder", "[eplb]") {
+  // 3 nodes x 2 GPUs x 3 slots, 5 experts: random placements with empty slots, experts held
+  // nowhere (from the host), on the destination GPU (free), on its node or only elsewhere.
+  const int G = 6, S = 3, E = 5, L = 4;
+  EplbFixture f(3, 2, S, E, L, 10, "{name: eplb}");
+  std::mt19937_64 rng(7);
+  auto random_placement = [&]() {
+    Placement p;
+    p.gpus = G;
+    p.slots_per_gpu = S;
+    p.expert_of_slot.assign(L, std::vector<int>(G * S));
+    for (auto& layer : p.expert_of_slot)
+      for (int& x : layer) x = static_cast<int>(rng() % (E + 1)) - 1;
+    return p;
+  };
+  for (int trial = 0; trial < 200; ++trial) {
+    const Placement from = random_placement();
+    Placement to = random_placement();
+    to.expert_of_slot[1] = from.expert_of_slot[1];  // an unchanged layer
+    for (const bool opt : {false, true}) {
+      const auto got = placement_moves(f.ctx, from, to, opt, trial % 2 == 0);
+      const auto want = ref::placement_moves(f.ctx, from, to, opt, trial % 2 == 0);
+      REQUIRE(got.size() == want.size());
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        REQUIRE(got[i].transfer.src.host == want[i].transfer.src.host);
+        REQUIRE(got[i].transfer.src.index == want[i].transfer.src.index);
+        REQUIRE(got[i].transfer.dst.host == want[i].transfer.dst.host);
+        REQUIRE(got[i].transfer.dst.index == want[i].transfer.dst.index);
+        REQUIRE(got[i].transfer.bytes == want[i].transfer.bytes);
+        REQUIRE(got[i].blocking == want[i].blocking);
+        REQUIRE(got[i].what == want[i].what);
+      }
+    }
+  }
 }
 
 TEST_CASE("eplb: the EPLB README example reproduces exactly", "[eplb]") {
