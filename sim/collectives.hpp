@@ -37,8 +37,8 @@ struct CollectiveGroup {
   double inter_bus_gbps = 0.0;
   GpuArch arch = GpuArch::Ampere;
   // Channels of NCCL's ring/tree graph (the bus bandwidth is channels x per-channel bandwidth);
-  // NCCL's per-channel caps scale with it. 0: one channel per 20 GB/s of bus bandwidth.
-  int channels = 0;
+  // NCCL's per-channel caps scale with it. At least 1.
+  int channels = 1;
   // NVLink SHARP (multicast and in-switch reduction): NVSwitch gen3, i.e. Hopper NVSwitch nodes.
   bool nvls = false;
 };
