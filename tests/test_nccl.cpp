@@ -7,8 +7,10 @@
 #include <optional>
 #include <utility>
 
+#include "app/scenario.hpp"
 #include "app/validate.hpp"
 #include "sim/collectives.hpp"
+#include "sim/network.hpp"
 
 using namespace moesim;
 
@@ -48,6 +50,13 @@ CollectiveGroup two_dgx_h100_nodes() {
   g.inter_bus_gbps = 8 * 48.0;  // 8 NDR NICs x 48 GB/s
   g.channels = 16;              // 8 NICs, duplicated (48 >= 25 GB/s)
   return g;
+}
+ClusterSpec cluster_of(const std::string& cluster_yaml) {
+  return load_scenario_text(
+             "cluster: " + cluster_yaml +
+                 "\nmodel: {preset: gpt-small-moe}\nplacement: {slots_per_gpu: 16}\npolicies: [static]\n",
+             "<test>", {}, std::nullopt)
+      .cluster;
 }
 CollectiveGroup sixteen_single_gpu_nodes() {
   CollectiveGroup g;
@@ -281,4 +290,54 @@ TEST_CASE("validation: every published figure at >= 64 MB within its stated tole
   }
   CHECK(compared == 10);
   CHECK(misses == 4);
+}
+
+TEST_CASE("group_of: NCCL's group, channels and NVLS from the cluster", "[nccl]") {
+  {
+    Cluster c(cluster_of("{preset: dgx-a100, nodes: 2, nics_per_node: 4}"));
+    AnalyticalNetwork net(c);
+    // One node: 12 NVLinks x 20 GB/s, one channel per NVLink; A100 has no NVLS.
+    CollectiveGroup one = net.group_of({0, 1, 2, 3, 4, 5, 6, 7});
+    CHECK(one.nodes == 1);
+    CHECK(one.intra_bus_gbps == Approx(240.0));
+    CHECK(one.channels == 12);
+    CHECK_FALSE(one.nvls);
+    // Both nodes: 4 NICs x 200 Gb/s x 0.96 = 96 GB/s, one channel per NIC (24 < 25 GB/s).
+    std::vector<int> all(16);
+    for (int i = 0; i < 16; ++i) all[static_cast<std::size_t>(i)] = i;
+    CollectiveGroup two = net.group_of(all);
+    CHECK(two.nodes == 2);
+    CHECK(two.ranks_per_node == 8);
+    CHECK(two.inter_bus_gbps == Approx(96.0));
+    CHECK(two.channels == 4);
+    CHECK(two.arch == GpuArch::Ampere);
+  }
+  {
+    Cluster c(cluster_of("{preset: dgx-h100, nodes: 2}"));
+    AnalyticalNetwork net(c);
+    std::vector<int> all(16);
+    for (int i = 0; i < 16; ++i) all[static_cast<std::size_t>(i)] = i;
+    // 8 NDR NICs x 50 GB/s x 0.96 = 384 GB/s; 48 GB/s per NIC >= 25: two channels each.
+    CollectiveGroup two = net.group_of(all);
+    CHECK(two.intra_bus_gbps == Approx(18 * 20.6));
+    CHECK(two.inter_bus_gbps == Approx(384.0));
+    CHECK(two.channels == 16);
+    CHECK(two.nvls);
+    // One GPU on each node: no NVLink in the group, so no NVLS; one NIC, two channels.
+    CollectiveGroup pair = net.group_of({0, 8});
+    CHECK(pair.ranks_per_node == 1);
+    CHECK_FALSE(pair.nvls);
+    CHECK(pair.inter_bus_gbps == Approx(48.0));
+    CHECK(pair.channels == 2);
+  }
+  {
+    Cluster c(cluster_of("{preset: swiftmoe-cloud, nodes: 4}"));
+    AnalyticalNetwork net(c);
+    // One 100 Gb/s NIC per node: 12 GB/s, one channel, PCIe, no NVLS.
+    CollectiveGroup g = net.group_of({0, 1, 2, 3});
+    CHECK(g.intra_hw == IntraHw::PCI);
+    CHECK(g.inter_bus_gbps == Approx(12.0));
+    CHECK(g.channels == 1);
+    CHECK_FALSE(g.nvls);
+  }
 }
