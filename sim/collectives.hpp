@@ -1,8 +1,12 @@
 #pragma once
-// NCCL's analytical cost model for the ring/tree collectives (all-reduce, all-gather,
-// reduce-scatter, broadcast), as in NVIDIA/nccl src/graph/tuning.cc: for every algorithm and
-// protocol, time = latency + bytes / algorithm bandwidth, and NCCL runs the fastest. All constants
-// live in `NcclConstants` with their sources, so that a recalibration touches one place.
+// NCCL's analytical cost model for all-reduce, all-gather, reduce-scatter and broadcast, as in
+// NVIDIA/nccl src/graph/tuning.cc (ncclTopoTuneModel: a latency and a bus bandwidth for every
+// algorithm and protocol) and src/enqueue.cc (ncclTopoGetAlgoTime: time = latency + bytes /
+// algorithm bandwidth, with NCCL's size-dependent corrections; the fastest supported combination
+// runs). Algorithms Ring, Tree (intra-node chain + inter-node tree), NVLS (NVLink SHARP on
+// NVSwitch gen3 / Hopper), NVLSTree (NVLS inside a node, tree across nodes) and PAT (all-gather
+// and reduce-scatter with one GPU per node); protocols LL, LL128 and Simple. All constants live in
+// `NcclConstants` (collectives.cpp) with their sources, so that a recalibration touches one place.
 #include <string>
 
 #include "sim/units.hpp"
@@ -10,11 +14,11 @@
 namespace moesim {
 
 enum class Collective { AllReduce, AllGather, ReduceScatter, Broadcast };
-enum class NcclAlgo { Ring, Tree };
+enum class NcclAlgo { Ring, Tree, Nvls, NvlsTree, Pat };
 enum class NcclProto { LL, LL128, Simple };
 // The hardware a hop crosses inside a node: NVLink/NVSwitch or PCIe.
 enum class IntraHw { NVLink, PCI };
-// GPU generation, which selects NCCL's LL bandwidth cap.
+// GPU generation, which selects NCCL's per-architecture bandwidth caps.
 enum class GpuArch { Ampere, Hopper };
 
 [[nodiscard]] const char* to_string(Collective c);
@@ -32,6 +36,11 @@ struct CollectiveGroup {
   // Bus bandwidth NCCL can drive out of a node (NICs used x NCCL's per-NIC figure), GB/s.
   double inter_bus_gbps = 0.0;
   GpuArch arch = GpuArch::Ampere;
+  // Channels of NCCL's ring/tree graph (the bus bandwidth is channels x per-channel bandwidth);
+  // NCCL's per-channel caps scale with it. At least 1.
+  int channels = 1;
+  // NVLink SHARP (multicast and in-switch reduction): NVSwitch gen3, i.e. Hopper NVSwitch nodes.
+  bool nvls = false;
 };
 
 struct CollectiveEstimate {
@@ -39,12 +48,13 @@ struct CollectiveEstimate {
   NcclAlgo algo = NcclAlgo::Ring;
   NcclProto proto = NcclProto::Simple;
   double bus_gbps = 0.0;  // NCCL's bus bandwidth for the chosen algorithm/protocol
-  double alg_gbps = 0.0;  // bytes / (time without latency)
+  double alg_gbps = 0.0;  // the algorithm bandwidth the time was computed with
   TimeNs latency_ns = 0;
 };
 
-// Latency and bandwidth of one (collective, algorithm, protocol) combination. Returns false in
-// `supported` when NCCL would not use that combination (e.g. Tree for all-gather).
+// Latency and bandwidth of one (collective, algorithm, protocol) combination, as tuning.cc
+// tabulates them (before enqueue.cc's size-dependent corrections). `supported` is false when
+// NCCL would not use that combination (e.g. Tree for all-gather, NVLS without NVSwitch gen3).
 struct NcclCandidate {
   bool supported = false;
   double latency_us = 0.0;
@@ -55,10 +65,15 @@ struct NcclCandidate {
 [[nodiscard]] NcclCandidate nccl_candidate(Collective coll, NcclAlgo algo, NcclProto proto,
                                            const CollectiveGroup& g);
 
-// The fastest supported combination for `bytes` (the per-rank buffer size, as nccl-tests
-// reports "size"). One rank: zero time.
-[[nodiscard]] CollectiveEstimate nccl_collective(Collective coll, double bytes,
-                                                 const CollectiveGroup& g);
+// Time of one candidate for `bytes` with enqueue.cc's corrections (Tree's correction factor by
+// size, the ring plateau latency across nodes); -1 when the candidate is not supported.
+[[nodiscard]] TimeNs nccl_candidate_ns(Collective coll, NcclAlgo algo, NcclProto proto, double bytes,
+                                       const CollectiveGroup& g);
+
+// The fastest supported combination for `bytes` (nccl-tests' "size": the per-rank buffer of
+// all-reduce and broadcast, the whole gathered / scattered buffer of all-gather and
+// reduce-scatter). One rank: zero time.
+[[nodiscard]] CollectiveEstimate nccl_collective(Collective coll, double bytes, const CollectiveGroup& g);
 
 // nccl-tests' bus bandwidth for a measured or predicted time (for validation tables).
 [[nodiscard]] double nccl_tests_bus_gbps(Collective coll, double bytes, TimeNs time_ns, int ranks);

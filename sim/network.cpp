@@ -74,13 +74,31 @@ CollectiveGroup AnalyticalNetwork::group_of(const std::vector<int>& gpus) const 
   grp.intra_bus_gbps = grp.ranks_per_node > 1 ? s.intra_gbps() : 0.0;
   // A node's ring channels leave through the NICs of the participating GPUs.
   int nics = std::min(grp.ranks_per_node, s.nics_per_node);
-  if (s.gpus_per_node > s.nics_per_node) nics = std::max(1, grp.ranks_per_node * s.nics_per_node / s.gpus_per_node);
-  grp.inter_bus_gbps = nics * gbit_to_gbyte(s.nic_gbit) * s.nic_efficiency;
+  if (s.gpus_per_node > s.nics_per_node)
+    nics = std::max(1, grp.ranks_per_node * s.nics_per_node / s.gpus_per_node);
+  const double nic_gbps = gbit_to_gbyte(s.nic_gbit) * s.nic_efficiency;
+  grp.inter_bus_gbps = nics * nic_gbps;
   grp.arch = s.gpu_arch();
+  // NCCL's graph channels, which its per-channel caps scale with. Across nodes, one channel per
+  // NIC at the NIC's bandwidth, duplicated (two at half the bandwidth each) from 25 GB/s per
+  // channel up (NCCL src/graph/search.cc, ncclTopoCompute). Inside an NVSwitch node, one channel
+  // per NVLink at NCCL's per-link figure (DGX-A100: 12 x 20 GB/s); over PCIe, one.
+  constexpr double kDuplicateChannelGbps = 25.0;  // source: NCCL search.cc, bwIntra >= 25.0
+  if (grp.nodes > 1) {
+    grp.channels = nics * (nic_gbps >= kDuplicateChannelGbps ? 2 : 1);
+  } else if (s.intra_node == IntraNode::NVSwitch) {
+    grp.channels = std::max(1, s.gpu.nvlink_links);
+  } else {
+    grp.channels = 1;
+  }
+  // NVLink SHARP needs NVSwitch gen3, which Hopper NVSwitch nodes (DGX-H100) have and A100's
+  // NVSwitch gen2 does not (NCCL enables NVLS on compute capability 9.0 with multicast support).
+  grp.nvls = s.intra_node == IntraNode::NVSwitch && s.gpu_arch() == GpuArch::Hopper && grp.ranks_per_node > 1;
   return grp;
 }
 
-CollectiveEstimate AnalyticalNetwork::collective(Collective c, double bytes, const std::vector<int>& gpus) const {
+CollectiveEstimate AnalyticalNetwork::collective(Collective c, double bytes,
+                                                 const std::vector<int>& gpus) const {
   return nccl_collective(c, bytes, group_of(gpus));
 }
 

@@ -86,20 +86,22 @@ TEST_CASE("end to end: one iteration computed by hand", "[iteration][e2e]") {
   CHECK(it.phase_ns[static_cast<int>(Phase::AllToAll)] == 4 * 127258);
   CHECK(it.a2a_bytes == 4 * 2 * 1048576.0);
   // Dense gradients: 1024*1024 embedding + 4196352 attention (+ norms) + 2048 router =
-  // 5246976 params * 2 B = 10493952 B. Ring Simple over 2 nodes at 10 GB/s: alg bw 10,
-  // 1049396 ns + latency 8.4 + 2 * 14 = 36.4 us -> 1085796 ns. One expert replica each: no
-  // expert all-reduce.
-  CHECK(it.phase_ns[static_cast<int>(Phase::GradSync)] == 1085796);
+  // 5246976 params * 2 B = 10493952 B. Ring Simple over 2 nodes at 10 GB/s: alg bw 10 * 2/2 = 10,
+  // ceil(1049395.2) = 1049396 ns; latency 8.4 + 2 * 14 = 36.4 us (both steps inter-node), times
+  // 1.4 for NCCL's ring plateau across nodes = 50.96 us -> 1100356 ns. (Tree Simple: alg
+  // 10 * 0.92 / 2 * 0.8 correction = 3.68, slower; LL128 with one GPU per node: 10 * 0.7 = 7.)
+  // One expert replica each: no expert all-reduce.
+  CHECK(it.phase_ns[static_cast<int>(Phase::GradSync)] == 1100356);
   // Adam on the GPU: (5246976 + 8388608 expert) params * 28 B / 1000 GB/s = 381797 ns.
   CHECK(it.phase_ns[static_cast<int>(Phase::Optimizer)] == 381797);
   CHECK(it.phase_ns[static_cast<int>(Phase::Wait)] == 0);
-  CHECK(it.iteration_ns == 972693 + 4 * 127258 + 1085796 + 381797);  // 2949318 ns
+  CHECK(it.iteration_ns == 972693 + 4 * 127258 + 1100356 + 381797);  // 2963878 ns
   CHECK(it.survival == 1.0);
 
   // No drops: N(1) = 827.5 - 466.6 = 360.9 iterations; progress reaches 1 after 361.
   REQUIRE(r.converged);
   CHECK(r.iterations_to_converge == 361);
-  CHECK(r.time_to_convergence_ns == 361LL * 2949318);
+  CHECK(r.time_to_convergence_ns == 361LL * 2963878);
 }
 
 TEST_CASE("end to end: drops slow convergence by the convergence model", "[iteration][e2e]") {
@@ -114,7 +116,7 @@ TEST_CASE("end to end: drops slow convergence by the convergence model", "[itera
   CHECK(r.drop_rate == 0.25);
   CHECK(r.iterations_to_converge == 478);
   // Padded buffers: the iteration costs the same as without drops.
-  CHECK(r.rows[0].result.iteration_ns == 2949318);
+  CHECK(r.rows[0].result.iteration_ns == 2963878);
 }
 
 TEST_CASE("a straggler makes the other GPUs wait at the next all-to-all", "[iteration]") {
@@ -183,16 +185,16 @@ TEST_CASE("a straggler window and a slow GPU stretch the critical path by hand",
   // GPU 1's compute ops take 1.5x, each rounded up: forward 193275 + 3159 + 257700 + 32213
   // (21475 * 1.5 = 32212.5) = 486347; backward 64425 + 515400 + 6318 + 386550 = 972693; in all
   // 1459040 ns instead of 972693. The others wait for it at every all-to-all.
-  for (int it : {0, 1, 4, 5}) CHECK(r.rows[it].result.iteration_ns == 2949318);
+  for (int it : {0, 1, 4, 5}) CHECK(r.rows[it].result.iteration_ns == 2963878);
   for (int it : {2, 3}) {
-    CHECK(r.rows[it].result.iteration_ns == 2949318 + 486347);
+    CHECK(r.rows[it].result.iteration_ns == 2963878 + 486347);
     CHECK(r.rows[it].result.phase_ns[static_cast<int>(Phase::Compute)] + r.rows[it].result.phase_ns[static_cast<int>(Phase::Wait)] ==
           1459040);
   }
   // A permanent speed factor of 0.5 doubles every compute op of GPU 0: 2 * 972693.
   Scenario h = load_scenario_text(hand_scenario(trace) + "heterogeneity:\n  gpu_speed: [{gpu: 0, factor: 0.5}]\n",
                                   "hand.yaml", {"run.max_iterations=1"}, std::nullopt);
-  CHECK(run_scenario(h).at(0).rows[0].result.iteration_ns == 2949318 + 972693);
+  CHECK(run_scenario(h).at(0).rows[0].result.iteration_ns == 2963878 + 972693);
   // Bad entries name the item.
   REQUIRE_THROWS_WITH(load_scenario_text(hand_scenario(trace) + "heterogeneity:\n  stragglers: [{gpu: 5, slowdown_percent: 1}]\n",
                                          "hand.yaml", {}, std::nullopt),
@@ -216,23 +218,23 @@ TEST_CASE("timeline: every operation named on its GPU's lane, at the hand-comput
     FAIL("no event " << name << " on lane " << tid);
     return ev[0];
   };
-  // Iteration 1 starts at 2949318 ns. GPU 0's compute lane (tid 0): attention for 128850 ns, the
+  // Iteration 1 starts at 2963878 ns. GPU 0's compute lane (tid 0): attention for 128850 ns, the
   // gate for 2106 ns; then its communication lane (tid 1) carries the dispatch all-to-all
-  // (127258 ns) from 2949318 + 130956.
+  // (127258 ns) from 2963878 + 130956.
   const auto& att = find("forward attention (layer 0)", 0);
-  CHECK(att["args"]["start_ns"] == 2949318);
+  CHECK(att["args"]["start_ns"] == 2963878);
   CHECK(att["args"]["duration_ns"] == 128850);
   CHECK(att["ph"] == "X");
   const auto& a2a = find("forward dispatch all-to-all (layer 0)", 1);
-  CHECK(a2a["args"]["start_ns"] == 2949318 + 130956);
+  CHECK(a2a["args"]["start_ns"] == 2963878 + 130956);
   CHECK(a2a["args"]["duration_ns"] == 127258);
-  CHECK(find("dense gradient all-reduce", 3)["args"]["duration_ns"] == 1085796);
+  CHECK(find("dense gradient all-reduce", 3)["args"]["duration_ns"] == 1100356);
   // The spans of one GPU tile its iteration exactly: their durations add up to it.
   for (int gpu = 0; gpu < 2; ++gpu) {
     long long sum = 0;
     for (const auto& e : ev)
       if (e["tid"] == 2 * gpu || e["tid"] == 2 * gpu + 1) sum += e["args"]["duration_ns"].get<long long>();
-    CHECK(sum == 2949318);
+    CHECK(sum == 2963878);
   }
   // Only iteration 1 was recorded; the file names the lanes.
   for (const auto& e : ev) CHECK(e["args"]["iteration"] == 1);
