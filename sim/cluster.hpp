@@ -86,6 +86,10 @@ class Cluster {
   [[nodiscard]] int num_bundles() const { return static_cast<int>(bundle_gbps_.size()); }
   [[nodiscard]] double bundle_gbps(int b) const { return bundle_gbps_[static_cast<std::size_t>(b)]; }
   [[nodiscard]] bool bundle_binding(int b) const { return bundle_binding_[static_cast<std::size_t>(b)] != 0; }
+  // The leaf whose uplinks bundle `b` is: a bundle edge traversed from it goes up.
+  [[nodiscard]] ClusterGraph::vertex_descriptor bundle_leaf(int b) const {
+    return bundle_leaf_[static_cast<std::size_t>(b)];
+  }
   // The vertex of each name (for errors and link factors).
   [[nodiscard]] const std::map<std::string, ClusterGraph::vertex_descriptor>& vertex_names() const {
     return names_;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include "sim/maxmin.hpp"
@@ -35,6 +36,41 @@ FlowNetwork::FlowNetwork(const Cluster& cluster, double end_window)
       link_latency_ns_[2 * static_cast<std::size_t>(ep.id) + k] = ep.latency_ns;
     }
   }
+  // Bundle links: leaf b's uplinks together, up (2 b) and down (2 b + 1), when all of them have
+  // the same bandwidth.
+  bundle_base_ = static_cast<int>(link_gbps_.size());
+  link_bundle_.assign(link_gbps_.size(), -1);
+  const int bundles = cluster.num_bundles();
+  bundle_uplinks_.assign(static_cast<std::size_t>(bundles), 0);
+  std::vector<double> lo(static_cast<std::size_t>(bundles), std::numeric_limits<double>::infinity());
+  std::vector<double> hi(static_cast<std::size_t>(bundles), 0.0);
+  for (auto [it, end] = boost::edges(g); it != end; ++it) {
+    const EdgeProps& ep = g[*it];
+    if (ep.bundle < 0) continue;
+    const auto b = static_cast<std::size_t>(ep.bundle);
+    ++bundle_uplinks_[b];
+    lo[b] = std::min(lo[b], ep.gbps);
+    hi[b] = std::max(hi[b], ep.gbps);
+    const auto leaf = cluster.bundle_leaf(ep.bundle);
+    const bool from_leaf_is_lower = leaf == std::min(boost::source(*it, g), boost::target(*it, g));
+    // Link 2 id runs from the lower-numbered vertex.
+    link_bundle_[2 * static_cast<std::size_t>(ep.id)] = 2 * ep.bundle + (from_leaf_is_lower ? 0 : 1);
+    link_bundle_[2 * static_cast<std::size_t>(ep.id) + 1] = 2 * ep.bundle + (from_leaf_is_lower ? 1 : 0);
+  }
+  // One leaf with uplinks of different bandwidths turns the bundle links off everywhere: a
+  // message from a symmetric leaf into it would otherwise use its uplinks one by one beside
+  // messages using them as a bundle.
+  bool symmetric = true;
+  for (int b = 0; b < bundles; ++b)
+    symmetric = symmetric && lo[static_cast<std::size_t>(b)] == hi[static_cast<std::size_t>(b)];
+  if (!symmetric) bundle_uplinks_.assign(bundle_uplinks_.size(), 0);
+  bundles_on_ = symmetric && bundles > 0;
+  for (int b = 0; b < bundles; ++b) {
+    const double gbps = bundle_uplinks_[static_cast<std::size_t>(b)] > 0 ? cluster.bundle_gbps(b) : 0.0;
+    link_gbps_.insert(link_gbps_.end(), 2, gbps);
+    link_latency_ns_.insert(link_latency_ns_.end(), 2, 0.0);
+  }
+  bundled_.resize(static_cast<std::size_t>(gpus));
   to_host_.assign(static_cast<std::size_t>(gpus), -1);
   from_host_.assign(static_cast<std::size_t>(gpus), -1);
   for (int i = 0; i < gpus; ++i) {
@@ -45,8 +81,66 @@ FlowNetwork::FlowNetwork(const Cluster& cluster, double end_window)
   }
 }
 
+void FlowNetwork::compute_bundled(int src_gpu) const {
+  Bundled& out = bundled_[static_cast<std::size_t>(src_gpu)];
+  const int g = cluster_.num_gpus();
+  out.links.clear();
+  out.start.assign(1, 0);
+  out.ok.assign(static_cast<std::size_t>(g), 0);
+  for (int d = 0; d < g; ++d) {
+    const int paths = d == src_gpu ? 0 : cluster_.route(src_gpu, d).paths;
+    if (paths > 1) {
+      const auto first = cluster_.path_links(src_gpu, d, 0);
+      const std::size_t mark = out.links.size();
+      bool ok = true;
+      std::vector<int> seen;
+      for (std::size_t k = 0; k < first.size() && ok; ++k) {
+        bool same = true;
+        for (int p = 1; p < paths; ++p) same = same && cluster_.path_links(src_gpu, d, p)[k] == first[k];
+        if (same) {
+          out.links.push_back(first[k]);
+          continue;
+        }
+        // Every path crosses a different uplink of the same leaf, in the same direction, and
+        // together they are all of that leaf's uplinks, of one bandwidth.
+        const int db = link_bundle_[static_cast<std::size_t>(first[k])];
+        ok = db >= 0 && bundle_uplinks_[static_cast<std::size_t>(db / 2)] == paths;
+        seen.clear();
+        for (int p = 0; p < paths && ok; ++p) {
+          const int l = cluster_.path_links(src_gpu, d, p)[k];
+          ok = link_bundle_[static_cast<std::size_t>(l)] == db &&
+               std::find(seen.begin(), seen.end(), l) == seen.end();
+          seen.push_back(l);
+        }
+        out.links.push_back(bundle_base_ + db);
+      }
+      if (ok)
+        out.ok[static_cast<std::size_t>(d)] = 1;
+      else
+        out.links.resize(mark);
+    }
+    out.start.push_back(out.links.size());
+  }
+}
+
+std::span<const int> FlowNetwork::bundled_links(int src_gpu, int dst_gpu) const {
+  Bundled& b = bundled_[static_cast<std::size_t>(src_gpu)];
+  if (b.start.empty()) compute_bundled(src_gpu);
+  const auto d = static_cast<std::size_t>(dst_gpu);
+  if (b.ok[d] == 0) return {};
+  return {b.links.data() + b.start[d], b.start[d + 1] - b.start[d]};
+}
+
 std::size_t FlowNetwork::add_message(std::vector<Flow>& flows, int src_gpu, int dst_gpu, double bytes) const {
   const int paths = cluster_.route(src_gpu, dst_gpu).paths;
+  if (paths > 1 && bundles_on_) {
+    const auto links = bundled_links(src_gpu, dst_gpu);
+    // In a symmetric fat tree every message with several paths differs only in the uplinks.
+    if (links.empty())
+      throw std::logic_error("network: a message's equal-cost paths differ outside the uplinks");
+    flows.push_back(Flow{links, bytes});
+    return 1;
+  }
   const double share = bytes / paths;
   for (int p = 0; p < paths; ++p) flows.push_back(Flow{cluster_.path_links(src_gpu, dst_gpu, p), share});
   return static_cast<std::size_t>(paths);
@@ -114,7 +208,7 @@ TimeNs FlowNetwork::all_to_all_v(const std::vector<double>& bytes) const {
   if (bytes.size() != static_cast<std::size_t>(g) * static_cast<std::size_t>(g)) {
     throw std::logic_error("network: all-to-all matrix is not GPUs x GPUs");
   }
-  PortLoad load(cluster_);
+  PortLoad load(cluster_, false);
   std::vector<Flow> flows;
   for (int s = 0; s < g; ++s) {
     for (int d = 0; d < g; ++d) {
@@ -138,7 +232,7 @@ CollectiveEstimate FlowNetwork::collective(Collective c, double bytes, const std
 std::vector<TimeNs> FlowNetwork::transfers(const std::vector<Transfer>& ts) const {
   const int g = cluster_.num_gpus();
   const auto gn = static_cast<std::size_t>(g);
-  PortLoad load(cluster_);
+  PortLoad load(cluster_, true);
   std::vector<Flow> flows;
   std::vector<std::array<int, 2>> ends;  // GPUs each flow keeps busy (-1: none)
   for (const Transfer& t : ts) {

@@ -14,6 +14,15 @@
 // like NCCL's several channels and queue pairs spread over the fabric's paths, and ends when its
 // last part does.
 //
+// Where the paths of a message differ only in the uplinks of fat-tree leaves, and each of those
+// leaves' uplinks all have the same bandwidth, the parts are not simulated one by one: every
+// message that crosses a leaf's uplinks uses all of them evenly, so the spines are
+// interchangeable, the max-min allocation (unique) gives every part of a message the same rate,
+// and the leaf's uplinks act as one link of their summed bandwidth in each direction. The
+// message is then one flow over that "bundle" link: the same result with one flow instead of
+// one per spine. A link factor on one uplink breaks the symmetry; every message is then split
+// into parts.
+//
 // Timing rule, the same as AnalyticalNetwork's so the two compare exactly: all flows start
 // together, the bandwidth phase ends when the last flow ends (rounded up to the ns, as
 // transfer_ns), and one NCCL point-to-point latency (p2p_latency_ns of the port classes used)
@@ -58,7 +67,8 @@ class FlowNetwork final : public NetworkModel {
   [[nodiscard]] std::vector<TimeNs> transfers(const std::vector<Transfer>& ts) const override;
 
   // Directed links: edge i of the graph (in boost::edges order) is links 2i (from its lower- to
-  // its higher-numbered vertex) and 2i+1 (back).
+  // its higher-numbered vertex) and 2i+1 (back); after the edges' links, two per fat-tree
+  // leaf: its uplinks together, up and down (see above).
   [[nodiscard]] int num_links() const { return static_cast<int>(link_gbps_.size()); }
   [[nodiscard]] double link_gbps(int link) const { return link_gbps_[static_cast<std::size_t>(link)]; }
   [[nodiscard]] double link_latency_ns(int link) const { return link_latency_ns_[static_cast<std::size_t>(link)]; }
@@ -84,8 +94,12 @@ class FlowNetwork final : public NetworkModel {
   };
   // Finish time of each flow (ns from the common start).
   [[nodiscard]] std::vector<double> simulate(const std::vector<Flow>& flows, TimeNs bound_ns) const;
-  // Appends the flows of one GPU-to-GPU message (one per equal-cost path); returns how many.
+  // Appends the flows of one GPU-to-GPU message (one per equal-cost path, or one over the
+  // bundle links); returns how many.
   std::size_t add_message(std::vector<Flow>& flows, int src_gpu, int dst_gpu, double bytes) const;
+  // The message's path with its uplinks replaced by bundle links; empty when it cannot be.
+  [[nodiscard]] std::span<const int> bundled_links(int src_gpu, int dst_gpu) const;
+  void compute_bundled(int src_gpu) const;
 
   const Cluster& cluster_;
   double end_window_;
@@ -94,6 +108,16 @@ class FlowNetwork final : public NetworkModel {
   std::vector<double> link_latency_ns_;
   std::vector<int> to_host_;    // per GPU: its PCIe link towards the host
   std::vector<int> from_host_;  // per GPU: back
+  int bundle_base_ = 0;         // link id of the first bundle link
+  bool bundles_on_ = false;     // every leaf's uplinks have one bandwidth: use bundle links
+  std::vector<int> link_bundle_;     // per edge link: 2 b (up) or 2 b + 1 (down) of bundle b, or -1
+  std::vector<int> bundle_uplinks_;  // per bundle: its uplinks, 0 when they differ in bandwidth
+  struct Bundled {
+    std::vector<int> links;
+    std::vector<std::size_t> start;  // [dst .. dst + 1]
+    std::vector<char> ok;            // [dst]
+  };
+  mutable std::vector<Bundled> bundled_;  // [src], filled lazily
   mutable RunStats last_;
 };
 

@@ -17,11 +17,12 @@ constexpr double kP2pNetHopUs = 14.0;
 
 }  // namespace
 
-PortLoad::PortLoad(const Cluster& cluster) : cluster_(cluster) {
+PortLoad::PortLoad(const Cluster& cluster, bool per_gpu) : cluster_(cluster), per_gpu_(per_gpu) {
   const auto g = static_cast<std::size_t>(cluster.num_gpus());
   send_.assign(g * kNumPorts, 0.0);
   recv_.assign(g * kNumPorts, 0.0);
   bundle_bytes_.assign(2 * static_cast<std::size_t>(cluster.num_bundles()), 0.0);
+  if (!per_gpu) return;
   gpu_bundles_.assign(g * bundle_bytes_.size(), 0);
   intra_.assign(g, 0);
   nic_.assign(g, 0);
@@ -34,17 +35,21 @@ void PortLoad::add(int src_gpu, int dst_gpu, double bytes) {
   send_[s * kNumPorts + static_cast<std::size_t>(r.src_port)] += bytes;
   recv_[d * kNumPorts + static_cast<std::size_t>(r.dst_port)] += bytes;
   const bool intra = r.src_port == Port::Intra, nic = r.src_port == Port::Nic;
-  for (std::size_t e : {s, d}) {
-    intra_[e] |= static_cast<char>(intra);
-    nic_[e] |= static_cast<char>(nic);
-    fabric_ns_[e] = std::max(fabric_ns_[e], r.fabric_latency_ns);
-  }
   any_intra_ |= intra;
   any_nic_ |= nic;
   any_fabric_ns_ = std::max(any_fabric_ns_, r.fabric_latency_ns);
+  if (per_gpu_) {
+    for (std::size_t e : {s, d}) {
+      intra_[e] |= static_cast<char>(intra);
+      nic_[e] |= static_cast<char>(nic);
+      fabric_ns_[e] = std::max(fabric_ns_[e], r.fabric_latency_ns);
+    }
+  }
+  if (r.up_bundle < 0 && r.down_bundle < 0) return;
   for (int db : {r.up_bundle >= 0 ? 2 * r.up_bundle : -1, r.down_bundle >= 0 ? 2 * r.down_bundle + 1 : -1}) {
     if (db < 0 || !cluster_.bundle_binding(db / 2)) continue;
     bundle_bytes_[static_cast<std::size_t>(db)] += bytes;
+    if (!per_gpu_) continue;
     for (std::size_t e : {s, d}) gpu_bundles_[e * bundle_bytes_.size() + static_cast<std::size_t>(db)] = 1;
   }
 }
@@ -70,7 +75,7 @@ TimeNs PortLoad::gpu_time(int gpu, bool bundles) const {
     if (bw <= 0.0) throw std::logic_error("network: traffic on a port the cluster does not have");
     t = std::max(t, transfer_ns(v, bw));
   }
-  if (bundles) {
+  if (bundles && per_gpu_) {
     for (std::size_t db = 0; db < bundle_bytes_.size(); ++db) {
       if (gpu_bundles_[g * bundle_bytes_.size() + db] != 0)
         t = std::max(t, bundle_time(static_cast<int>(db)));
@@ -92,6 +97,7 @@ TimeNs fabric_latency(double ns) { return ns > 0.0 ? static_cast<TimeNs>(std::ce
 }  // namespace
 
 TimeNs PortLoad::gpu_latency(int gpu) const {
+  if (!per_gpu_) throw std::logic_error("network: per-GPU latency of a load kept for one exchange");
   const auto g = static_cast<std::size_t>(gpu);
   const bool nvlink = cluster_.spec().intra_node == IntraNode::NVSwitch;
   return p2p_latency_ns(intra_[g] != 0, nic_[g] != 0, nvlink) + fabric_latency(fabric_ns_[g]);
@@ -112,7 +118,7 @@ TimeNs p2p_latency_ns(bool uses_intra, bool uses_nic, bool nvlink) {
 
 TimeNs AnalyticalNetwork::all_to_all_v(const std::vector<double>& bytes) const {
   const int g = cluster_.num_gpus();
-  PortLoad load(cluster_);
+  PortLoad load(cluster_, false);
   for (int s = 0; s < g; ++s) {
     for (int d = 0; d < g; ++d) {
       const double b =
@@ -154,7 +160,7 @@ CollectiveEstimate AnalyticalNetwork::collective(Collective c, double bytes, con
 
 std::vector<TimeNs> AnalyticalNetwork::transfers(const std::vector<Transfer>& ts) const {
   const int g = cluster_.num_gpus();
-  PortLoad load(cluster_);
+  PortLoad load(cluster_, true);
   for (const Transfer& t : ts) {
     if (t.bytes <= 0.0) continue;
     if (t.src.host && t.dst.host) throw std::logic_error("network: host-to-host transfers are not modelled");

@@ -61,7 +61,9 @@ class AnalyticalNetwork final : public NetworkModel {
 // AnalyticalNetwork's model and, without the bundles per GPU, the FlowNetwork's lower bound.
 class PortLoad {
  public:
-  explicit PortLoad(const Cluster& cluster);
+  // `per_gpu`: also keep what each GPU's messages used (gpu_latency, gpu_time with bundles);
+  // an exchange timed as a whole does not need it.
+  PortLoad(const Cluster& cluster, bool per_gpu);
   // A GPU-to-GPU message along Cluster::route (src != dst). Both ends are marked as using the
   // route's source port class for the latency.
   void add(int src_gpu, int dst_gpu, double bytes);
@@ -86,6 +88,7 @@ class PortLoad {
   std::vector<char> gpu_bundles_;     // [gpu * 2 bundles + directed bundle]: crossed by its messages
   std::vector<char> intra_, nic_;
   std::vector<double> fabric_ns_;
+  bool per_gpu_ = true;
   bool any_intra_ = false, any_nic_ = false;
   double any_fabric_ns_ = 0.0;
 };

@@ -15,6 +15,7 @@
 #include <sstream>
 #include <vector>
 
+#include "app/runner.hpp"
 #include "app/scenario.hpp"
 #include "sim/error.hpp"
 #include "sim/flow_network.hpp"
@@ -251,9 +252,47 @@ TEST_CASE("fat tree: ECMP spreads messages over the spines", "[topology][ecmp]")
     auto m = w.empty();
     w.at(m, 0, 2) = w.at(m, 1, 3) = 120 * kMB;
     CHECK(w.flow.all_to_all_v(m) == k120At12 + kNetLatency);
-    CHECK(w.flow.last_run().flows == 4);  // two messages x two paths
+    // The spines are interchangeable: each message is one flow over leaf 0's uplinks together.
+    CHECK(w.flow.last_run().flows == 2);
     // Deterministic.
     CHECK(w.flow.all_to_all_v(m) == k120At12 + kNetLatency);
+  }
+  SECTION("two spines, one uplink at half speed: the parts of a message go at different rates") {
+    // Leaf 0's uplinks: to spine 0 12 x 0.5 = 6 GB/s, to spine 1 12 GB/s. Each message is split
+    // into two 60 MB parts. Spine 0: two parts share 6 GB/s, 3 each. Spine 1: two parts, each
+    // limited by its NIC's remaining 12 - 3 = 9 and the uplink's 12 / 2 = 6: 6 each, done at
+    // 60e6 / 6 = 10 ms. Then the spine-0 parts keep 3 GB/s (the uplink is the limit): 30 MB left,
+    // 10 ms more: 20 ms. The analytical bundle (6 + 12 = 18 GB/s): 240e6 / 18 = 13.33 ms.
+    World w(load(scenario(fat_tree(4, 2, 1.0), "{link_factors: [{a: leaf0.0, b: spine0, factor: 0.5}]}")));
+    auto m = w.empty();
+    w.at(m, 0, 2) = w.at(m, 1, 3) = 120 * kMB;
+    CHECK(w.flow.all_to_all_v(m) == 2 * k120At12 + kNetLatency);
+    CHECK(w.flow.last_run().flows == 4);  // two messages x two paths
+    CHECK(w.analytical.all_to_all_v(m) == 13'333'334 + kNetLatency);
+  }
+  SECTION("one flow over a leaf's uplinks together is the split into parts, on random matrices") {
+    // 6 nodes (3 leaves), 4 spines, 2:1. A factor of 1 - 1e-9 on one uplink breaks the symmetry,
+    // so that network splits every message into 4 parts; the exact fluid models (no end window)
+    // then agree to rounding.
+    World sym(load(fat_tree(6, 4, 2.0)));
+    World split(load(
+        scenario(fat_tree(6, 4, 2.0), "{link_factors: [{a: leaf2.0, b: spine3, factor: 0.999999999}]}")));
+    const FlowNetwork exact_sym(sym.cluster, 0.0), exact_split(split.cluster, 0.0);
+    for (std::uint32_t seed = 1; seed <= 5; ++seed) {
+      auto r = random_matrix(6, seed);
+      std::size_t inside = 0, across = 0;  // messages; nodes 2 i and 2 i + 1 share leaf i
+      for (int x = 0; x < 6; ++x) {
+        for (int y = 0; y < 6; ++y) {
+          if (x == y || sym.at(r, x, y) <= 0.0) continue;
+          (x / 2 == y / 2 ? inside : across) += 1;
+        }
+      }
+      const auto a = static_cast<double>(exact_sym.all_to_all_v(r));
+      CHECK(exact_sym.last_run().flows == inside + across);
+      const auto b = static_cast<double>(exact_split.all_to_all_v(r));
+      CHECK(exact_split.last_run().flows == inside + 4 * across);
+      CHECK(std::abs(a - b) <= 1e-6 * a);
+    }
   }
   SECTION("two spines, 2:1: the spread still meets the bundle's 12 GB/s") {
     // Uplinks 24 / (2 x 2) = 6 GB/s per spine, two halves on each: 3 GB/s per half, 6 per
@@ -556,4 +595,41 @@ TEST_CASE("fat tree: the dgx-h100-fat-tree preset", "[topology]") {
   // 16 nodes x 48 GB/s under a leaf, half of it up: 384 GB/s.
   CHECK(w.cluster.bundle_gbps(0) == Approx(384.0));
   CHECK(w.cluster.route(0, 128).paths == w.cluster.spec().fat_tree.spines);
+  // Each key overrides the preset's, from the file or the command line; the summary shows it.
+  const Scenario one =
+      load_scenario_text(scenario("{preset: dgx-h100-fat-tree}"), kOrigin,
+                         {"cluster.fabric.oversubscription=1", "cluster.nodes=4"}, std::nullopt);
+  CHECK(one.cluster.fat_tree.oversubscription == 1.0);
+  CHECK(one.cluster.fat_tree.spines == 8);
+  CHECK(one.cluster.num_gpus() == 32);
+  CHECK_FALSE(Cluster(one.cluster).bundle_binding(0));
+  const auto j = one.to_json();
+  CHECK(j["cluster"]["fabric"]["kind"] == "fat_tree");
+  CHECK(j["cluster"]["fabric"]["oversubscription"] == 1.0);
+  CHECK(j["cluster"]["fabric"]["nodes_per_leaf"] == 16);
+  CHECK(j["network"]["link_factors"].is_array());
+  // Back to one switch: kind single drops the fat tree.
+  const Scenario flat = load_scenario_text(scenario("{preset: dgx-h100-fat-tree, fabric: {kind: single}}"),
+                                           kOrigin, {}, std::nullopt);
+  CHECK(flat.cluster.fabric == FabricKind::Single);
+  CHECK(Cluster(flat.cluster).vertex_names().count("fabric") == 1);
+}
+
+TEST_CASE("fat tree: a whole run in both network models", "[topology][e2e]") {
+  // 4 DGX-H100 nodes, 2 per leaf, 2:1 (from the preset), 32 GPUs; GPT-Small-MoE's 16 experts.
+  const std::string text =
+      "cluster: {preset: dgx-h100-fat-tree, nodes: 4, fabric: {nodes_per_leaf: 2}}\n"
+      "model: {preset: gpt-small-moe}\nplacement: {slots_per_gpu: 1}\n"
+      "run: {max_iterations: 3}\npolicies: [static, symi]\n";
+  std::vector<double> mean_ns;
+  for (const char* net : {"analytical", "flow", "flow"}) {
+    const Scenario s =
+        load_scenario_text(text, kOrigin, {fmt::format("network.model={}", net)}, std::nullopt);
+    const auto results = run_scenario(s);
+    REQUIRE(results.size() == 2);
+    CHECK(results[0].iterations_run == 3);
+    CHECK(results[0].mean_iteration_ns > 0.0);
+    mean_ns.push_back(results[0].mean_iteration_ns);
+  }
+  CHECK(mean_ns[1] == mean_ns[2]);  // deterministic
 }
