@@ -88,6 +88,7 @@ void for_each_item(Cfg& parent, const std::string& key, F&& f) {
   for (std::size_t i = 0; i < n.size(); ++i) {
     if (!n[i].IsMap()) parent.fail(key, fmt::format("item {} must be a mapping", i));
     Cfg item(n[i], parent.origin(), fmt::format("{}.{}[{}]", parent.path(), key, i));
+    item.set_overrides(parent.overrides());
     f(item);
     item.finish();
   }

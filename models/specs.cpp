@@ -135,6 +135,7 @@ void parse_topology(Cfg& parent, ClusterSpec& s) {
     for (std::size_t i = 0; i < n.size(); ++i) {
       if (!n[i].IsMap()) t.fail(key, fmt::format("item {} must be a mapping ({})", i, what));
       Cfg item(n[i], t.origin(), fmt::format("{}.{}[{}]", t.path(), key, i));
+      item.set_overrides(t.overrides());
       f(item);
       item.finish();
     }

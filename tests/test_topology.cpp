@@ -559,6 +559,16 @@ TEST_CASE("topology: bad input names the element and its position", "[topology][
     CHECK_THAT(error_of(noport), Contains("GPU 0 has no nic link"));
     const std::string both = scenario(c, "{link_factors: [{gpu: 1, a: gpu1, factor: 0.5}]}");
     CHECK_THAT(error_of(both), Contains("give either gpu: and port:"));
+    // Set from the command line: the error names the assignment.
+    try {
+      (void)load_scenario_text(scenario(c), kOrigin,
+                               {"network.link_factors=[{a: gpu0, b: sw2, factor: 0.5}]"}, std::nullopt);
+      FAIL("no error");
+    } catch (const InputError& e) {
+      CHECK_THAT(std::string(e.what()),
+                 Contains("--set 'network.link_factors=[{a: gpu0, b: sw2, factor: 0.5}]': key "
+                          "'network.link_factors[0].a': no vertex named 'sw2'"));
+    }
     const std::string range = scenario(c, "{link_factors: [{gpu: 4, port: nic, factor: 0.5}]}");
     CHECK_THAT(error_of(range),
                Contains(pos(range, "4, port") + ": key 'network.link_factors[0].gpu': 4 is out of range"));
