@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "sim/cluster.hpp"
 #include "sim/error.hpp"
 
 namespace moesim {
@@ -87,6 +88,7 @@ void for_each_item(Cfg& parent, const std::string& key, F&& f) {
   for (std::size_t i = 0; i < n.size(); ++i) {
     if (!n[i].IsMap()) parent.fail(key, fmt::format("item {} must be a mapping", i));
     Cfg item(n[i], parent.origin(), fmt::format("{}.{}[{}]", parent.path(), key, i));
+    item.set_overrides(parent.overrides());
     f(item);
     item.finish();
   }
@@ -183,7 +185,35 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
   {
     Cfg n = c.child("network");
     s.network_model = n.get_enum("model", s.network_model, {"analytical", "flow"});
+    for_each_item(n, "link_factors", [&](Cfg& item) {
+      LinkFactorSpec f;
+      const bool by_gpu = item.has("gpu") || item.has("port");
+      const bool by_ends = item.has("a") || item.has("b");
+      if (by_gpu == by_ends) {
+        item.fail("",
+                  "give either gpu: and port: (a GPU's links of one class) or a: and b: (the link between two "
+                  "named vertices), and factor:");
+      }
+      if (by_gpu) {
+        f.gpu = static_cast<int>(item.need_int("gpu", 0, s.cluster.num_gpus() - 1));
+        if (!item.has("port")) item.fail("port", "is required: intra, nic or host");
+        f.port = item.get_enum("port", "", {"intra", "nic", "host"});
+        f.where = item.where("gpu");
+      } else {
+        f.a = item.need_string("a");
+        f.b = item.need_string("b");
+        f.where = item.where("a");
+      }
+      f.factor = item.need_double("factor", -1e12, 1e12);
+      if (!(f.factor > 0.0 && f.factor <= 1e3)) {
+        item.fail("factor", fmt::format("{}: a bandwidth factor must be in (0, 1000]", f.factor));
+      }
+      s.cluster.link_factors.push_back(std::move(f));
+    });
     n.finish();
+    // Builds the graph once now, so that an unreachable GPU or a link factor naming no link is
+    // an input error before anything runs.
+    const Cluster probe(s.cluster);
   }
   {
     Cfg comp = c.child("compute");
@@ -298,6 +328,36 @@ nlohmann::json Scenario::to_json() const {
                  {"derived_intra_gbps_per_gpu", cs.intra_gbps()},
                  {"derived_nic_gbps_per_gpu", cs.nic_gbps()},
                  {"sources", cs.sources}};
+  if (cs.topology) {
+    json vs = json::array(), ls = json::array();
+    for (const auto& v : cs.topology->vertices) {
+      json j{{"name", v.name}, {"kind", v.kind}};
+      if (v.node >= 0) j["node"] = v.node;
+      vs.push_back(j);
+    }
+    for (const auto& l : cs.topology->links) {
+      ls.push_back({{"a", l.a}, {"b", l.b}, {"gbps", l.gbps}, {"latency_ns", l.latency_ns}});
+    }
+    cluster_j["topology"] = {{"vertices", vs}, {"links", ls}};
+  } else if (cs.fabric == FabricKind::FatTree) {
+    const auto& ft = cs.fat_tree;
+    cluster_j["fabric"] = {{"kind", "fat_tree"},
+                           {"nodes_per_leaf", ft.nodes_per_leaf},
+                           {"spines", ft.spines},
+                           {"oversubscription", ft.oversubscription},
+                           {"leaf_latency_ns", ft.leaf_latency_ns},
+                           {"spine_latency_ns", ft.spine_latency_ns}};
+  } else {
+    cluster_j["fabric"] = {{"kind", "single"}};
+  }
+  json link_factors_j = json::array();
+  for (const auto& f : cs.link_factors) {
+    if (f.gpu >= 0) {
+      link_factors_j.push_back({{"gpu", f.gpu}, {"port", f.port}, {"factor", f.factor}});
+    } else {
+      link_factors_j.push_back({{"a", f.a}, {"b", f.b}, {"factor", f.factor}});
+    }
+  }
   const auto& m = model;
   json model_j{{"name", m.name},
                {"layers", m.layers},
@@ -359,7 +419,7 @@ nlohmann::json Scenario::to_json() const {
               {"cluster", cluster_j},
               {"model", model_j},
               {"placement", {{"slots_per_gpu", slots_per_gpu}}},
-              {"network", {{"model", network_model}}},
+              {"network", {{"model", network_model}, {"link_factors", link_factors_j}}},
               {"compute", {{"profile", compute_profile.empty() ? json("roofline") : json(compute_profile)},
                            {"fallback", compute_fallback_roofline ? "roofline" : "error"}}},
               {"training", training_j},

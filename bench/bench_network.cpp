@@ -1,10 +1,13 @@
 // Network model speed: one all-to-all-v over 256 GPUs (32 DGX-H100 nodes), flow-level and
 // analytical, for a uniform matrix (1 MiB per GPU pair) and a skewed one from the synthetic
 // trace (one expert per GPU, Zipf(1) popularity). Targets: flow <= 100 ms, analytical <= 1 ms.
+// The same on the dgx-h100-fat-tree preset (32 nodes on a rail-optimised 2:1 fat tree with 8
+// spines: each message between leaves is split over 8 equal-cost paths).
 #include <benchmark/benchmark.h>
 
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "app/scenario.hpp"
@@ -21,10 +24,10 @@ struct NetWorld {
   std::unique_ptr<AnalyticalNetwork> analytical;
   std::unique_ptr<FlowNetwork> flow;
   std::vector<double> uniform, skewed, balanced;
-  NetWorld() {
+  explicit NetWorld(const std::string& cluster_yaml) {
     s = load_scenario_text(
-        "cluster: {preset: dgx-h100, nodes: 32}\nmodel: {preset: mixtral-8x7b}\nplacement: {slots_per_gpu: 1}\n"
-        "policies: [static]\n",
+        "cluster: " + cluster_yaml +
+            "\nmodel: {preset: mixtral-8x7b}\nplacement: {slots_per_gpu: 1}\npolicies: [static]\n",
         "<bench>", {}, std::nullopt);
     cluster = std::make_unique<Cluster>(s.cluster);
     analytical = std::make_unique<AnalyticalNetwork>(*cluster);
@@ -67,11 +70,16 @@ std::vector<double> NetWorld::dispatch(double skew) const {
 }
 
 NetWorld& world() {
-  static NetWorld w;
+  static NetWorld w("{preset: dgx-h100, nodes: 32}");
+  return w;
+}
+NetWorld& fat_tree_world() {
+  static NetWorld w("{preset: dgx-h100-fat-tree}");
   return w;
 }
 
-void run(benchmark::State& state, const NetworkModel& net, const std::vector<double>& bytes, bool is_flow) {
+void run(benchmark::State& state, NetWorld& w, bool is_flow, const std::vector<double>& bytes) {
+  const NetworkModel& net = is_flow ? static_cast<const NetworkModel&>(*w.flow) : *w.analytical;
   TimeNs t = 0;
   for (auto _ : state) {
     t = net.all_to_all_v(bytes);
@@ -79,21 +87,33 @@ void run(benchmark::State& state, const NetworkModel& net, const std::vector<dou
   }
   state.counters["simulated_ms"] = ns_to_ms(t);
   if (is_flow) {
-    const auto& st = world().flow->last_run();
+    const auto& st = w.flow->last_run();
     state.counters["flows"] = static_cast<double>(st.flows);
     state.counters["events"] = static_cast<double>(st.events);
     state.counters["resolved"] = static_cast<double>(st.resolved);
   }
-  state.counters["analytical_ms"] = ns_to_ms(world().analytical->all_to_all_v(bytes));
+  state.counters["analytical_ms"] = ns_to_ms(w.analytical->all_to_all_v(bytes));
 }
 
-void BM_A2A_Flow_Uniform(benchmark::State& state) { run(state, *world().flow, world().uniform, true); }
-void BM_A2A_Flow_Skewed(benchmark::State& state) { run(state, *world().flow, world().skewed, true); }
+void BM_A2A_Flow_Uniform(benchmark::State& state) { run(state, world(), true, world().uniform); }
+void BM_A2A_Flow_Skewed(benchmark::State& state) { run(state, world(), true, world().skewed); }
 // Outside the targets: a near-uniform random matrix keeps every link full at nearly
 // equal shares, so each batch of ends re-shares almost every flow (see docs/network.md).
-void BM_A2A_Flow_Balanced(benchmark::State& state) { run(state, *world().flow, world().balanced, true); }
-void BM_A2A_Analytical_Uniform(benchmark::State& state) { run(state, *world().analytical, world().uniform, false); }
-void BM_A2A_Analytical_Skewed(benchmark::State& state) { run(state, *world().analytical, world().skewed, false); }
+void BM_A2A_Flow_Balanced(benchmark::State& state) { run(state, world(), true, world().balanced); }
+void BM_A2A_Analytical_Uniform(benchmark::State& state) { run(state, world(), false, world().uniform); }
+void BM_A2A_Analytical_Skewed(benchmark::State& state) { run(state, world(), false, world().skewed); }
+void BM_A2A_FatTree_Flow_Uniform(benchmark::State& state) {
+  run(state, fat_tree_world(), true, fat_tree_world().uniform);
+}
+void BM_A2A_FatTree_Flow_Skewed(benchmark::State& state) {
+  run(state, fat_tree_world(), true, fat_tree_world().skewed);
+}
+void BM_A2A_FatTree_Analytical_Uniform(benchmark::State& state) {
+  run(state, fat_tree_world(), false, fat_tree_world().uniform);
+}
+void BM_A2A_FatTree_Analytical_Skewed(benchmark::State& state) {
+  run(state, fat_tree_world(), false, fat_tree_world().skewed);
+}
 
 }  // namespace
 
@@ -102,3 +122,7 @@ BENCHMARK(BM_A2A_Flow_Skewed)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_A2A_Flow_Balanced)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_A2A_Analytical_Uniform)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_A2A_Analytical_Skewed)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_A2A_FatTree_Flow_Uniform)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_A2A_FatTree_Flow_Skewed)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_A2A_FatTree_Analytical_Uniform)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_A2A_FatTree_Analytical_Skewed)->Unit(benchmark::kMillisecond);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <map>
 
 #include "models/embedded.hpp"
 #include "sim/error.hpp"
@@ -84,6 +85,134 @@ GpuProfile load_gpu(Cfg& parent, const std::string& key) {
   return g;
 }
 
+// `fabric:` on top of the base's: keys default to the base's fat tree, all are required when the
+// base has none.
+void parse_fabric(Cfg& parent, ClusterSpec& s, const ClusterSpec& b) {
+  parent.touch("fabric");
+  if (!parent.has("fabric")) return;
+  Cfg f = parent.child("fabric");
+  const bool inherit = b.fabric == FabricKind::FatTree;
+  const std::string kind = f.get_enum("kind", inherit ? "fat_tree" : "single", {"single", "fat_tree"});
+  if (kind == "single") {
+    s.fabric = FabricKind::Single;
+    s.fat_tree = FatTreeSpec{};
+    f.finish();
+    return;
+  }
+  s.fabric = FabricKind::FatTree;
+  FatTreeSpec t = inherit ? b.fat_tree : FatTreeSpec{};
+  auto num = [&](const char* key, double def, double min, double max) {
+    return inherit ? f.get_double(key, def, min, max) : f.need_double(key, min, max);
+  };
+  auto count = [&](const char* key, int def, int max) {
+    return static_cast<int>(inherit ? f.get_int(key, def, 1, max) : f.need_int(key, 1, max));
+  };
+  t.nodes_per_leaf = count("nodes_per_leaf", t.nodes_per_leaf, 1 << 20);
+  t.spines = count("spines", t.spines, 1 << 16);
+  t.oversubscription = num("oversubscription", t.oversubscription, 1.0, 1e3);
+  t.leaf_latency_ns = num("leaf_latency_ns", t.leaf_latency_ns, 0.0, 1e9);
+  t.spine_latency_ns = num("spine_latency_ns", t.spine_latency_ns, 0.0, 1e9);
+  s.fat_tree = t;
+  f.finish();
+}
+
+// `topology:` replaces the base's graph; nodes and GPUs per node follow from its gpu vertices.
+void parse_topology(Cfg& parent, ClusterSpec& s) {
+  parent.touch("topology");
+  if (!parent.has("topology")) return;
+  for (const char* key : {"nodes", "gpus_per_node", "fabric"}) {
+    if (parent.has(key))
+      parent.fail(key, "cannot be set together with topology: (the topology describes it)");
+  }
+  Cfg t = parent.child("topology");
+  TopologySpec topo;
+  std::map<std::string, std::size_t> index;  // vertex name -> position in topo.vertices
+  auto items = [&](const char* key, const char* what, auto&& f) {
+    t.touch(key);
+    const YAML::Node& n = t.node()[key];
+    if (!n || !n.IsSequence() || n.size() == 0)
+      t.fail(key, fmt::format("is required: a non-empty list of {}", what));
+    for (std::size_t i = 0; i < n.size(); ++i) {
+      if (!n[i].IsMap()) t.fail(key, fmt::format("item {} must be a mapping ({})", i, what));
+      Cfg item(n[i], t.origin(), fmt::format("{}.{}[{}]", t.path(), key, i));
+      item.set_overrides(t.overrides());
+      f(item);
+      item.finish();
+    }
+  };
+  items("vertices", "{name, kind, node}", [&](Cfg& item) {
+    TopologyVertexSpec v;
+    v.where = item.where("");
+    v.name = item.need_string("name");
+    if (!item.has("kind")) item.fail("kind", "is required: gpu, host, node_switch, nic or switch");
+    v.kind = item.get_enum("kind", "", {"gpu", "host", "node_switch", "nic", "switch"});
+    if (v.kind == "gpu" || v.kind == "host") {
+      v.node = static_cast<int>(item.need_int("node", 0, (1 << 20) - 1));
+    } else if (item.has("node")) {
+      item.fail("node", fmt::format("is only allowed on gpu and host vertices, not on a {}", v.kind));
+    }
+    auto [it, fresh] = index.emplace(v.name, topo.vertices.size());
+    if (!fresh)
+      item.fail("name", fmt::format("vertex '{}' is already declared at {}", v.name,
+                                    topo.vertices[it->second].where));
+    topo.vertices.push_back(std::move(v));
+  });
+  items("links", "{a, b, gbps, latency_ns}", [&](Cfg& item) {
+    TopologyLinkSpec l;
+    l.where = item.where("");
+    for (auto [key, name] : {std::pair<const char*, std::string*>{"a", &l.a}, {"b", &l.b}}) {
+      *name = item.need_string(key);
+      if (!index.count(*name))
+        item.fail(key, fmt::format("unknown vertex '{}'; declare it under topology.vertices", *name));
+    }
+    if (l.a == l.b) item.fail("b", fmt::format("links vertex '{}' to itself", l.a));
+    l.gbps = item.need_double("gbps", -1e12, 1e12);
+    if (!(l.gbps > 0.0)) item.fail("gbps", fmt::format("{} GB/s: a link's bandwidth must be > 0", l.gbps));
+    l.latency_ns = item.need_double("latency_ns", 0.0, 1e9);
+    topo.links.push_back(std::move(l));
+  });
+  t.finish();
+  // Nodes 0 .. N-1 each with the same number of GPUs; each GPU with one link to its node's host.
+  std::vector<int> gpus;
+  for (const auto& v : topo.vertices) {
+    if (v.kind != "gpu") continue;
+    if (static_cast<int>(gpus.size()) <= v.node) gpus.resize(static_cast<std::size_t>(v.node) + 1, 0);
+    ++gpus[static_cast<std::size_t>(v.node)];
+  }
+  if (gpus.empty()) t.fail("vertices", "has no gpu vertex");
+  for (std::size_t n = 0; n < gpus.size(); ++n) {
+    if (gpus[n] != gpus[0]) {
+      t.fail("vertices",
+             fmt::format("node {} has {} GPUs but node 0 has {}; every node needs the same count (GPU "
+                         "ids are node * gpus_per_node + the GPU's rank in its node)",
+                         n, gpus[n], gpus[0]));
+    }
+  }
+  for (const auto& v : topo.vertices) {
+    if (v.kind == "host" && v.node >= static_cast<int>(gpus.size())) {
+      throw InputError(fmt::format("{}: host '{}' is on node {}, but the GPUs are on nodes 0 to {}", v.where,
+                                   v.name, v.node, gpus.size() - 1));
+    }
+    if (v.kind != "gpu") continue;
+    int host_links = 0;
+    for (const auto& l : topo.links) {
+      const std::string* other = l.a == v.name ? &l.b : l.b == v.name ? &l.a : nullptr;
+      if (other && topo.vertices[index.at(*other)].kind == "host") ++host_links;
+    }
+    if (host_links != 1) {
+      throw InputError(
+          fmt::format("{}: GPU '{}' has {} links to a host; it needs exactly one (its PCIe link, "
+                      "which host copies use)",
+                      v.where, v.name, host_links));
+    }
+  }
+  s.nodes = static_cast<int>(gpus.size());
+  s.gpus_per_node = gpus[0];
+  s.fabric = FabricKind::Single;
+  s.fat_tree = FatTreeSpec{};
+  s.topology = std::move(topo);
+}
+
 ClusterSpec parse_cluster(Cfg& c, const ClusterSpec& b) {
   ClusterSpec s = b;
   s.name = c.get_string("name", b.name);
@@ -102,6 +231,13 @@ ClusterSpec parse_cluster(Cfg& c, const ClusterSpec& b) {
   s.sources = read_sources(c, b.sources);
   if (c.has("gpu")) s.gpu = load_gpu(c, "gpu");
   else c.touch("gpu");
+  if (b.topology) {
+    for (const char* key : {"nodes", "gpus_per_node", "fabric"}) {
+      if (c.has(key) && !c.has("topology")) c.fail(key, "cannot be set: the preset's topology describes it");
+    }
+  }
+  parse_fabric(c, s, b);
+  parse_topology(c, s);
   return s;
 }
 
@@ -121,6 +257,12 @@ void check_cluster(const ClusterSpec& s, Cfg& c) {
   }
   if (s.intra_node == IntraNode::NVSwitch && s.gpu.nvlink_links == 0 && s.gpus_per_node > 1) {
     c.fail("intra_node", fmt::format("is nvswitch but GPU '{}' has no NVLink links", s.gpu.name));
+  }
+  if (s.fabric == FabricKind::FatTree && s.nics_per_node > 0 && s.gpus_per_node % s.nics_per_node != 0) {
+    c.fail("fabric",
+           fmt::format("is a rail-optimised fat tree: nics_per_node ({}) must divide gpus_per_node ({}) so "
+                       "that each NIC serves the same GPUs",
+                       s.nics_per_node, s.gpus_per_node));
   }
   if (s.intra_node == IntraNode::None && s.gpus_per_node > 1) {
     c.fail("intra_node", fmt::format("is none but gpus_per_node is {}; use nvswitch or pcie", s.gpus_per_node));

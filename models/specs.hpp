@@ -2,6 +2,7 @@
 // Data of the simulated world: GPU profiles, cluster shapes and MoE model shapes, loaded from
 // the YAML presets under models/ (compiled into the binary) with scenario overrides on top.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,52 @@ struct GpuProfile {
 
 enum class IntraNode { NVSwitch, PCIe, None };
 
+// How the NICs of the nodes are connected (docs/network.md, docs/scenario.md `cluster.fabric`).
+// Single: one non-blocking switch every NIC reaches. FatTree: a rail-optimised two-level fat
+// tree: NIC k of each node connects to leaf k of its rail group (nodes_per_leaf consecutive
+// nodes), every leaf to every spine; a leaf's uplinks carry its downlink capacity divided by the
+// oversubscription ratio, split evenly over the spines.
+enum class FabricKind { Single, FatTree };
+struct FatTreeSpec {
+  int nodes_per_leaf = 0;         // nodes in one rail group (their NIC k share leaf k)
+  int spines = 0;                 // spine switches; every leaf has one uplink to each
+  double oversubscription = 1.0;  // leaf downlink capacity / leaf uplink capacity (1: non-blocking)
+  double leaf_latency_ns = 0.0;   // one traversal of a leaf switch
+  double spine_latency_ns = 0.0;  // one traversal of a spine switch
+};
+
+// An explicit graph (`cluster.topology`). `where` is the element's position in its YAML file,
+// for errors found when the graph is built.
+struct TopologyVertexSpec {
+  std::string name;
+  std::string kind;  // gpu | host | node_switch | nic | switch
+  int node = -1;     // gpu and host: the node they belong to
+  std::string where;
+};
+struct TopologyLinkSpec {
+  std::string a;
+  std::string b;
+  double gbps = 0.0;  // per direction (full duplex)
+  double latency_ns = 0.0;
+  std::string where;
+};
+struct TopologySpec {
+  std::vector<TopologyVertexSpec> vertices;
+  std::vector<TopologyLinkSpec> links;
+};
+
+// Scales the bandwidth of links (both directions) of the cluster graph (`network.link_factors`):
+// either every link of one port class of a GPU (gpu >= 0, port "intra" | "nic" | "host"), or the
+// link(s) between two named vertices (a, b). Factors on one link multiply.
+struct LinkFactorSpec {
+  int gpu = -1;
+  std::string port;
+  std::string a;
+  std::string b;
+  double factor = 1.0;
+  std::string where;
+};
+
 struct ClusterSpec {
   std::string name;
   int nodes = 1;
@@ -39,6 +86,10 @@ struct ClusterSpec {
   double nic_latency_ns = 0.0;     // one network hop, used by point-to-point transfers
   GpuProfile gpu;
   std::vector<std::string> sources;
+  FabricKind fabric = FabricKind::Single;
+  FatTreeSpec fat_tree;                      // fabric == FatTree
+  std::optional<TopologySpec> topology;      // replaces the built shape when present
+  std::vector<LinkFactorSpec> link_factors;  // from the scenario's network section
 
   [[nodiscard]] int num_gpus() const { return nodes * gpus_per_node; }
   [[nodiscard]] int node_of(int gpu_index) const { return gpu_index / gpus_per_node; }

@@ -1,9 +1,13 @@
 #include "sim/cluster.hpp"
 
-#include <boost/graph/dijkstra_shortest_paths.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
 #include <limits>
+#include <numeric>
+#include <queue>
+#include <tuple>
 
 #include "sim/error.hpp"
 
@@ -23,7 +27,35 @@ namespace {
 // hardware latencies (NVLink 0.6 us, PCI 1.0 us, LL protocol).
 constexpr double kNvlinkHopNs = 600.0;
 constexpr double kPciHopNs = 1000.0;
+// More equal-cost paths than this between two GPUs is an error (an explicit graph with a
+// combinatorial number of shortest paths); a fat tree has one per spine.
+constexpr std::size_t kMaxEqualCostPaths = 4096;
+// A bundle binds when its capacity is below the GPU links beneath by more than rounding.
+constexpr double kBindingTolerance = 1e-9;
+
+using Vertex = ClusterGraph::vertex_descriptor;
+
+// Routing cost: latency in integer picoseconds (so that equal latencies tie exactly), then hops.
+using Cost = std::pair<std::int64_t, int>;
+constexpr Cost kInfinite{std::numeric_limits<std::int64_t>::max(), std::numeric_limits<int>::max()};
+std::int64_t latency_ps(double ns) { return std::llround(ns * 1000.0); }
+
+std::string vertex_label(const VertexProps& v) {
+  return v.where.empty() ? fmt::format("'{}'", v.name) : fmt::format("'{}' ({})", v.name, v.where);
+}
 }  // namespace
+
+Vertex Cluster::add_vertex(VertexKind kind, int index, std::string name, std::string where) {
+  auto v = boost::add_vertex(VertexProps{kind, index, name, std::move(where)}, graph_);
+  names_.emplace(std::move(name), v);
+  return v;
+}
+
+void Cluster::add_edge(Vertex a, Vertex b, Port port, double gbps, double latency_ns, int bundle) {
+  const int id = static_cast<int>(edge_of_id_.size());
+  auto [e, ok] = boost::add_edge(a, b, EdgeProps{port, gbps, latency_ns, id, bundle}, graph_);
+  edge_of_id_.push_back(e);
+}
 
 Cluster::Cluster(const ClusterSpec& spec) : spec_(spec) {
   const int g = spec.num_gpus();
@@ -31,69 +63,388 @@ Cluster::Cluster(const ClusterSpec& spec) : spec_(spec) {
   port_gbps_[static_cast<int>(Port::Intra)] = spec.gpus_per_node > 1 ? spec.intra_gbps() : 0.0;
   port_gbps_[static_cast<int>(Port::Nic)] = spec.nodes > 1 ? spec.nic_gbps() : 0.0;
   port_gbps_[static_cast<int>(Port::Host)] = spec.pcie_gbps;
+  gpu_vertex_.resize(static_cast<std::size_t>(g));
+  if (spec.topology)
+    build_topology(*spec.topology);
+  else
+    build_shape();
+  apply_link_factors();
+  finish_build();
+}
 
-  gpu_vertex_.resize(g);
-  for (int i = 0; i < g; ++i) gpu_vertex_[i] = boost::add_vertex(VertexProps{VertexKind::Gpu, i}, graph_);
-  auto fabric = boost::add_vertex(VertexProps{VertexKind::Fabric, 0}, graph_);
+void Cluster::build_shape() {
+  const ClusterSpec& spec = spec_;
+  const int g = spec.num_gpus();
+  for (int i = 0; i < g; ++i)
+    gpu_vertex_[static_cast<std::size_t>(i)] = add_vertex(VertexKind::Gpu, i, fmt::format("gpu{}", i));
+  const bool fat_tree = spec.fabric == FabricKind::FatTree && spec.nodes > 1;
+  // Single fabric: one switch every NIC reaches (added first, as it always was: vertex and edge
+  // numbering, and so the flow model's link order, stay those of earlier versions).
+  Vertex fabric{};
+  if (!fat_tree) fabric = add_vertex(VertexKind::Fabric, 0, "fabric");
+  // Fat tree: leaf (group, rail) is vertex leaves[group * rails + rail]; then the spines.
+  const FatTreeSpec& ft = spec.fat_tree;
+  const int rails = fat_tree ? spec.nics_per_node : 0;
+  const int groups = fat_tree ? (spec.nodes + ft.nodes_per_leaf - 1) / ft.nodes_per_leaf : 0;
+  std::vector<Vertex> leaves, spines;
+  for (int grp = 0; grp < groups; ++grp) {
+    for (int r = 0; r < rails; ++r) {
+      leaves.push_back(add_vertex(VertexKind::Fabric, grp * rails + r, fmt::format("leaf{}.{}", grp, r)));
+    }
+  }
+  for (int s = 0; s < (fat_tree ? ft.spines : 0); ++s) {
+    spines.push_back(
+        add_vertex(VertexKind::Fabric, static_cast<int>(leaves.size()) + s, fmt::format("spine{}", s)));
+  }
   const double intra_lat = spec.intra_node == IntraNode::NVSwitch ? kNvlinkHopNs : kPciHopNs;
+  const char* switch_name = spec.intra_node == IntraNode::NVSwitch ? "nvswitch" : "pcie_switch";
   for (int n = 0; n < spec.nodes; ++n) {
-    auto host = boost::add_vertex(VertexProps{VertexKind::Host, n}, graph_);
-    ClusterGraph::vertex_descriptor sw{};
+    auto host = add_vertex(VertexKind::Host, n, fmt::format("host{}", n));
+    Vertex sw{};
     const bool has_switch = spec.intra_node != IntraNode::None && spec.gpus_per_node > 1;
-    if (has_switch) sw = boost::add_vertex(VertexProps{VertexKind::NodeSwitch, n}, graph_);
+    if (has_switch) sw = add_vertex(VertexKind::NodeSwitch, n, fmt::format("{}{}", switch_name, n));
     for (int l = 0; l < spec.gpus_per_node; ++l) {
-      auto v = gpu_vertex_[n * spec.gpus_per_node + l];
+      auto v = gpu_vertex_[static_cast<std::size_t>(n * spec.gpus_per_node + l)];
       // Intra-node edges first: they win latency ties in routing.
-      if (has_switch) boost::add_edge(v, sw, EdgeProps{Port::Intra, spec.intra_gbps(), intra_lat}, graph_);
+      if (has_switch) add_edge(v, sw, Port::Intra, spec.intra_gbps(), intra_lat);
       // Through the CPU root complex: slower than a PCIe switch, so never a GPU-to-GPU route
       // when a switch exists.
-      boost::add_edge(v, host, EdgeProps{Port::Host, spec.pcie_gbps, 2.0 * kPciHopNs}, graph_);
+      add_edge(v, host, Port::Host, spec.pcie_gbps, 2.0 * kPciHopNs);
       if (spec.nodes > 1) {
-        boost::add_edge(v, fabric, EdgeProps{Port::Nic, spec.nic_gbps(), spec.nic_latency_ns}, graph_);
+        // Rail-optimised: the GPUs of a NIC (gpus_per_node / nics_per_node of them, in order)
+        // reach the leaf of that NIC's rail.
+        Vertex to = fabric;
+        if (fat_tree) {
+          const int rail = l / (spec.gpus_per_node / rails);
+          to = leaves[static_cast<std::size_t>((n / ft.nodes_per_leaf) * rails + rail)];
+        }
+        add_edge(v, to, Port::Nic, spec.nic_gbps(), spec.nic_latency_ns);
       }
     }
   }
+  if (!fat_tree) return;
+  // A leaf's downlinks: one NIC of each of its nodes; its uplinks carry that divided by the
+  // oversubscription, evenly over the spines. The same NCCL-achievable share of the line rate
+  // (nic_efficiency) applies to every fabric link.
+  const double down_gbps = ft.nodes_per_leaf * gbit_to_gbyte(spec.nic_gbit) * spec.nic_efficiency;
+  const double up_gbps = down_gbps / (ft.oversubscription * ft.spines);
+  // A route between leaves crosses two uplinks: it adds one leaf and one spine traversal to the
+  // message latency (NCCL's network hop figure covers the first switch).
+  const double up_latency_ns = (ft.leaf_latency_ns + ft.spine_latency_ns) / 2.0;
+  for (std::size_t leaf = 0; leaf < leaves.size(); ++leaf) {
+    bundle_leaf_.push_back(leaves[leaf]);
+    for (Vertex s : spines)
+      add_edge(leaves[leaf], s, Port::Nic, up_gbps, up_latency_ns, static_cast<int>(leaf));
+  }
+}
+
+void Cluster::build_topology(const TopologySpec& t) {
+  // GPU ids are node-major: node n's GPUs, in the order they are listed, are
+  // n * gpus_per_node ... (n + 1) * gpus_per_node - 1 (the spec checked the counts).
+  std::vector<int> next(static_cast<std::size_t>(spec_.nodes), 0);
+  int running = 0;
+  for (const TopologyVertexSpec& v : t.vertices) {
+    if (names_.count(v.name))
+      throw InputError(fmt::format("{}: vertex name '{}' is used twice", v.where, v.name));
+    if (v.kind == "gpu") {
+      if (v.node < 0 || v.node >= spec_.nodes ||
+          next[static_cast<std::size_t>(v.node)] >= spec_.gpus_per_node) {
+        throw InputError(fmt::format("{}: GPU '{}' of node {} does not fit {} nodes of {} GPUs", v.where,
+                                     v.name, v.node, spec_.nodes, spec_.gpus_per_node));
+      }
+      const int id = v.node * spec_.gpus_per_node + next[static_cast<std::size_t>(v.node)]++;
+      gpu_vertex_[static_cast<std::size_t>(id)] = add_vertex(VertexKind::Gpu, id, v.name, v.where);
+    } else if (v.kind == "host") {
+      add_vertex(VertexKind::Host, v.node, v.name, v.where);
+    } else if (v.kind == "node_switch") {
+      add_vertex(VertexKind::NodeSwitch, running++, v.name, v.where);
+    } else if (v.kind == "nic") {
+      add_vertex(VertexKind::Nic, running++, v.name, v.where);
+    } else if (v.kind == "switch") {
+      add_vertex(VertexKind::Fabric, running++, v.name, v.where);
+    } else {
+      throw InputError(fmt::format("{}: unknown vertex kind '{}'", v.where, v.kind));
+    }
+  }
+  for (int n = 0; n < spec_.nodes; ++n) {
+    if (next[static_cast<std::size_t>(n)] != spec_.gpus_per_node) {
+      throw InputError(fmt::format("cluster '{}': node {} has {} GPUs, not {}", spec_.name, n,
+                                   next[static_cast<std::size_t>(n)], spec_.gpus_per_node));
+    }
+  }
+  for (const TopologyLinkSpec& l : t.links) {
+    auto find = [&](const std::string& name) {
+      auto it = names_.find(name);
+      if (it == names_.end()) throw InputError(fmt::format("{}: unknown vertex '{}'", l.where, name));
+      return it->second;
+    };
+    const Vertex a = find(l.a), b = find(l.b);
+    if (a == b) throw InputError(fmt::format("{}: a link from '{}' to itself", l.where, l.a));
+    if (!(l.gbps > 0.0)) throw InputError(fmt::format("{}: gbps must be > 0, found {}", l.where, l.gbps));
+    if (!(l.latency_ns >= 0.0))
+      throw InputError(fmt::format("{}: latency_ns must be >= 0, found {}", l.where, l.latency_ns));
+    // The port class of a GPU's link follows from what it reaches.
+    auto port_to = [&](Vertex other) {
+      switch (graph_[other].kind) {
+        case VertexKind::Gpu:
+        case VertexKind::NodeSwitch:
+          return Port::Intra;
+        case VertexKind::Host:
+          return Port::Host;
+        case VertexKind::Nic:
+        case VertexKind::Fabric:
+          return Port::Nic;
+      }
+      return Port::Nic;
+    };
+    Port port = Port::Nic;
+    if (graph_[a].kind == VertexKind::Gpu)
+      port = port_to(b);
+    else if (graph_[b].kind == VertexKind::Gpu)
+      port = port_to(a);
+    if (port == Port::Host) {
+      const VertexProps& gpu = graph_[graph_[a].kind == VertexKind::Gpu ? a : b];
+      const VertexProps& host = graph_[graph_[a].kind == VertexKind::Host ? a : b];
+      if (node_of(gpu.index) != host.index) {
+        throw InputError(fmt::format("{}: GPU '{}' (node {}) is linked to host '{}' of node {}", l.where,
+                                     gpu.name, node_of(gpu.index), host.name, host.index));
+      }
+    }
+    add_edge(a, b, port, l.gbps, l.latency_ns);
+  }
+}
+
+void Cluster::apply_link_factors() {
+  for (const LinkFactorSpec& f : spec_.link_factors) {
+    if (!(f.factor > 0.0))
+      throw InputError(fmt::format("{}: factor must be > 0, found {}", f.where, f.factor));
+    int hit = 0;
+    if (f.gpu >= 0) {
+      if (f.gpu >= num_gpus())
+        throw InputError(fmt::format("{}: GPU {} does not exist ({} GPUs)", f.where, f.gpu, num_gpus()));
+      Port port = f.port == "intra" ? Port::Intra : f.port == "nic" ? Port::Nic : Port::Host;
+      if (f.port != "intra" && f.port != "nic" && f.port != "host") {
+        throw InputError(fmt::format("{}: port '{}' is not one of intra, nic, host", f.where, f.port));
+      }
+      for (auto [it, end] = boost::out_edges(gpu_vertex_[static_cast<std::size_t>(f.gpu)], graph_); it != end;
+           ++it) {
+        if (graph_[*it].port != port) continue;
+        graph_[*it].gbps *= f.factor;
+        ++hit;
+      }
+      if (hit == 0) {
+        throw InputError(
+            fmt::format("{}: GPU {} has no {} link in cluster '{}'", f.where, f.gpu, f.port, spec_.name));
+      }
+      continue;
+    }
+    auto find = [&](const std::string& name) {
+      auto it = names_.find(name);
+      if (it == names_.end()) {
+        throw InputError(
+            fmt::format("{}: no vertex named '{}' in cluster '{}' (docs/network.md lists the names)", f.where,
+                        name, spec_.name));
+      }
+      return it->second;
+    };
+    const Vertex a = find(f.a), b = find(f.b);
+    for (auto [it, end] = boost::out_edges(a, graph_); it != end; ++it) {
+      if (boost::target(*it, graph_) != b) continue;
+      graph_[*it].gbps *= f.factor;
+      ++hit;
+    }
+    if (hit == 0) throw InputError(fmt::format("{}: no link between '{}' and '{}'", f.where, f.a, f.b));
+  }
+}
+
+void Cluster::finish_build() {
+  const auto g = static_cast<std::size_t>(num_gpus());
+  gpu_port_gbps_.assign(g * kNumPorts, 0.0);
+  host_link_.assign(g, -1);
+  for (std::size_t i = 0; i < g; ++i) {
+    const Vertex v = gpu_vertex_[i];
+    for (auto [it, end] = boost::out_edges(v, graph_); it != end; ++it) {
+      const EdgeProps& e = graph_[*it];
+      gpu_port_gbps_[i * kNumPorts + static_cast<std::size_t>(e.port)] += e.gbps;
+      const Vertex other = boost::target(*it, graph_);
+      if (e.port == Port::Host && graph_[other].kind == VertexKind::Host && host_link_[i] < 0) {
+        host_link_[i] = 2 * e.id + (v < other ? 0 : 1);
+      }
+    }
+  }
+  bundle_gbps_.assign(bundle_leaf_.size(), 0.0);
+  bundle_binding_.assign(bundle_leaf_.size(), 0);
+  for (std::size_t b = 0; b < bundle_leaf_.size(); ++b) {
+    double down = 0.0;
+    for (auto [it, end] = boost::out_edges(bundle_leaf_[b], graph_); it != end; ++it) {
+      const EdgeProps& e = graph_[*it];
+      if (e.bundle == static_cast<int>(b))
+        bundle_gbps_[b] += e.gbps;
+      else if (graph_[boost::target(*it, graph_)].kind == VertexKind::Gpu)
+        down += e.gbps;
+    }
+    bundle_binding_[b] = bundle_gbps_[b] < down * (1.0 - kBindingTolerance) ? 1 : 0;
+  }
+  check_reachable();
   routes_.resize(g);
+}
+
+// GPUs do not forward, so GPU s reaches GPU d when they share a link or touch the same
+// connected group of non-GPU vertices.
+void Cluster::check_reachable() const {
+  const auto nv = boost::num_vertices(graph_);
+  std::vector<std::size_t> parent(nv);
+  std::iota(parent.begin(), parent.end(), std::size_t{0});
+  auto root = [&](std::size_t v) {
+    while (parent[v] != v) v = parent[v] = parent[parent[v]];
+    return v;
+  };
+  for (auto [it, end] = boost::edges(graph_); it != end; ++it) {
+    const auto a = boost::source(*it, graph_), b = boost::target(*it, graph_);
+    if (graph_[a].kind == VertexKind::Gpu || graph_[b].kind == VertexKind::Gpu) continue;
+    parent[root(a)] = root(b);
+  }
+  const std::size_t g = gpu_vertex_.size();
+  std::vector<std::vector<std::size_t>> groups(g);
+  for (std::size_t i = 0; i < g; ++i) {
+    for (auto [it, end] = boost::out_edges(gpu_vertex_[i], graph_); it != end; ++it) {
+      const auto o = boost::target(*it, graph_);
+      if (graph_[o].kind != VertexKind::Gpu) groups[i].push_back(root(o));
+    }
+    std::sort(groups[i].begin(), groups[i].end());
+    groups[i].erase(std::unique(groups[i].begin(), groups[i].end()), groups[i].end());
+  }
+  for (std::size_t s = 0; s < g; ++s) {
+    for (std::size_t d = 0; d < g; ++d) {
+      if (s == d) continue;
+      const auto& a = groups[s];
+      const auto& b = groups[d];
+      bool ok = std::find_first_of(a.begin(), a.end(), b.begin(), b.end()) != a.end();
+      if (!ok) ok = boost::edge(gpu_vertex_[s], gpu_vertex_[d], graph_).second;
+      if (ok) continue;
+      const VertexProps& vd = graph_[gpu_vertex_[d]];
+      const VertexProps& vs = graph_[gpu_vertex_[s]];
+      throw InputError(fmt::format(
+          "{}cluster '{}': GPU {} (vertex {}) cannot be reached from GPU {} (vertex {}): no path of links "
+          "between them that passes through no other GPU",
+          vd.where.empty() ? "" : vd.where + ": ", spec_.name, d, fmt::format("'{}'", vd.name), s,
+          vertex_label(vs)));
+    }
+  }
 }
 
 void Cluster::compute_routes(int src_gpu) const {
   const auto nv = boost::num_vertices(graph_);
-  std::vector<double> dist(nv, std::numeric_limits<double>::infinity());
-  std::vector<ClusterGraph::vertex_descriptor> pred(nv);
-  auto src = gpu_vertex_[src_gpu];
-  boost::dijkstra_shortest_paths(
-      graph_, src,
-      boost::weight_map(boost::get(&EdgeProps::latency_ns, graph_))
-          .distance_map(boost::make_iterator_property_map(dist.begin(), boost::get(boost::vertex_index, graph_)))
-          .predecessor_map(boost::make_iterator_property_map(pred.begin(), boost::get(boost::vertex_index, graph_))));
-  std::vector<Route>& out = routes_[src_gpu];
-  out.assign(gpu_vertex_.size(), Route{});
-  for (std::size_t d = 0; d < gpu_vertex_.size(); ++d) {
-    if (static_cast<int>(d) == src_gpu) continue;
-    auto v = gpu_vertex_[d];
-    if (!std::isfinite(dist[v])) {
-      throw InputError(fmt::format("cluster '{}': GPU {} cannot reach GPU {}", spec_.name, src_gpu, d));
+  const Vertex src = gpu_vertex_[static_cast<std::size_t>(src_gpu)];
+  // Dijkstra on (latency, hops), keeping every equal-cost predecessor edge; GPUs other than the
+  // source are not expanded (they do not forward).
+  std::vector<Cost> cost(nv, kInfinite);
+  std::vector<char> done(nv, 0);
+  std::vector<std::vector<ClusterGraph::edge_descriptor>> pred(nv);
+  using Item = std::tuple<std::int64_t, int, Vertex>;
+  std::priority_queue<Item, std::vector<Item>, std::greater<>> queue;
+  cost[src] = {0, 0};
+  queue.emplace(0, 0, src);
+  while (!queue.empty()) {
+    const auto [c, h, v] = queue.top();
+    queue.pop();
+    if (done[v]) continue;
+    done[v] = 1;
+    if (v != src && graph_[v].kind == VertexKind::Gpu) continue;
+    for (auto [it, end] = boost::out_edges(v, graph_); it != end; ++it) {
+      const Vertex w = boost::target(*it, graph_);
+      const Cost next{c + latency_ps(graph_[*it].latency_ns), h + 1};
+      if (next < cost[w]) {
+        cost[w] = next;
+        pred[w].assign(1, *it);
+        queue.emplace(next.first, next.second, w);
+      } else if (next == cost[w]) {
+        pred[w].push_back(*it);
+      }
     }
-    Route r;
-    r.latency_ns = dist[v];
-    r.bottleneck_gbps = std::numeric_limits<double>::infinity();
-    bool last = true;
-    for (auto cur = v; cur != src; cur = pred[cur]) {
-      auto [e, ok] = boost::edge(pred[cur], cur, graph_);
-      const EdgeProps& ep = graph_[e];
-      r.bottleneck_gbps = std::min(r.bottleneck_gbps, ep.gbps);
-      if (last) r.dst_port = ep.port;
-      last = false;
-      if (pred[cur] == src) r.src_port = ep.port;
-      ++r.hops;
+  }
+  for (auto& p : pred) {
+    std::sort(p.begin(), p.end(), [&](const auto& x, const auto& y) { return graph_[x].id < graph_[y].id; });
+  }
+
+  SourceRoutes& out = routes_[static_cast<std::size_t>(src_gpu)];
+  const std::size_t g = gpu_vertex_.size();
+  out.route.assign(g, Route{});
+  out.first_path.assign(1, 0);
+  out.path_start.assign(1, 0);
+  out.links.clear();
+  std::vector<int> rev;  // the path being enumerated, destination first
+  for (std::size_t d = 0; d < g; ++d) {
+    if (static_cast<int>(d) != src_gpu) {
+      const Vertex dst = gpu_vertex_[d];
+      if (cost[dst] == kInfinite) {
+        throw InputError(fmt::format("cluster '{}': GPU {} cannot reach GPU {}", spec_.name, src_gpu, d));
+      }
+      Route& r = out.route[d];
+      r.bottleneck_gbps = std::numeric_limits<double>::infinity();
+      const std::size_t first = out.path_start.size() - 1;
+      // Depth-first over the predecessor edges, lowest edge id first: path 0 has the lowest ids.
+      auto walk = [&](auto&& self, Vertex cur) -> void {
+        if (cur == src) {
+          if (out.path_start.size() - 1 - first >= kMaxEqualCostPaths) {
+            throw InputError(fmt::format("cluster '{}': more than {} equal-cost paths from GPU {} to GPU {}",
+                                         spec_.name, kMaxEqualCostPaths, src_gpu, d));
+          }
+          double fabric = 0.0, lat = 0.0;
+          Vertex at = src;
+          for (auto it = rev.rbegin(); it != rev.rend(); ++it) {
+            const auto& e = edge_of_id_[static_cast<std::size_t>(*it)];
+            const EdgeProps& ep = graph_[e];
+            const Vertex a = boost::source(e, graph_), b = boost::target(e, graph_);
+            const Vertex next = a == at ? b : a;
+            out.links.push_back(2 * ep.id + (at < next ? 0 : 1));
+            lat += ep.latency_ns;
+            r.bottleneck_gbps = std::min(r.bottleneck_gbps, ep.gbps);
+            if (graph_[at].kind != VertexKind::Gpu && graph_[next].kind != VertexKind::Gpu)
+              fabric += ep.latency_ns;
+            if (ep.bundle >= 0 && first == out.path_start.size() - 1) {
+              if (at == bundle_leaf_[static_cast<std::size_t>(ep.bundle)])
+                r.up_bundle = ep.bundle;
+              else
+                r.down_bundle = ep.bundle;
+            }
+            at = next;
+          }
+          if (first == out.path_start.size() - 1) {
+            r.latency_ns = lat;
+            r.hops = static_cast<int>(rev.size());
+            r.src_port = graph_[edge_of_id_[static_cast<std::size_t>(rev.back())]].port;
+            r.dst_port = graph_[edge_of_id_[static_cast<std::size_t>(rev.front())]].port;
+          }
+          r.fabric_latency_ns = std::max(r.fabric_latency_ns, fabric);
+          out.path_start.push_back(out.links.size());
+          return;
+        }
+        for (const auto& e : pred[cur]) {
+          rev.push_back(graph_[e].id);
+          const Vertex a = boost::source(e, graph_), b = boost::target(e, graph_);
+          self(self, a == cur ? b : a);
+          rev.pop_back();
+        }
+      };
+      walk(walk, dst);
+      r.paths = static_cast<int>(out.path_start.size() - 1 - first);
     }
-    out[d] = r;
+    out.first_path.push_back(out.path_start.size() - 1);
   }
 }
 
 const Route& Cluster::route(int src_gpu, int dst_gpu) const {
-  if (routes_[src_gpu].empty()) compute_routes(src_gpu);
-  return routes_[src_gpu][dst_gpu];
+  auto& r = routes_[static_cast<std::size_t>(src_gpu)];
+  if (r.route.empty()) compute_routes(src_gpu);
+  return r.route[static_cast<std::size_t>(dst_gpu)];
+}
+
+std::span<const int> Cluster::path_links(int src_gpu, int dst_gpu, int path) const {
+  auto& r = routes_[static_cast<std::size_t>(src_gpu)];
+  if (r.route.empty()) compute_routes(src_gpu);
+  const std::size_t p = r.first_path[static_cast<std::size_t>(dst_gpu)] + static_cast<std::size_t>(path);
+  return {r.links.data() + r.path_start[p], r.path_start[p + 1] - r.path_start[p]};
 }
 
 }  // namespace moesim

@@ -42,12 +42,21 @@ std::string Cfg::key_path(const std::string& key) const {
   return path_ + "." + key;
 }
 
+const std::string* Cfg::override_of(std::string path) const {
+  if (!overrides_) return nullptr;
+  while (!path.empty()) {
+    auto it = overrides_->find(path);
+    if (it != overrides_->end()) return &it->second;
+    const auto cut = path.find_last_of(".[");
+    if (cut == std::string::npos) break;
+    path.resize(cut);
+  }
+  return nullptr;
+}
+
 std::string Cfg::where(const std::string& key) const {
   const std::string full = key_path(key);
-  if (overrides_) {
-    auto it = overrides_->find(full);
-    if (it != overrides_->end()) return fmt::format("--set '{}': key '{}'", it->second, full);
-  }
+  if (const std::string* o = override_of(full)) return fmt::format("--set '{}': key '{}'", *o, full);
   YAML::Node n = key.empty() ? YAML::Node() : get(key);
   YAML::Mark m = (n && !n.Mark().is_null()) ? n.Mark() : node_ ? node_.Mark() : YAML::Mark::null_mark();
   std::string pos = m.is_null() || m.line < 0
@@ -197,12 +206,9 @@ void Cfg::finish() const {
     std::string k = it->first.Scalar();
     if (known_.count(k)) continue;
     std::vector<std::string> allowed(known_.begin(), known_.end());
-    if (overrides_) {
-      auto o = overrides_->find(key_path(k));
-      if (o != overrides_->end()) {
-        throw InputError(fmt::format("--set '{}': unknown key '{}'; allowed keys here: {}", o->second, key_path(k),
-                                     join(allowed)));
-      }
+    if (const std::string* o = override_of(key_path(k))) {
+      throw InputError(
+          fmt::format("--set '{}': unknown key '{}'; allowed keys here: {}", *o, key_path(k), join(allowed)));
     }
     YAML::Mark m = it->first.Mark();
     std::string pos = m.is_null() || m.line < 0

@@ -57,10 +57,13 @@ class Cfg {
   // assignment instead of a file position. Children inherit the table.
   using Overrides = std::map<std::string, std::string>;
   void set_overrides(std::shared_ptr<const Overrides> o) { overrides_ = std::move(o); }
+  [[nodiscard]] const std::shared_ptr<const Overrides>& overrides() const { return overrides_; }
 
  private:
   [[nodiscard]] YAML::Node get(const std::string& key) const;
   [[nodiscard]] std::string key_path(const std::string& key) const;
+  // The `--set` assignment that set `path` or a mapping or list it is inside; null if none.
+  [[nodiscard]] const std::string* override_of(std::string path) const;
   YAML::Node node_;
   std::string origin_;
   std::string path_;

@@ -1,35 +1,17 @@
 #include "sim/flow_network.hpp"
 
-#include <boost/graph/dijkstra_shortest_paths.hpp>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
-#include <map>
 #include <stdexcept>
 
-#include "sim/error.hpp"
 #include "sim/maxmin.hpp"
 
 namespace moesim {
 namespace {
-
-using PortBytes = std::array<double, kNumPorts>;
-
-// AnalyticalNetwork's per-GPU bound: the busiest port's send or receive volume at its bandwidth.
-TimeNs port_bound(const PortBytes& send, const PortBytes& recv, const Cluster& c) {
-  TimeNs t = 0;
-  for (int p = 0; p < kNumPorts; ++p) {
-    const double v = std::max(send[p], recv[p]);
-    if (v <= 0.0) continue;
-    const double bw = c.port_gbps(static_cast<Port>(p));
-    if (bw <= 0.0) throw std::logic_error("network: traffic on a port the cluster does not have");
-    t = std::max(t, transfer_ns(v, bw));
-  }
-  return t;
-}
 
 TimeNs round_up_ns(double t) { return t <= 0.0 ? 0 : static_cast<TimeNs>(std::ceil(t)); }
 
@@ -45,83 +27,123 @@ FlowNetwork::FlowNetwork(const Cluster& cluster, double end_window)
   if (!(end_window >= 0.0 && end_window <= 0.1)) throw std::invalid_argument("network: end_window out of [0, 0.1]");
   const ClusterGraph& g = cluster.graph();
   const int gpus = cluster.num_gpus();
+  link_gbps_.assign(2 * static_cast<std::size_t>(cluster.num_edges()), 0.0);
+  link_latency_ns_.assign(link_gbps_.size(), 0.0);
   for (auto [it, end] = boost::edges(g); it != end; ++it) {
     const EdgeProps& ep = g[*it];
-    edge_id_.emplace(&ep, static_cast<int>(edge_id_.size()));
-    link_gbps_.push_back(ep.gbps);
-    link_gbps_.push_back(ep.gbps);
-    link_latency_ns_.push_back(ep.latency_ns);
-    link_latency_ns_.push_back(ep.latency_ns);
+    for (std::size_t k : {0, 1}) {
+      link_gbps_[2 * static_cast<std::size_t>(ep.id) + k] = ep.gbps;
+      link_latency_ns_[2 * static_cast<std::size_t>(ep.id) + k] = ep.latency_ns;
+    }
   }
+  // Bundle links: leaf b's uplinks together, up (2 b) and down (2 b + 1), when all of them have
+  // the same bandwidth.
+  bundle_base_ = static_cast<int>(link_gbps_.size());
+  link_bundle_.assign(link_gbps_.size(), -1);
+  const int bundles = cluster.num_bundles();
+  bundle_uplinks_.assign(static_cast<std::size_t>(bundles), 0);
+  std::vector<double> lo(static_cast<std::size_t>(bundles), std::numeric_limits<double>::infinity());
+  std::vector<double> hi(static_cast<std::size_t>(bundles), 0.0);
+  for (auto [it, end] = boost::edges(g); it != end; ++it) {
+    const EdgeProps& ep = g[*it];
+    if (ep.bundle < 0) continue;
+    const auto b = static_cast<std::size_t>(ep.bundle);
+    ++bundle_uplinks_[b];
+    lo[b] = std::min(lo[b], ep.gbps);
+    hi[b] = std::max(hi[b], ep.gbps);
+    const auto leaf = cluster.bundle_leaf(ep.bundle);
+    const bool from_leaf_is_lower = leaf == std::min(boost::source(*it, g), boost::target(*it, g));
+    // Link 2 id runs from the lower-numbered vertex.
+    link_bundle_[2 * static_cast<std::size_t>(ep.id)] = 2 * ep.bundle + (from_leaf_is_lower ? 0 : 1);
+    link_bundle_[2 * static_cast<std::size_t>(ep.id) + 1] = 2 * ep.bundle + (from_leaf_is_lower ? 1 : 0);
+  }
+  // One leaf with uplinks of different bandwidths turns the bundle links off everywhere: a
+  // message from a symmetric leaf into it would otherwise use its uplinks one by one beside
+  // messages using them as a bundle.
+  bool symmetric = true;
+  for (int b = 0; b < bundles; ++b)
+    symmetric = symmetric && lo[static_cast<std::size_t>(b)] == hi[static_cast<std::size_t>(b)];
+  if (!symmetric) bundle_uplinks_.assign(bundle_uplinks_.size(), 0);
+  bundles_on_ = symmetric && bundles > 0;
+  for (int b = 0; b < bundles; ++b) {
+    const double gbps = bundle_uplinks_[static_cast<std::size_t>(b)] > 0 ? cluster.bundle_gbps(b) : 0.0;
+    link_gbps_.insert(link_gbps_.end(), 2, gbps);
+    link_latency_ns_.insert(link_latency_ns_.end(), 2, 0.0);
+  }
+  bundled_.resize(static_cast<std::size_t>(gpus));
   to_host_.assign(static_cast<std::size_t>(gpus), -1);
   from_host_.assign(static_cast<std::size_t>(gpus), -1);
-  for (auto [vit, vend] = boost::vertices(g); vit != vend; ++vit) {
-    if (g[*vit].kind != VertexKind::Gpu) continue;
-    const auto gpu = static_cast<std::size_t>(g[*vit].index);
-    for (auto [eit, eend] = boost::out_edges(*vit, g); eit != eend; ++eit) {
-      const auto other = boost::target(*eit, g);
-      if (g[other].kind != VertexKind::Host || g[*eit].port != Port::Host) continue;
-      const int id = edge_id_.at(&g[*eit]);
-      const bool up = *vit < other;  // link 2i runs from the lower vertex
-      to_host_[gpu] = 2 * id + (up ? 0 : 1);
-      from_host_[gpu] = 2 * id + (up ? 1 : 0);
-    }
-  }
-  route_links_.resize(static_cast<std::size_t>(gpus));
-  route_offsets_.resize(static_cast<std::size_t>(gpus));
-}
-
-// The same Dijkstra on latency as Cluster::compute_routes, so the paths (ties included) are
-// the ones Cluster::route describes; here the path's edges are kept.
-void FlowNetwork::compute_routes(int src_gpu) const {
-  const ClusterGraph& g = cluster_.graph();
-  const auto nv = boost::num_vertices(g);
-  ClusterGraph::vertex_descriptor src{};
-  std::vector<ClusterGraph::vertex_descriptor> gpu_vertex(static_cast<std::size_t>(cluster_.num_gpus()));
-  for (auto [vit, vend] = boost::vertices(g); vit != vend; ++vit) {
-    if (g[*vit].kind != VertexKind::Gpu) continue;
-    gpu_vertex[static_cast<std::size_t>(g[*vit].index)] = *vit;
-    if (g[*vit].index == src_gpu) src = *vit;
-  }
-  std::vector<double> dist(nv, std::numeric_limits<double>::infinity());
-  std::vector<ClusterGraph::vertex_descriptor> pred(nv);
-  boost::dijkstra_shortest_paths(
-      g, src,
-      boost::weight_map(boost::get(&EdgeProps::latency_ns, g))
-          .distance_map(boost::make_iterator_property_map(dist.begin(), boost::get(boost::vertex_index, g)))
-          .predecessor_map(boost::make_iterator_property_map(pred.begin(), boost::get(boost::vertex_index, g))));
-
-  auto& links = route_links_[static_cast<std::size_t>(src_gpu)];
-  auto& offs = route_offsets_[static_cast<std::size_t>(src_gpu)];
-  links.clear();
-  offs.assign(1, 0);
-  std::vector<int> path;
-  for (std::size_t d = 0; d < gpu_vertex.size(); ++d) {
-    path.clear();
-    const auto dst = gpu_vertex[d];
-    if (static_cast<int>(d) != src_gpu) {
-      if (!std::isfinite(dist[dst])) {
-        throw InputError(fmt::format("cluster '{}': GPU {} cannot reach GPU {}", cluster_.spec().name, src_gpu, d));
-      }
-      for (auto cur = dst; cur != src; cur = pred[cur]) {
-        const auto from = pred[cur];
-        auto [e, ok] = boost::edge(from, cur, g);
-        const int id = edge_id_.at(&g[e]);
-        path.push_back(2 * id + (from < cur ? 0 : 1));
-      }
-      std::reverse(path.begin(), path.end());
-    }
-    links.insert(links.end(), path.begin(), path.end());
-    offs.push_back(links.size());
+  for (int i = 0; i < gpus; ++i) {
+    const int up = cluster.host_link(i);
+    if (up < 0) continue;
+    to_host_[static_cast<std::size_t>(i)] = up;
+    from_host_[static_cast<std::size_t>(i)] = up ^ 1;
   }
 }
 
-std::span<const int> FlowNetwork::route_links(int src_gpu, int dst_gpu) const {
-  const auto s = static_cast<std::size_t>(src_gpu);
-  if (route_offsets_[s].empty()) compute_routes(src_gpu);
-  const auto& offs = route_offsets_[s];
+void FlowNetwork::compute_bundled(int src_gpu) const {
+  Bundled& out = bundled_[static_cast<std::size_t>(src_gpu)];
+  const int g = cluster_.num_gpus();
+  out.links.clear();
+  out.start.assign(1, 0);
+  out.ok.assign(static_cast<std::size_t>(g), 0);
+  for (int d = 0; d < g; ++d) {
+    const int paths = d == src_gpu ? 0 : cluster_.route(src_gpu, d).paths;
+    if (paths > 1) {
+      const auto first = cluster_.path_links(src_gpu, d, 0);
+      const std::size_t mark = out.links.size();
+      bool ok = true;
+      std::vector<int> seen;
+      for (std::size_t k = 0; k < first.size() && ok; ++k) {
+        bool same = true;
+        for (int p = 1; p < paths; ++p) same = same && cluster_.path_links(src_gpu, d, p)[k] == first[k];
+        if (same) {
+          out.links.push_back(first[k]);
+          continue;
+        }
+        // Every path crosses a different uplink of the same leaf, in the same direction, and
+        // together they are all of that leaf's uplinks, of one bandwidth.
+        const int db = link_bundle_[static_cast<std::size_t>(first[k])];
+        ok = db >= 0 && bundle_uplinks_[static_cast<std::size_t>(db / 2)] == paths;
+        seen.clear();
+        for (int p = 0; p < paths && ok; ++p) {
+          const int l = cluster_.path_links(src_gpu, d, p)[k];
+          ok = link_bundle_[static_cast<std::size_t>(l)] == db &&
+               std::find(seen.begin(), seen.end(), l) == seen.end();
+          seen.push_back(l);
+        }
+        out.links.push_back(bundle_base_ + db);
+      }
+      if (ok)
+        out.ok[static_cast<std::size_t>(d)] = 1;
+      else
+        out.links.resize(mark);
+    }
+    out.start.push_back(out.links.size());
+  }
+}
+
+std::span<const int> FlowNetwork::bundled_links(int src_gpu, int dst_gpu) const {
+  Bundled& b = bundled_[static_cast<std::size_t>(src_gpu)];
+  if (b.start.empty()) compute_bundled(src_gpu);
   const auto d = static_cast<std::size_t>(dst_gpu);
-  return {route_links_[s].data() + offs[d], offs[d + 1] - offs[d]};
+  if (b.ok[d] == 0) return {};
+  return {b.links.data() + b.start[d], b.start[d + 1] - b.start[d]};
+}
+
+std::size_t FlowNetwork::add_message(std::vector<Flow>& flows, int src_gpu, int dst_gpu, double bytes) const {
+  const int paths = cluster_.route(src_gpu, dst_gpu).paths;
+  if (paths > 1 && bundles_on_) {
+    const auto links = bundled_links(src_gpu, dst_gpu);
+    // In a symmetric fat tree every message with several paths differs only in the uplinks.
+    if (links.empty())
+      throw std::logic_error("network: a message's equal-cost paths differ outside the uplinks");
+    flows.push_back(Flow{links, bytes});
+    return 1;
+  }
+  const double share = bytes / paths;
+  for (int p = 0; p < paths; ++p) flows.push_back(Flow{cluster_.path_links(src_gpu, dst_gpu, p), share});
+  return static_cast<std::size_t>(paths);
 }
 
 std::vector<double> FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs bound_ns) const {
@@ -186,27 +208,21 @@ TimeNs FlowNetwork::all_to_all_v(const std::vector<double>& bytes) const {
   if (bytes.size() != static_cast<std::size_t>(g) * static_cast<std::size_t>(g)) {
     throw std::logic_error("network: all-to-all matrix is not GPUs x GPUs");
   }
-  std::vector<PortBytes> send(static_cast<std::size_t>(g), PortBytes{}), recv(static_cast<std::size_t>(g), PortBytes{});
+  PortLoad load(cluster_, false);
   std::vector<Flow> flows;
-  bool intra = false, nic = false;
   for (int s = 0; s < g; ++s) {
     for (int d = 0; d < g; ++d) {
       const double b = bytes[static_cast<std::size_t>(s) * static_cast<std::size_t>(g) + static_cast<std::size_t>(d)];
       if (s == d || b <= 0.0) continue;
-      const Route& r = cluster_.route(s, d);
-      send[static_cast<std::size_t>(s)][static_cast<int>(r.src_port)] += b;
-      recv[static_cast<std::size_t>(d)][static_cast<int>(r.dst_port)] += b;
-      intra |= r.src_port == Port::Intra;
-      nic |= r.src_port == Port::Nic;
-      flows.push_back(Flow{route_links(s, d), b});
+      load.add(s, d, b);
+      (void)add_message(flows, s, d, b);
     }
   }
-  TimeNs bound = 0;
-  for (std::size_t i = 0; i < send.size(); ++i) bound = std::max(bound, port_bound(send[i], recv[i], cluster_));
+  const TimeNs bound = load.max_time();
   (void)simulate(flows, bound);  // the makespan is in last_
   const TimeNs t = std::max(round_up_ns(last_.bandwidth_ns), bound);
   if (t == 0) return 0;
-  return t + p2p_latency_ns(intra, nic, cluster_.spec().intra_node == IntraNode::NVSwitch);
+  return t + load.exchange_latency();
 }
 
 CollectiveEstimate FlowNetwork::collective(Collective c, double bytes, const std::vector<int>& gpus) const {
@@ -216,8 +232,7 @@ CollectiveEstimate FlowNetwork::collective(Collective c, double bytes, const std
 std::vector<TimeNs> FlowNetwork::transfers(const std::vector<Transfer>& ts) const {
   const int g = cluster_.num_gpus();
   const auto gn = static_cast<std::size_t>(g);
-  std::vector<PortBytes> send(gn, PortBytes{}), recv(gn, PortBytes{});
-  std::vector<char> intra(gn, 0), nic(gn, 0);
+  PortLoad load(cluster_, true);
   std::vector<Flow> flows;
   std::vector<std::array<int, 2>> ends;  // GPUs each flow keeps busy (-1: none)
   for (const Transfer& t : ts) {
@@ -225,34 +240,30 @@ std::vector<TimeNs> FlowNetwork::transfers(const std::vector<Transfer>& ts) cons
     if (t.src.host && t.dst.host) throw std::logic_error("network: host-to-host transfers are not modelled");
     if (t.src.host) {
       const auto d = static_cast<std::size_t>(t.dst.index);
-      recv[d][static_cast<int>(Port::Host)] += t.bytes;
+      load.add_host_copy(t.dst.index, false, t.bytes);
       flows.push_back(Flow{std::span<const int>(&from_host_[d], 1), t.bytes});
       ends.push_back({t.dst.index, -1});
       continue;
     }
     if (t.dst.host) {
       const auto s = static_cast<std::size_t>(t.src.index);
-      send[s][static_cast<int>(Port::Host)] += t.bytes;
+      load.add_host_copy(t.src.index, true, t.bytes);
       flows.push_back(Flow{std::span<const int>(&to_host_[s], 1), t.bytes});
       ends.push_back({t.src.index, -1});
       continue;
     }
     if (t.src.index == t.dst.index) continue;
-    const Route& r = cluster_.route(t.src.index, t.dst.index);
-    send[static_cast<std::size_t>(t.src.index)][static_cast<int>(r.src_port)] += t.bytes;
-    recv[static_cast<std::size_t>(t.dst.index)][static_cast<int>(r.dst_port)] += t.bytes;
-    for (int e : {t.src.index, t.dst.index}) {
-      intra[static_cast<std::size_t>(e)] |= static_cast<char>(r.src_port == Port::Intra);
-      nic[static_cast<std::size_t>(e)] |= static_cast<char>(r.src_port == Port::Nic);
-    }
-    flows.push_back(Flow{route_links(t.src.index, t.dst.index), t.bytes});
-    ends.push_back({t.src.index, t.dst.index});
+    load.add(t.src.index, t.dst.index, t.bytes);
+    const std::size_t parts = add_message(flows, t.src.index, t.dst.index, t.bytes);
+    ends.insert(ends.end(), parts, {t.src.index, t.dst.index});
   }
   for (const Flow& f : flows) {
     if (f.links.empty() || f.links[0] < 0) throw std::logic_error("network: a GPU without a host link copies to the host");
   }
+  // Per GPU only its own ports bound it: an oversubscribed bundle bounds the last of the
+  // messages crossing it, not each GPU's.
   std::vector<TimeNs> bound(gn, 0);
-  for (std::size_t i = 0; i < gn; ++i) bound[i] = port_bound(send[i], recv[i], cluster_);
+  for (std::size_t i = 0; i < gn; ++i) bound[i] = load.gpu_time(static_cast<int>(i), false);
   const std::vector<double> finish = simulate(flows, *std::max_element(bound.begin(), bound.end()));
   std::vector<double> last(gn, 0.0);
   for (std::size_t i = 0; i < flows.size(); ++i) {
@@ -261,10 +272,9 @@ std::vector<TimeNs> FlowNetwork::transfers(const std::vector<Transfer>& ts) cons
     }
   }
   std::vector<TimeNs> out(gn, 0);
-  const bool nvlink = cluster_.spec().intra_node == IntraNode::NVSwitch;
   for (std::size_t i = 0; i < gn; ++i) {
     TimeNs t = std::max(round_up_ns(last[i]), bound[i]);
-    if (t > 0) t += p2p_latency_ns(intra[i] != 0, nic[i] != 0, nvlink);
+    if (t > 0) t += load.gpu_latency(static_cast<int>(i));
     out[i] = t;
   }
   return out;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <stdexcept>
 
 namespace moesim {
@@ -14,20 +15,98 @@ constexpr double kP2pNvlinkHopUs = 3.4;
 constexpr double kP2pPciHopUs = 5.7;
 constexpr double kP2pNetHopUs = 14.0;
 
-using PortBytes = std::array<double, kNumPorts>;
+}  // namespace
 
-TimeNs port_time(const PortBytes& send, const PortBytes& recv, const Cluster& c) {
+PortLoad::PortLoad(const Cluster& cluster, bool per_gpu) : cluster_(cluster), per_gpu_(per_gpu) {
+  const auto g = static_cast<std::size_t>(cluster.num_gpus());
+  send_.assign(g * kNumPorts, 0.0);
+  recv_.assign(g * kNumPorts, 0.0);
+  bundle_bytes_.assign(2 * static_cast<std::size_t>(cluster.num_bundles()), 0.0);
+  if (!per_gpu) return;
+  gpu_bundles_.assign(g * bundle_bytes_.size(), 0);
+  intra_.assign(g, 0);
+  nic_.assign(g, 0);
+  fabric_ns_.assign(g, 0.0);
+}
+
+void PortLoad::add(int src_gpu, int dst_gpu, double bytes) {
+  const Route& r = cluster_.route(src_gpu, dst_gpu);
+  const auto s = static_cast<std::size_t>(src_gpu), d = static_cast<std::size_t>(dst_gpu);
+  send_[s * kNumPorts + static_cast<std::size_t>(r.src_port)] += bytes;
+  recv_[d * kNumPorts + static_cast<std::size_t>(r.dst_port)] += bytes;
+  const bool intra = r.src_port == Port::Intra, nic = r.src_port == Port::Nic;
+  any_intra_ |= intra;
+  any_nic_ |= nic;
+  any_fabric_ns_ = std::max(any_fabric_ns_, r.fabric_latency_ns);
+  if (per_gpu_) {
+    for (std::size_t e : {s, d}) {
+      intra_[e] |= static_cast<char>(intra);
+      nic_[e] |= static_cast<char>(nic);
+      fabric_ns_[e] = std::max(fabric_ns_[e], r.fabric_latency_ns);
+    }
+  }
+  if (r.up_bundle < 0 && r.down_bundle < 0) return;
+  for (int db : {r.up_bundle >= 0 ? 2 * r.up_bundle : -1, r.down_bundle >= 0 ? 2 * r.down_bundle + 1 : -1}) {
+    if (db < 0 || !cluster_.bundle_binding(db / 2)) continue;
+    bundle_bytes_[static_cast<std::size_t>(db)] += bytes;
+    if (!per_gpu_) continue;
+    for (std::size_t e : {s, d}) gpu_bundles_[e * bundle_bytes_.size() + static_cast<std::size_t>(db)] = 1;
+  }
+}
+
+void PortLoad::add_host_copy(int gpu, bool to_host, double bytes) {
+  auto& v = to_host ? send_ : recv_;
+  v[static_cast<std::size_t>(gpu) * kNumPorts + static_cast<std::size_t>(Port::Host)] += bytes;
+}
+
+TimeNs PortLoad::bundle_time(int directed_bundle) const {
+  const double v = bundle_bytes_[static_cast<std::size_t>(directed_bundle)];
+  return v > 0.0 ? transfer_ns(v, cluster_.bundle_gbps(directed_bundle / 2)) : 0;
+}
+
+TimeNs PortLoad::gpu_time(int gpu, bool bundles) const {
   TimeNs t = 0;
+  const auto g = static_cast<std::size_t>(gpu);
   for (int p = 0; p < kNumPorts; ++p) {
-    double v = std::max(send[p], recv[p]);
+    const double v = std::max(send_[g * kNumPorts + static_cast<std::size_t>(p)],
+                              recv_[g * kNumPorts + static_cast<std::size_t>(p)]);
     if (v <= 0.0) continue;
-    double bw = c.port_gbps(static_cast<Port>(p));
+    const double bw = cluster_.port_gbps(gpu, static_cast<Port>(p));
     if (bw <= 0.0) throw std::logic_error("network: traffic on a port the cluster does not have");
     t = std::max(t, transfer_ns(v, bw));
   }
+  if (bundles && per_gpu_) {
+    for (std::size_t db = 0; db < bundle_bytes_.size(); ++db) {
+      if (gpu_bundles_[g * bundle_bytes_.size() + db] != 0)
+        t = std::max(t, bundle_time(static_cast<int>(db)));
+    }
+  }
   return t;
 }
+
+TimeNs PortLoad::max_time() const {
+  TimeNs t = 0;
+  for (int i = 0; i < cluster_.num_gpus(); ++i) t = std::max(t, gpu_time(i, false));
+  for (std::size_t db = 0; db < bundle_bytes_.size(); ++db)
+    t = std::max(t, bundle_time(static_cast<int>(db)));
+  return t;
+}
+
+namespace {
+TimeNs fabric_latency(double ns) { return ns > 0.0 ? static_cast<TimeNs>(std::ceil(ns)) : 0; }
 }  // namespace
+
+TimeNs PortLoad::gpu_latency(int gpu) const {
+  if (!per_gpu_) throw std::logic_error("network: per-GPU latency of a load kept for one exchange");
+  const auto g = static_cast<std::size_t>(gpu);
+  const bool nvlink = cluster_.spec().intra_node == IntraNode::NVSwitch;
+  return p2p_latency_ns(intra_[g] != 0, nic_[g] != 0, nvlink) + fabric_latency(fabric_ns_[g]);
+}
+
+TimeNs PortLoad::exchange_latency() const {
+  const bool nvlink = cluster_.spec().intra_node == IntraNode::NVSwitch;
+  return p2p_latency_ns(any_intra_, any_nic_, nvlink) + fabric_latency(any_fabric_ns_);
+}
 
 TimeNs p2p_latency_ns(bool uses_intra, bool uses_nic, bool nvlink) {
   double hop = 0.0;
@@ -39,23 +118,18 @@ TimeNs p2p_latency_ns(bool uses_intra, bool uses_nic, bool nvlink) {
 
 TimeNs AnalyticalNetwork::all_to_all_v(const std::vector<double>& bytes) const {
   const int g = cluster_.num_gpus();
-  std::vector<PortBytes> send(g, PortBytes{}), recv(g, PortBytes{});
-  bool intra = false, nic = false;
+  PortLoad load(cluster_, false);
   for (int s = 0; s < g; ++s) {
     for (int d = 0; d < g; ++d) {
-      double b = bytes[static_cast<std::size_t>(s) * g + d];
+      const double b =
+          bytes[static_cast<std::size_t>(s) * static_cast<std::size_t>(g) + static_cast<std::size_t>(d)];
       if (s == d || b <= 0.0) continue;
-      const Route& r = cluster_.route(s, d);
-      send[s][static_cast<int>(r.src_port)] += b;
-      recv[d][static_cast<int>(r.dst_port)] += b;
-      intra |= r.src_port == Port::Intra;
-      nic |= r.src_port == Port::Nic;
+      load.add(s, d, b);
     }
   }
-  TimeNs worst = 0;
-  for (int i = 0; i < g; ++i) worst = std::max(worst, port_time(send[i], recv[i], cluster_));
+  const TimeNs worst = load.max_time();
   if (worst == 0) return 0;
-  return worst + p2p_latency_ns(intra, nic, cluster_.spec().intra_node == IntraNode::NVSwitch);
+  return worst + load.exchange_latency();
 }
 
 CollectiveGroup AnalyticalNetwork::group_of(const std::vector<int>& gpus) const {
@@ -104,34 +178,26 @@ CollectiveEstimate AnalyticalNetwork::collective(Collective c, double bytes,
 
 std::vector<TimeNs> AnalyticalNetwork::transfers(const std::vector<Transfer>& ts) const {
   const int g = cluster_.num_gpus();
-  std::vector<PortBytes> send(g, PortBytes{}), recv(g, PortBytes{});
-  std::vector<char> intra(g, 0), nic(g, 0);
+  PortLoad load(cluster_, true);
   for (const Transfer& t : ts) {
     if (t.bytes <= 0.0) continue;
     if (t.src.host && t.dst.host) throw std::logic_error("network: host-to-host transfers are not modelled");
     if (t.src.host) {
-      recv[t.dst.index][static_cast<int>(Port::Host)] += t.bytes;
+      load.add_host_copy(t.dst.index, false, t.bytes);
       continue;
     }
     if (t.dst.host) {
-      send[t.src.index][static_cast<int>(Port::Host)] += t.bytes;
+      load.add_host_copy(t.src.index, true, t.bytes);
       continue;
     }
     if (t.src.index == t.dst.index) continue;
-    const Route& r = cluster_.route(t.src.index, t.dst.index);
-    send[t.src.index][static_cast<int>(r.src_port)] += t.bytes;
-    recv[t.dst.index][static_cast<int>(r.dst_port)] += t.bytes;
-    for (int e : {t.src.index, t.dst.index}) {
-      intra[e] |= r.src_port == Port::Intra;
-      nic[e] |= r.src_port == Port::Nic;
-    }
+    load.add(t.src.index, t.dst.index, t.bytes);
   }
-  std::vector<TimeNs> out(g, 0);
-  const bool nvlink = cluster_.spec().intra_node == IntraNode::NVSwitch;
+  std::vector<TimeNs> out(static_cast<std::size_t>(g), 0);
   for (int i = 0; i < g; ++i) {
-    TimeNs t = port_time(send[i], recv[i], cluster_);
-    if (t > 0) t += p2p_latency_ns(intra[i], nic[i], nvlink);
-    out[i] = t;
+    TimeNs t = load.gpu_time(i, true);
+    if (t > 0) t += load.gpu_latency(i);
+    out[static_cast<std::size_t>(i)] = t;
   }
   return out;
 }

@@ -39,7 +39,8 @@ class NetworkModel {
 
 // Per-GPU analytical model: a GPU's time is its busiest port's send or receive volume over the
 // port bandwidth, plus one NCCL point-to-point message latency; no two flows are seen to share a
-// link beyond that.
+// link beyond that, except an oversubscribed fat-tree leaf's uplinks, charged as one shared port
+// (docs/network.md).
 class AnalyticalNetwork final : public NetworkModel {
  public:
   explicit AnalyticalNetwork(const Cluster& cluster) : cluster_(cluster) {}
@@ -53,6 +54,43 @@ class AnalyticalNetwork final : public NetworkModel {
 
  private:
   const Cluster& cluster_;
+};
+
+// What a set of concurrent messages puts on each GPU's ports (send and receive volume per port
+// class) and on each binding (oversubscribed) leaf uplink bundle, and the time that takes: the
+// AnalyticalNetwork's model and, without the bundles per GPU, the FlowNetwork's lower bound.
+class PortLoad {
+ public:
+  // `per_gpu`: also keep what each GPU's messages used (gpu_latency, gpu_time with bundles);
+  // an exchange timed as a whole does not need it.
+  PortLoad(const Cluster& cluster, bool per_gpu);
+  // A GPU-to-GPU message along Cluster::route (src != dst). Both ends are marked as using the
+  // route's source port class for the latency.
+  void add(int src_gpu, int dst_gpu, double bytes);
+  // A copy between a GPU and its host over the GPU's host port (no latency class).
+  void add_host_copy(int gpu, bool to_host, double bytes);
+  // The busiest port of `gpu` (send or receive volume over the GPU's port bandwidth); with
+  // `bundles`, also the busiest bundle any of its messages crossed.
+  [[nodiscard]] TimeNs gpu_time(int gpu, bool bundles) const;
+  // The largest gpu_time over all GPUs and every bundle.
+  [[nodiscard]] TimeNs max_time() const;
+  // NCCL point-to-point latency of the port classes `gpu` used, plus the switch-to-switch link
+  // latency of its longest route (Route::fabric_latency_ns).
+  [[nodiscard]] TimeNs gpu_latency(int gpu) const;
+  // The same over every message (one exchange).
+  [[nodiscard]] TimeNs exchange_latency() const;
+
+ private:
+  [[nodiscard]] TimeNs bundle_time(int directed_bundle) const;
+  const Cluster& cluster_;
+  std::vector<double> send_, recv_;   // [gpu * kNumPorts + port]
+  std::vector<double> bundle_bytes_;  // [2 b]: leaving leaf b; [2 b + 1]: entering it
+  std::vector<char> gpu_bundles_;     // [gpu * 2 bundles + directed bundle]: crossed by its messages
+  std::vector<char> intra_, nic_;
+  std::vector<double> fabric_ns_;
+  bool per_gpu_ = true;
+  bool any_intra_ = false, any_nic_ = false;
+  double any_fabric_ns_ = 0.0;
 };
 
 // Latency of one NCCL point-to-point message (Simple protocol): base latency plus the hop

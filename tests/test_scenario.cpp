@@ -322,7 +322,7 @@ TEST_CASE("scenario: unknown presets list the available ones", "[scenario]") {
     const std::string text = "cluster:\n  preset: dgx-b200\n";
     const std::string msg = load_error(text);
     CHECK_THAT(msg, Contains(pos(text, "dgx-b200") + ": key 'cluster.preset': unknown preset 'dgx-b200'; available: "
-                                                      "dgx-a100, dgx-h100, swiftmoe-cloud"));
+                                                      "dgx-a100, dgx-h100-fat-tree, dgx-h100, swiftmoe-cloud"));
   }
   SECTION("model") {
     const std::string text = "cluster: {preset: dgx-a100}\nmodel: {preset: llama-moe}\n";
