@@ -202,9 +202,16 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
         }
         r.peak_memory.max_with(mem_gpu[g]);
         if (total > s.cluster.gpu.hbm_bytes) {
+          // Name the first few transfers into the GPU and count the rest: a re-plan can move
+          // hundreds of experts, and a report that long hides its own conclusion.
+          constexpr int kNamed = 6;
           std::string steps;
-          for (const Movement& mv : pending)
-            if (!mv.transfer.dst.host && mv.transfer.dst.index == g) steps += (steps.empty() ? "" : "; ") + mv.what;
+          int incoming = 0;
+          for (const Movement& mv : pending) {
+            if (mv.transfer.dst.host || mv.transfer.dst.index != g) continue;
+            if (incoming++ < kNamed) steps += (steps.empty() ? "" : "; ") + mv.what;
+          }
+          if (incoming > kNamed) steps += fmt::format("; and {} more, {} transfers in all", incoming - kNamed, incoming);
           r.oom = true;
           r.oom_iteration = it;
           r.oom_report = fmt::format("OOM on GPU {} at iteration {} ({}): needs {} but {} has {:.2f} GB", g, it,

@@ -88,3 +88,21 @@ TEST_CASE("experts.csv has one row per policy, sample, layer and expert", "[outp
   const std::vector<PolicyResult> none = run_scenario(s, RunOptions{});
   for (const auto& r : none) CHECK(r.expert_samples.empty());
 }
+
+TEST_CASE("an OOM report names a few incoming transfers and counts the rest", "[outputs][memory]") {
+  // EPLB's first re-plan on the DGX-H100 Qwen3 scenario moves hundreds of experts with their Adam
+  // state into GPU 0 at once, which does not fit in its 80 GB.
+  Scenario s = load_scenario(std::string(MOESIM_SOURCE_DIR) + "/scenarios/dgx-h100-qwen3.yaml",
+                             {"run.max_iterations=12"}, std::nullopt);
+  s.policies = parse_policy_specs("eplb");
+  const std::vector<PolicyResult> results = run_scenario(s, RunOptions{});
+  REQUIRE(results.size() == 1);
+  const PolicyResult& r = results.front();
+  REQUIRE(r.oom);
+  INFO(r.oom_report);
+  CHECK_THAT(r.oom_report, Catch::Matchers::StartsWith("OOM on GPU "));
+  CHECK_THAT(r.oom_report, Catch::Matchers::Contains("transfers in all"));
+  CHECK_THAT(r.oom_report, Catch::Matchers::Contains("move temporaries"));
+  // Six transfers named, then the count: a few hundred characters, not tens of thousands.
+  CHECK(r.oom_report.size() < 1000);
+}
