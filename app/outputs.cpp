@@ -61,6 +61,7 @@ nlohmann::json summary_json(const Scenario& s, const std::vector<PolicyResult>& 
              {"move_temporaries", r.peak_memory.move_temporary_bytes}}},
            {"peak_host_memory_bytes", r.peak_host_memory_bytes},
            {"compute_fallback", r.compute_fallback.empty() ? json(nullptr) : json(r.compute_fallback)},
+           {"measured_collectives", r.collectives_note.empty() ? json(nullptr) : json(r.collectives_note)},
            {"oom", r.oom},
            {"oom_iteration", r.oom ? json(r.oom_iteration) : json(nullptr)},
            {"oom_report", r.oom ? json(r.oom_report) : json(nullptr)}};
@@ -152,6 +153,8 @@ std::string summary_table(const Scenario& s, const std::vector<PolicyResult>& re
     if (r.oom) out += fmt::format("{}: {}\n", r.label, r.oom_report);
   if (!results.empty() && !results.back().compute_fallback.empty())
     out += fmt::format("compute: {}\n", results.back().compute_fallback);
+  if (!results.empty() && !results.back().collectives_note.empty())
+    out += fmt::format("collectives: {}\n", results.back().collectives_note);
   return out;
 }
 

@@ -12,6 +12,7 @@
 #include "policies/registry.hpp"
 #include "sim/error.hpp"
 #include "sim/flow_network.hpp"
+#include "sim/measured_collectives.hpp"
 #include "sim/memory.hpp"
 #include "traces/binary.hpp"
 #include "traces/importers.hpp"
@@ -52,6 +53,31 @@ std::unique_ptr<TraceSource> open_trace(const Scenario& s, const TraceShape& sha
   spec.tokens_per_gpu = s.model.tokens_per_gpu();
   spec.top_k = s.model.top_k;
   return make_synthetic_trace(shape, spec);
+}
+
+// The all-reduce curves of a profile's `collectives:` section. The measured all-to-all is uniform,
+// and the simulator's all-to-all-v is not, so it is only compared (moesim calibrate), not used.
+std::vector<MeasuredCollective> measured_collectives(const std::string& name_or_path, const std::string& scenario) {
+  const ComputeProfile p = load_profile(name_or_path);
+  if (!p.collectives.present)
+    throw InputError(fmt::format("{}: network.collective_profile: {} has no collectives: section (write one with "
+                                 "moesim calibrate --backend cuda --collectives on a machine with several GPUs)",
+                                 scenario, name_or_path));
+  std::vector<MeasuredCollective> out;
+  for (const CollectiveSeries& series : p.collectives.series) {
+    if (series.collective != "all_reduce" || series.points.empty()) continue;
+    MeasuredCollective m;
+    m.collective = Collective::AllReduce;
+    m.ranks = p.collectives.gpus;
+    for (const CollectivePoint& q : series.points) {
+      m.bytes.push_back(q.bytes);
+      m.time_ns.push_back(q.median_ns);
+    }
+    out.push_back(std::move(m));
+  }
+  if (out.empty())
+    throw InputError(fmt::format("{}: network.collective_profile: {} measures no all_reduce", scenario, name_or_path));
+  return out;
 }
 
 double percentile(std::vector<TimeNs> v, double q) {
@@ -149,7 +175,14 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
   std::unique_ptr<NetworkModel> network;
   if (s.network_model == "flow") network = std::make_unique<FlowNetwork>(cluster);
   else network = std::make_unique<AnalyticalNetwork>(cluster);
-  IterationModel model(cluster, s.model, s.training, compute, *network);
+  std::unique_ptr<MeasuredCollectiveNetwork> measured;
+  if (!s.collective_profile.empty()) {
+    measured = std::make_unique<MeasuredCollectiveNetwork>(*network, cluster,
+                                                           measured_collectives(s.collective_profile, s.file),
+                                                           s.collective_profile);
+  }
+  const NetworkModel& net = measured ? static_cast<const NetworkModel&>(*measured) : *network;
+  IterationModel model(cluster, s.model, s.training, compute, net);
 
   std::vector<PolicyResult> results;
   IterationCounts counts;
@@ -163,6 +196,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
     r.experts = ctx.experts;
     std::int64_t expert_every = opts.expert_stats_every;
     trace->rewind();
+    if (measured) measured->reset_counts();
     Engine engine;
     Placement placement = policy.initial_placement();
     std::vector<Movement> pending;
@@ -296,6 +330,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
     r.mean_expert_imbalance = imb_sum / n;
     r.events = engine.executed();
     r.compute_fallback = compute_fallback_note(compute);
+    if (measured) r.collectives_note = measured->report();
     results.push_back(std::move(r));
   }
   return results;

@@ -60,6 +60,8 @@ struct PolicyResult {
   std::vector<IterationRow> rows;
   // Non-empty when a calibration profile had to fall back to the roofline for some shapes.
   std::string compute_fallback;
+  // With network.collective_profile: which collectives the measurements answered.
+  std::string collectives_note;
   // Per-expert samples, every RunOptions::expert_stats_every iterations (empty when 0).
   int experts = 0;
   std::vector<ExpertSample> expert_samples;

@@ -13,6 +13,16 @@
 namespace moesim {
 namespace {
 
+// A profile given by path (with a slash or ending in .yaml) is relative to the scenario file;
+// anything else names a shipped profile.
+std::string resolve_profile(const std::string& name_or_path, const std::string& origin) {
+  if (name_or_path.empty() || (name_or_path.find('/') == std::string::npos && !name_or_path.ends_with(".yaml")))
+    return name_or_path;
+  std::filesystem::path fp(name_or_path);
+  if (fp.is_relative() && !origin.empty() && origin.front() != '<') fp = std::filesystem::path(origin).parent_path() / fp;
+  return fp.lexically_normal().string();
+}
+
 TrainingSpec load_training(Cfg c) {
   TrainingSpec t;
   t.optimizer_offload = c.get_bool("optimizer_offload", t.optimizer_offload);
@@ -185,6 +195,7 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
   {
     Cfg n = c.child("network");
     s.network_model = n.get_enum("model", s.network_model, {"analytical", "flow"});
+    s.collective_profile = resolve_profile(n.get_string("collective_profile", ""), origin);
     for_each_item(n, "link_factors", [&](Cfg& item) {
       LinkFactorSpec f;
       const bool by_gpu = item.has("gpu") || item.has("port");
@@ -217,14 +228,7 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
   }
   {
     Cfg comp = c.child("compute");
-    s.compute_profile = comp.get_string("profile", "");
-    // A path (with a slash or .yaml) is relative to the scenario file; otherwise a shipped profile name.
-    if (!s.compute_profile.empty() &&
-        (s.compute_profile.find('/') != std::string::npos || s.compute_profile.ends_with(".yaml"))) {
-      std::filesystem::path fp(s.compute_profile);
-      if (fp.is_relative() && !origin.empty() && origin.front() != '<') fp = std::filesystem::path(origin).parent_path() / fp;
-      s.compute_profile = fp.lexically_normal().string();
-    }
+    s.compute_profile = resolve_profile(comp.get_string("profile", ""), origin);
     s.compute_fallback_roofline = comp.get_enum("fallback", "error", {"roofline", "error"}) == "roofline";
     comp.finish();
   }
@@ -419,7 +423,10 @@ nlohmann::json Scenario::to_json() const {
               {"cluster", cluster_j},
               {"model", model_j},
               {"placement", {{"slots_per_gpu", slots_per_gpu}}},
-              {"network", {{"model", network_model}, {"link_factors", link_factors_j}}},
+              {"network",
+               {{"model", network_model},
+                {"link_factors", link_factors_j},
+                {"collective_profile", collective_profile.empty() ? json("nccl_model") : json(collective_profile)}}},
               {"compute", {{"profile", compute_profile.empty() ? json("roofline") : json(compute_profile)},
                            {"fallback", compute_fallback_roofline ? "roofline" : "error"}}},
               {"training", training_j},

@@ -64,6 +64,7 @@ struct Scenario {
   int slots_per_gpu = 1;
   std::string network_model = "analytical";
   std::string compute_profile;             // calibration profile name or path; empty: roofline
+  std::string collective_profile;          // profile with a measured `collectives:` section; empty: NCCL model
   bool compute_fallback_roofline = false;  // outside a profile's shapes: roofline instead of an error
   TrainingSpec training;
   HeterogeneitySpec heterogeneity;
