@@ -196,7 +196,6 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
     r.experts = ctx.experts;
     std::int64_t expert_every = opts.expert_stats_every;
     trace->rewind();
-    if (measured) measured->reset_counts();
     Engine engine;
     Placement placement = policy.initial_placement();
     std::vector<Movement> pending;
@@ -330,9 +329,12 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
     r.mean_expert_imbalance = imb_sum / n;
     r.events = engine.executed();
     r.compute_fallback = compute_fallback_note(compute);
-    if (measured) r.collectives_note = measured->report();
     results.push_back(std::move(r));
   }
+  // The iteration model looks each collective shape up once (the dense all-reduce when it is
+  // built), so the counts are for the whole scenario, not per policy.
+  if (measured)
+    for (PolicyResult& r : results) r.collectives_note = measured->report();
   return results;
 }
 

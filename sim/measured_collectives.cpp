@@ -73,7 +73,7 @@ std::string MeasuredCollectiveNetwork::report() const {
   for (const MeasuredCollective& m : curves_)
     what += fmt::format("{}{} over {} GPUs ({:.0f} to {:.0f} bytes)", what.empty() ? "" : ", ",
                         collective_name(m.collective), m.ranks, m.bytes.front(), m.bytes.back());
-  return fmt::format("measured collectives from {} ({}): {} calls; NCCL's model: {} calls (other collectives, "
+  return fmt::format("measured collectives from {} ({}) answered {} lookups; NCCL's model {} (other collectives, "
                      "group sizes, groups across nodes or sizes outside the measured range)",
                      origin_, what, measured_calls(), modelled_calls());
 }

@@ -36,13 +36,10 @@ class MeasuredCollectiveNetwork final : public NetworkModel {
   // monotone by a running maximum); the wrapped model's estimate otherwise.
   [[nodiscard]] CollectiveEstimate collective(Collective c, double bytes, const std::vector<int>& gpus) const override;
 
+  // Lookups answered by the measurements and by the wrapped model (callers may memoise, so these
+  // count distinct lookups, not collectives run).
   [[nodiscard]] std::uint64_t measured_calls() const { return measured_.load(std::memory_order_relaxed); }
   [[nodiscard]] std::uint64_t modelled_calls() const { return modelled_.load(std::memory_order_relaxed); }
-  // Counts from zero again (the runner reports each policy's own calls).
-  void reset_counts() {
-    measured_.store(0, std::memory_order_relaxed);
-    modelled_.store(0, std::memory_order_relaxed);
-  }
   // One line for the summary: what the profile answered and what fell back to the model.
   [[nodiscard]] std::string report() const;
 
