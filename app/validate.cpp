@@ -106,14 +106,14 @@ int cmd_validate(const std::vector<std::string>& args) {
                  "  and sizes from 1 MiB to 1 GiB (nccl-tests sizes), the bus bandwidth NCCL's cost model "
                  "predicts (nccl-tests\n"
                  "  definition), the published measurement where one exists and the error.\n"
-                 "  Defaults: --cluster dgx-a100 --nodes 1 (the preset's NICs).\n";
+                 "  Defaults: --cluster dgx-a100, the preset's nodes and NICs.\n";
     return args.empty() ? 2 : 0;
   }
   if (args[0] != "collectives") {
     throw InputError(fmt::format("moesim validate: unknown subject '{}'; allowed: collectives", args[0]));
   }
   std::string preset = "dgx-a100";
-  int nodes = 1;
+  std::optional<int> nodes_given;
   std::optional<int> nics;
   for (std::size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -121,7 +121,7 @@ int cmd_validate(const std::vector<std::string>& args) {
       if (a == "--cluster")
         preset = value_of(args, i, a);
       else if (a == "--nodes")
-        nodes = std::stoi(value_of(args, i, a));
+        nodes_given = std::stoi(value_of(args, i, a));
       else if (a == "--nics-per-node")
         nics = std::stoi(value_of(args, i, a));
       else
@@ -131,6 +131,13 @@ int cmd_validate(const std::vector<std::string>& args) {
       throw InputError(fmt::format("moesim validate: {} expects an integer", a));
     }
   }
+  // Without --nodes, the preset's own size (one node for dgx-a100 and dgx-h100, 32 for the fat tree).
+  const int nodes = nodes_given ? *nodes_given
+                                : load_scenario_text(fmt::format("cluster: {{preset: {}}}\nmodel: {{preset: gpt-small-moe}}\n"
+                                                                 "placement: {{slots_per_gpu: 16}}\npolicies: [static]\n",
+                                                                 preset),
+                                                     "--cluster", {}, std::nullopt)
+                                      .cluster.nodes;
   const Scenario s = validation_scenario(preset, nodes, nics);
   const int n = s.cluster.num_gpus();
   std::cout << fmt::format("{} x {} ({} GPUs, {} NICs of {} Gb/s per node)\n", nodes, preset, n,
