@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -297,4 +298,101 @@ TEST_CASE("maxmin: bad input is refused", "[maxmin]") {
   s.remove_flow(f);
   s.update();
   CHECK_THROWS(s.remove_flow(f));
+}
+
+namespace {
+// Water-filling from scratch, the textbook way: raise every unfrozen flow together until a link
+// fills or a flow reaches its cap; freeze those flows; repeat.
+std::vector<double> reference_max_min(const std::vector<double>& link_caps, const std::vector<std::vector<int>>& paths,
+                                      const std::vector<double>& caps) {
+  const std::size_t n = paths.size();
+  std::vector<double> rate(n, 0.0);
+  std::vector<char> frozen(n, 0);
+  std::size_t left = n;
+  while (left > 0) {
+    double level = std::numeric_limits<double>::infinity();
+    for (std::size_t l = 0; l < link_caps.size(); ++l) {
+      double used = 0.0;
+      int unfrozen = 0;
+      for (std::size_t f = 0; f < n; ++f) {
+        if (std::find(paths[f].begin(), paths[f].end(), static_cast<int>(l)) == paths[f].end()) continue;
+        if (frozen[f])
+          used += rate[f];
+        else
+          ++unfrozen;
+      }
+      if (unfrozen > 0) level = std::min(level, std::max(0.0, link_caps[l] - used) / unfrozen);
+    }
+    for (std::size_t f = 0; f < n; ++f)
+      if (!frozen[f]) level = std::min(level, caps[f]);
+    // Freeze the flows at their cap or on a link that is now full.
+    std::vector<double> load(link_caps.size(), 0.0);
+    for (std::size_t f = 0; f < n; ++f)
+      for (int l : paths[f]) load[static_cast<std::size_t>(l)] += frozen[f] ? rate[f] : level;
+    for (std::size_t f = 0; f < n; ++f) {
+      if (frozen[f]) continue;
+      bool stop = level >= caps[f] * (1 - 1e-12);
+      for (int l : paths[f]) stop |= load[static_cast<std::size_t>(l)] >= link_caps[static_cast<std::size_t>(l)] * (1 - 1e-12);
+      if (!stop) continue;
+      rate[f] = level;
+      frozen[f] = 1;
+      --left;
+    }
+  }
+  return rate;
+}
+}  // namespace
+
+// Large batches of ends over few, crowded links: the re-solved set grows over rounds and often
+// takes every flow, the paths the benchmarks exercise most.
+TEST_CASE("maxmin: incremental updates match a reference water-filling on random instances", "[maxmin]") {
+  std::mt19937_64 rng(11);
+  for (int round = 0; round < 12; ++round) {
+    const int nl = 4 + static_cast<int>(rng() % 12);
+    MaxMinSolver s;
+    std::vector<double> link_caps;
+    for (int l = 0; l < nl; ++l) {
+      link_caps.push_back(1.0 + static_cast<double>(rng() % 50));
+      s.add_link(link_caps.back());
+    }
+    std::vector<std::vector<int>> paths;
+    std::vector<double> caps;
+    std::vector<int> live;
+    const int flows = 40 + static_cast<int>(rng() % 120);
+    for (int k = 0; k < flows; ++k) {
+      std::vector<int> p;
+      const int len = 1 + static_cast<int>(rng() % 4);
+      while (static_cast<int>(p.size()) < std::min(len, nl)) {
+        const int l = static_cast<int>(rng() % static_cast<std::uint64_t>(nl));
+        if (std::find(p.begin(), p.end(), l) == p.end()) p.push_back(l);
+      }
+      paths.push_back(p);
+      caps.push_back(rng() % 6 == 0 ? 0.05 + static_cast<double>(rng() % 10) * 0.1 : MaxMinSolver::kNoCap);
+      live.push_back(s.add_flow(p, caps.back()));
+    }
+    while (!live.empty()) {
+      (void)s.update();
+      std::vector<std::vector<int>> live_paths;
+      std::vector<double> live_caps;
+      for (int f : live) {
+        live_paths.push_back(paths[static_cast<std::size_t>(f)]);
+        live_caps.push_back(caps[static_cast<std::size_t>(f)]);
+      }
+      const std::vector<double> ref = reference_max_min(link_caps, live_paths, live_caps);
+      for (std::size_t i = 0; i < live.size(); ++i) REQUIRE(s.rate(live[i]) == Approx(ref[i]).epsilon(1e-9));
+      // End a batch of flows, sometimes most of them, and now and then start new ones.
+      const std::size_t ends = 1 + static_cast<std::size_t>(rng() % (1 + live.size() / 3));
+      for (std::size_t k = 0; k < ends && !live.empty(); ++k) {
+        const auto i = static_cast<std::size_t>(rng() % live.size());
+        s.remove_flow(live[i]);
+        live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+      }
+      if (rng() % 4 == 0) {
+        const auto l = static_cast<int>(rng() % static_cast<std::uint64_t>(nl));
+        paths.push_back({l});
+        caps.push_back(MaxMinSolver::kNoCap);
+        live.push_back(s.add_flow(paths.back(), caps.back()));
+      }
+    }
+  }
 }
