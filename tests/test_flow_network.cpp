@@ -11,31 +11,13 @@
 
 #include "app/scenario.hpp"
 #include "sim/flow_network.hpp"
+#include "tests/network_fixture.hpp"
 
 using namespace moesim;
 
 namespace {
-ClusterSpec spec_of(const std::string& preset, int nodes) {
-  return load_scenario_text(fmt::format("cluster: {{preset: {}, nodes: {}}}\nmodel: {{preset: mixtral-8x7b}}\n"
-                                        "placement: {{slots_per_gpu: 8}}\npolicies: [static]\n",
-                                        preset, nodes),
-                            "<test>", {}, std::nullopt)
-      .cluster;
-}
-
-struct World {
-  Cluster cluster;
-  AnalyticalNetwork analytical;
-  FlowNetwork flow;
-  explicit World(const ClusterSpec& s) : cluster(s), analytical(cluster), flow(cluster) {}
-  [[nodiscard]] int gpus() const { return cluster.num_gpus(); }
-  [[nodiscard]] std::vector<double> empty() const {
-    return std::vector<double>(static_cast<std::size_t>(gpus()) * static_cast<std::size_t>(gpus()), 0.0);
-  }
-  double& at(std::vector<double>& m, int s, int d) const {
-    return m[static_cast<std::size_t>(s) * static_cast<std::size_t>(gpus()) + static_cast<std::size_t>(d)];
-  }
-};
+ClusterSpec spec_of(const std::string& preset, int nodes) { return test::cluster_spec(preset, nodes); }
+using test::World;
 
 constexpr double kMB = 1e6;
 // NCCL point-to-point latency, Simple protocol: base 8.4 us + network hop 14 us, or + NVLink 3.4 us.

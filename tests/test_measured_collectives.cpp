@@ -12,16 +12,12 @@
 #include "models/profile.hpp"
 #include "policies/registry.hpp"
 #include "sim/measured_collectives.hpp"
+#include "tests/network_fixture.hpp"
 
 using namespace moesim;
 
 namespace {
-ClusterSpec dgx_h100(int nodes) {
-  return load_scenario_text("cluster: {preset: dgx-h100, nodes: " + std::to_string(nodes) +
-                                "}\nmodel: {preset: mixtral-8x7b}\nplacement: {slots_per_gpu: 8}\npolicies: [static]\n",
-                            "<test>", {}, std::nullopt)
-      .cluster;
-}
+ClusterSpec dgx_h100(int nodes) { return test::cluster_spec("dgx-h100", nodes); }
 std::vector<int> range(int from, int to) {
   std::vector<int> v;
   for (int g = from; g < to; ++g) v.push_back(g);

@@ -16,6 +16,7 @@
 #include "app/runner.hpp"
 #include "app/scenario.hpp"
 #include "sim/error.hpp"
+#include "tests/network_fixture.hpp"
 
 using Catch::Matchers::Contains;
 using moesim::InputError;
@@ -44,17 +45,9 @@ const std::string kBasePolicies = kBase + "policies:\n  - static\n";
 
 // "t.yaml:LINE:COL" (1-based) of the first occurrence of `needle` in `text`.
 std::string pos(const std::string& text, const std::string& needle, const std::string& origin = kOrigin) {
-  const auto at = text.find(needle);
-  REQUIRE(at != std::string::npos);
-  int line = 1;
-  std::size_t line_start = 0;
-  for (std::size_t i = 0; i < at; ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      line_start = i + 1;
-    }
-  }
-  return origin + ":" + std::to_string(line) + ":" + std::to_string(at - line_start + 1);
+  const std::string at = moesim::test::text_position(text, needle, origin);
+  REQUIRE(!at.empty());
+  return at;
 }
 
 // Runs `f`, requires it to throw moesim::InputError and returns the message.

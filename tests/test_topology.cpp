@@ -19,6 +19,7 @@
 #include "app/scenario.hpp"
 #include "sim/error.hpp"
 #include "sim/flow_network.hpp"
+#include "tests/network_fixture.hpp"
 
 using namespace moesim;
 using Catch::Matchers::Contains;
@@ -41,17 +42,9 @@ ClusterSpec load(const std::string& text) {
 
 // "topo.yaml:LINE:COL" (1-based) of the first occurrence of `needle` in `text`.
 std::string pos(const std::string& text, const std::string& needle) {
-  const auto at = text.find(needle);
-  REQUIRE(at != std::string::npos);
-  int line = 1;
-  std::size_t line_start = 0;
-  for (std::size_t i = 0; i < at; ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      line_start = i + 1;
-    }
-  }
-  return kOrigin + ":" + std::to_string(line) + ":" + std::to_string(at - line_start + 1);
+  const std::string at = test::text_position(text, needle, kOrigin);
+  REQUIRE(!at.empty());
+  return at;
 }
 
 std::string error_of(const std::string& text) {
@@ -64,19 +57,7 @@ std::string error_of(const std::string& text) {
   return "";
 }
 
-struct World {
-  Cluster cluster;
-  AnalyticalNetwork analytical;
-  FlowNetwork flow;
-  explicit World(const ClusterSpec& s) : cluster(s), analytical(cluster), flow(cluster) {}
-  [[nodiscard]] int gpus() const { return cluster.num_gpus(); }
-  [[nodiscard]] std::vector<double> empty() const {
-    return std::vector<double>(static_cast<std::size_t>(gpus()) * static_cast<std::size_t>(gpus()), 0.0);
-  }
-  double& at(std::vector<double>& m, int s, int d) const {
-    return m[static_cast<std::size_t>(s) * static_cast<std::size_t>(gpus()) + static_cast<std::size_t>(d)];
-  }
-};
+using test::World;
 
 // swiftmoe-cloud: one GPU and one 100 Gb/s NIC per node: 12.5 x 0.96 = 12 GB/s per GPU.
 // A fat tree over it, two nodes per leaf (one rail): a leaf's downlinks 2 x 12 = 24 GB/s, its
