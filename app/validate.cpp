@@ -44,11 +44,11 @@ const std::vector<Published> kPublished{
 };
 
 // A minimal scenario on the preset, so that presets and overrides resolve as in a run.
-Scenario validation_scenario(const std::string& preset, int nodes, std::optional<int> nics) {
+Scenario validation_scenario(const std::string& preset, std::optional<int> nodes, std::optional<int> nics) {
   std::string text = fmt::format(
-      "cluster: {{preset: {}, nodes: {}{}}}\nmodel: {{preset: gpt-small-moe}}\n"
+      "cluster: {{preset: {}{}{}}}\nmodel: {{preset: gpt-small-moe}}\n"
       "placement: {{slots_per_gpu: 16}}\npolicies: [static]\n",
-      preset, nodes, nics ? fmt::format(", nics_per_node: {}", *nics) : "");
+      preset, nodes ? fmt::format(", nodes: {}", *nodes) : "", nics ? fmt::format(", nics_per_node: {}", *nics) : "");
   return load_scenario_text(text, "--cluster", {}, std::nullopt);
 }
 
@@ -132,13 +132,8 @@ int cmd_validate(const std::vector<std::string>& args) {
     }
   }
   // Without --nodes, the preset's own size (one node for dgx-a100 and dgx-h100, 32 for the fat tree).
-  const int nodes = nodes_given ? *nodes_given
-                                : load_scenario_text(fmt::format("cluster: {{preset: {}}}\nmodel: {{preset: gpt-small-moe}}\n"
-                                                                 "placement: {{slots_per_gpu: 16}}\npolicies: [static]\n",
-                                                                 preset),
-                                                     "--cluster", {}, std::nullopt)
-                                      .cluster.nodes;
-  const Scenario s = validation_scenario(preset, nodes, nics);
+  const Scenario s = validation_scenario(preset, nodes_given, nics);
+  const int nodes = s.cluster.nodes;
   const int n = s.cluster.num_gpus();
   std::cout << fmt::format("{} x {} ({} GPUs, {} NICs of {} Gb/s per node)\n", nodes, preset, n,
                            s.cluster.nics_per_node, s.cluster.nic_gbit);

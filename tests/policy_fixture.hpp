@@ -1,9 +1,11 @@
 #pragma once
 // A small world for policy unit tests: `gpus` single-GPU nodes, one routed expert of 1000
 // parameters (2000 bytes of weights and of gradients, 12000 of Adam state), and the policy that
-// the YAML mapping `params` names.
+// the YAML mapping `params` names. `tune`, when given, changes the cluster, model or context
+// before the policy is built (tests whose hand-worked numbers need other round figures).
 #include <yaml-cpp/yaml.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -18,7 +20,8 @@ struct SingleGpuNodes {
   PolicyContext ctx;
   std::unique_ptr<Policy> policy;
 
-  SingleGpuNodes(int gpus, int slots, int experts, int layers, std::int64_t tokens, const std::string& params) {
+  SingleGpuNodes(int gpus, int slots, int experts, int layers, std::int64_t tokens, const std::string& params,
+                 const std::function<void(SingleGpuNodes&)>& tune = {}) {
     cluster.nodes = gpus;
     cluster.gpus_per_node = 1;
     model.experts = experts;
@@ -36,6 +39,7 @@ struct SingleGpuNodes {
     ctx.expert_weight_bytes = 2000;
     ctx.expert_grad_bytes = 2000;
     ctx.expert_optimizer_bytes = 12000;
+    if (tune) tune(*this);
     YAML::Node n = YAML::Load(params);
     Cfg c(n, "test.yaml", "policies[0]");
     policy = make_policy(ctx, c);

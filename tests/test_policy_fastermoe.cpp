@@ -11,6 +11,7 @@
 #include "app/scenario.hpp"
 #include "policies/common.hpp"
 #include "policies/registry.hpp"
+#include "tests/policy_fixture.hpp"
 #include "sim/error.hpp"
 #include "sim/iteration.hpp"
 
@@ -21,44 +22,25 @@ namespace {
 // A cluster of `gpus` single-GPU nodes with round numbers for FasterMoE's model: one 8 Gb/s NIC
 // at efficiency 1 (1e9 B/s per GPU) and a GPU of 1 TFLOP/s at GEMM efficiency 1 (F = 1e12).
 // Experts: hidden d = 1000, expert_ffn_hidden 2000 (a = 2), two matrices: P = 4e6 parameters.
-struct PolicyFixture {
-  ClusterSpec cluster;
-  MoeModelSpec model;
-  TrainingSpec training;
-  PolicyContext ctx;
-  std::unique_ptr<Policy> policy;
+struct PolicyFixture : testing::SingleGpuNodes {
   Placement placement;
 
-  PolicyFixture(int gpus, int slots, int experts, int layers, std::int64_t tokens,
-                const std::string& params) {
-    cluster.nodes = gpus;
-    cluster.gpus_per_node = 1;
-    cluster.nics_per_node = 1;
-    cluster.nic_gbit = 8.0;
-    cluster.nic_efficiency = 1.0;
-    cluster.gpu.peak_tflops = 1.0;
-    cluster.gpu.gemm_efficiency = 1.0;
-    model.experts = experts;
-    model.top_k = 1;
-    model.hidden = 1000;
-    model.expert_ffn_hidden = 2000;
-    model.ffn_matrices = 2;
-    ctx.cluster = &cluster;
-    ctx.model = &model;
-    ctx.training = &training;
-    ctx.gpus = gpus;
-    ctx.slots_per_gpu = slots;
-    ctx.moe_layers = layers;
-    ctx.experts = experts;
-    ctx.tokens_per_gpu = tokens;
-    ctx.top_k = 1;
-    ctx.expert_params = model.expert_params();
-    ctx.expert_weight_bytes = ctx.expert_params * 2.0;
-    ctx.expert_grad_bytes = ctx.expert_params * training.grad_bytes_per_param;
-    ctx.expert_optimizer_bytes = ctx.expert_params * training.optimizer_bytes_per_param;
-    YAML::Node n = YAML::Load(params);
-    Cfg c(n, "test.yaml", "policies[0]");
-    policy = make_policy(ctx, c);
+  PolicyFixture(int gpus, int slots, int experts, int layers, std::int64_t tokens, const std::string& params)
+      : SingleGpuNodes(gpus, slots, experts, layers, tokens, params, [](SingleGpuNodes& w) {
+          w.cluster.nics_per_node = 1;
+          w.cluster.nic_gbit = 8.0;
+          w.cluster.nic_efficiency = 1.0;
+          w.cluster.gpu.peak_tflops = 1.0;
+          w.cluster.gpu.gemm_efficiency = 1.0;
+          w.model.top_k = 1;
+          w.model.hidden = 1000;
+          w.model.expert_ffn_hidden = 2000;
+          w.model.ffn_matrices = 2;
+          w.ctx.expert_params = w.model.expert_params();
+          w.ctx.expert_weight_bytes = w.ctx.expert_params * 2.0;
+          w.ctx.expert_grad_bytes = w.ctx.expert_params * w.training.grad_bytes_per_param;
+          w.ctx.expert_optimizer_bytes = w.ctx.expert_params * w.training.optimizer_bytes_per_param;
+        }) {
     placement = policy->initial_placement();
   }
 };

@@ -12,6 +12,7 @@
 #include "app/scenario.hpp"
 #include "policies/common.hpp"
 #include "policies/registry.hpp"
+#include "tests/policy_fixture.hpp"
 
 using namespace moesim;
 
@@ -20,44 +21,22 @@ namespace {
 // 4 single-GPU nodes on 1 GB/s NICs (8 Gb/s, efficiency 1), 1 TFLOP/s GPUs at efficiency 1;
 // hidden 500 in bf16: a token is 1000 B, 1 us on a link; an expert of 5e5 parameters is
 // 2 x 5e5 = 1e6 FLOPs per token, 1 us of compute.
-struct ProFx {
-  ClusterSpec cluster;
-  MoeModelSpec model;
-  TrainingSpec training;
-  PolicyContext ctx;
-  std::unique_ptr<Policy> policy;
-
+struct ProFx : testing::SingleGpuNodes {
   ProFx(int gpus, int slots, int experts, int layers, std::int64_t tokens, const std::string& params,
-        double weight_bytes = 5000.0, double grad_bytes = 5000.0) {
-    cluster.nodes = gpus;
-    cluster.gpus_per_node = 1;
-    cluster.nic_gbit = 8.0;
-    cluster.nics_per_node = 1;
-    cluster.nic_efficiency = 1.0;
-    cluster.gpu.peak_tflops = 1.0;
-    cluster.gpu.gemm_efficiency = 1.0;
-    model.experts = experts;
-    model.hidden = 500;
-    model.dtype = DType::BF16;
-    ctx.cluster = &cluster;
-    ctx.model = &model;
-    ctx.training = &training;
-    ctx.gpus = gpus;
-    ctx.slots_per_gpu = slots;
-    ctx.moe_layers = layers;
-    ctx.experts = experts;
-    ctx.tokens_per_gpu = tokens;
-    ctx.top_k = 1;
-    ctx.expert_params = 5e5;
-    ctx.expert_weight_bytes = weight_bytes;
-    ctx.expert_grad_bytes = grad_bytes;
-    ctx.expert_optimizer_bytes = 6e6;
-    YAML::Node n = YAML::Load(params);
-    Cfg c(n, "test.yaml", "policies[0]");
-    policy = make_policy(ctx, c);
-  }
-  ProFx(const ProFx&) = delete;
-  ProFx& operator=(const ProFx&) = delete;
+        double weight_bytes = 5000.0, double grad_bytes = 5000.0)
+      : SingleGpuNodes(gpus, slots, experts, layers, tokens, params, [=](SingleGpuNodes& w) {
+          w.cluster.nic_gbit = 8.0;
+          w.cluster.nics_per_node = 1;
+          w.cluster.nic_efficiency = 1.0;
+          w.cluster.gpu.peak_tflops = 1.0;
+          w.cluster.gpu.gemm_efficiency = 1.0;
+          w.model.hidden = 500;
+          w.model.dtype = DType::BF16;
+          w.ctx.expert_params = 5e5;
+          w.ctx.expert_weight_bytes = weight_bytes;
+          w.ctx.expert_grad_bytes = grad_bytes;
+          w.ctx.expert_optimizer_bytes = 6e6;
+        }) {}
 };
 
 // The hand case: 4 GPUs, 4 experts (expert g owned by GPU g), counts [src][expert].
