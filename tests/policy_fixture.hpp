@@ -44,6 +44,15 @@ struct SingleGpuNodes {
     Cfg c(n, "test.yaml", "policies[0]");
     policy = make_policy(ctx, c);
   }
+  // Round hardware for hand-worked times: one 8 Gb/s NIC per node at efficiency 1 (1e9 B/s per
+  // GPU) and GPUs of 1 TFLOP/s at GEMM efficiency 1.
+  void unit_hardware() {
+    cluster.nics_per_node = 1;
+    cluster.nic_gbit = 8.0;
+    cluster.nic_efficiency = 1.0;
+    cluster.gpu.peak_tflops = 1.0;
+    cluster.gpu.gemm_efficiency = 1.0;
+  }
   SingleGpuNodes(const SingleGpuNodes&) = delete;
   SingleGpuNodes& operator=(const SingleGpuNodes&) = delete;
 };

@@ -27,11 +27,7 @@ struct PolicyFixture : testing::SingleGpuNodes {
 
   PolicyFixture(int gpus, int slots, int experts, int layers, std::int64_t tokens, const std::string& params)
       : SingleGpuNodes(gpus, slots, experts, layers, tokens, params, [](SingleGpuNodes& w) {
-          w.cluster.nics_per_node = 1;
-          w.cluster.nic_gbit = 8.0;
-          w.cluster.nic_efficiency = 1.0;
-          w.cluster.gpu.peak_tflops = 1.0;
-          w.cluster.gpu.gemm_efficiency = 1.0;
+          w.unit_hardware();
           w.model.top_k = 1;
           w.model.hidden = 1000;
           w.model.expert_ffn_hidden = 2000;

@@ -25,11 +25,7 @@ struct ProFx : testing::SingleGpuNodes {
   ProFx(int gpus, int slots, int experts, int layers, std::int64_t tokens, const std::string& params,
         double weight_bytes = 5000.0, double grad_bytes = 5000.0)
       : SingleGpuNodes(gpus, slots, experts, layers, tokens, params, [=](SingleGpuNodes& w) {
-          w.cluster.nic_gbit = 8.0;
-          w.cluster.nics_per_node = 1;
-          w.cluster.nic_efficiency = 1.0;
-          w.cluster.gpu.peak_tflops = 1.0;
-          w.cluster.gpu.gemm_efficiency = 1.0;
+          w.unit_hardware();
           w.model.hidden = 500;
           w.model.dtype = DType::BF16;
           w.ctx.expert_params = 5e5;
