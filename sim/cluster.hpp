@@ -43,7 +43,8 @@ struct EdgeProps {
   int bundle = -1;  // fat tree: the leaf whose uplinks this edge is one of (-1: none)
 };
 
-using ClusterGraph = boost::adjacency_list<boost::vecS, boost::vecS, boost::undirectedS, VertexProps, EdgeProps>;
+using ClusterGraph =
+    boost::adjacency_list<boost::vecS, boost::vecS, boost::undirectedS, VertexProps, EdgeProps>;
 
 struct Route {
   Port src_port = Port::Intra;
@@ -78,6 +79,10 @@ class Cluster {
   // The equal-cost paths of a route as directed links: edge `id` is link 2 id from its lower- to
   // its higher-numbered vertex and 2 id + 1 back. Path 0 has the lowest edge ids.
   [[nodiscard]] std::span<const int> path_links(int src_gpu, int dst_gpu, int path) const;
+  // Bandwidth of a directed link (as in path_links), GB/s, after link factors.
+  [[nodiscard]] double link_gbps(int link) const {
+    return graph_[edge_of_id_[static_cast<std::size_t>(link / 2)]].gbps;
+  }
   [[nodiscard]] int num_edges() const { return static_cast<int>(boost::num_edges(graph_)); }
   // A GPU's directed link towards its host (its PCIe link); -1 when it has none. Back is ^ 1.
   [[nodiscard]] int host_link(int gpu) const { return host_link_[static_cast<std::size_t>(gpu)]; }

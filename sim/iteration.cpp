@@ -277,11 +277,14 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   // other in opposite orders: the policy's collectives, every expert's replicas (on distinct
   // GPUs) all-reducing in (layer, expert) order, gradient collection, then the dense parameters
   // across all GPUs.
-  std::map<std::tuple<int, double, std::vector<int>>, TimeNs> memo;
   auto collective_ns = [&](Collective kind, double bytes, const std::vector<int>& gpus) {
+    constexpr std::size_t kMemoBound = 1 << 16;
     auto key = std::make_tuple(static_cast<int>(kind), bytes, gpus);
-    auto it = memo.find(key);
-    if (it == memo.end()) it = memo.emplace(key, network_.collective(kind, bytes, gpus).time_ns).first;
+    auto it = collective_memo_.find(key);
+    if (it == collective_memo_.end()) {
+      if (collective_memo_.size() >= kMemoBound) collective_memo_.clear();
+      it = collective_memo_.emplace(std::move(key), network_.collective(kind, bytes, gpus).time_ns).first;
+    }
     return it->second;
   };
   auto add_ops = [&](const std::vector<CollectiveOp>& ops, Phase phase) {

@@ -5,7 +5,9 @@
 // the next all-to-all. The iteration ends when the slowest GPU ends.
 #include <array>
 #include <cstdint>
+#include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "models/specs.hpp"
@@ -114,6 +116,10 @@ class IterationModel {
   int cur_label_ = 0;
   std::vector<std::string> labels_;
   std::vector<Span> spans_;
+
+  // Collective times by (kind, bytes, group), kept across iterations: a pure function of the
+  // network, and the same replica groups recur. Cleared when it grows past a bound.
+  std::map<std::tuple<int, double, std::vector<int>>, TimeNs> collective_memo_;
 
   // Per-iteration execution state (reused).
   std::vector<std::vector<Op>> program_;

@@ -45,7 +45,14 @@ CollectiveEstimate MeasuredCollectiveNetwork::collective(Collective c, double by
   const bool one_node = !gpus.empty() && std::all_of(gpus.begin(), gpus.end(), [&](int g) {
     return cluster_.node_of(g) == cluster_.node_of(gpus.front());
   });
-  if (it == curves_.end() || !one_node || !(bytes >= it->bytes.front() && bytes <= it->bytes.back())) {
+  // The measurement ran on the machine's own links: a group whose ring crosses a link slower than
+  // the spec says (link factors, an explicit graph) is the model's, which sees it (ring_pace).
+  const auto as_measured = [&] {
+    const ClusterSpec& spec = cluster_.spec();
+    return ring_pace(cluster_, gpus, spec.intra_gbps(), spec.nic_gbps()).intra == 1.0;
+  };
+  if (it == curves_.end() || !one_node || !(bytes >= it->bytes.front() && bytes <= it->bytes.back()) ||
+      !as_measured()) {
     modelled_.fetch_add(1, std::memory_order_relaxed);
     return est;
   }
@@ -73,9 +80,10 @@ std::string MeasuredCollectiveNetwork::report() const {
   for (const MeasuredCollective& m : curves_)
     what += fmt::format("{}{} over {} GPUs ({:.0f} to {:.0f} bytes)", what.empty() ? "" : ", ",
                         collective_name(m.collective), m.ranks, m.bytes.front(), m.bytes.back());
-  return fmt::format("measured collectives from {} ({}) answered {} lookups; NCCL's model {} (other collectives, "
-                     "group sizes, groups across nodes or sizes outside the measured range)",
-                     origin_, what, measured_calls(), modelled_calls());
+  return fmt::format(
+      "measured collectives from {} ({}) answered {} lookups; NCCL's model {} (other collectives, "
+      "group sizes, groups across nodes, sizes outside the measured range or slowed links)",
+      origin_, what, measured_calls(), modelled_calls());
 }
 
 }  // namespace moesim

@@ -1,7 +1,8 @@
 #pragma once
 // Collective times measured on real GPUs (`moesim calibrate --collectives`) in place of NCCL's cost
 // model where they apply: the same collective over the same number of GPUs, all in one node (the
-// measurement ran on the GPUs of one machine), at a size inside the measured range. Everything
+// measurement ran on the GPUs of one machine), at a size inside the measured range, over links
+// no slower than the spec says (no link factor or explicit graph link slowing the ring). Everything
 // else, and every point-to-point transfer and all-to-all-v, goes to the wrapped model unchanged.
 #include <atomic>
 #include <string>

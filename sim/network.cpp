@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 namespace moesim {
@@ -132,6 +133,70 @@ TimeNs AnalyticalNetwork::all_to_all_v(const std::vector<double>& bytes) const {
   return worst + load.exchange_latency();
 }
 
+namespace {
+// The pace of a set of hops that run at once at one common rate (see RingPace).
+double pace_of(const Cluster& cluster, const std::vector<std::pair<int, int>>& hops, double assumed_gbps) {
+  if (hops.empty()) return 1.0;
+  // (directed link, share of one hop's rate it carries); summed per link after sorting.
+  std::vector<std::pair<int, double>> load;
+  std::vector<int> crossed;
+  for (const auto& [a, b] : hops) {
+    const int paths = cluster.route(a, b).paths;
+    crossed.clear();
+    for (int p = 0; p < paths; ++p) {
+      const auto links = cluster.path_links(a, b, p);
+      crossed.insert(crossed.end(), links.begin(), links.end());
+    }
+    std::sort(crossed.begin(), crossed.end());
+    for (std::size_t k = 0; k < crossed.size();) {
+      std::size_t n = 1;
+      while (k + n < crossed.size() && crossed[k + n] == crossed[k]) ++n;
+      // A link every path crosses carries the whole hop: exactly 1.
+      load.emplace_back(crossed[k], static_cast<double>(n) / static_cast<double>(paths));
+      k += n;
+    }
+  }
+  std::sort(load.begin(), load.end());
+  double rate = std::numeric_limits<double>::infinity();
+  for (std::size_t k = 0; k < load.size();) {
+    double share = 0.0;
+    std::size_t n = 0;
+    for (; k + n < load.size() && load[k + n].first == load[k].first; ++n) share += load[k + n].second;
+    rate = std::min(rate, cluster.link_gbps(load[k].first) / share);
+    k += n;
+  }
+  const double nominal = cluster.port_gbps(cluster.route(hops.front().first, hops.front().second).src_port);
+  const double reference = nominal > 0.0 ? std::min(assumed_gbps, nominal) : assumed_gbps;
+  return reference > 0.0 ? std::min(1.0, rate / reference) : 1.0;
+}
+}  // namespace
+
+RingPace ring_pace(const Cluster& cluster, const std::vector<int>& gpus, double intra_hop_gbps,
+                   double inter_hop_gbps) {
+  // Participants per node, in id order (`gpus` is sorted and ids are node-major).
+  std::vector<std::vector<int>> nodes;
+  int last_node = -1;
+  for (int gpu : gpus) {
+    const int n = cluster.node_of(gpu);
+    if (nodes.empty() || n != last_node) nodes.emplace_back();
+    nodes.back().push_back(gpu);
+    last_node = n;
+  }
+  std::vector<std::pair<int, int>> intra, inter;
+  for (const std::vector<int>& members : nodes) {
+    const std::size_t k = members.size();
+    if (k < 2) continue;
+    for (std::size_t i = 0; i < k; ++i) intra.emplace_back(members[i], members[(i + 1) % k]);
+  }
+  const std::size_t m = nodes.size();
+  for (std::size_t i = 0; m >= 2 && i < m; ++i) {
+    const std::vector<int>& from = nodes[i];
+    const std::vector<int>& to = nodes[(i + 1) % m];
+    for (std::size_t j = 0; j < std::min(from.size(), to.size()); ++j) inter.emplace_back(from[j], to[j]);
+  }
+  return RingPace{pace_of(cluster, intra, intra_hop_gbps), pace_of(cluster, inter, inter_hop_gbps)};
+}
+
 CollectiveGroup AnalyticalNetwork::group_of(const std::vector<int>& gpus) const {
   const ClusterSpec& s = cluster_.spec();
   CollectiveGroup grp;
@@ -168,6 +233,12 @@ CollectiveGroup AnalyticalNetwork::group_of(const std::vector<int>& gpus) const 
   // NVLink SHARP needs NVSwitch gen3, which Hopper NVSwitch nodes (DGX-H100) have and A100's
   // NVSwitch gen2 does not (NCCL enables NVLS on compute capability 9.0 with multicast support).
   grp.nvls = s.intra_node == IntraNode::NVSwitch && s.gpu_arch() == GpuArch::Hopper && grp.ranks_per_node > 1;
+  // NCCL's assumed rate per ring hop: the node's bus bandwidth; across nodes, its NICs' bandwidth
+  // shared by the participants of a node (one hop each per node boundary).
+  const RingPace pace = ring_pace(cluster_, gpus, grp.intra_bus_gbps,
+                                  grp.ranks_per_node > 0 ? grp.inter_bus_gbps / grp.ranks_per_node : 0.0);
+  grp.intra_bus_gbps *= pace.intra;
+  grp.inter_bus_gbps *= pace.inter;
   return grp;
 }
 

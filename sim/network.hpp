@@ -37,6 +37,25 @@ class NetworkModel {
   [[nodiscard]] virtual std::vector<TimeNs> transfers(const std::vector<Transfer>& ts) const = 0;
 };
 
+// How fast the rings of a collective over `gpus` run on the cluster as built, as a fraction (at
+// most 1) of the rate per hop NCCL's model assumes from the spec (`intra_hop_gbps`,
+// `inter_hop_gbps`), separately for the hops inside a node and those between nodes. The ring
+// visits each node's participants in id order and crosses from a node to the next with the
+// participants of the same index (each uses its own NIC share, as NCCL's rail-local channels do).
+// All hops of a class run at once at one common rate (NCCL splits the data evenly over its
+// channels), each spread evenly over its equal-cost paths; that rate is the most every directed
+// link can carry. The pace is it over the smaller of the assumed rate and the hop's nominal port
+// bandwidth (Cluster::port_gbps(Port)), so that an unmodified built shape gives exactly 1 while
+// link factors, an explicit graph's links (two GPUs' rings through one NIC) and fat-tree uplinks
+// narrower than the rings crossing them show. NCCL does not measure links, but the real ring runs
+// at the pace of its slowest link; NCCL's own figure stays the ceiling.
+struct RingPace {
+  double intra = 1.0;
+  double inter = 1.0;
+};
+[[nodiscard]] RingPace ring_pace(const Cluster& cluster, const std::vector<int>& gpus, double intra_hop_gbps,
+                                 double inter_hop_gbps);
+
 // Per-GPU analytical model: a GPU's time is its busiest port's send or receive volume over the
 // port bandwidth, plus one NCCL point-to-point message latency; no two flows are seen to share a
 // link beyond that, except an oversubscribed fat-tree leaf's uplinks, charged as one shared port
@@ -49,7 +68,8 @@ class AnalyticalNetwork final : public NetworkModel {
   [[nodiscard]] CollectiveEstimate collective(Collective c, double bytes,
                                               const std::vector<int>& gpus) const override;
   [[nodiscard]] std::vector<TimeNs> transfers(const std::vector<Transfer>& ts) const override;
-  // The group description NCCL's model needs for `gpus`.
+  // The group description NCCL's model needs for `gpus`: the spec's figures, as NCCL sees the
+  // hardware, scaled by ring_pace for the links as built.
   [[nodiscard]] CollectiveGroup group_of(const std::vector<int>& gpus) const;
 
  private:

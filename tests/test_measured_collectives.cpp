@@ -71,6 +71,28 @@ TEST_CASE("measured collective curves are checked and made monotone", "[collecti
   CHECK_THROWS_AS(MeasuredCollectiveNetwork(base, one, {{Collective::AllReduce, 8, {}, {}}}, "x"), std::invalid_argument);
 }
 
+TEST_CASE("a measured curve does not apply to a ring through a slowed link", "[collectives][profile]") {
+  // GPU 3's NVLink at half speed: the measurement (taken on links as specified) no longer
+  // describes the 8-GPU ring, which the model slows; a 4-GPU group without GPU 3 keeps it.
+  ClusterSpec spec = dgx_h100(1);
+  LinkFactorSpec f;
+  f.gpu = 3;
+  f.port = "intra";
+  f.factor = 0.5;
+  spec.link_factors.push_back(f);
+  const Cluster slow(spec);
+  const AnalyticalNetwork base(slow);
+  MeasuredCollectiveNetwork net(base, slow,
+                                {{Collective::AllReduce, 8, {1.0e6, 4.0e6}, {100000.0, 300000.0}},
+                                 {Collective::AllReduce, 4, {1.0e6, 4.0e6}, {50000.0, 150000.0}}},
+                                "hand-made");
+  CHECK(net.collective(Collective::AllReduce, 1.0e6, range(0, 8)).time_ns ==
+        base.collective(Collective::AllReduce, 1.0e6, range(0, 8)).time_ns);
+  CHECK(net.collective(Collective::AllReduce, 1.0e6, {4, 5, 6, 7}).time_ns == 50000);
+  CHECK(net.measured_calls() == 1);
+  CHECK(net.modelled_calls() == 1);
+}
+
 TEST_CASE("a scenario's network.collective_profile drives its gradient all-reduce", "[collectives][profile][e2e]") {
   // A profile whose 8-GPU all-reduce takes exactly 1 s at every size from 1 byte to 1 TB.
   ComputeProfile p;

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -623,4 +624,107 @@ TEST_CASE("fat tree: a whole run in both network models", "[topology][e2e]") {
     mean_ns.push_back(results[0].mean_iteration_ns);
   }
   CHECK(mean_ns[1] == mean_ns[2]);  // deterministic
+}
+
+namespace {
+std::vector<int> gpu_range(int from, int to) {
+  std::vector<int> v;
+  for (int g = from; g < to; ++g) v.push_back(g);
+  return v;
+}
+}  // namespace
+
+TEST_CASE("collectives: an unmodified built shape runs at NCCL's own bandwidth", "[topology][collectives]") {
+  // The pace is exactly 1 on every preset as built, for whole clusters and for partial groups
+  // (one GPU per node, uneven nodes), so that the cost model's figures are untouched.
+  const std::vector<std::string> clusters{
+      "{preset: dgx-a100, nodes: 2}",        "{preset: dgx-a100, nodes: 2, nics_per_node: 4}",
+      "{preset: dgx-h100, nodes: 2}",        "{preset: dgx-h100-fat-tree}",
+      "{preset: swiftmoe-cloud, nodes: 16}", fat_tree(4, 2, 2.0)};
+  for (const std::string& cluster : clusters) {
+    CAPTURE(cluster);
+    World w(load(scenario(cluster)));
+    const int per_node = w.cluster.spec().gpus_per_node;
+    const int g = w.gpus();
+    std::vector<std::vector<int>> groups{gpu_range(0, g), {0, g - 1}, {0, per_node, 2 * per_node - 1}};
+    if (per_node > 2) groups.push_back({0, 1, 2, per_node + 1});
+    for (const auto& grp : groups) {
+      // Against the GPUs' own ports alone (no NCCL figure below them).
+      constexpr double kAny = std::numeric_limits<double>::infinity();
+      const RingPace p = ring_pace(w.cluster, grp, kAny, kAny);
+      CHECK(p.intra == 1.0);
+      CHECK(p.inter == 1.0);
+    }
+  }
+}
+
+TEST_CASE("collectives run at the pace of their ring's slowest link", "[topology][collectives]") {
+  SECTION("an NVLink port at half speed") {
+    // dgx-a100: the ring through GPU 3 crosses its 120 GB/s link: bus 240 x 0.5 = 120. 1e9 bytes:
+    // ring Simple, alg 120 x 8 / 14 = 68.571 GB/s, 56 us + ceil(14583333.3) = 14,639,334 ns (7,347,667
+    // at full speed, tests/test_nccl.cpp). LL128 (110.4 bus, 40.6 us) and the chain tree are slower.
+    World plain(load(scenario("{preset: dgx-a100}")));
+    World slow(load(scenario("{preset: dgx-a100}", "{link_factors: [{gpu: 3, port: intra, factor: 0.5}]}")));
+    const std::vector<int> all = gpu_range(0, 8);
+    CHECK(slow.analytical.group_of(all).intra_bus_gbps == Approx(120.0));
+    const CollectiveEstimate e = slow.analytical.collective(Collective::AllReduce, 1e9, all);
+    CHECK(e.algo == NcclAlgo::Ring);
+    CHECK(e.proto == NcclProto::Simple);
+    CHECK(e.time_ns == 14'639'334);
+    CHECK(plain.analytical.collective(Collective::AllReduce, 1e9, all).time_ns == 7'347'667);
+    // Both network models price collectives alike.
+    CHECK(slow.flow.collective(Collective::AllReduce, 1e9, all).time_ns == 14'639'334);
+    // A group whose ring avoids GPU 3 runs at full speed.
+    const std::vector<int> without{0, 1, 2, 4};
+    CHECK(slow.analytical.collective(Collective::AllReduce, 1e9, without).time_ns ==
+          plain.analytical.collective(Collective::AllReduce, 1e9, without).time_ns);
+  }
+  SECTION("a GPU's NIC at half speed, and a fat tree's uplinks") {
+    // swiftmoe-cloud, 4 single-GPU nodes of 12 GB/s: ring Simple all-reduce, alg 12 x 4 / 6 = 8
+    // GB/s; all 6 steps cross the network: (8.4 + 6 x 14) x 1.4 = 129.36 us. 1e9 bytes:
+    // 125,000,000 + 129,360 ns. At half bus bandwidth (6 GB/s): 250,000,000 + 129,360 ns. (Tree:
+    // alg 12 x 0.92 / 2 at best, slower.)
+    const std::vector<int> all = gpu_range(0, 4);
+    World plain(load(scenario("{preset: swiftmoe-cloud, nodes: 4}")));
+    CHECK(plain.analytical.collective(Collective::AllReduce, 1e9, all).time_ns == 125'129'360);
+    // GPU 1's NIC at 6 GB/s carries the hops 0 -> 1 and 1 -> 2.
+    World nic(load(scenario("{preset: swiftmoe-cloud, nodes: 4}",
+                            "{link_factors: [{gpu: 1, port: nic, factor: 0.5}]}")));
+    CHECK(nic.analytical.group_of(all).inter_bus_gbps == Approx(6.0));
+    CHECK(nic.analytical.collective(Collective::AllReduce, 1e9, all).time_ns == 250'129'360);
+    const std::vector<int> without{0, 2, 3};
+    CHECK(nic.analytical.collective(Collective::AllReduce, 1e9, without).time_ns ==
+          plain.analytical.collective(Collective::AllReduce, 1e9, without).time_ns);
+    // Fat tree, two nodes per leaf, two spines. 4:1: a leaf's uplinks carry 24 / 4 = 6 GB/s, 3 per
+    // spine; the ring's hop 1 -> 2 leaves leaf 0 over both (half on each): 6 GB/s, half the NIC.
+    World four(load(scenario(fat_tree(4, 2, 4.0))));
+    CHECK(four.analytical.group_of(all).inter_bus_gbps == Approx(6.0));
+    CHECK(four.analytical.collective(Collective::AllReduce, 1e9, all).time_ns == 250'129'360);
+    // 2:1: the uplinks carry 12 GB/s, as much as the NIC: full speed. A ring inside one leaf
+    // never crosses them.
+    World two(load(scenario(fat_tree(4, 2, 2.0))));
+    CHECK(two.analytical.collective(Collective::AllReduce, 1e9, all).time_ns == 125'129'360);
+    CHECK(four.analytical.collective(Collective::AllReduce, 1e9, {0, 1}).time_ns ==
+          plain.analytical.collective(Collective::AllReduce, 1e9, {0, 1}).time_ns);
+    // dgx-h100-fat-tree with a leaf per node (2:1): a leaf's uplinks carry 48 / 2 = 24 GB/s (3 to
+    // each of 8 spines) and every hop between nodes leaves its leaf: half of 8 NICs x 48 = 384.
+    World leaf_per_node(load(scenario("{preset: dgx-h100-fat-tree, nodes: 4, fabric: {nodes_per_leaf: 1}}")));
+    CHECK(leaf_per_node.analytical.group_of(gpu_range(0, 32)).inter_bus_gbps == Approx(192.0));
+  }
+  SECTION("two GPUs' rings through one NIC of an explicit graph") {
+    // The spec (dgx-a100) tells NCCL of a NIC per GPU: 2 x 24 = 48 GB/s out of each node. The
+    // graph has one 24 GB/s NIC per node, which both rings cross (hops 0 -> 2 and 1 -> 3): 12 GB/s
+    // each, half of what NCCL assumes: 24 GB/s. Inside a node the 240 GB/s links are as assumed.
+    World w(load(kGraph + kRest));
+    const CollectiveGroup c = w.analytical.group_of(gpu_range(0, 4));
+    CHECK(c.inter_bus_gbps == Approx(24.0));
+    CHECK(c.intra_bus_gbps == Approx(240.0));
+    // The link factor on nica's uplink halves it again.
+    World slow(load(kGraph + "network: {link_factors: [{a: nica, b: core, factor: 0.5}]}\n" + kRest));
+    CHECK(slow.analytical.group_of(gpu_range(0, 4)).inter_bus_gbps == Approx(12.0));
+  }
+  SECTION("a faster link does not lift NCCL's own figure") {
+    World fast(load(scenario("{preset: dgx-a100}", "{link_factors: [{gpu: 3, port: intra, factor: 2}]}")));
+    CHECK(fast.analytical.group_of(gpu_range(0, 8)).intra_bus_gbps == Approx(240.0));
+  }
 }
