@@ -1,6 +1,7 @@
 // The SwiftMoE comparison end to end: orderings that follow from the model.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 
@@ -96,4 +97,34 @@ TEST_CASE("a scenario runs on a calibration profile instead of the roofline", "[
   CHECK(a.drop_rate == b.drop_rate);
   Scenario bad = load_scenario(q, {"run.max_iterations=1", "compute.profile=no-such-profile"}, std::nullopt);
   CHECK_THROWS_AS(run_scenario(bad, RunOptions{false, {}}), InputError);
+}
+
+TEST_CASE("every shipped scenario runs in both network models", "[compare][flow][e2e]") {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(MOESIM_SOURCE_DIR) / "scenarios";
+  std::vector<fs::path> files;
+  for (const fs::path& dir : {root, root / "regression"}) {
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".yaml") files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  REQUIRE(files.size() >= 6);
+  const bool real_data = fs::exists(fs::path(MOESIM_SOURCE_DIR) / ".." / "shared" / "data" / "real");
+  for (const fs::path& file : files) {
+    INFO(file.string());
+    if (file.filename() == "olmoe-real.yaml" && !real_data) continue;
+    for (const char* net : {"analytical", "flow"}) {
+      INFO(net);
+      const Scenario s = load_scenario(
+          file.string(), {"run.max_iterations=2", "run.stop_at_convergence=false", std::string("network.model=") + net},
+          std::nullopt);
+      const auto results = run_scenario(s, RunOptions{false, {}});
+      REQUIRE_FALSE(results.empty());
+      for (const auto& r : results) {
+        INFO(r.label);
+        CHECK(r.iterations_run == 2);
+        CHECK(r.mean_iteration_ns > 0.0);
+      }
+    }
+  }
 }
