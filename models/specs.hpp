@@ -83,7 +83,7 @@ struct ClusterSpec {
   int nics_per_node = 0;
   double nic_efficiency = 0.0;     // NCCL-achievable share of the NIC line rate
   double host_memory_bytes = 0.0;  // per node
-  double nic_latency_ns = 0.0;     // one network hop, used by point-to-point transfers
+  double nic_latency_ns = 0.0;     // a GPU's network link in the graph: orders routes, not charged
   GpuProfile gpu;
   std::vector<std::string> sources;
   FabricKind fabric = FabricKind::Single;

@@ -35,9 +35,13 @@ constexpr double kBindingTolerance = 1e-9;
 
 using Vertex = ClusterGraph::vertex_descriptor;
 
-// Routing cost: latency in integer picoseconds (so that equal latencies tie exactly), then hops.
-using Cost = std::pair<std::int64_t, int>;
-constexpr Cost kInfinite{std::numeric_limits<std::int64_t>::max(), std::numeric_limits<int>::max()};
+// Routing cost: first the GPU-to-network links crossed (a message between two GPUs of one node
+// stays in the node whenever the node has a path, as NCCL's P2P and shared-memory transports
+// do, whatever the NIC latency), then latency in integer picoseconds (so that equal latencies tie
+// exactly), then hops.
+using Cost = std::tuple<int, std::int64_t, int>;
+constexpr Cost kInfinite{std::numeric_limits<int>::max(), std::numeric_limits<std::int64_t>::max(),
+                         std::numeric_limits<int>::max()};
 std::int64_t latency_ps(double ns) { return std::llround(ns * 1000.0); }
 
 std::string vertex_label(const VertexProps& v) {
@@ -341,23 +345,27 @@ void Cluster::compute_routes(int src_gpu) const {
   std::vector<Cost> cost(nv, kInfinite);
   std::vector<char> done(nv, 0);
   std::vector<std::vector<ClusterGraph::edge_descriptor>> pred(nv);
-  using Item = std::tuple<std::int64_t, int, Vertex>;
+  using Item = std::pair<Cost, Vertex>;
   std::priority_queue<Item, std::vector<Item>, std::greater<>> queue;
-  cost[src] = {0, 0};
-  queue.emplace(0, 0, src);
+  cost[src] = {0, 0, 0};
+  queue.emplace(cost[src], src);
   while (!queue.empty()) {
-    const auto [c, h, v] = queue.top();
+    const auto [c, v] = queue.top();
     queue.pop();
     if (done[v]) continue;
     done[v] = 1;
     if (v != src && graph_[v].kind == VertexKind::Gpu) continue;
     for (auto [it, end] = boost::out_edges(v, graph_); it != end; ++it) {
       const Vertex w = boost::target(*it, graph_);
-      const Cost next{c + latency_ps(graph_[*it].latency_ns), h + 1};
+      const EdgeProps& ep = graph_[*it];
+      // A GPU's own NIC link: the route enters the network.
+      const bool to_network = ep.port == Port::Nic && (v == src || graph_[w].kind == VertexKind::Gpu);
+      const Cost next{std::get<0>(c) + (to_network ? 1 : 0),
+                      std::get<1>(c) + latency_ps(ep.latency_ns), std::get<2>(c) + 1};
       if (next < cost[w]) {
         cost[w] = next;
         pred[w].assign(1, *it);
-        queue.emplace(next.first, next.second, w);
+        queue.emplace(next, w);
       } else if (next == cost[w]) {
         pred[w].push_back(*it);
       }

@@ -728,3 +728,24 @@ TEST_CASE("collectives run at the pace of their ring's slowest link", "[topology
     CHECK(fast.analytical.group_of(gpu_range(0, 8)).intra_bus_gbps == Approx(240.0));
   }
 }
+
+TEST_CASE("routes between GPUs of one node stay in the node whatever the NIC latency", "[topology]") {
+  // With the NIC link faster than the NVLink hop (0 ns against 600), the lowest-latency path
+  // between two GPUs of a node would go out through the fabric; NCCL's P2P transport keeps it on
+  // NVLink, and so does the route. Between nodes the NIC is the only way.
+  for (const char* latency : {"0", "5000"}) {
+    CAPTURE(latency);
+    World w(load(scenario(fmt::format("{{preset: dgx-h100, nodes: 2, nic_latency_ns: {}}}", latency))));
+    CHECK(w.cluster.route(0, 1).src_port == Port::Intra);
+    CHECK(w.cluster.route(0, 1).hops == 2);
+    CHECK(w.cluster.route(0, 8).src_port == Port::Nic);
+    // 120 MB from GPU 0 to GPU 1 over NVLink (18 x 20.6 = 370.8 GB/s): 323,625 ns + 11.8 us.
+    auto m = w.empty();
+    w.at(m, 0, 1) = 120 * kMB;
+    CHECK(w.analytical.all_to_all_v(m) == 323'625 + kNvlinkLatency);
+    CHECK(w.flow.all_to_all_v(m) == 323'625 + kNvlinkLatency);
+  }
+  // PCIe nodes: through the node's PCIe switch (1 us hops), not the NIC.
+  World pcie(load(scenario("{preset: swiftmoe-cloud, nodes: 2, gpus_per_node: 2, intra_node: pcie, nic_latency_ns: 0}")));
+  CHECK(pcie.cluster.route(0, 1).src_port == Port::Intra);
+}
