@@ -2,6 +2,8 @@
 #include <fmt/format.h>
 
 #include <boost/program_options.hpp>
+#include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -38,7 +40,8 @@ constexpr const char* kUsage =
     "  moesim sweep STUDY.yaml [--out DIR] [--jobs N] [--collect]   a grid of runs; under mpirun too\n"
     "  moesim report RESULTS_DIR [--format md|html]   pictures and a report page (python3 + matplotlib)\n"
     "  moesim trace convert IN OUT [options]   between native CSV/binary and imported formats\n"
-    "  moesim calibrate --backend cuda|cpu|reference --model PRESET|file.yaml --out profile.yaml\n"
+    "  moesim calibrate --backend cuda|cpu --model PRESET|file.yaml --out profile.yaml   kernel timings\n"
+    "  moesim calibrate --backend reference --gpu GPU --model M --out profile.yaml   from published figures\n"
     "  moesim calibrate --backend cuda|cpu --collectives [--model M] --out profile.yaml   NCCL, >= 2 GPUs\n"
     "  moesim validate collectives [--cluster PRESET] [--nodes N] [--nics-per-node N]\n"
     "  moesim trace stats TRACE [--json] [--shape L,G,E] [--top N]   describe a trace\n"
@@ -57,12 +60,12 @@ po::options_description run_options(bool compare) {
   }
   d.add_options()
       ("help,h", "show this help")
-      ("out,o", po::value<std::string>(), compare ? "directory for compare.csv, compare.json, summary.json and "
-                                                   "iterations.csv (default: out/<scenario name>)"
-                                                 : "directory for summary.json and iterations.csv (default: "
-                                                   "out/<scenario name>)")
-      ("seed", po::value<std::uint64_t>(), "seed for the synthetic trace and any randomised policy; overrides the "
-                                           "scenario's `seed`")
+      ("out,o", po::value<std::string>(), compare ? "directory for compare.csv, compare.json, summary.json, "
+                                                   "iterations.csv and experts.csv (default: out/<scenario name>)"
+                                                 : "directory for summary.json, iterations.csv and experts.csv "
+                                                   "(default: out/<scenario name>)")
+      ("seed", po::value<std::string>(), "seed for the synthetic trace and any randomised policy, an integer in "
+                                         "[0, 2^62]; overrides the scenario's `seed`")
       ("set", po::value<std::vector<std::string>>()->composing(),
        "override one scenario key before validation, e.g. --set cluster.nodes=4 --set "
        "trace.skew=1.5 (repeatable; mapping keys only, list items are not addressable)")
@@ -71,10 +74,10 @@ po::options_description run_options(bool compare) {
       ("timeline-iterations", po::value<std::string>()->default_value("0"),
        "iterations for --timeline, comma-separated (0-based)")
       ("expert-stats", po::value<std::string>()->default_value("auto"),
-       "write experts.csv (per policy, sampled iteration, layer and expert: tokens routed, processed, dropped "
+       "write experts.csv (per policy, sampled iteration, layer and expert: tokens routed, tokens processed "
        "and replicas) every N iterations; 0: not written; auto: evenly spaced samples, at most 100 and at most "
        "200,000 rows per policy")
-      ("quiet,q", "do not print the summary table");
+      ("quiet,q", "do not print the summary table or the progress bar");
   return d;
 }
 
@@ -100,12 +103,23 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
   if (!vm.count("scenario")) throw InputError(compare ? "moesim compare: missing SCENARIO.yaml (see moesim compare --help)"
                                                             : "moesim run: missing SCENARIO.yaml (see moesim run --help)");
   std::optional<std::uint64_t> seed;
-  if (vm.count("seed")) seed = vm["seed"].as<std::uint64_t>();
+  if (vm.count("seed")) {
+    // The same range as the scenario's `seed` key (docs/scenario.md); a negative number must not wrap.
+    constexpr std::uint64_t kMaxSeed = std::uint64_t{1} << 62;
+    const std::string text = vm["seed"].as<std::string>();
+    std::uint64_t v = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || v > kMaxSeed)
+      throw InputError(fmt::format("--seed: '{}' is not allowed; allowed: an integer in [0, {}]", text, kMaxSeed));
+    seed = v;
+  }
   std::vector<std::string> sets;
   if (vm.count("set")) sets = vm["set"].as<std::vector<std::string>>();
   Scenario s = load_scenario(vm["scenario"].as<std::string>(), sets, seed);
   if (compare && vm.count("policies")) s.policies = parse_policy_specs(vm["policies"].as<std::string>());
   RunOptions ro;
+  if (!vm.count("timeline") && !vm["timeline-iterations"].defaulted())
+    throw InputError("--timeline-iterations: only with --timeline FILE (it chooses the iterations the timeline shows)");
   if (vm.count("timeline")) {
     std::stringstream list(vm["timeline-iterations"].as<std::string>());
     for (std::string item; std::getline(list, item, ',');) {
@@ -136,12 +150,22 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
     }
   }
   Progress bar(s.name, static_cast<std::int64_t>(s.policies.size()) * s.run.max_iterations, "iterations");
-  ro.on_iteration = bar.iteration_hook(s);  // empty when stderr is not a terminal
+  if (!vm.count("quiet")) ro.on_iteration = bar.iteration_hook(s);  // empty when stderr is not a terminal
   std::vector<PolicyResult> results = run_scenario(s, ro);
   bar.finish();
   const std::string out = vm.count("out") ? vm["out"].as<std::string>() : "out/" + s.name;
   write_outputs(out, s, results, compare);
-  if (vm.count("timeline")) write_file_atomic(vm["timeline"].as<std::string>(), timeline_json(s, results));
+  if (vm.count("timeline")) {
+    write_file_atomic(vm["timeline"].as<std::string>(), timeline_json(s, results));
+    std::int64_t ran = 0;
+    for (const PolicyResult& r : results) ran = std::max(ran, r.iterations_run);
+    for (const std::int64_t i : ro.timeline_iterations) {
+      if (i >= ran)
+        std::cerr << fmt::format("warning: --timeline-iterations: iteration {} was not run (the longest run has {} "
+                                 "iterations, 0-based {} at most): the timeline has no events for it\n",
+                                 i, ran, ran - 1);
+    }
+  }
   if (!vm.count("quiet")) {
     std::cout << summary_table(s, results);
     std::cout << fmt::format("wrote {0}/{1}summary.json{2} and {0}/iterations.csv\n", out,
@@ -151,7 +175,12 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
   return 0;
 }
 
-int cmd_list() {
+int cmd_list(const std::vector<std::string>& args) {
+  if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
+    std::cout << "moesim list: the GPU, cluster and model presets and the registered policies; no options\n";
+    return 0;
+  }
+  if (!args.empty()) throw InputError(fmt::format("moesim list: unexpected argument '{}'; it takes none", args[0]));
   auto print = [](const char* what, const std::vector<std::string>& names) {
     std::cout << what << ":";
     for (const auto& n : names) std::cout << " " << n;
@@ -182,7 +211,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> rest(args.begin() + 1, args.end());
     if (cmd == "run") return cmd_run(rest, false);
     if (cmd == "compare") return cmd_run(rest, true);
-    if (cmd == "list") return cmd_list();
+    if (cmd == "list") return cmd_list(rest);
     if (cmd == "regress") return cmd_regress(rest);
     if (cmd == "sweep") return cmd_sweep(rest);
     if (cmd == "report") return cmd_report(rest);
@@ -190,7 +219,13 @@ int main(int argc, char** argv) {
     if (cmd == "calibrate") return cmd_calibrate(rest);
     if (cmd == "trace" && !rest.empty() && rest[0] == "convert") return cmd_trace_convert({rest.begin() + 1, rest.end()});
     if (cmd == "trace" && !rest.empty() && rest[0] == "stats") return cmd_trace_stats({rest.begin() + 1, rest.end()});
-    if (cmd == "trace") throw InputError("moesim trace: subcommands: convert, stats (see moesim trace convert --help)");
+    if (cmd == "trace" && !rest.empty() && (rest[0] == "--help" || rest[0] == "-h")) {
+      std::cout << "moesim trace convert IN OUT [options]   between native CSV/binary and imported formats\n"
+                   "moesim trace stats TRACE [options]      describe a trace\n"
+                   "(moesim trace convert --help, moesim trace stats --help: their options)\n";
+      return 0;
+    }
+    if (cmd == "trace") throw InputError("moesim trace: subcommands: convert, stats (see moesim trace --help)");
     throw InputError(fmt::format("unknown command '{}'; commands: run, compare, sweep, report, regress, validate, calibrate, trace, list (see moesim --help)", cmd));
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";

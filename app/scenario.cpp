@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "models/profile.hpp"
 #include "sim/cluster.hpp"
 #include "sim/error.hpp"
 
@@ -21,6 +22,16 @@ std::string resolve_profile(const std::string& name_or_path, const std::string& 
   std::filesystem::path fp(name_or_path);
   if (fp.is_relative() && !origin.empty() && origin.front() != '<') fp = std::filesystem::path(origin).parent_path() / fp;
   return fp.lexically_normal().string();
+}
+
+// A profile that does not load is the scenario's error, at the key that names it.
+void check_profile(const Cfg& c, const std::string& key, const std::string& resolved) {
+  if (resolved.empty()) return;
+  try {
+    (void)load_profile(resolved);
+  } catch (const InputError& e) {
+    c.fail(key, e.what());
+  }
 }
 
 TrainingSpec load_training(Cfg c) {
@@ -196,6 +207,7 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
     Cfg n = c.child("network");
     s.network_model = n.get_enum("model", s.network_model, {"analytical", "flow"});
     s.collective_profile = resolve_profile(n.get_string("collective_profile", ""), origin);
+    check_profile(n, "collective_profile", s.collective_profile);
     for_each_item(n, "link_factors", [&](Cfg& item) {
       LinkFactorSpec f;
       const bool by_gpu = item.has("gpu") || item.has("port");
@@ -229,6 +241,7 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
   {
     Cfg comp = c.child("compute");
     s.compute_profile = resolve_profile(comp.get_string("profile", ""), origin);
+    check_profile(comp, "profile", s.compute_profile);
     s.compute_fallback_roofline = comp.get_enum("fallback", "error", {"roofline", "error"}) == "roofline";
     comp.finish();
   }

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <numeric>
@@ -99,7 +100,8 @@ std::string value_of(const std::vector<std::string>& args, std::size_t& i, const
 }  // namespace
 
 int cmd_validate(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+  const bool help = std::any_of(args.begin(), args.end(), [](const std::string& a) { return a == "--help" || a == "-h"; });
+  if (args.empty() || help) {
     std::cout << "moesim validate collectives [--cluster PRESET] [--nodes N] [--nics-per-node N]\n"
                  "  Prints, for all-reduce, all-gather, reduce-scatter and broadcast over every GPU of the "
                  "cluster\n"
@@ -107,7 +109,7 @@ int cmd_validate(const std::vector<std::string>& args) {
                  "predicts (nccl-tests\n"
                  "  definition), the published measurement where one exists and the error.\n"
                  "  Defaults: --cluster dgx-a100, the preset's nodes and NICs.\n";
-    return args.empty() ? 2 : 0;
+    return help ? 0 : 2;
   }
   if (args[0] != "collectives") {
     throw InputError(fmt::format("moesim validate: unknown subject '{}'; allowed: collectives", args[0]));

@@ -240,12 +240,16 @@ std::string apply_override(YAML::Node& root, const std::string& assignment) {
   }
   // Walk with fresh handles: yaml-cpp's operator[] on a non-const node creates missing keys.
   std::vector<YAML::Node> chain{root};
+  std::string created;  // the outermost mapping this assignment creates, if any
   for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
     YAML::Node cur = chain.back();
     YAML::Node next = cur[parts[i]];
     if (!next.IsDefined() || next.IsNull()) {
       cur[parts[i]] = YAML::Node(YAML::NodeType::Map);
       next = cur[parts[i]];
+      if (created.empty()) {
+        for (std::size_t k = 0; k <= i; ++k) created += (k ? "." : "") + parts[k];
+      }
     }
     if (!next.IsMap()) {
       throw InputError(fmt::format("--set '{}': key '{}' is not a mapping", assignment, parts[i]));
@@ -253,7 +257,7 @@ std::string apply_override(YAML::Node& root, const std::string& assignment) {
     chain.push_back(next);
   }
   chain.back()[parts.back()] = parsed;
-  return path;
+  return created.empty() ? path : created;
 }
 
 YAML::Node load_yaml_string(const std::string& text, const std::string& origin) {

@@ -73,7 +73,8 @@ class Cfg {
 
 // Applies `--set a.b.c=value` to a document: creates intermediate mappings; the value is parsed
 // as YAML (so `2`, `true`, `[1,2]` get their types).
-// Returns the key path it set.
+// Returns the key path it set, or the outermost mapping it had to create on the way (errors
+// inside that mapping then name the assignment).
 std::string apply_override(YAML::Node& root, const std::string& assignment);
 
 // Loads a YAML file; syntax errors become InputError with file, line and column.
