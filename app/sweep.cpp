@@ -86,16 +86,6 @@ std::string mark_text(const std::string& origin, const YAML::Node& n) {
   return fmt::format("{}:{}:{}", origin, m.line + 1, m.column + 1);
 }
 
-std::string kind_of(const YAML::Node& n) {
-  switch (n.Type()) {
-    case YAML::NodeType::Null: return "null";
-    case YAML::NodeType::Scalar: return fmt::format("'{}'", n.Scalar());
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a mapping";
-    default: return "nothing";
-  }
-}
-
 // The value as `--set` parses it back (quoted where YAML needs it; lists and mappings in flow style).
 std::string assignment_value(const YAML::Node& n) {
   YAML::Emitter e;
@@ -181,7 +171,7 @@ std::vector<PolicyEntry> build_policies(const YAML::Node& root, const std::strin
     if (!list.IsSequence() || list.size() == 0) {
       top.fail("policies", fmt::format("expected a non-empty list of policy specs (static:capacity_factor=2) or "
                                        "mappings ({{name: ..., <parameters>}}), found {}",
-                                       kind_of(list)));
+                                       yaml_kind(list)));
     }
     for (std::size_t i = 0; i < list.size(); ++i) {
       const YAML::Node item = list[i];
@@ -212,7 +202,7 @@ std::vector<PolicyEntry> build_policies(const YAML::Node& root, const std::strin
         out.push_back(std::move(e));
       } else {
         throw InputError(fmt::format("{}: expected a policy spec or a mapping with name:, found {}", where,
-                                     kind_of(item)));
+                                     yaml_kind(item)));
       }
     }
   }
@@ -221,7 +211,7 @@ std::vector<PolicyEntry> build_policies(const YAML::Node& root, const std::strin
     if (!grid.IsMap() || grid.size() == 0) {
       top.fail("policy_grid", fmt::format("expected a mapping of policy names to parameter lists, e.g. "
                                           "{{flexmoe: {{interval: [10, 50]}}}}, found {}",
-                                          kind_of(grid)));
+                                          yaml_kind(grid)));
     }
     for (const auto& pol : grid) {
       const std::string name = pol.first.Scalar();
@@ -230,7 +220,7 @@ std::vector<PolicyEntry> build_policies(const YAML::Node& root, const std::strin
       if (!params.IsMap()) {
         throw InputError(fmt::format("{}: key '{}': expected a mapping of parameters to values or lists of "
                                      "values, found {}",
-                                     mark_text(origin, pol.first), path, kind_of(params)));
+                                     mark_text(origin, pol.first), path, yaml_kind(params)));
       }
       // Each parameter: its values (a scalar is one fixed value).
       std::vector<std::pair<std::string, std::vector<YAML::Node>>> axes;
@@ -245,13 +235,13 @@ std::vector<PolicyEntry> build_policies(const YAML::Node& root, const std::strin
           for (const auto& v : kv.second) {
             if (!v.IsScalar()) {
               throw InputError(fmt::format("{}: key '{}.{}': each value must be a scalar, found {}",
-                                           mark_text(origin, v), path, key, kind_of(v)));
+                                           mark_text(origin, v), path, key, yaml_kind(v)));
             }
             values.push_back(v);
           }
         } else {
           throw InputError(fmt::format("{}: expected a value or a non-empty list of values, found {}", where,
-                                       kind_of(kv.second)));
+                                       yaml_kind(kv.second)));
         }
         axes.emplace_back(key, std::move(values));
       }
@@ -314,7 +304,7 @@ Study load_study_text(const std::string& text, const std::string& origin) {
   c.touch("set");
   if (const YAML::Node set = root["set"]; set && !set.IsNull()) {
     if (!set.IsMap()) {
-      c.fail("set", fmt::format("expected a mapping of scenario keys to values, found {}", kind_of(set)));
+      c.fail("set", fmt::format("expected a mapping of scenario keys to values, found {}", yaml_kind(set)));
     }
     for (const auto& kv : set) {
       const std::string key = kv.first.Scalar();
@@ -333,7 +323,7 @@ Study load_study_text(const std::string& text, const std::string& origin) {
     if (!grid.IsMap()) {
       c.fail("grid", fmt::format("expected a mapping of scenario keys to lists of values, e.g. trace.skew: "
                                  "[0.5, 1.0], found {}",
-                                 kind_of(grid)));
+                                 yaml_kind(grid)));
     }
     for (const auto& kv : grid) {
       const std::string key = kv.first.Scalar();
@@ -347,7 +337,7 @@ Study load_study_text(const std::string& text, const std::string& origin) {
       for (const auto& a : axes)
         if (a.first == key) throw InputError(fmt::format("{}: listed twice", where));
       if (!kv.second.IsSequence() || kv.second.size() == 0) {
-        throw InputError(fmt::format("{}: expected a non-empty list of values, found {}", where, kind_of(kv.second)));
+        throw InputError(fmt::format("{}: expected a non-empty list of values, found {}", where, yaml_kind(kv.second)));
       }
       std::vector<YAML::Node> values;
       for (const auto& v : kv.second) {
@@ -387,7 +377,7 @@ Study load_study_text(const std::string& text, const std::string& origin) {
       p.values.emplace_back(axes[a].first, display_value(v));
       p.overrides.push_back(axes[a].first + "=" + assignment_value(v));
       located.push_back({p.overrides.back(), fmt::format("{}: grid '{}' value {}", mark_text(origin, v),
-                                                         axes[a].first, kind_of(v))});
+                                                         axes[a].first, yaml_kind(v))});
     }
     st.points.push_back(std::move(p));
     std::size_t a = axes.size();

@@ -158,4 +158,13 @@ std::vector<Movement> placement_moves(const PolicyContext& ctx, const Placement&
   return out;
 }
 
+void record_loads(const PolicyContext& ctx, const IterationCounts& counts, std::int64_t window,
+                  LoadHistory& history) {
+  for (int l = 0; l < ctx.moe_layers; ++l) {
+    auto& h = history[l];
+    h.push_back(expert_loads(counts.layer_ptr(l), ctx.gpus, ctx.experts));
+    while (static_cast<std::int64_t>(h.size()) > window) h.pop_front();
+  }
+}
+
 }  // namespace moesim

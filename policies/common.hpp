@@ -2,7 +2,9 @@
 // Building blocks shared by the placement policies: dispatching tokens over replicas under a
 // capacity, and the data movements a placement change implies.
 #include <cstdint>
+#include <deque>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sim/policy.hpp"
@@ -41,5 +43,43 @@ void dispatch_even(const Placement& p, int layer, int experts, const std::int64_
 [[nodiscard]] std::vector<std::int64_t> expert_loads(const std::int64_t* counts, int gpus, int experts);
 // The same into `out[0, experts)`, for callers that reuse a buffer.
 void expert_loads(const std::int64_t* counts, int gpus, int experts, std::int64_t* out);
+
+// Expert loads of the last iterations, per layer, oldest first.
+using LoadHistory = std::vector<std::deque<std::vector<std::int64_t>>>;
+
+// Appends this iteration's expert loads of every layer to `history`, keeping the last `window`.
+void record_loads(const PolicyContext& ctx, const IterationCounts& counts, std::int64_t window,
+                  LoadHistory& history);
+
+// The periodic re-plan that Lazarus and SmartMoE share (one copy, so the two cannot drift
+// apart): record the loads, and every `interval` iterations lay each layer out anew with
+// `plan(load, current_layout)` from its load summed over the window, as `Load` (the type
+// the policy's planner works in). Changed layers move weights and optimizer state, blocking.
+template <class Load, class Plan>
+[[nodiscard]] PolicyDecision replan_from_load_window(const PolicyContext& ctx, int iteration,
+                                                     const IterationCounts& counts, const Placement& current,
+                                                     std::int64_t interval, std::int64_t window,
+                                                     LoadHistory& history, Plan&& plan) {
+  record_loads(ctx, counts, window, history);
+  PolicyDecision d;
+  if ((static_cast<std::int64_t>(iteration) + 1) % interval != 0) return d;
+  Placement next = current;
+  bool changed = false;
+  for (int l = 0; l < ctx.moe_layers; ++l) {
+    std::vector<Load> load(ctx.experts, Load{0});
+    for (const auto& v : history[l])
+      for (int e = 0; e < ctx.experts; ++e) load[e] += static_cast<Load>(v[e]);
+    std::vector<int> layout = plan(load, current.expert_of_slot[l]);
+    if (layout != current.expert_of_slot[l]) {
+      next.expert_of_slot[l] = std::move(layout);
+      changed = true;
+    }
+  }
+  if (!changed) return d;
+  d.new_placement = true;
+  d.movements = placement_moves(ctx, current, next, /*with_optimizer=*/true, /*blocking=*/true);
+  d.placement = std::move(next);
+  return d;
+}
 
 }  // namespace moesim

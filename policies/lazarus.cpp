@@ -172,31 +172,11 @@ class LazarusPolicy final : public Policy {
 
   [[nodiscard]] PolicyDecision after_iteration(int iteration, const IterationCounts& counts,
                                                const Placement& current) override {
-    for (int l = 0; l < ctx_.moe_layers; ++l) {
-      auto& h = history_[l];
-      h.push_back(expert_loads(counts.layer_ptr(l), ctx_.gpus, ctx_.experts));
-      while (static_cast<std::int64_t>(h.size()) > load_window_) h.pop_front();
-    }
-    PolicyDecision d;
-    if ((static_cast<std::int64_t>(iteration) + 1) % interval_ != 0) return d;
-    Placement next = current;
-    bool changed = false;
-    for (int l = 0; l < ctx_.moe_layers; ++l) {
-      std::vector<std::int64_t> load(ctx_.experts, 0);
-      for (const auto& v : history_[l])
-        for (int e = 0; e < ctx_.experts; ++e) load[e] += v[e];
-      const std::vector<int> r = replica_counts(load, current.num_slots(), min_replicas_);
-      std::vector<int> layout = place(r, current.expert_of_slot[l]);
-      if (layout != current.expert_of_slot[l]) {
-        next.expert_of_slot[l] = std::move(layout);
-        changed = true;
-      }
-    }
-    if (!changed) return d;
-    d.new_placement = true;
-    d.movements = placement_moves(ctx_, current, next, /*with_optimizer=*/true, /*blocking=*/true);
-    d.placement = std::move(next);
-    return d;
+    return replan_from_load_window<std::int64_t>(
+        ctx_, iteration, counts, current, interval_, load_window_, history_,
+        [&](const std::vector<std::int64_t>& load, const std::vector<int>& cur) {
+          return place(replica_counts(load, current.num_slots(), min_replicas_), cur);
+        });
   }
 
   [[nodiscard]] nlohmann::json parameters() const override {
@@ -279,7 +259,7 @@ class LazarusPolicy final : public Policy {
   double capacity_factor_ = 1.0;
   std::int64_t interval_ = 50;
   std::int64_t load_window_ = 50;
-  std::vector<std::deque<std::vector<std::int64_t>>> history_;  // [layer] last load_window loads
+  LoadHistory history_;  // [layer] last load_window loads
 };
 
 }  // namespace

@@ -81,30 +81,9 @@ class SmartMoePolicy final : public Policy {
 
   [[nodiscard]] PolicyDecision after_iteration(int iteration, const IterationCounts& counts,
                                                const Placement& current) override {
-    for (int l = 0; l < ctx_.moe_layers; ++l) {
-      auto& h = history_[l];
-      h.push_back(expert_loads(counts.layer_ptr(l), ctx_.gpus, ctx_.experts));
-      while (static_cast<int>(h.size()) > load_window_) h.pop_front();
-    }
-    PolicyDecision d;
-    if ((static_cast<std::int64_t>(iteration) + 1) % interval_ != 0) return d;
-    Placement next = current;
-    bool changed = false;
-    for (int l = 0; l < ctx_.moe_layers; ++l) {
-      std::vector<double> load(ctx_.experts, 0.0);
-      for (const auto& v : history_[l])
-        for (int e = 0; e < ctx_.experts; ++e) load[e] += static_cast<double>(v[e]);
-      std::vector<int> layout = plan_layer(load, current.expert_of_slot[l]);
-      if (layout != current.expert_of_slot[l]) {
-        next.expert_of_slot[l] = std::move(layout);
-        changed = true;
-      }
-    }
-    if (!changed) return d;
-    d.new_placement = true;
-    d.movements = placement_moves(ctx_, current, next, /*with_optimizer=*/true, /*blocking=*/true);
-    d.placement = std::move(next);
-    return d;
+    return replan_from_load_window<double>(
+        ctx_, iteration, counts, current, interval_, load_window_, history_,
+        [&](const std::vector<double>& load, const std::vector<int>& cur) { return plan_layer(load, cur); });
   }
 
   [[nodiscard]] nlohmann::json parameters() const override {
@@ -220,7 +199,7 @@ class SmartMoePolicy final : public Policy {
   bool minimise_moves_ = true;
   double min_gain_ = 0.0;
   int replicas_ = 1;
-  std::vector<std::deque<std::vector<std::int64_t>>> history_;  // [layer] last load_window loads
+  LoadHistory history_;  // [layer] last load_window loads
 };
 
 }  // namespace

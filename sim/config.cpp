@@ -9,9 +9,8 @@
 #include "sim/error.hpp"
 
 namespace moesim {
-namespace {
 
-std::string type_name(const YAML::Node& n) {
+std::string yaml_kind(const YAML::Node& n) {
   switch (n.Type()) {
     case YAML::NodeType::Null: return "null";
     case YAML::NodeType::Scalar: return fmt::format("'{}'", n.Scalar());
@@ -20,6 +19,8 @@ std::string type_name(const YAML::Node& n) {
     default: return "nothing";
   }
 }
+
+namespace {
 
 std::string join(const std::vector<std::string>& v) {
   std::string out;
@@ -32,7 +33,7 @@ std::string join(const std::vector<std::string>& v) {
 Cfg::Cfg(YAML::Node node, std::string origin, std::string path)
     : node_(std::move(node)), origin_(std::move(origin)), path_(std::move(path)) {
   if (node_ && !node_.IsNull() && !node_.IsMap()) {
-    throw InputError(fmt::format("{}: must be a mapping, found {}", where(""), type_name(node_)));
+    throw InputError(fmt::format("{}: must be a mapping, found {}", where(""), yaml_kind(node_)));
   }
 }
 
@@ -95,7 +96,7 @@ double Cfg::get_double(const std::string& key, double def, double min, double ma
   if (!n || n.IsNull()) return def;
   double v = 0.0;
   if (!n.IsScalar() || !YAML::convert<double>::decode(n, v) || !std::isfinite(v)) {
-    fail(key, fmt::format("expected a number in [{}, {}], found {}", min, max, type_name(n)));
+    fail(key, fmt::format("expected a number in [{}, {}], found {}", min, max, yaml_kind(n)));
   }
   if (v < min || v > max) fail(key, fmt::format("{} is out of range; allowed [{}, {}]", v, min, max));
   return v;
@@ -114,7 +115,7 @@ std::int64_t Cfg::get_int(const std::string& key, std::int64_t def, std::int64_t
   if (!n || n.IsNull()) return def;
   long long v = 0;
   if (!n.IsScalar() || !YAML::convert<long long>::decode(n, v)) {
-    fail(key, fmt::format("expected an integer in [{}, {}], found {}", min, max, type_name(n)));
+    fail(key, fmt::format("expected an integer in [{}, {}], found {}", min, max, yaml_kind(n)));
   }
   if (v < min || v > max) fail(key, fmt::format("{} is out of range; allowed [{}, {}]", v, min, max));
   return v;
@@ -126,7 +127,7 @@ bool Cfg::get_bool(const std::string& key, bool def) {
   if (!n || n.IsNull()) return def;
   bool v = false;
   if (!n.IsScalar() || !YAML::convert<bool>::decode(n, v)) {
-    fail(key, fmt::format("expected true or false, found {}", type_name(n)));
+    fail(key, fmt::format("expected true or false, found {}", yaml_kind(n)));
   }
   return v;
 }
@@ -135,7 +136,7 @@ std::string Cfg::get_string(const std::string& key, const std::string& def) {
   known_.insert(key);
   YAML::Node n = get(key);
   if (!n || n.IsNull()) return def;
-  if (!n.IsScalar()) fail(key, fmt::format("expected a string, found {}", type_name(n)));
+  if (!n.IsScalar()) fail(key, fmt::format("expected a string, found {}", yaml_kind(n)));
   return n.Scalar();
 }
 
@@ -159,12 +160,12 @@ std::vector<std::int64_t> Cfg::get_int_list(const std::string& key,
   known_.insert(key);
   YAML::Node n = get(key);
   if (!n || n.IsNull()) return def;
-  if (!n.IsSequence()) fail(key, fmt::format("expected a list of integers, found {}", type_name(n)));
+  if (!n.IsSequence()) fail(key, fmt::format("expected a list of integers, found {}", yaml_kind(n)));
   std::vector<std::int64_t> out;
   for (std::size_t i = 0; i < n.size(); ++i) {
     long long v = 0;
     if (!n[i].IsScalar() || !YAML::convert<long long>::decode(n[i], v) || v < min || v > max) {
-      fail(key, fmt::format("item {} is {}; allowed integers in [{}, {}]", i, type_name(n[i]), min, max));
+      fail(key, fmt::format("item {} is {}; allowed integers in [{}, {}]", i, yaml_kind(n[i]), min, max));
     }
     out.push_back(v);
   }
@@ -176,13 +177,13 @@ std::vector<double> Cfg::get_double_list(const std::string& key, const std::vect
   known_.insert(key);
   YAML::Node n = get(key);
   if (!n || n.IsNull()) return def;
-  if (!n.IsSequence()) fail(key, fmt::format("expected a list of numbers, found {}", type_name(n)));
+  if (!n.IsSequence()) fail(key, fmt::format("expected a list of numbers, found {}", yaml_kind(n)));
   std::vector<double> out;
   for (std::size_t i = 0; i < n.size(); ++i) {
     double v = 0;
     if (!n[i].IsScalar() || !YAML::convert<double>::decode(n[i], v) || !std::isfinite(v) || v < min ||
         v > max) {
-      fail(key, fmt::format("item {} is {}; allowed numbers in [{}, {}]", i, type_name(n[i]), min, max));
+      fail(key, fmt::format("item {} is {}; allowed numbers in [{}, {}]", i, yaml_kind(n[i]), min, max));
     }
     out.push_back(v);
   }
@@ -193,7 +194,7 @@ Cfg Cfg::child(const std::string& key) {
   known_.insert(key);
   YAML::Node n = get(key);
   if (n && !n.IsNull() && !n.IsMap()) {
-    fail(key, fmt::format("expected a mapping, found {}", type_name(n)));
+    fail(key, fmt::format("expected a mapping, found {}", yaml_kind(n)));
   }
   Cfg c(n ? n : YAML::Node(YAML::NodeType::Map), origin_, key_path(key));
   c.overrides_ = overrides_;

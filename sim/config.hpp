@@ -77,6 +77,9 @@ class Cfg {
 // inside that mapping then name the assignment).
 std::string apply_override(YAML::Node& root, const std::string& assignment);
 
+// What a node is, for error messages ("found ..."): null, the quoted scalar, a list, a mapping.
+[[nodiscard]] std::string yaml_kind(const YAML::Node& n);
+
 // Loads a YAML file; syntax errors become InputError with file, line and column.
 [[nodiscard]] YAML::Node load_yaml_file(const std::string& file);
 [[nodiscard]] YAML::Node load_yaml_string(const std::string& text, const std::string& origin);

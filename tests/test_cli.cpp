@@ -11,29 +11,19 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/cli_fixture.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using moesim::testing::read_file;
 
 int run(const std::string& args, const fs::path& log) {
-  const std::string cmd = std::string(MOESIM_BINARY) + " " + args + " > " + log.string() + " 2>&1";
-  int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  return moesim::testing::shell(std::string(MOESIM_BINARY) + " " + args + " > " + log.string() + " 2>&1");
 }
 
-fs::path fresh_dir(const std::string& name) {
-  // Per process, so that concurrent test runs do not share folders.
-  fs::path d = fs::temp_directory_path() / ("moesim_cli_" + std::to_string(::getpid()) + "_" + name);
-  fs::remove_all(d);
-  return d;
-}
+fs::path fresh_dir(const std::string& name) { return moesim::testing::fresh_dir("moesim_cli_", name); }
 
 const std::string kQuickstart = std::string(MOESIM_SOURCE_DIR) + "/scenarios/quickstart.yaml";
 

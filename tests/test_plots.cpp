@@ -12,28 +12,16 @@
 #include <sstream>
 #include <string>
 
+#include "tests/cli_fixture.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using moesim::testing::read_file;
+using moesim::testing::shell;
 
-int shell(const std::string& cmd) {
-  const int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-fs::path plots_dir(const std::string& name) {
-  // Per process, so that concurrent test runs do not share folders.
-  fs::path d = fs::temp_directory_path() / ("moesim_plots_" + std::to_string(::getpid()) + "_" + name);
-  fs::remove_all(d);
-  return d;
-}
+fs::path plots_dir(const std::string& name) { return moesim::testing::fresh_dir("moesim_plots_", name); }
 
 // The first interpreter that can import matplotlib: the one on PATH, else Debian's.
 std::string python_with_matplotlib() {
@@ -62,10 +50,10 @@ TEST_CASE("plot.py draws the pictures and the report of a compare run", "[plots]
   REQUIRE(fs::exists(out / "iterations.csv"));
 
   const int rc = shell(py + " " + kPlotScript + " " + out.string() + " --report > " + log.string() + " 2>&1");
-  INFO(slurp(log));
+  INFO(read_file(log));
   REQUIRE(rc == 0);
 
-  const std::string report = slurp(out / "report.md");
+  const std::string report = read_file(out / "report.md");
   REQUIRE(!report.empty());
   CHECK(report.find("| static-cf1 |") != std::string::npos);  // the compare table
   REQUIRE(fs::exists(out / "experts.csv"));  // moesim compare samples per-expert data by default
@@ -75,7 +63,7 @@ TEST_CASE("plot.py draws the pictures and the report of a compare run", "[plots]
     const fs::path png = out / "plots" / name;
     REQUIRE(fs::exists(png));
     CHECK(fs::file_size(png) > 1000);
-    CHECK(slurp(png).rfind("\x89PNG\r\n\x1a\n", 0) == 0);
+    CHECK(read_file(png).rfind("\x89PNG\r\n\x1a\n", 0) == 0);
     CHECK(report.find(std::string("](plots/") + name + ")") != std::string::npos);
   }
 
@@ -88,13 +76,13 @@ TEST_CASE("plot.py draws the pictures and the report of a compare run", "[plots]
   REQUIRE(shell(py + " " + kPlotScript + " " + bare.string() + " > " + log.string() + " 2>&1") == 0);
   CHECK(!fs::exists(bare / "plots" / "expert_load_heatmap.png"));
   CHECK(!fs::exists(bare / "plots" / "replicas_per_expert.png"));
-  CHECK(slurp(log).find("experts.csv is missing") != std::string::npos);
+  CHECK(read_file(log).find("experts.csv is missing") != std::string::npos);
   fs::remove_all(bare);
 
   // Same inputs, same pictures.
-  const std::string first = slurp(out / "plots" / "convergence_progress.png");
+  const std::string first = read_file(out / "plots" / "convergence_progress.png");
   REQUIRE(shell(py + " " + kPlotScript + " " + out.string() + " > " + log.string() + " 2>&1") == 0);
-  CHECK(slurp(out / "plots" / "convergence_progress.png") == first);
+  CHECK(read_file(out / "plots" / "convergence_progress.png") == first);
 
   fs::remove_all(out);
   fs::remove(log);
@@ -125,9 +113,9 @@ TEST_CASE("moesim report draws a sweep's study pictures and an HTML page", "[plo
   REQUIRE(fs::exists(out / "study.csv"));
   const int rc = shell(std::string(MOESIM_BINARY) + " report " + out.string() + " --format html > " + log.string() +
                        " 2>&1");
-  INFO(slurp(log));
+  INFO(read_file(log));
   REQUIRE(rc == 0);
-  const std::string html = slurp(out / "report.html");
+  const std::string html = read_file(out / "report.html");
   CHECK(html.rfind("<!DOCTYPE html>", 0) == 0);
   CHECK(html.find("moesim study: tiny") != std::string::npos);
   CHECK(html.find("static:capacity_factor=2.0 @ trace.skew=0.5") != std::string::npos);
@@ -136,7 +124,7 @@ TEST_CASE("moesim report draws a sweep's study pictures and an HTML page", "[plo
     INFO(name);
     const fs::path png = out / "plots" / name;
     REQUIRE(fs::exists(png));
-    CHECK(slurp(png).rfind("\x89PNG\r\n\x1a\n", 0) == 0);
+    CHECK(read_file(png).rfind("\x89PNG\r\n\x1a\n", 0) == 0);
     CHECK(html.find(std::string("plots/") + name) != std::string::npos);
   }
   // The first run in detail, from its runs/<id>/ folder: per-expert pictures included.
@@ -147,7 +135,7 @@ TEST_CASE("moesim report draws a sweep's study pictures and an HTML page", "[plo
   // Bad input: an unknown format is refused before anything runs.
   CHECK(shell(std::string(MOESIM_BINARY) + " report " + out.string() + " --format pdf > " + log.string() +
               " 2>&1") == 2);
-  CHECK(slurp(log).find("allowed: md, html") != std::string::npos);
+  CHECK(read_file(log).find("allowed: md, html") != std::string::npos);
   fs::remove_all(dir);
   fs::remove(log);
 }
@@ -160,16 +148,16 @@ TEST_CASE("plot.py rejects a missing folder or missing results with exit status 
   const fs::path log = plots_dir("errlog");
   const fs::path missing = plots_dir("missing");
   CHECK(shell("python3 " + kPlotScript + " " + missing.string() + " > " + log.string() + " 2>&1") == 2);
-  CHECK(slurp(log).find("no such directory") != std::string::npos);
+  CHECK(read_file(log).find("no such directory") != std::string::npos);
 
   const fs::path empty = plots_dir("empty");
   fs::create_directories(empty);
   CHECK(shell("python3 " + kPlotScript + " " + empty.string() + " > " + log.string() + " 2>&1") == 2);
-  CHECK(slurp(log).find("compare.csv") != std::string::npos);
+  CHECK(read_file(log).find("compare.csv") != std::string::npos);
 
   std::ofstream(empty / "compare.csv") << "policy,status\n";
   CHECK(shell("python3 " + kPlotScript + " " + empty.string() + " > " + log.string() + " 2>&1") == 2);
-  CHECK(slurp(log).find("iterations.csv") != std::string::npos);
+  CHECK(read_file(log).find("iterations.csv") != std::string::npos);
 
   fs::remove_all(empty);
   fs::remove(log);

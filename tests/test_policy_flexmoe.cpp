@@ -12,6 +12,7 @@
 #include "app/runner.hpp"
 #include "policies/common.hpp"
 #include "policies/registry.hpp"
+#include "tests/policy_fixture.hpp"
 
 using namespace moesim;
 
@@ -21,19 +22,13 @@ namespace {
 // and pass, 3 passes (forward + backward) = 1.2e7 FLOPs, at 1 TFLOP/s * 0.5 = 24 us per token.
 // One 8 Gb/s NIC per node at efficiency 1: 1 GB/s per node, shared by its GPUs. A move carries
 // 2e5 weight bytes + 1.2e6 optimizer bytes = 1.4e6 bytes (1.4 ms at 1 GB/s) by default.
-struct FlexFixture {
-  ClusterSpec cluster;
-  MoeModelSpec model;
-  TrainingSpec training;
-  PolicyContext ctx;
-  std::unique_ptr<Policy> policy;
+struct FlexFixture : testing::PolicyWorld {
   Placement placement;
 
   FlexFixture(int nodes, int gpus_per_node, int slots, int experts, int layers, std::int64_t tokens,
               const std::string& params, double weight_bytes = 2e5, double optimizer_bytes = 1.2e6,
-              double nic_gbit = 8.0) {
-    cluster.nodes = nodes;
-    cluster.gpus_per_node = gpus_per_node;
+              double nic_gbit = 8.0)
+      : PolicyWorld(nodes, gpus_per_node, slots, experts, layers, tokens) {
     cluster.intra_node = gpus_per_node > 1 ? IntraNode::PCIe : IntraNode::None;
     cluster.nccl_pci_gbps = 12.0;
     cluster.pcie_gbps = 32.0;
@@ -42,27 +37,15 @@ struct FlexFixture {
     cluster.nic_efficiency = 1.0;
     cluster.gpu.peak_tflops = 1.0;
     cluster.gpu.gemm_efficiency = 0.5;
-    model.experts = experts;
     model.top_k = 1;
     model.hidden = 1000;
     model.expert_ffn_hidden = 1000;
     model.ffn_matrices = 2;
-    ctx.cluster = &cluster;
-    ctx.model = &model;
-    ctx.training = &training;
-    ctx.gpus = nodes * gpus_per_node;
-    ctx.slots_per_gpu = slots;
-    ctx.moe_layers = layers;
-    ctx.experts = experts;
-    ctx.tokens_per_gpu = tokens;
-    ctx.top_k = 1;
     ctx.expert_params = weight_bytes / 2.0;
     ctx.expert_weight_bytes = weight_bytes;
     ctx.expert_grad_bytes = weight_bytes;
     ctx.expert_optimizer_bytes = optimizer_bytes;
-    YAML::Node n = YAML::Load(params);
-    Cfg c(n, "test.yaml", "policies[0]");
-    policy = make_policy(ctx, c);
+    build(params);
     placement = policy->initial_placement();
   }
 

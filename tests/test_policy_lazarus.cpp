@@ -165,23 +165,15 @@ TEST_CASE("lazarus: invariants on random counts", "[lazarus]") {
     Placement pl = f.policy->initial_placement();
     int replans = 0;
     for (int it = 0; it < 50; ++it) {
-      IterationCounts ic;
-      ic.reset({L, G, E});
-      for (int l = 0; l < L; ++l) {
-        std::vector<double> w(E);
-        for (int e = 0; e < E; ++e) w[e] = 1.0 / static_cast<double>(1 + (e + it / 7 + l) % E) + 0.05 * static_cast<double>(rng() % 4);
-        std::discrete_distribution<int> pick(w.begin(), w.end());
-        for (int g = 0; g < G; ++g)
-          for (std::int64_t t = 0; t < T; ++t) ic.at(l, g, pick(rng))++;
-      }
+      const IterationCounts ic = testing::drawn_counts({L, G, E}, T, rng, [&](int l, int e) {
+        return 1.0 / static_cast<double>(1 + (e + it / 7 + l) % E) + 0.05 * static_cast<double>(rng() % 4);
+      });
       for (int l = 0; l < L; ++l) {
         const std::int64_t* c = ic.layer_ptr(l);
-        LayerDispatch d;
-        f.policy->dispatch(l, c, pl, d);
+        const LayerDispatch d = testing::dispatch_checked(*f.policy, l, ic, pl);
         const int slots = pl.num_slots();
-        std::int64_t routed = 0, acc = 0;
-        for (int i = 0; i < G * E; ++i) routed += c[i];
-        REQUIRE(d.routed == routed);
+        const std::int64_t routed = d.routed;
+        std::int64_t acc = 0;
         std::vector<std::int64_t> slot_total(slots, 0), per(static_cast<std::size_t>(G) * E, 0),
             local(static_cast<std::size_t>(G) * E, 0);
         for (int src = 0; src < G; ++src)
@@ -212,14 +204,9 @@ TEST_CASE("lazarus: invariants on random counts", "[lazarus]") {
       }
       PolicyDecision dec = f.policy->after_iteration(it, ic, pl);
       if ((it + 1) % 3 != 0) REQUIRE_FALSE(dec.new_placement);
-      if (!dec.new_placement) {
-        REQUIRE(dec.movements.empty());
-        continue;
-      }
+      if (!testing::replaced(dec, G, S)) continue;
       ++replans;
       const Placement& nx = dec.placement;
-      REQUIRE(nx.gpus == G);
-      REQUIRE(nx.slots_per_gpu == S);
       for (int l = 0; l < L; ++l) {
         REQUIRE(static_cast<int>(nx.expert_of_slot[l].size()) == G * S);
         const auto r = replica_count(nx, l, E);
@@ -249,25 +236,9 @@ TEST_CASE("lazarus: rejects a minimum the slots cannot hold", "[lazarus]") {
 }
 
 TEST_CASE("lazarus: end to end, re-planning replicas cuts drops", "[lazarus]") {
-  const std::string text = R"(
-name: lazarus-smoke
-seed: 5
-cluster: {preset: swiftmoe-cloud, nodes: 4}
-model: {preset: gpt-small-moe, layers: 2}
-placement: {slots_per_gpu: 12}
-trace: {kind: synthetic, skew: 1.0, drift_sigma: 0.02}
-run: {max_iterations: 30, stop_at_convergence: false}
-policies:
-  - {name: lazarus, interval: 5, label: lazarus}
-  - {name: lazarus, interval: 1000, label: frozen}
-)";
-  Scenario s = load_scenario_text(text, "smoke.yaml", {}, std::nullopt);
-  const auto res = run_scenario(s, RunOptions{false, {}});
-  REQUIRE(res.size() == 2);
+  const auto res = testing::replanned_and_frozen("lazarus", 12);
   const PolicyResult& lz = res[0];
   const PolicyResult& frozen = res[1];
-  REQUIRE_FALSE(lz.oom);
-  CHECK(lz.iterations_run == 30);
   CHECK(lz.mean_moved_bytes > 0.0);
   CHECK(frozen.mean_moved_bytes == 0.0);
   // Frozen: 3 replicas of every expert whatever its load; re-planned: hot experts get more

@@ -190,15 +190,9 @@ TEST_CASE("smartmoe: invariants on random counts", "[smartmoe]") {
     Placement pl = f.policy->initial_placement();
     int replans = 0;
     for (int it = 0; it < 50; ++it) {
-      IterationCounts ic;
-      ic.reset({L, G, E});
-      for (int l = 0; l < L; ++l) {
-        std::vector<double> w(E);
-        for (int e = 0; e < E; ++e) w[e] = 1.0 / static_cast<double>(1 + (e * 3 + it + l) % E) + 0.01 * static_cast<double>(rng() % 10);
-        std::discrete_distribution<int> pick(w.begin(), w.end());
-        for (int g = 0; g < G; ++g)
-          for (std::int64_t t = 0; t < T; ++t) ic.at(l, g, pick(rng))++;
-      }
+      const IterationCounts ic = testing::drawn_counts({L, G, E}, T, rng, [&](int l, int e) {
+        return 1.0 / static_cast<double>(1 + (e * 3 + it + l) % E) + 0.01 * static_cast<double>(rng() % 10);
+      });
       for (int l = 0; l < L; ++l) {
         LayerDispatch d;
         f.policy->dispatch(l, ic.layer_ptr(l), pl, d);
@@ -206,14 +200,9 @@ TEST_CASE("smartmoe: invariants on random counts", "[smartmoe]") {
       }
       PolicyDecision dec = f.policy->after_iteration(it, ic, pl);
       if (it % 2 == 0) REQUIRE_FALSE(dec.new_placement);  // only after iterations 1, 3, 5, ...
-      if (!dec.new_placement) {
-        REQUIRE(dec.movements.empty());
-        continue;
-      }
+      if (!testing::replaced(dec, G, S)) continue;
       ++replans;
       const Placement& nx = dec.placement;
-      REQUIRE(nx.gpus == G);
-      REQUIRE(nx.slots_per_gpu == S);
       for (int l = 0; l < L; ++l) {
         REQUIRE(static_cast<int>(nx.expert_of_slot[l].size()) == G * S);
         std::map<int, int> reps;
@@ -238,25 +227,9 @@ TEST_CASE("smartmoe: rejects slots that are not a multiple of the experts", "[sm
 }
 
 TEST_CASE("smartmoe: end to end, re-placing balances the GPUs better than a frozen placement", "[smartmoe]") {
-  const std::string text = R"(
-name: smartmoe-smoke
-seed: 5
-cluster: {preset: swiftmoe-cloud, nodes: 4}
-model: {preset: gpt-small-moe, layers: 2}
-placement: {slots_per_gpu: 4}
-trace: {kind: synthetic, skew: 1.0, drift_sigma: 0.02}
-run: {max_iterations: 30, stop_at_convergence: false}
-policies:
-  - {name: smartmoe, interval: 5, label: smartmoe}
-  - {name: smartmoe, interval: 1000, label: frozen}
-)";
-  Scenario s = load_scenario_text(text, "smoke.yaml", {}, std::nullopt);
-  const auto res = run_scenario(s, RunOptions{false, {}});
-  REQUIRE(res.size() == 2);
+  const auto res = testing::replanned_and_frozen("smartmoe", 4);
   const PolicyResult& sm = res[0];
   const PolicyResult& frozen = res[1];
-  REQUIRE_FALSE(sm.oom);
-  CHECK(sm.iterations_run == 30);
   CHECK(sm.drop_rate == 0.0);  // dropless
   CHECK(frozen.drop_rate == 0.0);
   CHECK(sm.mean_moved_bytes > 0.0);

@@ -15,42 +15,21 @@
 #include "policies/common.hpp"
 #include "policies/registry.hpp"
 #include "policies/symi.hpp"
+#include "tests/policy_fixture.hpp"
 
 using namespace moesim;
 
 namespace {
 
-struct SymiFixture {
-  ClusterSpec cluster;
-  MoeModelSpec model;
-  TrainingSpec training;
-  PolicyContext ctx;
-  std::unique_ptr<Policy> policy;
+struct SymiFixture : testing::PolicyWorld {
   Placement placement;
 
   SymiFixture(int nodes, int gpus_per_node, int slots, int experts, int layers, std::int64_t tokens,
-              const std::string& params) {
-    cluster.nodes = nodes;
-    cluster.gpus_per_node = gpus_per_node;
-    model.experts = experts;
+              const std::string& params)
+      : PolicyWorld(nodes, gpus_per_node, slots, experts, layers, tokens) {
     model.top_k = 1;
     model.hidden = 1000;
-    ctx.cluster = &cluster;
-    ctx.model = &model;
-    ctx.training = &training;
-    ctx.gpus = nodes * gpus_per_node;
-    ctx.slots_per_gpu = slots;
-    ctx.moe_layers = layers;
-    ctx.experts = experts;
-    ctx.tokens_per_gpu = tokens;
-    ctx.top_k = 1;
-    ctx.expert_params = 1000.0;
-    ctx.expert_weight_bytes = 2000.0;
-    ctx.expert_grad_bytes = 2000.0;
-    ctx.expert_optimizer_bytes = 12000.0;
-    YAML::Node n = YAML::Load(params);
-    Cfg c(n, "test.yaml", "policies[0]");
-    policy = make_policy(ctx, c);
+    build(params);
     placement = policy->initial_placement();
   }
 

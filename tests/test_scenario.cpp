@@ -16,6 +16,7 @@
 #include "app/runner.hpp"
 #include "app/scenario.hpp"
 #include "sim/error.hpp"
+#include "tests/file_fixture.hpp"
 #include "tests/network_fixture.hpp"
 
 using Catch::Matchers::Contains;
@@ -24,6 +25,7 @@ using moesim::load_scenario;
 using moesim::load_scenario_text;
 using moesim::run_scenario;
 using moesim::Scenario;
+using moesim::testing::TempDir;
 
 namespace fs = std::filesystem;
 
@@ -81,32 +83,6 @@ std::string load_or_run_error(const std::string& text) {
     (void)run_scenario(s, moesim::RunOptions{false, {}});
   });
 }
-
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    path_ = fs::temp_directory_path() / ("moesim_scenario_" + std::to_string(rd()) + "_" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const fs::path& path() const { return path_; }
-  std::string write(const std::string& rel, const std::string& text) const {
-    const fs::path p = path_ / rel;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary) << text;
-    return p.string();
-  }
-
- private:
-  fs::path path_;
-};
 
 const std::string kQuickstart = std::string(MOESIM_SOURCE_DIR) + "/scenarios/quickstart.yaml";
 

@@ -15,6 +15,7 @@
 #include "app/progress.hpp"
 #include "app/sweep.hpp"
 #include "sim/error.hpp"
+#include "tests/file_fixture.hpp"
 
 namespace fs = std::filesystem;
 using namespace moesim;
@@ -29,12 +30,7 @@ fs::path fresh_dir(const std::string& name) {
   return d;
 }
 
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using moesim::testing::read_file;
 
 void write_file(const fs::path& p, const std::string& text) {
   std::ofstream f(p, std::ios::binary);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "sim/error.hpp"
+#include "tests/file_fixture.hpp"
 #include "traces/stats.hpp"
 #include "traces/trace.hpp"
 
@@ -29,6 +30,7 @@ using moesim::TraceSource;
 using moesim::TraceStats;
 using moesim::TraceStatsOptions;
 using moesim::TraceStatsReport;
+using moesim::testing::TempDir;
 
 namespace fs = std::filesystem;
 
@@ -90,32 +92,6 @@ std::vector<double> loads_of(const IterationCounts& c, int layer) {
   }
   return v;
 }
-
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("moesim_trace_stats_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] std::string write(const std::string& name, const std::string& text) const {
-    const std::string p = (path_ / name).string();
-    std::ofstream(p, std::ios::binary) << text;
-    return p;
-  }
-  [[nodiscard]] std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 // One layer, two source GPUs, five experts; expert loads (summed over the GPUs) per iteration:
 //   A: [40,  0, 10, 10, 20]   total  80

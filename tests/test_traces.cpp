@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "sim/error.hpp"
+#include "tests/file_fixture.hpp"
 #include "traces/trace.hpp"
 
 using Catch::Matchers::Contains;
@@ -20,38 +21,11 @@ using moesim::IterationCounts;
 using moesim::SyntheticTraceSpec;
 using moesim::TraceShape;
 using moesim::TraceSource;
+using moesim::testing::TempDir;
 
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh directory under the system temp dir, removed with its contents on scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    path_ = fs::temp_directory_path() /
-            ("moesim_traces_" + std::to_string(rd()) + "_" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  [[nodiscard]] std::string file(const std::string& name) const { return (path_ / name).string(); }
-  [[nodiscard]] std::string write(const std::string& name, const std::string& text) const {
-    const std::string p = file(name);
-    std::ofstream(p, std::ios::binary) << text;
-    return p;
-  }
-
- private:
-  fs::path path_;
-};
 
 std::vector<IterationCounts> take(TraceSource& t, int n) {
   std::vector<IterationCounts> out(static_cast<std::size_t>(n));

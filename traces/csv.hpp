@@ -1,6 +1,9 @@
 #pragma once
 // Small CSV helpers shared by the trace readers (no quoting: none of the supported CSV forms
 // needs it).
+#include <cstdint>
+#include <istream>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -26,6 +29,24 @@ inline std::size_t split(std::string_view line, std::vector<std::string_view>& o
     out.push_back(trim(line.substr(start, comma - start)));
     start = comma + 1;
   }
+}
+
+// Reads `in` up to the next line that is neither blank nor a '#' comment and sets `content` to it,
+// trimmed (`line` holds the text, `line_no` counts the lines read). A UTF-8 byte-order mark
+// (spreadsheet exports) on line 1 is not part of the content. False at the end of the stream or
+// on a read error, which the caller tells apart with `in.bad()` and reports with its own location.
+inline bool next_content_line(std::istream& in, std::string& line, std::int64_t& line_no,
+                              std::string_view& content) {
+  while (std::getline(in, line)) {
+    ++line_no;
+    std::string_view s = line;
+    if (line_no == 1 && s.substr(0, 3) == "\xEF\xBB\xBF") s.remove_prefix(3);
+    s = trim(s);
+    if (s.empty() || s.front() == '#') continue;
+    content = s;
+    return true;
+  }
+  return false;
 }
 
 }  // namespace moesim::csv

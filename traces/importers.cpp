@@ -70,15 +70,7 @@ class LineReader {
     }
   }
   bool next(std::string_view& content) {
-    while (std::getline(in_, line_)) {
-      ++line_no_;
-      std::string_view s = line_;
-      if (line_no_ == 1 && s.substr(0, 3) == "\xEF\xBB\xBF") s.remove_prefix(3);
-      s = trim(s);
-      if (s.empty() || s.front() == '#') continue;
-      content = s;
-      return true;
-    }
+    if (csv::next_content_line(in_, line_, line_no_, content)) return true;
     if (in_.bad()) fail(at_line(path_, line_no_ + 1), "read error");
     return false;
   }

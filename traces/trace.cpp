@@ -348,16 +348,7 @@ class CsvTrace final : public TraceSource {
 
   // Next line that is neither blank nor a comment; false at end of file.
   bool next_content_line(std::string_view& content) {
-    while (std::getline(in_, line_)) {
-      ++line_no_;
-      std::string_view s = line_;
-      // A UTF-8 byte-order mark (spreadsheet exports) is not part of the header.
-      if (line_no_ == 1 && s.substr(0, 3) == "\xEF\xBB\xBF") s.remove_prefix(3);
-      s = trim(s);
-      if (s.empty() || s.front() == '#') continue;
-      content = s;
-      return true;
-    }
+    if (csv::next_content_line(in_, line_, line_no_, content)) return true;
     if (in_.bad()) fail(line_no_ + 1, "read error");
     return false;
   }
