@@ -123,26 +123,12 @@ std::int64_t auto_expert_stats_samples(const Scenario& s) {
   return std::clamp<std::int64_t>(200000 / cells, 2, 100);
 }
 
-std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts) {
-  Cluster cluster(s.cluster);
-  const int G = cluster.num_gpus();
-
-  // Impossible clusters are input errors, found before anything runs.
-  MemoryUse mem = estimate_gpu_memory(s);
-  if (mem.total() > s.cluster.gpu.hbm_bytes) {
-    throw InputError(fmt::format(
-        "{}: placement.slots_per_gpu {}: each GPU needs {:.2f} GB (weights {:.2f}, gradients {:.2f}, optimizer "
-        "{:.2f}, activations {:.2f}) but {} has {:.2f} GB; lower placement.slots_per_gpu, model.micro_batch_per_gpu or "
-        "model.seq_len, set training.optimizer_offload, or use more GPUs (this simulator holds every dense "
-        "parameter on every GPU: no tensor or pipeline parallelism)",
-        s.file, s.slots_per_gpu, mem.total() / 1e9, mem.weights_bytes / 1e9, mem.gradients_bytes / 1e9,
-        mem.optimizer_bytes / 1e9, mem.activations_bytes / 1e9, s.cluster.gpu.name, s.cluster.gpu.hbm_bytes / 1e9));
-  }
-
+namespace {
+PolicyContext policy_context(const Scenario& s, int gpus) {
   PolicyContext ctx;
   ctx.cluster = &s.cluster;
   ctx.model = &s.model;
-  ctx.gpus = G;
+  ctx.gpus = gpus;
   ctx.slots_per_gpu = s.slots_per_gpu;
   ctx.moe_layers = s.model.num_moe_layers();
   ctx.experts = s.model.experts;
@@ -154,14 +140,50 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
   ctx.expert_grad_bytes = s.model.expert_params() * s.training.grad_bytes_per_param;
   ctx.expert_optimizer_bytes = s.model.expert_params() * s.training.optimizer_bytes_per_param;
   ctx.seed = s.seed;
+  return ctx;
+}
 
-  // Build every policy first: a bad parameter in the last one must fail before the first runs.
+// Every policy of the scenario, built before any runs: a bad parameter in the last one must fail
+// before the first runs.
+std::vector<std::unique_ptr<Policy>> make_policies(const Scenario& s, const PolicyContext& ctx) {
   std::vector<std::unique_ptr<Policy>> policies;
   for (std::size_t i = 0; i < s.policies.size(); ++i) {
     const PolicyEntry& e = s.policies[i];
     Cfg p(e.params, e.origin, fmt::format("policies[{}]", i));
     policies.push_back(make_policy(ctx, p));
   }
+  return policies;
+}
+
+// Impossible clusters are input errors, found before anything runs.
+void check_memory(const Scenario& s) {
+  MemoryUse mem = estimate_gpu_memory(s);
+  if (mem.total() > s.cluster.gpu.hbm_bytes) {
+    throw InputError(fmt::format(
+        "{}: placement.slots_per_gpu {}: each GPU needs {:.2f} GB (weights {:.2f}, gradients {:.2f}, optimizer "
+        "{:.2f}, activations {:.2f}) but {} has {:.2f} GB; lower placement.slots_per_gpu, model.micro_batch_per_gpu or "
+        "model.seq_len, {}or use more GPUs (this simulator holds every dense "
+        "parameter on every GPU: no tensor or pipeline parallelism)",
+        s.file, s.slots_per_gpu, mem.total() / 1e9, mem.weights_bytes / 1e9, mem.gradients_bytes / 1e9,
+        mem.optimizer_bytes / 1e9, mem.activations_bytes / 1e9, s.cluster.gpu.name, s.cluster.gpu.hbm_bytes / 1e9,
+        s.training.optimizer_offload ? "" : "set training.optimizer_offload, "));
+  }
+}
+}  // namespace
+
+void check_scenario(const Scenario& s) {
+  check_memory(s);
+  (void)make_policies(s, policy_context(s, s.cluster.num_gpus()));
+}
+
+std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts) {
+  Cluster cluster(s.cluster);
+  const int G = cluster.num_gpus();
+
+  check_memory(s);
+
+  const PolicyContext ctx = policy_context(s, G);
+  std::vector<std::unique_ptr<Policy>> policies = make_policies(s, ctx);
 
   const TraceShape shape{ctx.moe_layers, G, ctx.experts};
   // 256 MiB of cached iterations covers the usual comparison; beyond it the trace is replayed.

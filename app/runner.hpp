@@ -90,6 +90,10 @@ struct RunOptions {
 [[nodiscard]] std::int64_t auto_expert_stats_samples(const Scenario& s);
 
 // Validates everything (policies, memory, trace shape) before simulating anything.
+// What run_scenario refuses before anything runs (InputError): a cluster whose GPUs cannot hold
+// the placement, or a policy parameter it does not take. For checking many scenarios up front.
+void check_scenario(const Scenario& s);
+
 [[nodiscard]] std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts = {});
 
 }  // namespace moesim

@@ -76,6 +76,40 @@ TEST_CASE("help explains every option of run", "[cli]") {
   CHECK_THAT(read_file(log), Catch::Matchers::Contains("swiftmoe-cloud"));
 }
 
+TEST_CASE("options are checked, and every command answers --help", "[cli]") {
+  fs::path out = fresh_dir("opt_out");
+  fs::path log = fresh_dir("opt_log");
+  // --seed has the scenario key's range [0, 2^62]: a negative seed must not wrap around.
+  CHECK(run("run " + kQuickstart + " --seed -3 --out " + out.string(), log) == 2);
+  CHECK_THAT(read_file(log),
+             Catch::Matchers::Contains("--seed: '-3' is not allowed; allowed: an integer in [0, 4611686018427387904]"));
+  CHECK(run("run " + kQuickstart + " --seed 4611686018427387905 --out " + out.string(), log) == 2);
+  CHECK(run("run " + kQuickstart + " --seed 7x --out " + out.string(), log) == 2);
+  // --timeline-iterations chooses what --timeline shows: alone it is an error.
+  CHECK(run("run " + kQuickstart + " --timeline-iterations 1 --out " + out.string(), log) == 2);
+  CHECK_THAT(read_file(log), Catch::Matchers::Contains("--timeline-iterations: only with --timeline"));
+  CHECK_FALSE(fs::exists(out));
+  // An iteration the run does not reach gets a warning (the timeline has nothing for it).
+  const fs::path timeline = fresh_dir("opt_timeline.json");
+  CHECK(run("run " + kQuickstart + " -q --set run.max_iterations=3 --timeline " + timeline.string() +
+                " --timeline-iterations 1,7 --out " + out.string(),
+            log) == 0);
+  CHECK_THAT(read_file(log), Catch::Matchers::Contains("warning: --timeline-iterations: iteration 7 was not run"));
+  CHECK_FALSE(read_file(log).find("iteration 1 was not run") != std::string::npos);
+  // A mapping created by --set names the assignment in its errors.
+  CHECK(run("run " + kQuickstart + " --set cluster.gpu.zz=1", log) == 2);
+  CHECK_THAT(read_file(log), Catch::Matchers::Contains("--set 'cluster.gpu.zz=1': key 'cluster.gpu.preset'"));
+  // Every command and subcommand has --help (exit 0); list takes no arguments.
+  for (const char* cmd : {"run", "compare", "sweep", "report", "regress", "validate", "validate collectives",
+                          "calibrate", "trace", "trace convert", "trace stats", "list"}) {
+    CAPTURE(cmd);
+    CHECK(run(std::string(cmd) + " --help", log) == 0);
+    CHECK_FALSE(read_file(log).empty());
+  }
+  CHECK(run("list --bogus", log) == 2);
+  CHECK_THAT(read_file(log), Catch::Matchers::Contains("moesim list: unexpected argument '--bogus'"));
+}
+
 TEST_CASE("compare writes one row per policy and marks a policy that runs out of memory", "[cli][compare]") {
   // Quickstart's static estimate (weights 0.587 GB + gradients 0.587 GB + activations 0.642 GB,
   // optimizer offloaded) is 1.816 GB; the padded dispatch buffers add 6.3 MB at capacity factor 1

@@ -98,7 +98,7 @@ TEST_CASE("a study expands its grid into points and runs with stable ids", "[swe
   // Reordering the grid's keys, adding a value, or changing the fixed overrides keeps the ids.
   std::string other = "base: " + kBase +
                       "\nset: {run.max_iterations: 30}\ngrid:\n  cluster.nodes: [8, 16, 4]\n  trace.skew: [0.5, 1.0]\n"
-                      "seeds: [2, 1]\n";
+                      "seeds: [2, 1]\npolicies: [static]\n";
   const Study st2 = load_study(write_study(fresh_dir("expand2"), other).string());
   std::set<std::string> ids2;
   for (const auto& r : st2.runs) ids2.insert(r.id);
@@ -223,19 +223,14 @@ TEST_CASE("study errors name the study file, line and key", "[sweep]") {
                                                        Catch::Contains("does not exist"));
   CHECK_THAT(error_of(base + "set: {cluster.nodes: 2}\ngrid: {cluster.nodes: [4]}\n", dir),
              Catch::Contains("also fixed under set:"));
-  // A bad policy parameter fails the first run, naming the study entry.
-  const Study st =
-      load_study(write_study(dir, base + "set: {run.max_iterations: 5}\npolicies: [flexmoe:interval=x]\n").string());
-  SweepOptions so;
-  so.out = (dir / "out").string();
-  so.progress = false;
-  try {
-    (void)run_sweep(st, so);
-    FAIL("expected an error");
-  } catch (const InputError& e) {
-    CHECK_THAT(std::string(e.what()), Catch::Contains(f + ":3:12: key 'policies[0]'") &&
-                                          Catch::Contains("interval") && Catch::Contains("'x'"));
-  }
+  // A bad policy parameter, or a point whose GPUs cannot hold the placement, is found when the
+  // study loads (before any output is written), naming the study entry.
+  CHECK_THAT(error_of(base + "set: {run.max_iterations: 5}\npolicies: [flexmoe:interval=x]\n", dir),
+             Catch::Contains(f + ":3:12: key 'policies[0]'") && Catch::Contains("interval") &&
+                 Catch::Contains("'x'") && Catch::Contains("grid point 0"));
+  CHECK_THAT(error_of(base + "grid: {model.micro_batch_per_gpu: [1, 4096]}\n", dir),
+             Catch::Contains("grid point 1 (model.micro_batch_per_gpu=4096)") &&
+                 Catch::Contains("each GPU needs"));
 }
 
 TEST_CASE("moesim sweep under mpirun writes the same table as a local sweep", "[sweep][mpi]") {
