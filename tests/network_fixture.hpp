@@ -20,6 +20,13 @@ inline ClusterSpec cluster_spec(const std::string& preset, int nodes) {
       .cluster;
 }
 
+// GPUs from .. to - 1: a collective's group.
+inline std::vector<int> gpu_range(int from, int to) {
+  std::vector<int> v;
+  for (int g = from; g < to; ++g) v.push_back(g);
+  return v;
+}
+
 // A cluster with both network models; all-to-all matrices are [src * G + dst].
 struct World {
   Cluster cluster;

@@ -18,11 +18,7 @@ using namespace moesim;
 
 namespace {
 ClusterSpec dgx_h100(int nodes) { return test::cluster_spec("dgx-h100", nodes); }
-std::vector<int> range(int from, int to) {
-  std::vector<int> v;
-  for (int g = from; g < to; ++g) v.push_back(g);
-  return v;
-}
+using test::gpu_range;
 }  // namespace
 
 TEST_CASE("measured all-reduce times replace the model where they apply", "[collectives][profile]") {
@@ -31,7 +27,7 @@ TEST_CASE("measured all-reduce times replace the model where they apply", "[coll
   // 8 ranks: 100 us at 1 MiB, 300 us at 4 MiB.
   MeasuredCollectiveNetwork net(base, two_nodes, {{Collective::AllReduce, 8, {1048576.0, 4194304.0}, {100000.0, 300000.0}}},
                                 "hand-made");
-  const std::vector<int> node0 = range(0, 8);
+  const std::vector<int> node0 = gpu_range(0, 8);
   // At the measured sizes: the measurements.
   CHECK(net.collective(Collective::AllReduce, 1048576.0, node0).time_ns == 100000);
   CHECK(net.collective(Collective::AllReduce, 4194304.0, node0).time_ns == 300000);
@@ -47,9 +43,9 @@ TEST_CASE("measured all-reduce times replace the model where they apply", "[coll
   // spanning the two nodes (the measurement ran on one machine).
   for (const auto& [c, bytes, gpus] : {std::tuple{Collective::AllReduce, 8388608.0, node0},
                                        std::tuple{Collective::AllReduce, 524288.0, node0},
-                                       std::tuple{Collective::AllReduce, 2097152.0, range(0, 4)},
+                                       std::tuple{Collective::AllReduce, 2097152.0, gpu_range(0, 4)},
                                        std::tuple{Collective::AllGather, 2097152.0, node0},
-                                       std::tuple{Collective::AllReduce, 2097152.0, range(4, 12)}}) {
+                                       std::tuple{Collective::AllReduce, 2097152.0, gpu_range(4, 12)}}) {
     CHECK(net.collective(c, bytes, gpus).time_ns == base.collective(c, bytes, gpus).time_ns);
   }
   CHECK(net.modelled_calls() == 5);
@@ -62,8 +58,8 @@ TEST_CASE("measured collective curves are checked and made monotone", "[collecti
   // A noisy dip (90 us after 100 us) is flattened: more bytes never take less time.
   MeasuredCollectiveNetwork net(base, one, {{Collective::AllReduce, 8, {1.0e6, 2.0e6, 4.0e6}, {100000.0, 90000.0, 300000.0}}},
                                 "noisy");
-  CHECK(net.collective(Collective::AllReduce, 2.0e6, range(0, 8)).time_ns == 100000);
-  CHECK(net.collective(Collective::AllReduce, 1.5e6, range(0, 8)).time_ns == 100000);
+  CHECK(net.collective(Collective::AllReduce, 2.0e6, gpu_range(0, 8)).time_ns == 100000);
+  CHECK(net.collective(Collective::AllReduce, 1.5e6, gpu_range(0, 8)).time_ns == 100000);
   CHECK_THROWS_AS(MeasuredCollectiveNetwork(base, one, {{Collective::AllReduce, 8, {2.0e6, 1.0e6}, {1.0, 2.0}}}, "x"),
                   std::invalid_argument);
   CHECK_THROWS_AS(MeasuredCollectiveNetwork(base, one, {{Collective::AllReduce, 8, {1.0e6}, {0.0}}}, "x"),
@@ -86,8 +82,8 @@ TEST_CASE("a measured curve does not apply to a ring through a slowed link", "[c
                                 {{Collective::AllReduce, 8, {1.0e6, 4.0e6}, {100000.0, 300000.0}},
                                  {Collective::AllReduce, 4, {1.0e6, 4.0e6}, {50000.0, 150000.0}}},
                                 "hand-made");
-  CHECK(net.collective(Collective::AllReduce, 1.0e6, range(0, 8)).time_ns ==
-        base.collective(Collective::AllReduce, 1.0e6, range(0, 8)).time_ns);
+  CHECK(net.collective(Collective::AllReduce, 1.0e6, gpu_range(0, 8)).time_ns ==
+        base.collective(Collective::AllReduce, 1.0e6, gpu_range(0, 8)).time_ns);
   CHECK(net.collective(Collective::AllReduce, 1.0e6, {4, 5, 6, 7}).time_ns == 50000);
   CHECK(net.measured_calls() == 1);
   CHECK(net.modelled_calls() == 1);

@@ -626,13 +626,7 @@ TEST_CASE("fat tree: a whole run in both network models", "[topology][e2e]") {
   CHECK(mean_ns[1] == mean_ns[2]);  // deterministic
 }
 
-namespace {
-std::vector<int> gpu_range(int from, int to) {
-  std::vector<int> v;
-  for (int g = from; g < to; ++g) v.push_back(g);
-  return v;
-}
-}  // namespace
+using test::gpu_range;
 
 TEST_CASE("collectives: an unmodified built shape runs at NCCL's own bandwidth", "[topology][collectives]") {
   // The pace is exactly 1 on every preset as built, for whole clusters and for partial groups
