@@ -149,8 +149,10 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
       }
     }
   }
-  Progress bar(s.name, static_cast<std::int64_t>(s.policies.size()) * s.run.max_iterations, "iterations");
-  if (!vm.count("quiet")) ro.on_iteration = bar.iteration_hook(s);  // empty when stderr is not a terminal
+  const std::int64_t total = static_cast<std::int64_t>(s.policies.size()) * s.run.max_iterations;
+  Progress bar = vm.count("quiet") ? Progress(s.name, total, "iterations", false, stderr)
+                                   : Progress(s.name, total, "iterations");
+  ro.on_iteration = bar.iteration_hook(s);  // empty when disabled or stderr is not a terminal
   std::vector<PolicyResult> results = run_scenario(s, ro);
   bar.finish();
   const std::string out = vm.count("out") ? vm["out"].as<std::string>() : "out/" + s.name;

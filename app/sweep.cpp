@@ -387,7 +387,6 @@ Study load_study_text(const std::string& text, const std::string& origin) {
 
   // Every point must load: a bad grid value is found now, named by its place in the study.
   std::vector<PolicyEntry> base_policies;
-  std::vector<std::pair<const StudyPoint*, Scenario>> loaded;
   for (const auto& p : st.points) {
     Scenario s;
     try {
@@ -408,21 +407,19 @@ Study load_study_text(const std::string& text, const std::string& origin) {
       if (st.seeds.empty()) st.seeds.push_back(s.seed);  // no seeds: the base scenario's
       base_policies = s.policies;
     }
-    loaded.emplace_back(&p, std::move(s));
-  }
-  const std::vector<PolicyEntry>& used = st.own_policies ? policies : base_policies;
-  // Whatever a run would refuse before it starts, every point is checked for now, so that a bad
-  // study writes nothing.
-  for (auto& [p, s] : loaded) {
-    s.policies = used;
+    // Whatever a run would refuse before it starts is checked for every point now, so that a bad
+    // study writes nothing.
+    if (st.own_policies) s.policies = policies;
     try {
       check_scenario(s);
     } catch (const InputError& e) {
       std::string values;
-      for (const auto& [k, v] : p->values) values += fmt::format("{}{}={}", values.empty() ? "" : ", ", k, v);
-      throw InputError(fmt::format("{}: grid point {} ({}): {}", origin, p->index, values, e.what()));
+      for (const auto& [k, v] : p.values) values += fmt::format("{}{}={}", values.empty() ? "" : ", ", k, v);
+      throw InputError(fmt::format("{}: grid point {} ({}): {}", origin, p.index, values, e.what()));
     }
   }
+  const std::vector<PolicyEntry>& used = st.own_policies ? policies : base_policies;
+
   {
     std::set<std::string> labels;
     for (std::size_t i = 0; i < used.size(); ++i) {

@@ -35,10 +35,10 @@ constexpr double kBindingTolerance = 1e-9;
 
 using Vertex = ClusterGraph::vertex_descriptor;
 
-// Routing cost: first the GPU-to-network links crossed (a message between two GPUs of one node
-// stays in the node whenever the node has a path, as NCCL's P2P and shared-memory transports
-// do, whatever the NIC latency), then latency in integer picoseconds (so that equal latencies tie
-// exactly), then hops.
+// Routing cost: first whether the path leaves the source's node (a message between two GPUs of
+// one node stays in the node whenever the node has a path, as NCCL's P2P and shared-memory
+// transports do, whatever the NIC latency; every path between nodes leaves, so they compare on
+// the rest), then latency in integer picoseconds (so that equal latencies tie exactly), then hops.
 using Cost = std::tuple<int, std::int64_t, int>;
 constexpr Cost kInfinite{std::numeric_limits<int>::max(), std::numeric_limits<std::int64_t>::max(),
                          std::numeric_limits<int>::max()};
@@ -347,6 +347,7 @@ void Cluster::compute_routes(int src_gpu) const {
   std::vector<std::vector<ClusterGraph::edge_descriptor>> pred(nv);
   using Item = std::pair<Cost, Vertex>;
   std::priority_queue<Item, std::vector<Item>, std::greater<>> queue;
+  const int src_node = spec_.node_of(src_gpu);
   cost[src] = {0, 0, 0};
   queue.emplace(cost[src], src);
   while (!queue.empty()) {
@@ -358,9 +359,13 @@ void Cluster::compute_routes(int src_gpu) const {
     for (auto [it, end] = boost::out_edges(v, graph_); it != end; ++it) {
       const Vertex w = boost::target(*it, graph_);
       const EdgeProps& ep = graph_[*it];
-      // A GPU's own NIC link: the route enters the network.
-      const bool to_network = ep.port == Port::Nic && (v == src || graph_[w].kind == VertexKind::Gpu);
-      const Cost next{std::get<0>(c) + (to_network ? 1 : 0),
+      // Whether the path has left the source's node: it reached a NIC or network switch, or a GPU
+      // or host of another node (node switches are inside a node by definition).
+      const VertexProps& wp = graph_[w];
+      const bool away = wp.kind == VertexKind::Nic || wp.kind == VertexKind::Fabric ||
+                        (wp.kind == VertexKind::Gpu && spec_.node_of(wp.index) != src_node) ||
+                        (wp.kind == VertexKind::Host && wp.index != src_node);
+      const Cost next{std::max(std::get<0>(c), away ? 1 : 0),
                       std::get<1>(c) + latency_ps(ep.latency_ns), std::get<2>(c) + 1};
       if (next < cost[w]) {
         cost[w] = next;

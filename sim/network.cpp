@@ -135,7 +135,10 @@ TimeNs AnalyticalNetwork::all_to_all_v(const std::vector<double>& bytes) const {
 
 namespace {
 // The pace of a set of hops that run at once at one common rate (see RingPace).
-double pace_of(const Cluster& cluster, const std::vector<std::pair<int, int>>& hops, double assumed_gbps) {
+// `by_port`: also hold the reference to the hop's nominal port bandwidth (between nodes, where
+// the built shape gives a GPU its share of the NICs); inside a node NCCL's figure is the reference.
+double pace_of(const Cluster& cluster, const std::vector<std::pair<int, int>>& hops, double assumed_gbps,
+               bool by_port) {
   if (hops.empty()) return 1.0;
   // (directed link, share of one hop's rate it carries); summed per link after sorting.
   std::vector<std::pair<int, double>> load;
@@ -165,18 +168,27 @@ double pace_of(const Cluster& cluster, const std::vector<std::pair<int, int>>& h
     rate = std::min(rate, cluster.link_gbps(load[k].first) / share);
     k += n;
   }
-  const double nominal = cluster.port_gbps(cluster.route(hops.front().first, hops.front().second).src_port);
-  const double reference = nominal > 0.0 ? std::min(assumed_gbps, nominal) : assumed_gbps;
-  return reference > 0.0 ? std::min(1.0, rate / reference) : 1.0;
+  double reference = assumed_gbps;
+  if (by_port) {
+    const double nominal = cluster.port_gbps(cluster.route(hops.front().first, hops.front().second).src_port);
+    if (nominal > 0.0) reference = std::min(reference, nominal);
+  }
+  if (!(reference > 0.0)) return 1.0;
+  // Shares summed over ECMP paths can round a link that exactly matches to a hair below: that is 1.
+  constexpr double kRounding = 1e-12;
+  return rate >= reference * (1.0 - kRounding) ? 1.0 : rate / reference;
 }
 }  // namespace
 
 RingPace ring_pace(const Cluster& cluster, const std::vector<int>& gpus, double intra_hop_gbps,
                    double inter_hop_gbps) {
-  // Participants per node, in id order (`gpus` is sorted and ids are node-major).
+  // Participants per node, in id order (ids are node-major).
+  std::vector<int> sorted = gpus;
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
   std::vector<std::vector<int>> nodes;
   int last_node = -1;
-  for (int gpu : gpus) {
+  for (int gpu : sorted) {
     const int n = cluster.node_of(gpu);
     if (nodes.empty() || n != last_node) nodes.emplace_back();
     nodes.back().push_back(gpu);
@@ -194,7 +206,7 @@ RingPace ring_pace(const Cluster& cluster, const std::vector<int>& gpus, double 
     const std::vector<int>& to = nodes[(i + 1) % m];
     for (std::size_t j = 0; j < std::min(from.size(), to.size()); ++j) inter.emplace_back(from[j], to[j]);
   }
-  return RingPace{pace_of(cluster, intra, intra_hop_gbps), pace_of(cluster, inter, inter_hop_gbps)};
+  return RingPace{pace_of(cluster, intra, intra_hop_gbps, false), pace_of(cluster, inter, inter_hop_gbps, true)};
 }
 
 CollectiveGroup AnalyticalNetwork::group_of(const std::vector<int>& gpus) const {

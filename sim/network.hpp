@@ -44,8 +44,9 @@ class NetworkModel {
 // participants of the same index (each uses its own NIC share, as NCCL's rail-local channels do).
 // All hops of a class run at once at one common rate (NCCL splits the data evenly over its
 // channels), each spread evenly over its equal-cost paths; that rate is the most every directed
-// link can carry. The pace is it over the smaller of the assumed rate and the hop's nominal port
-// bandwidth (Cluster::port_gbps(Port)), so that an unmodified built shape gives exactly 1 while
+// link can carry. The pace is it over the assumed rate (between nodes, over the smaller of that
+// and the hop's nominal port bandwidth, Cluster::port_gbps(Port)), so that an unmodified built shape
+// gives exactly 1 while
 // link factors, an explicit graph's links (two GPUs' rings through one NIC) and fat-tree uplinks
 // narrower than the rings crossing them show. NCCL does not measure links, but the real ring runs
 // at the pace of its slowest link; NCCL's own figure stays the ceiling.

@@ -634,7 +634,10 @@ TEST_CASE("collectives: an unmodified built shape runs at NCCL's own bandwidth",
   const std::vector<std::string> clusters{
       "{preset: dgx-a100, nodes: 2}",        "{preset: dgx-a100, nodes: 2, nics_per_node: 4}",
       "{preset: dgx-h100, nodes: 2}",        "{preset: dgx-h100-fat-tree}",
-      "{preset: swiftmoe-cloud, nodes: 16}", fat_tree(4, 2, 2.0)};
+      "{preset: swiftmoe-cloud, nodes: 16}", fat_tree(4, 2, 2.0),
+      // Uplinks exactly as wide as the NICs, over 5 spines (shares summed in fifths).
+      "{preset: swiftmoe-cloud, nodes: 4, nic_efficiency: 0.92, fabric: {kind: fat_tree, nodes_per_leaf: 1, "
+      "spines: 5, oversubscription: 1, leaf_latency_ns: 0, spine_latency_ns: 0}}"};
   for (const std::string& cluster : clusters) {
     CAPTURE(cluster);
     World w(load(scenario(cluster)));
@@ -642,10 +645,12 @@ TEST_CASE("collectives: an unmodified built shape runs at NCCL's own bandwidth",
     const int g = w.gpus();
     std::vector<std::vector<int>> groups{gpu_range(0, g), {0, g - 1}, {0, per_node, 2 * per_node - 1}};
     if (per_node > 2) groups.push_back({0, 1, 2, per_node + 1});
+    groups.push_back({g - 1, 0});  // unsorted: taken sorted
     for (const auto& grp : groups) {
-      // Against the GPUs' own ports alone (no NCCL figure below them).
+      // Inside a node against NCCL's NVLink figure; between nodes against the GPUs' own NIC shares
+      // alone (no NCCL figure below them).
       constexpr double kAny = std::numeric_limits<double>::infinity();
-      const RingPace p = ring_pace(w.cluster, grp, kAny, kAny);
+      const RingPace p = ring_pace(w.cluster, grp, w.cluster.spec().intra_gbps(), kAny);
       CHECK(p.intra == 1.0);
       CHECK(p.inter == 1.0);
     }
@@ -739,6 +744,15 @@ TEST_CASE("routes between GPUs of one node stay in the node whatever the NIC lat
     CHECK(w.analytical.all_to_all_v(m) == 323'625 + kNvlinkLatency);
     CHECK(w.flow.all_to_all_v(m) == 323'625 + kNvlinkLatency);
   }
+  // Between nodes latency decides, also where a host reaches a NIC: a0 - nica - core - nicb - b0
+  // (7 us) over a0 - ha - nica - core - nicb - hb - b0 (9 us).
+  std::string graph = kGraph;
+  graph.insert(graph.find("      - {a: nica, b: core"),
+               "      - {a: ha, b: nica, gbps: 32, latency_ns: 0}\n      - {a: hb, b: nicb, gbps: 32, latency_ns: 0}\n");
+  World g(load(graph + kRest));
+  CHECK(g.cluster.route(0, 2).hops == 4);
+  CHECK(g.cluster.route(0, 2).src_port == Port::Nic);
+  CHECK(g.cluster.route(0, 1).src_port == Port::Intra);
   // PCIe nodes: through the node's PCIe switch (1 us hops), not the NIC.
   World pcie(load(scenario("{preset: swiftmoe-cloud, nodes: 2, gpus_per_node: 2, intra_node: pcie, nic_latency_ns: 0}")));
   CHECK(pcie.cluster.route(0, 1).src_port == Port::Intra);
