@@ -522,12 +522,8 @@ TraceShape scan_csv_trace_shape(const std::string& path) {
   const auto fail = [&](const std::string& what) {
     throw InputError(fmt::format("{}:{}: {}", path, line_no, what));
   };
-  while (std::getline(in, line)) {
-    ++line_no;
-    std::string_view v = line;
-    if (line_no == 1 && v.substr(0, 3) == "\xEF\xBB\xBF") v.remove_prefix(3);
-    v = trim(v);
-    if (v.empty() || v.front() == '#') continue;
+  std::string_view v;
+  while (csv::next_content_line(in, line, line_no, v)) {
     const std::size_t n = split_fields(v, fields);
     if (!header_seen) {
       bool ok = n == kColumns.size();
