@@ -1,0 +1,98 @@
+#pragma once
+// The parallel layout of a training job (scenario section `parallelism`): tensor, pipeline,
+// expert and data parallelism, ZeRO, micro-batches, and the process groups they imply.
+//
+// Rank order follows Megatron-Core (megatron/core/parallel_state.py, RankGenerator with the
+// default order "tp-cp-ep-dp-pp"): tensor-parallel ranks are innermost, then data-parallel,
+// then pipeline stages outermost. A global rank r has
+//   tp_rank = r % tp,  dp_rank = (r / tp) % dp,  stage = r / (tp * dp).
+// The expert layers decompose the GPUs of a stage again as expert_tensor x expert x
+// expert-data: with expert_tensor = 1 (the only value modelled), local rank i = r - stage * G/pp
+// has ep_rank = i % ep and edp_rank = i / ep, so an expert-parallel group is ep consecutive
+// ranks of one stage and an expert-data-parallel group takes one rank of each such group.
+// The default layout (everything 1, expert and data derived) is one data-parallel and one
+// expert-parallel group over the whole cluster: the model before layouts existed.
+#include <string>
+#include <vector>
+
+namespace moesim {
+
+struct ParallelLayout {
+  int tensor = 1;
+  int pipeline = 1;
+  int expert = 0;         // 0: every GPU of a stage (dp * tp / expert_tensor)
+  int expert_tensor = 1;  // only 1 is modelled
+  int data = 0;           // 0: derived, GPUs / (tensor * pipeline)
+  int virtual_stages = 1; // model chunks per stage (interleaved 1F1B when > 1)
+  int micro_batches = 1;  // per iteration and data-parallel rank
+  int zero_stage = 0;     // dense parameters: 0 replicated, 1 optimizer, 2 + gradients, 3 + weights
+  bool sequence_parallel = false;  // Megatron-Core's: TP all-reduces become reduce-scatter + all-gather
+
+  // Fills `data` and `expert` when they are 0 (derived) for `gpus` GPUs. Does not validate.
+  void resolve(int gpus);
+  // The first rule `gpus`, `gpus_per_node` and `layers` break, as a sentence naming the keys and
+  // what is allowed; empty when the (resolved) layout is valid.
+  [[nodiscard]] std::string check(int gpus, int gpus_per_node, int layers, bool has_moe_layers) const;
+  [[nodiscard]] bool is_default() const {
+    return tensor == 1 && pipeline == 1 && virtual_stages == 1 && micro_batches == 1 && zero_stage == 0;
+  }
+};
+
+// Process groups of a resolved, valid layout over `gpus` GPUs (global ranks).
+class LayoutGroups {
+ public:
+  LayoutGroups(const ParallelLayout& layout, int gpus, int layers);
+
+  [[nodiscard]] const ParallelLayout& layout() const { return l_; }
+  [[nodiscard]] int gpus() const { return gpus_; }
+  [[nodiscard]] int stages() const { return l_.pipeline; }
+  [[nodiscard]] int gpus_per_stage() const { return gpus_ / l_.pipeline; }
+  [[nodiscard]] int ep_groups_per_stage() const { return gpus_per_stage() / l_.expert; }
+
+  [[nodiscard]] int tp_rank(int r) const { return r % l_.tensor; }
+  [[nodiscard]] int dp_rank(int r) const { return (r / l_.tensor) % l_.data; }
+  [[nodiscard]] int stage(int r) const { return r / gpus_per_stage(); }
+  [[nodiscard]] int ep_rank(int r) const { return (r % gpus_per_stage()) % l_.expert; }
+  [[nodiscard]] int edp_rank(int r) const { return (r % gpus_per_stage()) / l_.expert; }
+
+  // GPUs of stage s, ascending.
+  [[nodiscard]] std::vector<int> stage_gpus(int s) const;
+  // The tensor-parallel group of r (tp consecutive ranks).
+  [[nodiscard]] std::vector<int> tp_group(int r) const;
+  // The data-parallel group of r (same stage and tp rank): dense gradients are reduced over it.
+  [[nodiscard]] std::vector<int> dp_group(int r) const;
+  // Expert-parallel group `k` of stage `s`: ranks base + [0, ep), base = s * G/pp + k * ep.
+  [[nodiscard]] int ep_group_base(int s, int k) const { return s * gpus_per_stage() + k * l_.expert; }
+  // The same rank of the previous / next pipeline stage (-1 at either end).
+  [[nodiscard]] int prev_stage_rank(int r) const;
+  [[nodiscard]] int next_stage_rank(int r) const;
+
+  // Transformer layers are split evenly over the virtual stages: chunk c of stage s is virtual
+  // stage v = c * pp + s and holds layers [v * L / (pp * vs), (v + 1) * L / (pp * vs)).
+  [[nodiscard]] int layers_per_chunk() const { return layers_ / (l_.pipeline * l_.virtual_stages); }
+  [[nodiscard]] int first_layer(int stage, int chunk) const {
+    return (chunk * l_.pipeline + stage) * layers_per_chunk();
+  }
+  [[nodiscard]] int stage_of_layer(int layer) const { return (layer / layers_per_chunk()) % l_.pipeline; }
+
+ private:
+  ParallelLayout l_;
+  int gpus_;
+  int layers_;
+};
+
+// One step of a pipeline schedule on one stage: forward or backward of `micro_batch` through
+// model chunk `chunk`.
+struct PipelineStep {
+  bool forward = true;
+  int micro_batch = 0;
+  int chunk = 0;
+};
+// Megatron-Core's order of steps on stage `stage` of `stages`, with `chunks` model chunks per
+// stage and `micro_batches` micro-batches: 1F1B (chunks = 1: warm-up of stages - stage - 1
+// forwards, then one forward and one backward alternately, then the remaining backwards) and
+// interleaved 1F1B (chunks > 1, micro_batches a multiple of stages), as in
+// megatron/core/pipeline_parallel/schedules.py.
+[[nodiscard]] std::vector<PipelineStep> pipeline_schedule(int stage, int stages, int chunks, int micro_batches);
+
+}  // namespace moesim
