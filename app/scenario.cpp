@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -173,6 +174,44 @@ std::vector<PolicyEntry> load_policies(const Cfg& root, const YAML::Node& n) {
   return out;
 }
 
+// The `parallelism` section, resolved for the cluster and checked against it and the model.
+ParallelLayout load_parallelism(Cfg c, const ClusterSpec& cluster, const MoeModelSpec& model) {
+  ParallelLayout l;
+  const int gpus = cluster.num_gpus();
+  const auto read = [&](const char* key, int def, int min, int max) {
+    return static_cast<int>(c.get_int(key, def, min, max));
+  };
+  l.tensor = read("tensor", l.tensor, 1, gpus);
+  l.pipeline = read("pipeline", l.pipeline, 1, gpus);
+  l.expert = read("expert", l.expert, 1, gpus);  // absent: 0, derived by resolve
+  l.expert_tensor = read("expert_tensor", l.expert_tensor, 1, gpus);
+  l.data = read("data", l.data, 1, gpus);  // absent: 0, derived by resolve
+  l.virtual_stages = read("virtual_stages", l.virtual_stages, 1, std::max(1, model.layers));
+  l.micro_batches = read("micro_batches", l.micro_batches, 1, 1 << 20);
+  l.zero_stage = read("zero_stage", l.zero_stage, 0, 3);
+  l.sequence_parallel = c.get_bool("sequence_parallel", l.sequence_parallel);
+  c.finish();
+  const std::int64_t tp_pp = std::int64_t{l.tensor} * l.pipeline;
+  if (l.data == 0 && gpus % tp_pp != 0) {
+    c.fail(c.has("pipeline") && !c.has("tensor") ? "pipeline" : "tensor",
+           fmt::format("tensor {} x pipeline {} = {} must divide the {} GPUs (data is not given, so it is GPUs / "
+                       "(tensor x pipeline))",
+                       l.tensor, l.pipeline, tp_pp, gpus));
+  }
+  const bool data_given = l.data != 0, expert_given = l.expert != 0;
+  l.resolve(gpus);
+  const LayoutViolation v =
+      check_layout(l, gpus, cluster.gpus_per_node, model.layers, model.num_moe_layers() > 0);
+  if (!v.ok()) {
+    std::string msg = v.message;
+    if (v.key == "expert" && !expert_given)
+      msg += "; expert is not given, so it is data x tensor / expert_tensor: set it explicitly";
+    if (v.key == "data" && !data_given) msg += "; data is not given, so it is GPUs / (tensor x pipeline)";
+    c.fail(v.key, msg);
+  }
+  return l;
+}
+
 Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std::string>& overrides,
                std::optional<std::uint64_t> seed) {
   if (!root || root.IsNull()) throw InputError(fmt::format("{}: the scenario is empty", origin));
@@ -189,19 +228,32 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
   if (seed) s.seed = *seed;
   s.cluster = load_cluster(c.child("cluster"));
   s.model = load_model(c.child("model"));
+  s.layout = load_parallelism(c.child("parallelism"), s.cluster, s.model);
   {
+    // Each expert-parallel group holds every expert, so the slots of one group must hold them all.
     Cfg p = c.child("placement");
-    const int g = s.cluster.num_gpus();
+    const int g = s.layout.expert;
+    const bool whole = g == s.cluster.num_gpus();  // the default layout: today's messages
+    const std::string over = whole ? fmt::format("{} GPUs", g)
+                                   : fmt::format("the {} GPUs of an expert-parallel group (parallelism.expert)", g);
     const int def = s.model.experts % g == 0 ? s.model.experts / g : 0;
     s.slots_per_gpu = static_cast<int>(p.get_int("slots_per_gpu", def, 1, 4096));
     if (s.slots_per_gpu == 0) {
-      p.fail("slots_per_gpu", fmt::format("is required: {} experts do not divide evenly over {} GPUs", s.model.experts, g));
+      p.fail("slots_per_gpu", fmt::format("is required: {} experts do not divide evenly over {}", s.model.experts, over));
     }
     if (static_cast<std::int64_t>(s.slots_per_gpu) * g < s.model.experts) {
-      p.fail("slots_per_gpu", fmt::format("{} slots x {} GPUs = {} slots cannot hold the {} experts", s.slots_per_gpu, g,
-                                          s.slots_per_gpu * g, s.model.experts));
+      p.fail("slots_per_gpu",
+             fmt::format("{} slots x {} = {} slots cannot hold the {} experts", s.slots_per_gpu,
+                         whole ? fmt::format("{} GPUs", g)
+                               : fmt::format("{} GPUs per expert-parallel group (parallelism.expert)", g),
+                         static_cast<std::int64_t>(s.slots_per_gpu) * g, s.model.experts));
     }
     p.finish();
+  }
+  {
+    Cfg d = c.child("dispatch");
+    s.dispatch.fp8 = d.get_enum("dtype", "model", {"model", "fp8"}) == "fp8";
+    d.finish();
   }
   {
     Cfg n = c.child("network");
@@ -435,6 +487,17 @@ nlohmann::json Scenario::to_json() const {
               {"seed", seed},
               {"cluster", cluster_j},
               {"model", model_j},
+              {"parallelism",
+               {{"tensor", layout.tensor},
+                {"pipeline", layout.pipeline},
+                {"expert", layout.expert},
+                {"expert_tensor", layout.expert_tensor},
+                {"data", layout.data},
+                {"virtual_stages", layout.virtual_stages},
+                {"micro_batches", layout.micro_batches},
+                {"zero_stage", layout.zero_stage},
+                {"sequence_parallel", layout.sequence_parallel}}},
+              {"dispatch", {{"dtype", dispatch.fp8 ? "fp8" : "model"}}},
               {"placement", {{"slots_per_gpu", slots_per_gpu}}},
               {"network",
                {{"model", network_model},

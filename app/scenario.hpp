@@ -15,6 +15,7 @@
 #include "models/specs.hpp"
 #include "sim/convergence.hpp"
 #include "sim/iteration.hpp"
+#include "sim/layout.hpp"
 #include "traces/trace.hpp"
 
 namespace moesim {
@@ -61,6 +62,8 @@ struct Scenario {
   std::uint64_t seed = 1;
   ClusterSpec cluster;
   MoeModelSpec model;
+  ParallelLayout layout;  // resolved (data and expert filled in) and checked
+  DispatchSpec dispatch;
   int slots_per_gpu = 1;
   std::string network_model = "analytical";
   std::string compute_profile;             // calibration profile name or path; empty: roofline

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <utility>
 
 namespace moesim {
 
@@ -12,43 +13,73 @@ void ParallelLayout::resolve(int gpus) {
 }
 
 std::string ParallelLayout::check(int gpus, int gpus_per_node, int layers, bool has_moe_layers) const {
-  if (static_cast<long long>(tensor) * pipeline * data != gpus)
-    return fmt::format("tensor {} x pipeline {} x data {} = {} GPUs, but the cluster has {}: the product must equal "
-                       "the number of GPUs",
-                       tensor, pipeline, data, static_cast<long long>(tensor) * pipeline * data, gpus);
-  if (expert_tensor != 1)
-    return fmt::format("expert_tensor {}: only 1 is modelled (every expert lives whole on one GPU)", expert_tensor);
-  const int stage_gpus = data * tensor / expert_tensor;
-  if (expert < 1 || stage_gpus % expert != 0)
-    return fmt::format("expert {} must divide data {} x tensor {} / expert_tensor {} = {} (the GPUs of one pipeline "
-                       "stage)",
-                       expert, data, tensor, expert_tensor, stage_gpus);
-  if (tensor > gpus_per_node || gpus_per_node % tensor != 0)
-    return fmt::format("tensor {} must divide the {} GPUs of a node: tensor parallelism stays inside a node, where its "
-                       "all-reduces run over NVLink",
-                       tensor, gpus_per_node);
-  if (expert % gpus_per_node != 0 && gpus_per_node % expert != 0)
-    return fmt::format("expert {} must divide or be a multiple of the {} GPUs of a node, so that every expert-parallel "
-                       "group covers whole nodes or part of one",
-                       expert, gpus_per_node);
-  if (static_cast<long long>(pipeline) * virtual_stages > layers)
-    return fmt::format("pipeline {} x virtual_stages {} = {} model chunks, but the model has {} layers",
-                       pipeline, virtual_stages, pipeline * virtual_stages, layers);
-  if (layers % (pipeline * virtual_stages) != 0)
-    return fmt::format("pipeline {} x virtual_stages {} = {} must divide the model's {} layers (every chunk holds "
-                       "the same number of layers, as Megatron-Core's default split)",
-                       pipeline, virtual_stages, pipeline * virtual_stages, layers);
-  if (virtual_stages > 1 && pipeline < 2)
-    return fmt::format("virtual_stages {} needs pipeline >= 2 (interleaving splits a stage's layers)", virtual_stages);
-  if (virtual_stages > 1 && micro_batches % pipeline != 0)
-    return fmt::format("micro_batches {} must be a multiple of pipeline {} with virtual_stages > 1 (Megatron-Core's "
-                       "interleaved schedule)",
-                       micro_batches, pipeline);
-  if (tensor > 1 && has_moe_layers && !sequence_parallel)
-    return fmt::format("tensor {} with MoE layers needs sequence_parallel: true (Megatron-Core requires sequence "
-                       "parallelism when MoE runs with tensor parallelism)",
-                       tensor);
+  return check_layout(*this, gpus, gpus_per_node, layers, has_moe_layers).message;
+}
+
+LayoutViolation check_layout(const ParallelLayout& l, int gpus, int gpus_per_node, int layers, bool has_moe_layers) {
+  const auto fail = [](std::string key, std::string message) {
+    return LayoutViolation{std::move(key), std::move(message)};
+  };
+  // Below 1 the products and divisions that follow mean nothing (data 0 is an unresolved layout).
+  for (const auto& [key, v] : {std::pair<const char*, int>{"tensor", l.tensor}, {"pipeline", l.pipeline},
+                               {"data", l.data}, {"expert", l.expert}, {"expert_tensor", l.expert_tensor},
+                               {"virtual_stages", l.virtual_stages}, {"micro_batches", l.micro_batches}}) {
+    if (v < 1) return fail(key, fmt::format("{} {}: must be >= 1", key, v));
+  }
+  if (l.zero_stage < 0 || l.zero_stage > 3)
+    return fail("zero_stage", fmt::format("zero_stage {}: allowed 0, 1, 2 or 3", l.zero_stage));
+  const long long product = static_cast<long long>(l.tensor) * l.pipeline * l.data;
+  if (product != gpus)
+    return fail("data", fmt::format("tensor {} x pipeline {} x data {} = {} GPUs, but the cluster has {}: the product "
+                                    "must equal the number of GPUs",
+                                    l.tensor, l.pipeline, l.data, product, gpus));
+  if (l.expert_tensor != 1)
+    return fail("expert_tensor", fmt::format("expert_tensor {}: only 1 is modelled (every expert lives whole on one "
+                                             "GPU)",
+                                             l.expert_tensor));
+  const int stage_gpus = l.data * l.tensor / l.expert_tensor;
+  if (stage_gpus % l.expert != 0)
+    return fail("expert", fmt::format("expert {} must divide data {} x tensor {} / expert_tensor {} = {} (the GPUs of "
+                                      "one pipeline stage)",
+                                      l.expert, l.data, l.tensor, l.expert_tensor, stage_gpus));
+  if (l.tensor > gpus_per_node || gpus_per_node % l.tensor != 0)
+    return fail("tensor", fmt::format("tensor {} must divide the {} GPUs of a node: tensor parallelism stays inside a "
+                                      "node, where its all-reduces run over NVLink",
+                                      l.tensor, gpus_per_node));
+  if (l.expert % gpus_per_node != 0 && gpus_per_node % l.expert != 0)
+    return fail("expert", fmt::format("expert {} must divide or be a multiple of the {} GPUs of a node, so that every "
+                                      "expert-parallel group covers whole nodes or part of one",
+                                      l.expert, gpus_per_node));
+  // The layer rules blame virtual_stages only when pipeline alone would split the layers.
+  const long long chunks = static_cast<long long>(l.pipeline) * l.virtual_stages;
+  const char* layer_key = l.pipeline <= layers && layers % l.pipeline == 0 ? "virtual_stages" : "pipeline";
+  if (chunks > layers)
+    return fail(layer_key, fmt::format("pipeline {} x virtual_stages {} = {} model chunks, but the model has {} layers",
+                                       l.pipeline, l.virtual_stages, chunks, layers));
+  if (layers % chunks != 0)
+    return fail(layer_key, fmt::format("pipeline {} x virtual_stages {} = {} must divide the model's {} layers (every "
+                                       "chunk holds the same number of layers, as Megatron-Core's default split)",
+                                       l.pipeline, l.virtual_stages, chunks, layers));
+  if (l.virtual_stages > 1 && l.pipeline < 2)
+    return fail("virtual_stages", fmt::format("virtual_stages {} needs pipeline >= 2 (interleaving splits a stage's "
+                                              "layers)",
+                                              l.virtual_stages));
+  if (l.virtual_stages > 1 && l.micro_batches % l.pipeline != 0)
+    return fail("micro_batches", fmt::format("micro_batches {} must be a multiple of pipeline {} with virtual_stages > "
+                                             "1 (Megatron-Core's interleaved schedule)",
+                                             l.micro_batches, l.pipeline));
+  if (l.tensor > 1 && has_moe_layers && !l.sequence_parallel)
+    return fail("sequence_parallel", fmt::format("tensor {} with MoE layers needs sequence_parallel: true "
+                                                 "(Megatron-Core requires sequence parallelism when MoE runs with "
+                                                 "tensor parallelism)",
+                                                 l.tensor));
   return {};
+}
+
+double dispatch_token_bytes(int hidden, int model_dtype_bytes, bool fp8) {
+  if (!fp8) return static_cast<double>(hidden) * model_dtype_bytes;
+  const int scales = (hidden + 127) / 128;  // one fp32 scale per started block of 128 elements
+  return static_cast<double>(hidden) + 4.0 * scales;
 }
 
 LayoutGroups::LayoutGroups(const ParallelLayout& layout, int gpus, int layers)

@@ -95,4 +95,26 @@ struct PipelineStep {
 // megatron/core/pipeline_parallel/schedules.py.
 [[nodiscard]] std::vector<PipelineStep> pipeline_schedule(int stage, int stages, int chunks, int micro_batches);
 
+// The first rule a layout breaks, with the `parallelism` key to blame (the most specific one:
+// `expert` for the expert rules, `tensor` for the node rule, `pipeline` for the layer split,
+// `micro_batches` for the interleaving multiple); both empty when the layout is valid.
+// ParallelLayout::check returns its message.
+struct LayoutViolation {
+  std::string key;
+  std::string message;
+  [[nodiscard]] bool ok() const { return message.empty(); }
+};
+[[nodiscard]] LayoutViolation check_layout(const ParallelLayout& layout, int gpus, int gpus_per_node, int layers,
+                                           bool has_moe_layers);
+
+// `dispatch.dtype: fp8` sends dispatched tokens as 1 byte per element plus one fp32 scale per
+// 128 elements (DeepEP's FP8 dispatch, DeepSeek-V3 report section 3.3); combine stays in the
+// model dtype.
+struct DispatchSpec {
+  bool fp8 = false;
+};
+// Bytes of one token sent by the dispatch all-to-all: hidden x model_dtype_bytes, or with fp8
+// hidden + 4 x ceil(hidden / 128).
+[[nodiscard]] double dispatch_token_bytes(int hidden, int model_dtype_bytes, bool fp8);
+
 }  // namespace moesim
