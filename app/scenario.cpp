@@ -239,7 +239,8 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
     const int def = s.model.experts % g == 0 ? s.model.experts / g : 0;
     s.slots_per_gpu = static_cast<int>(p.get_int("slots_per_gpu", def, 1, 4096));
     if (s.slots_per_gpu == 0) {
-      p.fail("slots_per_gpu", fmt::format("is required: {} experts do not divide evenly over {}", s.model.experts, over));
+      p.fail("slots_per_gpu",
+             fmt::format("is required: {} experts do not divide evenly over {}", s.model.experts, over));
     }
     if (static_cast<std::int64_t>(s.slots_per_gpu) * g < s.model.experts) {
       p.fail("slots_per_gpu",

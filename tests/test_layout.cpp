@@ -427,7 +427,8 @@ TEST_CASE("layout: scenario parallelism errors name the file, line, key, value a
     const std::string text = "cluster: {preset: dgx-a100, nodes: 3, gpus_per_node: 4}\nmodel: {preset: "
                              "gpt-small-moe}\nparallelism: {pipeline: 2}\npolicies: [static]\n";
     const std::string msg = load_error(text);
-    CHECK_THAT(msg, Contains("key 'parallelism.expert': expert 6 must divide or be a multiple of the 4 GPUs of a node"));
+    CHECK_THAT(msg, Contains("key 'parallelism.expert': expert 6 must divide or be a multiple of the 4 GPUs of a "
+                             "node"));
     CHECK_THAT(msg, Contains("expert is not given"));
   }
   SECTION("out of range and unknown keys") {

@@ -648,8 +648,9 @@ TEST_CASE("scenario: --set overrides", "[scenario]") {
   SECTION("an unknown key") {
     const std::string msg = load_error(kBasePolicies, {"foo=1"});
     CHECK_THAT(msg, Contains("--set 'foo=1': unknown key 'foo'"));
-    CHECK_THAT(msg, Contains("unknown key 'foo'; allowed keys here: cluster, compute, convergence, description, dispatch, "
-                             "heterogeneity, model, name, network, parallelism, placement, policies, run, seed, trace, training"));
+    CHECK_THAT(msg, Contains("unknown key 'foo'; allowed keys here: cluster, compute, convergence, description, "
+                             "dispatch, heterogeneity, model, name, network, parallelism, placement, policies, run, "
+                             "seed, trace, training"));
   }
   SECTION("an unknown nested key") {
     const std::string msg = load_error(kBasePolicies, {"cluster.nodez=2"});
@@ -818,6 +819,10 @@ TEST_CASE("scenario: quickstart resolves every default", "[scenario]") {
       {"convergence", {"form", "a_iterations", "b_iterations", "source"}},
       {"run", {"max_iterations", "stop_at_convergence"}},
       {"placement", {"slots_per_gpu"}},
+      {"parallelism",
+       {"tensor", "pipeline", "expert", "expert_tensor", "data", "virtual_stages", "micro_batches", "zero_stage",
+        "sequence_parallel"}},
+      {"dispatch", {"dtype"}},
       {"network", {"model"}}};
   for (const auto& [section, keys] : sections) {
     for (const auto& k : keys) {
@@ -868,6 +873,9 @@ TEST_CASE("scenario: the annotated example in docs/scenario.md loads and runs", 
   CHECK(s.cluster.num_gpus() == 32);
   CHECK(s.model.name == "olmoe-1b-7b");
   CHECK(s.slots_per_gpu == 4);
+  CHECK(s.layout.expert == 32);
+  CHECK(s.layout.data == 32);
+  CHECK_FALSE(s.dispatch.fp8);
   REQUIRE(s.policies.size() == 2);
   const auto r = run_scenario(s, moesim::RunOptions{false, {}});
   REQUIRE(r.size() == 2);
