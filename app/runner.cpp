@@ -1,5 +1,7 @@
 #include "app/runner.hpp"
 
+#include "app/staged_policy.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -22,15 +24,30 @@ namespace moesim {
 
 MemoryUse estimate_gpu_memory(const Scenario& s) {
   const MoeModelSpec& m = s.model;
-  const double params = m.dense_params_total() + static_cast<double>(s.slots_per_gpu) * m.num_moe_layers() * m.expert_params();
-  MemoryUse e;
-  e.weights_bytes = params * dtype_bytes(m.dtype);
-  e.gradients_bytes = params * s.training.grad_bytes_per_param;
-  // Only the dense optimizer state is certain to be on the GPU: where the experts' state lives is
-  // the policy's choice, accounted every iteration.
-  e.optimizer_bytes = s.training.optimizer_offload ? 0.0 : m.dense_params_total() * s.training.optimizer_bytes_per_param;
-  e.activations_bytes = activation_bytes(m);
-  return e;
+  const LayoutGroups groups(s.layout, s.cluster.num_gpus(), m.layers);
+  const ParallelLayout& lay = groups.layout();
+  const std::vector<double> dense = stage_dense_params(m, groups);
+  const double dp = lay.data;
+  // The fullest stage: its dense share (ZeRO-sharded), every slot of its MoE layers filled, and
+  // the activations its schedule keeps in flight.
+  MemoryUse worst;
+  for (int st = 0; st < groups.stages(); ++st) {
+    int moe = 0;
+    for (int l = 0; l < m.layers; ++l) moe += m.is_moe_layer(l) && groups.stage_of_layer(l) == st ? 1 : 0;
+    const double d = dense[static_cast<std::size_t>(st)];
+    const double experts = static_cast<double>(s.slots_per_gpu) * moe * m.expert_params();
+    MemoryUse e;
+    e.weights_bytes = (d * (lay.zero_stage >= 3 ? 1.0 / dp : 1.0) + experts) * dtype_bytes(m.dtype);
+    e.gradients_bytes = (d * (lay.zero_stage >= 2 ? 1.0 / dp : 1.0) + experts) * s.training.grad_bytes_per_param;
+    // Only the dense optimizer state is certain to be on the GPU: where the experts' state lives
+    // is the policy's choice, accounted every iteration.
+    e.optimizer_bytes =
+        s.training.optimizer_offload ? 0.0 : d * (lay.zero_stage >= 1 ? 1.0 / dp : 1.0) * s.training.optimizer_bytes_per_param;
+    e.activations_bytes = static_cast<double>(in_flight_chunks(groups, st)) * groups.layers_per_chunk() *
+                          static_cast<double>(m.seq_len) * m.micro_batch_per_gpu * m.hidden * 34.0 / lay.tensor;
+    if (e.total() > worst.total()) worst = e;
+  }
+  return worst;
 }
 
 namespace {
@@ -42,7 +59,7 @@ std::unique_ptr<TraceSource> open_trace(const Scenario& s, const TraceShape& sha
     // Recorded counts without per-GPU detail are spread over the GPUs at the model's batch size.
     ImportOptions o;
     o.shape = shape;
-    o.tokens_per_gpu = s.model.tokens_per_gpu();
+    o.tokens_per_gpu = tokens_per_source(s);
     o.top_k = s.model.top_k;
     o.seed = s.seed;
     o.select = s.trace.select;
@@ -50,7 +67,7 @@ std::unique_ptr<TraceSource> open_trace(const Scenario& s, const TraceShape& sha
     return open_trace_file(s.trace.path, o).source;
   }
   SyntheticTraceSpec spec = s.trace.synthetic;
-  spec.tokens_per_gpu = s.model.tokens_per_gpu();
+  spec.tokens_per_gpu = tokens_per_source(s);
   spec.top_k = s.model.top_k;
   return make_synthetic_trace(shape, spec);
 }
@@ -89,7 +106,7 @@ double percentile(std::vector<TimeNs> v, double q) {
 }
 
 ExpertSample sample_experts(std::int64_t iteration, const IterationCounts& counts, const Placement& placement,
-                            const std::vector<LayerDispatch>& dispatch) {
+                            const std::vector<GroupDispatch>& dispatch) {
   const TraceShape& sh = counts.shape;
   ExpertSample x;
   x.iteration = iteration;
@@ -103,14 +120,14 @@ ExpertSample sample_experts(std::int64_t iteration, const IterationCounts& count
     for (int src = 0; src < sh.gpus; ++src)
       for (int e = 0; e < sh.experts; ++e) x.routed[base + static_cast<std::size_t>(e)] += c[static_cast<std::size_t>(src) * sh.experts + e];
     const std::vector<int>& slots = placement.expert_of_slot[static_cast<std::size_t>(l)];
-    const LayerDispatch& d = dispatch[static_cast<std::size_t>(l)];
     for (std::size_t slot = 0; slot < slots.size(); ++slot) {
       const int e = slots[slot];
       if (e < 0) continue;
       ++x.replicas[base + static_cast<std::size_t>(e)];
-      for (int src = 0; src < d.gpus; ++src)
-        x.processed[base + static_cast<std::size_t>(e)] +=
-            d.accepted[static_cast<std::size_t>(src) * static_cast<std::size_t>(d.num_slots) + slot];
+      for (const LayerDispatch& d : dispatch[static_cast<std::size_t>(l)])
+        for (int src = 0; src < d.gpus; ++src)
+          x.processed[base + static_cast<std::size_t>(e)] +=
+              d.accepted[static_cast<std::size_t>(src) * static_cast<std::size_t>(d.num_slots) + slot];
     }
   }
   return x;
@@ -124,37 +141,6 @@ std::int64_t auto_expert_stats_samples(const Scenario& s) {
 }
 
 namespace {
-PolicyContext policy_context(const Scenario& s, int gpus) {
-  PolicyContext ctx;
-  ctx.cluster = &s.cluster;
-  ctx.model = &s.model;
-  ctx.gpus = gpus;
-  ctx.slots_per_gpu = s.slots_per_gpu;
-  ctx.moe_layers = s.model.num_moe_layers();
-  ctx.experts = s.model.experts;
-  ctx.tokens_per_gpu = s.model.tokens_per_gpu();
-  ctx.top_k = s.model.top_k;
-  ctx.training = &s.training;
-  ctx.expert_params = s.model.expert_params();
-  ctx.expert_weight_bytes = s.model.expert_params() * dtype_bytes(s.model.dtype);
-  ctx.expert_grad_bytes = s.model.expert_params() * s.training.grad_bytes_per_param;
-  ctx.expert_optimizer_bytes = s.model.expert_params() * s.training.optimizer_bytes_per_param;
-  ctx.seed = s.seed;
-  return ctx;
-}
-
-// Every policy of the scenario, built before any runs: a bad parameter in the last one must fail
-// before the first runs.
-std::vector<std::unique_ptr<Policy>> make_policies(const Scenario& s, const PolicyContext& ctx) {
-  std::vector<std::unique_ptr<Policy>> policies;
-  for (std::size_t i = 0; i < s.policies.size(); ++i) {
-    const PolicyEntry& e = s.policies[i];
-    Cfg p(e.params, e.origin, fmt::format("policies[{}]", i));
-    policies.push_back(make_policy(ctx, p));
-  }
-  return policies;
-}
-
 // Impossible clusters are input errors, found before anything runs.
 void check_memory(const Scenario& s) {
   MemoryUse mem = estimate_gpu_memory(s);
@@ -162,8 +148,8 @@ void check_memory(const Scenario& s) {
     throw InputError(fmt::format(
         "{}: placement.slots_per_gpu {}: each GPU needs {:.2f} GB (weights {:.2f}, gradients {:.2f}, optimizer "
         "{:.2f}, activations {:.2f}) but {} has {:.2f} GB; lower placement.slots_per_gpu, model.micro_batch_per_gpu or "
-        "model.seq_len, {}or use more GPUs (this simulator holds every dense "
-        "parameter on every GPU: no tensor or pipeline parallelism)",
+        "model.seq_len, {}shard with parallelism.tensor, parallelism.pipeline or parallelism.zero_stage, or use more "
+        "GPUs",
         s.file, s.slots_per_gpu, mem.total() / 1e9, mem.weights_bytes / 1e9, mem.gradients_bytes / 1e9,
         mem.optimizer_bytes / 1e9, mem.activations_bytes / 1e9, s.cluster.gpu.name, s.cluster.gpu.hbm_bytes / 1e9,
         s.training.optimizer_offload ? "" : "set training.optimizer_offload, "));
@@ -173,7 +159,8 @@ void check_memory(const Scenario& s) {
 
 void check_scenario(const Scenario& s) {
   check_memory(s);
-  (void)make_policies(s, policy_context(s, s.cluster.num_gpus()));
+  const LayoutGroups groups(s.layout, s.cluster.num_gpus(), s.model.layers);
+  for (std::size_t i = 0; i < s.policies.size(); ++i) (void)StagedPolicy(s, groups, i);
 }
 
 std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts) {
@@ -182,10 +169,14 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
 
   check_memory(s);
 
-  const PolicyContext ctx = policy_context(s, G);
-  std::vector<std::unique_ptr<Policy>> policies = make_policies(s, ctx);
+  const LayoutGroups groups(s.layout, G, s.model.layers);
+  // Every policy of the scenario, built before any runs: a bad parameter in the last one must
+  // fail before the first runs.
+  std::vector<std::unique_ptr<StagedPolicy>> policies;
+  for (std::size_t i = 0; i < s.policies.size(); ++i) policies.push_back(std::make_unique<StagedPolicy>(s, groups, i));
 
-  const TraceShape shape{ctx.moe_layers, G, ctx.experts};
+  // One source per GPU of a stage: the MoE layers of a stage route its GPUs' tokens.
+  const TraceShape shape{s.model.num_moe_layers(), groups.gpus_per_stage(), s.model.experts};
   // 256 MiB of cached iterations covers the usual comparison; beyond it the trace is replayed.
   std::unique_ptr<TraceSource> trace = std::make_unique<ReplayCache>(open_trace(s, shape), 256.0 * 1024 * 1024);
   std::vector<std::string> compute_warnings;
@@ -204,23 +195,21 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
                                                            s.collective_profile);
   }
   const NetworkModel& net = measured ? static_cast<const NetworkModel&>(*measured) : *network;
-  IterationModel model(cluster, s.model, s.training, compute, net);
+  IterationModel model(cluster, s.model, s.training, compute, net, s.layout, s.dispatch);
 
   std::vector<PolicyResult> results;
   IterationCounts counts;
-  std::vector<LayerDispatch> dispatch(ctx.moe_layers);
   for (std::size_t pi = 0; pi < policies.size(); ++pi) {
-    Policy& policy = *policies[pi];
+    StagedPolicy& policy = *policies[pi];
     PolicyResult r;
     r.label = s.policies[pi].label;
-    r.name = policy.name();
-    r.parameters = policy.parameters();
-    r.experts = ctx.experts;
+    r.name = policy.first().name();
+    r.parameters = policy.first().parameters();
+    r.experts = s.model.experts;
     std::int64_t expert_every = opts.expert_stats_every;
     trace->rewind();
     Engine engine;
-    Placement placement = policy.initial_placement();
-    std::vector<Movement> pending;
+    policy.begin();
     TimeNs now = 0;
     double progress = 0.0;
     std::int64_t routed = 0, dropped = 0;
@@ -239,16 +228,15 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
         counts.reset(shape);
         trace->next(counts);
       }
-      for (int l = 0; l < ctx.moe_layers; ++l) policy.dispatch(l, counts.layer_ptr(l), placement, dispatch[l]);
-      // The policy sees this iteration's counts and decides the next placement; the sync plan
-      // says how this iteration's gradients and weights flow (possibly to the new placement).
-      PolicyDecision decision = policy.after_iteration(static_cast<int>(it), counts, placement);
-      const Placement& next = decision.new_placement ? decision.placement : placement;
-      SyncPlan sync = policy.sync_plan(static_cast<int>(it), placement, next);
+      policy.plan(static_cast<int>(it), counts);
+      const Placement& placement = policy.placement();
+      const std::vector<GroupDispatch>& dispatch = policy.dispatch();
+      const std::vector<Movement>& pending = policy.pending();
+      const SyncPlan& sync = policy.sync();
 
       // Memory before time: a GPU that cannot hold this iteration stops the run.
-      std::vector<MemoryUse> mem_gpu = gpu_memory(s.model, s.training, placement, dispatch, pending, sync);
-      std::vector<double> mem_host = host_memory(s.cluster, s.model, s.training, sync);
+      std::vector<MemoryUse> mem_gpu = gpu_memory(s.model, s.training, groups, placement, dispatch, pending, sync);
+      std::vector<double> mem_host = host_memory(s.cluster, s.model, s.training, groups, sync);
       for (int g = 0; g < G && !r.oom; ++g) {
         const double total = mem_gpu[g].total();
         if (total > r.peak_gpu_memory_bytes) {
@@ -331,8 +319,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
         r.iterations_to_converge = it + 1;
         r.time_to_convergence_ns = now;
       }
-      if (decision.new_placement) placement = std::move(decision.placement);
-      pending = std::move(decision.movements);
+      policy.commit();
       if (opts.keep_rows) r.rows.push_back(row);
       if (opts.on_iteration) opts.on_iteration(r.label, it);
       if (r.converged && s.run.stop_at_convergence) break;

@@ -208,14 +208,22 @@ TimeNs FlowNetwork::all_to_all_v(const std::vector<double>& bytes) const {
   if (bytes.size() != static_cast<std::size_t>(g) * static_cast<std::size_t>(g)) {
     throw std::logic_error("network: all-to-all matrix is not GPUs x GPUs");
   }
+  std::vector<int> all(static_cast<std::size_t>(g));
+  for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  return all_to_all_v(bytes, all);
+}
+
+TimeNs FlowNetwork::all_to_all_v(const std::vector<double>& bytes, const std::vector<int>& gpus) const {
+  const std::size_t n = gpus.size();
+  if (bytes.size() != n * n) throw std::logic_error("network: all-to-all matrix is not group x group");
   PortLoad load(cluster_, false);
   std::vector<Flow> flows;
-  for (int s = 0; s < g; ++s) {
-    for (int d = 0; d < g; ++d) {
-      const double b = bytes[static_cast<std::size_t>(s) * static_cast<std::size_t>(g) + static_cast<std::size_t>(d)];
+  for (std::size_t s = 0; s < n; ++s) {
+    for (std::size_t d = 0; d < n; ++d) {
+      const double b = bytes[s * n + d];
       if (s == d || b <= 0.0) continue;
-      load.add(s, d, b);
-      (void)add_message(flows, s, d, b);
+      load.add(gpus[s], gpus[d], b);
+      (void)add_message(flows, gpus[s], gpus[d], b);
     }
   }
   const TimeNs bound = load.max_time();

@@ -59,6 +59,7 @@ class FlowNetwork final : public NetworkModel {
 
   [[nodiscard]] std::string name() const override { return "flow"; }
   [[nodiscard]] TimeNs all_to_all_v(const std::vector<double>& bytes) const override;
+  [[nodiscard]] TimeNs all_to_all_v(const std::vector<double>& bytes, const std::vector<int>& gpus) const override;
   // Ring/tree collectives follow NCCL's cost model in both modes (same as AnalyticalNetwork).
   [[nodiscard]] CollectiveEstimate collective(Collective c, double bytes,
                                               const std::vector<int>& gpus) const override;

@@ -1,8 +1,11 @@
 #pragma once
-// One training iteration on every GPU's timeline. Each GPU runs a program of local operations
-// (compute, optimizer, movement) and collectives (all-to-all-v, all-reduce); a collective starts
-// when its last member arrives, so a GPU slowed by a hot expert makes every other GPU wait at
-// the next all-to-all. The iteration ends when the slowest GPU ends.
+// One training iteration on every GPU's timeline. Each GPU runs a program (sim/program.hpp) of
+// local operations (compute, optimizer, movement), collectives (all-to-all-v inside its
+// expert-parallel group, tensor-parallel and data-parallel all-reduces) and pipeline messages;
+// a collective starts when its last member arrives, so a GPU slowed by a hot expert makes every
+// other GPU of its group wait at the next all-to-all, and a slow stage stalls the pipeline. The
+// parallel layout (sim/layout.hpp) decides the groups, the split of the GEMMs, the stage of every
+// layer and the order of micro-batches. The iteration ends when the slowest GPU ends.
 #include <array>
 #include <cstdint>
 #include <map>
@@ -14,14 +17,12 @@
 #include "sim/compute.hpp"
 #include "sim/engine.hpp"
 #include "sim/network.hpp"
+#include "sim/layout.hpp"
 #include "sim/policy.hpp"
+#include "sim/program.hpp"
 #include "sim/training.hpp"
 
 namespace moesim {
-
-enum class Phase { Compute = 0, AllToAll, GradSync, Optimizer, Movement, Wait };
-inline constexpr int kNumPhases = 6;
-[[nodiscard]] const char* to_string(Phase p);
 
 struct IterationResult {
   TimeNs start_ns = 0;
@@ -34,9 +35,15 @@ struct IterationResult {
   double survival = 1.0;            // 1 - dropped / routed
   double a2a_bytes = 0.0;           // bytes crossing links in all all-to-alls (fwd + bwd)
   double grad_sync_bytes = 0.0;     // per-rank bytes of all gradient all-reduces
+  double tp_bytes = 0.0;            // per-rank bytes of the tensor-parallel collectives
   double moved_bytes = 0.0;         // policy movements (blocking and not)
   double expert_compute_imbalance = 1.0;  // max / mean expert tokens per GPU, averaged over layers
+  // Communication on the critical GPU that no computation hides: all-to-alls, gradient and
+  // tensor-parallel collectives and the waits at them (every operation runs on one stream).
+  TimeNs exposed_comm_ns = 0;
 };
+
+
 
 // The dispatch all-to-all-v byte matrix [src * G + dst] of one MoE layer: every buffered
 // assignment of source `src` for a slot on GPU `dst` carries one token's hidden vector. The
@@ -47,14 +54,24 @@ struct IterationResult {
 class IterationModel {
  public:
   IterationModel(const Cluster& cluster, const MoeModelSpec& model, const TrainingSpec& training,
-                 const ComputeModel& compute, const NetworkModel& network);
+                 const ComputeModel& compute, const NetworkModel& network, const ParallelLayout& layout = {},
+                 const DispatchSpec& dispatch = {});
 
-  // Simulates one iteration starting at `start_ns` on `engine`. `dispatch` has one entry per
-  // MoE layer; `movements` are charged at the start (blocking ones on the critical path);
-  // `sync` says how expert gradients and weights flow and where their optimizer runs.
+  // Simulates one iteration starting at `start_ns` on `engine`. `placement` is over one
+  // expert-parallel group (the same in every group) and lists every MoE layer; `dispatch` has
+  // one entry per MoE layer and expert-parallel group of its stage (the iteration's counts, all
+  // micro-batches together: each micro-batch carries 1/micro_batches of them); `movements` are
+  // charged at the start (blocking ones on the critical path); `sync` (over all GPUs) says how
+  // expert gradients and weights flow and where their optimizer runs.
+  [[nodiscard]] IterationResult run(Engine& engine, TimeNs start_ns, const Placement& placement,
+                                    const std::vector<GroupDispatch>& dispatch,
+                                    const std::vector<Movement>& movements, const SyncPlan& sync);
+  // The default layout's form: one expert-parallel group over every GPU.
   [[nodiscard]] IterationResult run(Engine& engine, TimeNs start_ns, const Placement& placement,
                                     const std::vector<LayerDispatch>& dispatch,
                                     const std::vector<Movement>& movements, const SyncPlan& sync);
+
+  [[nodiscard]] const LayoutGroups& groups() const { return groups_; }
 
   // Per-GPU multipliers of compute time (>= some positive value; 1 = nominal) for the following
   // iterations: heterogeneous GPUs and stragglers. Empty: all nominal.
@@ -62,15 +79,12 @@ class IterationModel {
 
   // Timeline recording (off by default): every operation of the next iterations as a span on
   // its GPU's compute or communication lane, with a name.
-  struct Span {
-    int gpu = 0;
-    bool comm = false;  // communication lane (collectives, transfers, waits, movements)
-    int label = 0;      // index into labels()
-    TimeNs start_ns = 0;
-    TimeNs duration_ns = 0;
-  };
-  void set_recording(bool on) { record_ = on; }
-  [[nodiscard]] const std::vector<Span>& spans() const { return spans_; }
+  using Span = Programs::Span;  // comm: the communication lane (collectives, transfers, waits)
+  void set_recording(bool on) {
+    record_ = on;
+    programs_.set_recording(on);
+  }
+  [[nodiscard]] const std::vector<Span>& spans() const { return programs_.spans(); }
   [[nodiscard]] const std::vector<std::string>& labels() const { return labels_; }
 
   // Fixed per-GPU costs, exposed for tests and the docs' worked examples.
@@ -79,27 +93,34 @@ class IterationModel {
   [[nodiscard]] TimeNs gate_fwd_ns() const { return gate_fwd_ns_; }
   [[nodiscard]] TimeNs lm_head_fwd_ns() const { return lm_head_fwd_ns_; }
   [[nodiscard]] TimeNs expert_fwd_ns(std::int64_t tokens) const;
+  // Dense parameters held by each GPU of `stage` before ZeRO sharding (its layers split over the
+  // tensor-parallel group; the embedding on the first stage, the LM head on the last).
+  [[nodiscard]] double stage_dense_params(int stage) const;
 
  private:
-  struct Op {
-    Phase phase;
-    TimeNs duration_ns;
-    int collective;  // -1: local operation
-    int label;       // timeline name (0 when not recording)
-  };
-  struct CollectiveState {
-    int members = 0;
-    TimeNs duration_ns = 0;
-    Phase phase = Phase::AllToAll;
-    int arrived = 0;
-  };
-  void step(Engine& engine, int gpu);
   // Names the operations added next (only when recording).
-  void label(const char* what, int layer = -1);
-  int add_collective(const std::vector<int>& members, TimeNs duration, Phase phase);
+  void label(const std::string& what);
   void add_local(int gpu, Phase phase, TimeNs duration);
-  void add_all(Phase phase, TimeNs duration);
-  void add_all_to_all(TimeNs duration, double bytes, double& total_bytes);
+  void add_stage(int stage, Phase phase, TimeNs duration);
+  [[nodiscard]] TimeNs collective_ns(Collective kind, double bytes, const std::vector<int>& gpus);
+  struct LayerCost {
+    std::vector<TimeNs> dispatch_ns, combine_ns;        // [ep group]: one micro-batch's all-to-all
+    std::vector<double> dispatch_bytes, combine_bytes;  // [ep group]: bytes leaving their GPU
+    std::vector<TimeNs> expert_ns;                      // [GPU of the stage]: forward, one micro-batch
+  };
+  void add_forward(int stage, int chunk, int micro_batch, const std::vector<LayerCost>& cost, IterationResult& res);
+  void add_backward(int stage, int chunk, int micro_batch, const std::vector<LayerCost>& cost, IterationResult& res);
+  void add_sync(const Placement& placement, const SyncPlan& sync, IterationResult& res);
+  // The tensor-parallel collectives around one block (attention or FFN) of one micro-batch.
+  void add_tp_block(int stage, bool before, IterationResult& res);
+  // ZeRO-3: one layer's parameters all-gathered or its gradients reduce-scattered over each
+  // data-parallel group of the stage.
+  void add_zero3(int stage, int layer, Collective kind, IterationResult& res);
+  // One all-to-all in every expert-parallel group of the stage.
+  void add_all_to_all(int stage, const std::vector<TimeNs>& ns, const std::vector<double>& bytes,
+                      IterationResult& res);
+  void init_pipeline();
+  [[nodiscard]] int message_id(bool forward, int micro_batch, int virtual_stage, int local_gpu) const;
 
   const Cluster& cluster_;
   MoeModelSpec model_;
@@ -109,25 +130,24 @@ class IterationModel {
   int gpus_;
   std::vector<int> all_gpus_;
   TimeNs attention_fwd_ns_ = 0, dense_ffn_fwd_ns_ = 0, gate_fwd_ns_ = 0, lm_head_fwd_ns_ = 0,
-         shared_expert_fwd_ns_ = 0, dense_grad_sync_ns_ = 0;
+         shared_expert_fwd_ns_ = 0;
   double dense_params_ = 0.0;
   std::vector<double> compute_slowdown_;
   bool record_ = false;
-  int cur_label_ = 0;
   std::vector<std::string> labels_;
-  std::vector<Span> spans_;
+  ParallelLayout layout_;
+  LayoutGroups groups_;
+  double dispatch_token_bytes_ = 0.0, combine_token_bytes_ = 0.0;
+  std::vector<int> moe_index_;      // [layer]: index among MoE layers, -1 for dense layers
+  std::vector<int> moe_layer_ids_;  // [MoE layer]: its layer
+  std::vector<TimeNs> p2p_next_ns_, p2p_prev_ns_;  // [stage]: one activation message to the next / previous stage
+  std::vector<std::vector<int>> tp_groups_, dp_groups_;  // [stage * tp or dp groups]: distinct groups
+  std::vector<double> stage_dense_params_;               // [stage], per GPU
 
   // Collective times by (kind, bytes, group), kept across iterations: a pure function of the
   // network, and the same replica groups recur. Cleared when it grows past a bound.
   std::map<std::tuple<int, double, std::vector<int>>, TimeNs> collective_memo_;
-
-  // Per-iteration execution state (reused).
-  std::vector<std::vector<Op>> program_;
-  std::vector<std::vector<int>> collective_waiters_;
-  std::vector<CollectiveState> collectives_;
-  std::vector<std::size_t> pc_;
-  std::vector<TimeNs> arrival_, end_;
-  std::vector<std::array<TimeNs, kNumPhases>> busy_;
+  Programs programs_;
 };
 
 }  // namespace moesim

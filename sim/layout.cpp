@@ -112,6 +112,35 @@ int LayoutGroups::next_stage_rank(int r) const {
   return stage(r) == l_.pipeline - 1 ? -1 : r + gpus_per_stage();
 }
 
+double layer_dense_params(const MoeModelSpec& m, int layer) {
+  double p = m.attention_params();
+  p += m.is_moe_layer(layer) ? static_cast<double>(m.hidden) * m.experts + m.shared_experts * m.expert_params()
+                             : static_cast<double>(m.hidden) * m.ffn_hidden * m.ffn_matrices;
+  return p;
+}
+
+std::vector<double> stage_dense_params(const MoeModelSpec& m, const LayoutGroups& groups) {
+  const int stages = groups.stages();
+  if (stages == 1 && groups.layout().tensor == 1) return {m.dense_params_total()};
+  std::vector<double> out(static_cast<std::size_t>(stages), 0.0);
+  for (int l = 0; l < m.layers; ++l) out[static_cast<std::size_t>(groups.stage_of_layer(l))] += layer_dense_params(m, l);
+  const double embedding = static_cast<double>(m.vocab) * m.hidden;
+  out.front() += embedding;
+  if (stages > 1) out.back() += embedding;
+  for (double& p : out) p /= groups.layout().tensor;
+  return out;
+}
+
+int in_flight_chunks(const LayoutGroups& groups, int stage) {
+  const ParallelLayout& l = groups.layout();
+  int live = 0, most = 0;
+  for (const PipelineStep& s : pipeline_schedule(stage, l.pipeline, l.virtual_stages, l.micro_batches)) {
+    live += s.forward ? 1 : -1;
+    most = std::max(most, live);
+  }
+  return most;
+}
+
 std::vector<PipelineStep> pipeline_schedule(int stage, int stages, int chunks, int micro_batches) {
   std::vector<PipelineStep> out;
   const int total = micro_batches * chunks;

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "models/specs.hpp"
+
 namespace moesim {
 
 struct ParallelLayout {
@@ -80,6 +82,17 @@ class LayoutGroups {
   int gpus_;
   int layers_;
 };
+
+// Dense (non-expert) parameters of one layer: attention and norms, plus the router and shared
+// experts of an MoE layer or the FFN of a dense one.
+[[nodiscard]] double layer_dense_params(const MoeModelSpec& m, int layer);
+// Dense parameters each GPU of each stage holds before ZeRO sharding ([stage]): its layers split
+// over the tensor-parallel group, the (tied) embedding on the first stage and, as Megatron-Core
+// keeps it, a copy as the LM head on the last.
+[[nodiscard]] std::vector<double> stage_dense_params(const MoeModelSpec& m, const LayoutGroups& groups);
+// The most (micro-batch, chunk) forwards whose activations stage `stage` holds at once under
+// the pipeline schedule (1 without pipelining; stages - stage in 1F1B).
+[[nodiscard]] int in_flight_chunks(const LayoutGroups& groups, int stage);
 
 // One step of a pipeline schedule on one stage: forward or backward of `micro_batch` through
 // model chunk `chunk`.

@@ -30,6 +30,9 @@ class MeasuredCollectiveNetwork final : public NetworkModel {
 
   [[nodiscard]] std::string name() const override { return base_.name(); }
   [[nodiscard]] TimeNs all_to_all_v(const std::vector<double>& bytes) const override { return base_.all_to_all_v(bytes); }
+  [[nodiscard]] TimeNs all_to_all_v(const std::vector<double>& bytes, const std::vector<int>& gpus) const override {
+    return base_.all_to_all_v(bytes, gpus);
+  }
   [[nodiscard]] std::vector<TimeNs> transfers(const std::vector<Transfer>& ts) const override {
     return base_.transfers(ts);
   }

@@ -57,6 +57,81 @@ std::vector<MemoryUse> gpu_memory(const MoeModelSpec& m, const TrainingSpec& t, 
   return out;
 }
 
+std::vector<MemoryUse> gpu_memory(const MoeModelSpec& m, const TrainingSpec& t, const LayoutGroups& groups,
+                                  const Placement& placement, const std::vector<GroupDispatch>& dispatch,
+                                  const std::vector<Movement>& movements, const SyncPlan& sync) {
+  const ParallelLayout& lay = groups.layout();
+  const int G = groups.gpus(), S = placement.slots_per_gpu, ep = lay.expert, Gs = groups.gpus_per_stage();
+  const int M = lay.micro_batches;
+  const double wb = dtype_bytes(m.dtype);
+  const double token_bytes = static_cast<double>(m.hidden) * wb;
+  const std::vector<double> dense = stage_dense_params(m, groups);
+  const double dp = lay.data;
+  const double w_share = lay.zero_stage >= 3 ? 1.0 / dp : 1.0;
+  const double g_share = lay.zero_stage >= 2 ? 1.0 / dp : 1.0;
+  const double o_share = lay.zero_stage >= 1 ? 1.0 / dp : 1.0;
+  std::vector<int> moe_stage;  // [MoE layer]: its stage
+  for (int l = 0; l < m.layers; ++l)
+    if (m.is_moe_layer(l)) moe_stage.push_back(groups.stage_of_layer(l));
+  // Experts each rank of the group holds, per stage.
+  std::vector<double> experts(static_cast<std::size_t>(groups.stages()) * ep, 0.0);
+  for (std::size_t l = 0; l < placement.expert_of_slot.size(); ++l)
+    for (int j = 0; j < ep; ++j)
+      for (int s = 0; s < S; ++s)
+        if (placement.expert_of_slot[l][j * S + s] >= 0) experts[static_cast<std::size_t>(moe_stage[l]) * ep + j] += 1.0;
+  const double sbh = static_cast<double>(m.seq_len) * m.micro_batch_per_gpu * m.hidden;
+  std::vector<MemoryUse> out(G);
+  for (int g = 0; g < G; ++g) {
+    const int st = groups.stage(g), j = groups.ep_rank(g);
+    const double d = dense[static_cast<std::size_t>(st)];
+    const double n_exp = experts[static_cast<std::size_t>(st) * ep + j] * m.expert_params();
+    MemoryUse& u = out[g];
+    u.weights_bytes = (d * w_share + n_exp) * wb;
+    u.gradients_bytes = (d * g_share + n_exp) * t.grad_bytes_per_param;
+    double opt = sync.gpu_optimizer_params.empty() ? 0.0 : sync.gpu_optimizer_params[g];
+    if (!t.optimizer_offload) opt += d * o_share;
+    u.optimizer_bytes = opt * t.optimizer_bytes_per_param;
+    const double layers = static_cast<double>(in_flight_chunks(groups, st)) * groups.layers_per_chunk();
+    u.activations_bytes = layers * sbh * 34.0 / lay.tensor;
+  }
+  // Dispatch buffers: the largest layer's tokens sent plus received by each GPU, one micro-batch.
+  for (std::size_t l = 0; l < dispatch.size(); ++l)
+    for (std::size_t k = 0; k < dispatch[l].size(); ++k) {
+      const LayerDispatch& d = dispatch[l][k];
+      const int base = moe_stage[l] * Gs + static_cast<int>(k) * ep;
+      std::vector<double> tokens(static_cast<std::size_t>(ep), 0.0);
+      for (int src = 0; src < d.gpus; ++src)
+        for (int sl = 0; sl < d.num_slots; ++sl) {
+          const auto n = static_cast<double>(d.buffered[static_cast<std::size_t>(src) * d.num_slots + sl]);
+          tokens[static_cast<std::size_t>(src)] += n;
+          tokens[static_cast<std::size_t>(sl / S)] += n;
+        }
+      for (int j = 0; j < ep; ++j) {
+        MemoryUse& u = out[base + j];
+        const double b = M > 1 ? tokens[static_cast<std::size_t>(j)] / M * token_bytes : tokens[static_cast<std::size_t>(j)] * token_bytes;
+        u.dispatch_buffer_bytes = std::max(u.dispatch_buffer_bytes, b);
+      }
+    }
+  for (const Movement& mv : movements)
+    if (!mv.transfer.dst.host) out[mv.transfer.dst.index].move_temporary_bytes += mv.transfer.bytes;
+  return out;
+}
+
+std::vector<double> host_memory(const ClusterSpec& c, const MoeModelSpec& m, const TrainingSpec& t,
+                                const LayoutGroups& groups, const SyncPlan& sync) {
+  if (groups.layout().is_default()) return host_memory(c, m, t, sync);
+  std::vector<double> params(static_cast<std::size_t>(c.nodes), 0.0);
+  for (int n = 0; n < c.nodes; ++n) params[n] = sync.host_optimizer_params.empty() ? 0.0 : sync.host_optimizer_params[n];
+  if (t.optimizer_offload) {
+    const std::vector<double> dense = stage_dense_params(m, groups);
+    const double shard = groups.layout().zero_stage >= 1 ? 1.0 / groups.layout().data : 1.0;
+    for (int g = 0; g < groups.gpus(); ++g) params[c.node_of(g)] += dense[static_cast<std::size_t>(groups.stage(g))] * shard;
+  }
+  std::vector<double> out(static_cast<std::size_t>(c.nodes));
+  for (int n = 0; n < c.nodes; ++n) out[n] = params[n] * t.optimizer_bytes_per_param;
+  return out;
+}
+
 std::vector<double> host_memory(const ClusterSpec& c, const MoeModelSpec& m, const TrainingSpec& t,
                                 const SyncPlan& sync) {
   std::vector<double> out(c.nodes, 0.0);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "models/specs.hpp"
+#include "sim/layout.hpp"
 #include "sim/policy.hpp"
 #include "sim/training.hpp"
 
@@ -36,6 +37,17 @@ struct MemoryUse {
                                                 const Placement& placement,
                                                 const std::vector<LayerDispatch>& dispatch,
                                                 const std::vector<Movement>& movements, const SyncPlan& sync);
+// The same for every GPU under a parallel layout: `placement` and `dispatch` ([MoE layer][expert
+// group]) in one expert-parallel group's view, `movements` and `sync` over all GPUs. Dense state
+// is the GPU's stage's share (stage_dense_params), sharded over the data-parallel group by ZeRO
+// (1: optimizer, 2: and gradients, 3: and weights); activations are those of the layers of the
+// micro-batch chunks the schedule keeps in flight, split over the tensor-parallel group
+// (sequence parallelism), and dispatch buffers hold one micro-batch.
+[[nodiscard]] std::vector<MemoryUse> gpu_memory(const MoeModelSpec& m, const TrainingSpec& t, const LayoutGroups& groups,
+                                                const Placement& placement, const std::vector<GroupDispatch>& dispatch,
+                                                const std::vector<Movement>& movements, const SyncPlan& sync);
+[[nodiscard]] std::vector<double> host_memory(const ClusterSpec& c, const MoeModelSpec& m, const TrainingSpec& t,
+                                              const LayoutGroups& groups, const SyncPlan& sync);
 // Optimizer state held by each node's host.
 [[nodiscard]] std::vector<double> host_memory(const ClusterSpec& c, const MoeModelSpec& m, const TrainingSpec& t,
                                               const SyncPlan& sync);

@@ -118,14 +118,19 @@ TimeNs p2p_latency_ns(bool uses_intra, bool uses_nic, bool nvlink) {
 }
 
 TimeNs AnalyticalNetwork::all_to_all_v(const std::vector<double>& bytes) const {
-  const int g = cluster_.num_gpus();
+  std::vector<int> all(static_cast<std::size_t>(cluster_.num_gpus()));
+  for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  return all_to_all_v(bytes, all);
+}
+
+TimeNs AnalyticalNetwork::all_to_all_v(const std::vector<double>& bytes, const std::vector<int>& gpus) const {
+  const std::size_t n = gpus.size();
   PortLoad load(cluster_, false);
-  for (int s = 0; s < g; ++s) {
-    for (int d = 0; d < g; ++d) {
-      const double b =
-          bytes[static_cast<std::size_t>(s) * static_cast<std::size_t>(g) + static_cast<std::size_t>(d)];
+  for (std::size_t s = 0; s < n; ++s) {
+    for (std::size_t d = 0; d < n; ++d) {
+      const double b = bytes[s * n + d];
       if (s == d || b <= 0.0) continue;
-      load.add(s, d, b);
+      load.add(gpus[s], gpus[d], b);
     }
   }
   const TimeNs worst = load.max_time();

@@ -30,6 +30,9 @@ class NetworkModel {
   // All-to-all-v over all GPUs; bytes[src * G + dst] (diagonal ignored: it stays on the GPU).
   // Every participant leaves the exchange at the returned time after the last one entered.
   [[nodiscard]] virtual TimeNs all_to_all_v(const std::vector<double>& bytes) const = 0;
+  // The same inside a group: bytes[i * n + j] from gpus[i] to gpus[j], n = gpus.size() (an
+  // expert-parallel group's exchange; other groups' concurrent exchanges are not seen).
+  [[nodiscard]] virtual TimeNs all_to_all_v(const std::vector<double>& bytes, const std::vector<int>& gpus) const = 0;
   // An NCCL collective over `gpus` (sorted, distinct), `bytes` per rank.
   [[nodiscard]] virtual CollectiveEstimate collective(Collective c, double bytes,
                                                       const std::vector<int>& gpus) const = 0;
@@ -66,6 +69,7 @@ class AnalyticalNetwork final : public NetworkModel {
   explicit AnalyticalNetwork(const Cluster& cluster) : cluster_(cluster) {}
   [[nodiscard]] std::string name() const override { return "analytical"; }
   [[nodiscard]] TimeNs all_to_all_v(const std::vector<double>& bytes) const override;
+  [[nodiscard]] TimeNs all_to_all_v(const std::vector<double>& bytes, const std::vector<int>& gpus) const override;
   [[nodiscard]] CollectiveEstimate collective(Collective c, double bytes,
                                               const std::vector<int>& gpus) const override;
   [[nodiscard]] std::vector<TimeNs> transfers(const std::vector<Transfer>& ts) const override;

@@ -52,6 +52,10 @@ struct LayerDispatch {
   }
 };
 
+// One MoE layer's dispatch in each expert-parallel group of its pipeline stage ([group]), each
+// over the group's GPUs and slots (LayerDispatch::gpus = the group size).
+using GroupDispatch = std::vector<LayerDispatch>;
+
 // A data movement a policy requires (weights, optimizer state, ...).
 struct Movement {
   Transfer transfer;

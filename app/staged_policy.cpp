@@ -1,0 +1,124 @@
+#include "app/staged_policy.hpp"
+
+#include <fmt/format.h>
+
+#include "policies/registry.hpp"
+
+namespace moesim {
+
+std::int64_t tokens_per_source(const Scenario& s) {
+  return s.model.tokens_per_gpu() * s.layout.micro_batches / s.layout.tensor;
+}
+
+PolicyContext stage_policy_context(const Scenario& s, const LayoutGroups& groups, int stage,
+                                   const ClusterSpec& group_cluster) {
+  PolicyContext ctx;
+  const bool flat = groups.stages() == 1 && groups.ep_groups_per_stage() == 1;
+  ctx.cluster = flat ? &s.cluster : &group_cluster;
+  ctx.model = &s.model;
+  ctx.gpus = groups.layout().expert;
+  ctx.slots_per_gpu = s.slots_per_gpu;
+  int layers = 0;
+  for (int l = 0; l < s.model.layers; ++l)
+    if (s.model.is_moe_layer(l) && groups.stage_of_layer(l) == stage) ++layers;
+  ctx.moe_layers = layers;
+  ctx.experts = s.model.experts;
+  ctx.tokens_per_gpu = tokens_per_source(s);
+  ctx.top_k = s.model.top_k;
+  ctx.training = &s.training;
+  ctx.expert_params = s.model.expert_params();
+  ctx.expert_weight_bytes = s.model.expert_params() * dtype_bytes(s.model.dtype);
+  ctx.expert_grad_bytes = s.model.expert_params() * s.training.grad_bytes_per_param;
+  ctx.expert_optimizer_bytes = s.model.expert_params() * s.training.optimizer_bytes_per_param;
+  ctx.seed = s.seed;
+  return ctx;
+}
+
+StagedPolicy::StagedPolicy(const Scenario& s, const LayoutGroups& groups, std::size_t index)
+    : s_(s), groups_(groups), group_cluster_(group_cluster(s.cluster, groups.layout().expert)),
+      map_(groups, s.cluster), flat_(groups.stages() == 1 && groups.ep_groups_per_stage() == 1) {
+  const PolicyEntry& e = s.policies[index];
+  stages_.resize(static_cast<std::size_t>(groups.stages()));
+  for (int l = 0, moe = 0; l < s.model.layers; ++l)
+    if (s.model.is_moe_layer(l)) stages_[static_cast<std::size_t>(groups.stage_of_layer(l))].moe_layers.push_back(moe++);
+  for (int st = 0; st < groups.stages(); ++st) {
+    Stage& x = stages_[static_cast<std::size_t>(st)];
+    x.ctx = stage_policy_context(s, groups, st, group_cluster_);
+    // A randomised policy draws differently on each stage, as independent planners would.
+    x.ctx.seed = s.seed + static_cast<std::uint64_t>(st);
+    Cfg p(e.params, e.origin, fmt::format("policies[{}]", index));
+    x.policy = make_policy(x.ctx, p);
+  }
+  dispatch_.resize(static_cast<std::size_t>(s.model.num_moe_layers()));
+  for (GroupDispatch& d : dispatch_) d.resize(static_cast<std::size_t>(groups.ep_groups_per_stage()));
+}
+
+void StagedPolicy::begin() {
+  for (Stage& x : stages_) {
+    x.placement = x.policy->initial_placement();
+  }
+  rebuild_placement();
+  pending_.clear();
+}
+
+void StagedPolicy::rebuild_placement() {
+  if (flat_) {
+    placement_ = stages_.front().placement;
+    return;
+  }
+  placement_.gpus = groups_.layout().expert;
+  placement_.slots_per_gpu = s_.slots_per_gpu;
+  placement_.expert_of_slot.assign(dispatch_.size(), {});
+  for (const Stage& x : stages_)
+    for (std::size_t i = 0; i < x.moe_layers.size(); ++i)
+      placement_.expert_of_slot[static_cast<std::size_t>(x.moe_layers[i])] = x.placement.expert_of_slot[i];
+}
+
+void StagedPolicy::plan(int it, const IterationCounts& counts) {
+  if (flat_) {
+    Stage& x = stages_.front();
+    for (int l = 0; l < x.ctx.moe_layers; ++l) x.policy->dispatch(l, counts.layer_ptr(l), x.placement, dispatch_[l][0]);
+    // The policy sees this iteration's counts and decides the next placement; the sync plan
+    // says how this iteration's gradients and weights flow (possibly to the new placement).
+    x.decision = x.policy->after_iteration(it, counts, x.placement);
+    const Placement& next = x.decision.new_placement ? x.decision.placement : x.placement;
+    sync_ = x.policy->sync_plan(it, x.placement, next);
+    return;
+  }
+  const int ep = groups_.layout().expert, copies = groups_.ep_groups_per_stage(), E = s_.model.experts;
+  sync_ = SyncPlan{};
+  for (std::size_t st = 0; st < stages_.size(); ++st) {
+    Stage& x = stages_[st];
+    x.counts.reset(TraceShape{static_cast<int>(x.moe_layers.size()), ep, E});
+    for (std::size_t i = 0; i < x.moe_layers.size(); ++i) {
+      const int l = x.moe_layers[i];
+      const std::int64_t* c = counts.layer_ptr(l);
+      for (int k = 0; k < copies; ++k) {
+        const std::int64_t* group = c + static_cast<std::size_t>(k) * ep * E;
+        x.policy->dispatch(static_cast<int>(i), group, x.placement, dispatch_[static_cast<std::size_t>(l)][static_cast<std::size_t>(k)]);
+        for (int j = 0; j < ep; ++j)
+          for (int e = 0; e < E; ++e) x.counts.at(static_cast<int>(i), j, e) += group[static_cast<std::size_t>(j) * E + e];
+      }
+    }
+    x.decision = x.policy->after_iteration(it, x.counts, x.placement);
+    const Placement& next = x.decision.new_placement ? x.decision.placement : x.placement;
+    map_.add_sync(static_cast<int>(st), x.policy->sync_plan(it, x.placement, next), sync_);
+  }
+}
+
+void StagedPolicy::commit() {
+  bool changed = false;
+  pending_.clear();
+  for (std::size_t st = 0; st < stages_.size(); ++st) {
+    Stage& x = stages_[st];
+    if (x.decision.new_placement) {
+      x.placement = std::move(x.decision.placement);
+      changed = true;
+    }
+    if (flat_) pending_ = std::move(x.decision.movements);
+    else map_.add_movements(static_cast<int>(st), x.decision.movements, pending_);
+  }
+  if (changed) rebuild_placement();
+}
+
+}  // namespace moesim

@@ -1,0 +1,190 @@
+// The forward and backward passes of one micro-batch through one model chunk of one pipeline
+// stage, as operations on the programs of the stage's GPUs (IterationModel::run orders them).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "sim/iteration.hpp"
+
+namespace moesim {
+
+namespace {
+// The backward pass of a GEMM computes two GEMMs of the same size (input and weight gradients).
+constexpr TimeNs kBackwardFactor = 2;
+}  // namespace
+
+void IterationModel::init_pipeline() {
+  const int P = groups_.stages(), Gs = groups_.gpus_per_stage();
+  p2p_next_ns_.assign(static_cast<std::size_t>(P), 0);
+  p2p_prev_ns_.assign(static_cast<std::size_t>(P), 0);
+  if (P == 1) return;
+  // One micro-batch's activations (or their gradients) at the stage boundary; with sequence
+  // parallelism each tensor-parallel rank sends its 1/tp share.
+  const double bytes = static_cast<double>(model_.tokens_per_gpu()) * model_.hidden * dtype_bytes(model_.dtype) /
+                       layout_.tensor;
+  // Every rank of a stage sends to the same rank of the next: the same route shape on the
+  // symmetric shapes moesim builds, so the stage's first rank stands for all.
+  auto one = [&](int src, int dst) {
+    std::vector<TimeNs> busy = network_.transfers({Transfer{{false, src}, {false, dst}, bytes}});
+    return *std::max_element(busy.begin(), busy.end());
+  };
+  for (int s = 0; s < P; ++s) {
+    p2p_next_ns_[static_cast<std::size_t>(s)] = one(s * Gs, ((s + 1) % P) * Gs);
+    p2p_prev_ns_[static_cast<std::size_t>(s)] = one(s * Gs, ((s + P - 1) % P) * Gs);
+  }
+}
+
+int IterationModel::message_id(bool forward, int micro_batch, int virtual_stage, int local_gpu) const {
+  const int PV = groups_.stages() * layout_.virtual_stages;
+  return (((forward ? 0 : 1) * layout_.micro_batches + micro_batch) * PV + virtual_stage) * groups_.gpus_per_stage() +
+         local_gpu;
+}
+
+void IterationModel::add_tp_block(int stage, bool before, IterationResult& res) {
+  if (layout_.tensor < 2) return;
+  // Megatron-Core: with sequence parallelism a block all-gathers the sequence before and
+  // reduce-scatters after; without it, the block's output is all-reduced.
+  Collective kind;
+  if (layout_.sequence_parallel) kind = before ? Collective::AllGather : Collective::ReduceScatter;
+  else if (!before) kind = Collective::AllReduce;
+  else return;
+  const double bytes = static_cast<double>(model_.tokens_per_gpu()) * model_.hidden * dtype_bytes(model_.dtype);
+  const int per_stage = groups_.gpus_per_stage() / layout_.tensor;
+  for (int i = 0; i < per_stage; ++i) {
+    const std::vector<int>& g = tp_groups_[static_cast<std::size_t>(stage * per_stage + i)];
+    programs_.add_collective(g, collective_ns(kind, bytes, g), Phase::TpComm);
+  }
+  res.tp_bytes += bytes;
+}
+
+void IterationModel::add_zero3(int stage, int layer, Collective kind, IterationResult& res) {
+  const double params = layer_dense_params(model_, layer) / layout_.tensor;
+  const double bytes = params * (kind == Collective::AllGather ? dtype_bytes(model_.dtype) : training_.grad_bytes_per_param);
+  const int per_stage = groups_.gpus_per_stage() / layout_.data;
+  for (int i = 0; i < per_stage; ++i) {
+    const std::vector<int>& g = dp_groups_[static_cast<std::size_t>(stage * per_stage + i)];
+    if (g.size() < 2) continue;
+    programs_.add_collective(g, collective_ns(kind, bytes, g), Phase::GradSync);
+    res.grad_sync_bytes += bytes;
+  }
+}
+
+namespace {
+std::string layer_label(const char* what, int layer, int micro_batch, int micro_batches) {
+  if (micro_batches == 1) return fmt::format("{} (layer {})", what, layer);
+  return fmt::format("{} (layer {}, micro-batch {})", what, layer, micro_batch);
+}
+}  // namespace
+
+void IterationModel::add_all_to_all(int stage, const std::vector<TimeNs>& ns, const std::vector<double>& bytes,
+                                    IterationResult& res) {
+  std::vector<int> members(static_cast<std::size_t>(layout_.expert));
+  for (std::size_t k = 0; k < ns.size(); ++k) {
+    std::iota(members.begin(), members.end(), groups_.ep_group_base(stage, static_cast<int>(k)));
+    programs_.add_collective(members, ns[k], Phase::AllToAll);
+    res.a2a_bytes += bytes[k];
+  }
+}
+
+void IterationModel::add_forward(int st, int chunk, int mb, const std::vector<LayerCost>& cost, IterationResult& res) {
+  const int P = groups_.stages(), Gs = groups_.gpus_per_stage(), M = layout_.micro_batches;
+  const int vs = chunk * P + st, last = P * layout_.virtual_stages - 1, base = st * Gs;
+  auto tag = [&](const char* what, int layer) {
+    if (record_) label(layer_label(what, layer, mb, M));
+  };
+  if (vs > 0) {
+    if (record_) label(fmt::format("pipeline: wait for activations (micro-batch {})", mb));
+    for (int i = 0; i < Gs; ++i) programs_.add_recv(base + i, message_id(true, mb, vs, i));
+  }
+  const int first = groups_.first_layer(st, chunk);
+  for (int layer = first; layer < first + groups_.layers_per_chunk(); ++layer) {
+    if (layout_.zero_stage == 3) {
+      tag("ZeRO-3 parameter all-gather", layer);
+      add_zero3(st, layer, Collective::AllGather, res);
+    }
+    tag("forward attention", layer);
+    add_tp_block(st, true, res);
+    add_stage(st, Phase::Compute, attention_fwd_ns_);
+    add_tp_block(st, false, res);
+    if (!model_.is_moe_layer(layer)) {
+      tag("forward dense FFN", layer);
+      add_tp_block(st, true, res);
+      add_stage(st, Phase::Compute, dense_ffn_fwd_ns_);
+      add_tp_block(st, false, res);
+      continue;
+    }
+    const LayerCost& lc = cost[static_cast<std::size_t>(moe_index_[static_cast<std::size_t>(layer)])];
+    tag("forward gate and shared experts", layer);
+    add_stage(st, Phase::Compute, gate_fwd_ns_ + shared_expert_fwd_ns_);
+    tag("forward dispatch all-to-all", layer);
+    add_all_to_all(st, lc.dispatch_ns, lc.dispatch_bytes, res);
+    tag("forward experts", layer);
+    for (int i = 0; i < Gs; ++i) add_local(base + i, Phase::Compute, lc.expert_ns[static_cast<std::size_t>(i)]);
+    tag("forward combine all-to-all", layer);
+    add_all_to_all(st, lc.combine_ns, lc.combine_bytes, res);
+  }
+  if (vs == last) {
+    label(M == 1 ? std::string("forward LM head") : fmt::format("forward LM head (micro-batch {})", mb));
+    add_stage(st, Phase::Compute, lm_head_fwd_ns_);
+  } else {
+    if (record_) label(fmt::format("pipeline: send activations (micro-batch {})", mb));
+    for (int i = 0; i < Gs; ++i)
+      programs_.add_send(base + i, message_id(true, mb, vs + 1, i), p2p_next_ns_[static_cast<std::size_t>(st)]);
+  }
+}
+
+void IterationModel::add_backward(int st, int chunk, int mb, const std::vector<LayerCost>& cost, IterationResult& res) {
+  const int P = groups_.stages(), Gs = groups_.gpus_per_stage(), M = layout_.micro_batches;
+  const int vs = chunk * P + st, last = P * layout_.virtual_stages - 1, base = st * Gs;
+  auto tag = [&](const char* what, int layer) {
+    if (record_) label(layer_label(what, layer, mb, M));
+  };
+  if (vs < last) {
+    if (record_) label(fmt::format("pipeline: wait for gradients (micro-batch {})", mb));
+    for (int i = 0; i < Gs; ++i) programs_.add_recv(base + i, message_id(false, mb, vs, i));
+  } else {
+    label(M == 1 ? std::string("backward LM head") : fmt::format("backward LM head (micro-batch {})", mb));
+    add_stage(st, Phase::Compute, kBackwardFactor * lm_head_fwd_ns_);
+  }
+  const int first = groups_.first_layer(st, chunk);
+  for (int layer = first + groups_.layers_per_chunk() - 1; layer >= first; --layer) {
+    if (layout_.zero_stage == 3) {
+      tag("ZeRO-3 parameter all-gather", layer);
+      add_zero3(st, layer, Collective::AllGather, res);
+    }
+    if (!model_.is_moe_layer(layer)) {
+      tag("backward dense FFN", layer);
+      add_tp_block(st, true, res);
+      add_stage(st, Phase::Compute, kBackwardFactor * dense_ffn_fwd_ns_);
+      add_tp_block(st, false, res);
+    } else {
+      // The backward all-to-alls carry gradients in the model dtype, combine's first.
+      const LayerCost& lc = cost[static_cast<std::size_t>(moe_index_[static_cast<std::size_t>(layer)])];
+      tag("backward combine all-to-all", layer);
+      add_all_to_all(st, lc.combine_ns, lc.combine_bytes, res);
+      tag("backward experts", layer);
+      for (int i = 0; i < Gs; ++i)
+        add_local(base + i, Phase::Compute, kBackwardFactor * lc.expert_ns[static_cast<std::size_t>(i)]);
+      tag("backward dispatch all-to-all", layer);
+      add_all_to_all(st, lc.combine_ns, lc.combine_bytes, res);
+      tag("backward gate and shared experts", layer);
+      add_stage(st, Phase::Compute, kBackwardFactor * (gate_fwd_ns_ + shared_expert_fwd_ns_));
+    }
+    tag("backward attention", layer);
+    add_tp_block(st, true, res);
+    add_stage(st, Phase::Compute, kBackwardFactor * attention_fwd_ns_);
+    add_tp_block(st, false, res);
+    if (layout_.zero_stage == 3) {
+      tag("ZeRO-3 gradient reduce-scatter", layer);
+      add_zero3(st, layer, Collective::ReduceScatter, res);
+    }
+  }
+  if (vs > 0) {
+    if (record_) label(fmt::format("pipeline: send gradients (micro-batch {})", mb));
+    for (int i = 0; i < Gs; ++i)
+      programs_.add_send(base + i, message_id(false, mb, vs - 1, i), p2p_prev_ns_[static_cast<std::size_t>(st)]);
+  }
+}
+
+}  // namespace moesim

@@ -1,0 +1,145 @@
+#include "sim/program.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace moesim {
+
+const char* to_string(Phase p) {
+  switch (p) {
+    case Phase::Compute: return "compute";
+    case Phase::AllToAll: return "a2a";
+    case Phase::GradSync: return "grad_sync";
+    case Phase::Optimizer: return "optimizer";
+    case Phase::Movement: return "movement";
+    case Phase::Wait: return "wait";
+    case Phase::Bubble: return "pipeline_bubble";
+    case Phase::TpComm: return "tp_comm";
+  }
+  return "?";
+}
+
+void Programs::reset(int gpus, int messages) {
+  program_.assign(static_cast<std::size_t>(gpus), {});
+  collectives_.clear();
+  waiters_.clear();
+  messages_.assign(static_cast<std::size_t>(messages), Message{});
+  spans_.clear();
+  label_ = 0;
+}
+
+void Programs::add_local(int gpu, Phase phase, TimeNs duration) {
+  if (duration <= 0) return;
+  program_[static_cast<std::size_t>(gpu)].push_back(Op{Kind::Local, phase, duration, -1, label_});
+}
+
+void Programs::add_collective(const std::vector<int>& members, TimeNs duration, Phase phase) {
+  const int id = static_cast<int>(collectives_.size());
+  collectives_.push_back(CollectiveState{static_cast<int>(members.size()), duration, phase, 0, label_});
+  waiters_.emplace_back();
+  for (int g : members) program_[static_cast<std::size_t>(g)].push_back(Op{Kind::Collective, phase, duration, id, label_});
+}
+
+void Programs::add_send(int gpu, int id, TimeNs transfer_ns) {
+  program_[static_cast<std::size_t>(gpu)].push_back(Op{Kind::Send, Phase::Bubble, transfer_ns, id, label_});
+}
+
+void Programs::add_recv(int gpu, int id) {
+  program_[static_cast<std::size_t>(gpu)].push_back(Op{Kind::Recv, Phase::Bubble, 0, id, label_});
+}
+
+void Programs::run(Engine& engine, TimeNs start_ns) {
+  const std::size_t g = program_.size();
+  pc_.assign(g, 0);
+  arrival_.assign(g, 0);
+  end_.assign(g, start_ns);
+  busy_.assign(g, std::array<TimeNs, kNumPhases>{});
+  for (std::size_t i = 0; i < g; ++i) {
+    const int gpu = static_cast<int>(i);
+    engine.schedule_at(start_ns, [this, gpu](Engine& e) { step(e, gpu); });
+  }
+  engine.run();
+  for (const Message& m : messages_)
+    if (m.waiting >= 0) throw std::logic_error("Programs: a pipeline receive was never matched by a send");
+}
+
+void Programs::step(Engine& engine, int gpu) {
+  const auto gi = static_cast<std::size_t>(gpu);
+  const std::vector<Op>& prog = program_[gi];
+  for (;;) {
+    if (pc_[gi] == prog.size()) {
+      end_[gi] = engine.now();
+      return;
+    }
+    const Op& op = prog[pc_[gi]];
+    switch (op.kind) {
+      case Kind::Local: {
+        // A run of local operations needs no event between them: nothing else can touch this
+        // GPU until it reaches its next collective or message.
+        TimeNs run = 0;
+        while (pc_[gi] < prog.size() && prog[pc_[gi]].kind == Kind::Local) {
+          const Op& o = prog[pc_[gi]++];
+          busy_[gi][static_cast<int>(o.phase)] += o.duration_ns;
+          if (record_) spans_.push_back(Span{gpu, o.phase == Phase::Movement, o.label, engine.now() + run, o.duration_ns});
+          run += o.duration_ns;
+        }
+        engine.schedule_in(run, [this, gpu](Engine& e) { step(e, gpu); });
+        return;
+      }
+      case Kind::Send: {
+        ++pc_[gi];
+        Message& m = messages_[static_cast<std::size_t>(op.target)];
+        m.ready_ns = engine.now() + op.duration_ns;
+        if (record_ && op.duration_ns > 0) spans_.push_back(Span{gpu, true, op.label, engine.now(), op.duration_ns});
+        if (m.waiting >= 0) {
+          const int w = m.waiting;
+          m.waiting = -1;
+          busy_[static_cast<std::size_t>(w)][static_cast<int>(Phase::Bubble)] += m.ready_ns - arrival_[static_cast<std::size_t>(w)];
+          if (record_) spans_.push_back(Span{w, true, op.label, arrival_[static_cast<std::size_t>(w)], m.ready_ns - arrival_[static_cast<std::size_t>(w)]});
+          engine.schedule_at(m.ready_ns, [this, w](Engine& e) { step(e, w); });
+        }
+        continue;
+      }
+      case Kind::Recv: {
+        ++pc_[gi];
+        Message& m = messages_[static_cast<std::size_t>(op.target)];
+        if (m.ready_ns < 0) {
+          m.waiting = gpu;
+          arrival_[gi] = engine.now();
+          return;
+        }
+        const TimeNs wait = std::max<TimeNs>(0, m.ready_ns - engine.now());
+        if (wait == 0) continue;
+        busy_[gi][static_cast<int>(Phase::Bubble)] += wait;
+        if (record_) spans_.push_back(Span{gpu, true, op.label, engine.now(), wait});
+        engine.schedule_in(wait, [this, gpu](Engine& e) { step(e, gpu); });
+        return;
+      }
+      case Kind::Collective: {
+        ++pc_[gi];
+        CollectiveState& c = collectives_[static_cast<std::size_t>(op.target)];
+        arrival_[gi] = engine.now();
+        waiters_[static_cast<std::size_t>(op.target)].push_back(gpu);
+        if (++c.arrived < c.members) return;
+        // The last member has arrived (events run in time order, so now is the latest arrival).
+        for (int w : waiters_[static_cast<std::size_t>(op.target)]) {
+          const auto wi = static_cast<std::size_t>(w);
+          busy_[wi][static_cast<int>(Phase::Wait)] += engine.now() - arrival_[wi];
+          busy_[wi][static_cast<int>(c.phase)] += c.duration_ns;
+          if (record_) {
+            if (engine.now() > arrival_[wi]) spans_.push_back(Span{w, true, 0, arrival_[wi], engine.now() - arrival_[wi]});
+            spans_.push_back(Span{w, true, op.label, engine.now(), c.duration_ns});
+          }
+        }
+        // All members leave together: one event resumes them in arrival order.
+        const int id = op.target;
+        engine.schedule_in(c.duration_ns, [this, id](Engine& e) {
+          for (int w : waiters_[static_cast<std::size_t>(id)]) step(e, w);
+        });
+        return;
+      }
+    }
+  }
+}
+
+}  // namespace moesim

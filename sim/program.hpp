@@ -1,0 +1,89 @@
+#pragma once
+// Per-GPU programs of one iteration and their execution on the event engine. Each GPU runs its
+// operations in order: local work (compute, optimizer, movement), collectives (a collective
+// starts when its last member arrives and all members leave together) and pipeline messages (a
+// send costs its sender nothing and delivers after its transfer time; a receive waits until the
+// message is there). Waiting at a collective is `Wait`, waiting for a message is `Bubble`, so the
+// phases of every GPU add up to its time.
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sim/engine.hpp"
+#include "sim/units.hpp"
+
+namespace moesim {
+
+// TpComm: tensor-parallel all-gathers, reduce-scatters and all-reduces.
+enum class Phase { Compute = 0, AllToAll, GradSync, Optimizer, Movement, Wait, Bubble, TpComm };
+inline constexpr int kNumPhases = 8;
+// Column names ("compute", "a2a", ..., "pipeline_bubble", "tp_comm"); outputs add "_ns".
+[[nodiscard]] const char* to_string(Phase p);
+
+class Programs {
+ public:
+  // A span of the timeline: an operation on a GPU's compute or communication lane.
+  struct Span {
+    int gpu = 0;
+    bool comm = false;
+    int label = 0;
+    TimeNs start_ns = 0;
+    TimeNs duration_ns = 0;
+  };
+
+  void reset(int gpus, int messages);
+  void set_label(int label) { label_ = label; }
+  void set_recording(bool on) { record_ = on; }
+
+  void add_local(int gpu, Phase phase, TimeNs duration);
+  // A collective of `members` (sorted, distinct), in program order on each of them.
+  void add_collective(const std::vector<int>& members, TimeNs duration, Phase phase);
+  // A pipeline message `id` (< messages): `gpu` sends it, arriving `transfer_ns` later.
+  void add_send(int gpu, int id, TimeNs transfer_ns);
+  void add_recv(int gpu, int id);
+
+  // Runs every program from `start_ns` to its end.
+  void run(Engine& engine, TimeNs start_ns);
+
+  [[nodiscard]] TimeNs end_ns(int gpu) const { return end_[static_cast<std::size_t>(gpu)]; }
+  [[nodiscard]] const std::array<TimeNs, kNumPhases>& busy(int gpu) const {
+    return busy_[static_cast<std::size_t>(gpu)];
+  }
+  [[nodiscard]] const std::vector<Span>& spans() const { return spans_; }
+
+ private:
+  enum class Kind : std::uint8_t { Local, Collective, Send, Recv };
+  struct Op {
+    Kind kind;
+    Phase phase;
+    TimeNs duration_ns;
+    int target;  // collective or message id
+    int label;
+  };
+  struct CollectiveState {
+    int members = 0;
+    TimeNs duration_ns = 0;
+    Phase phase = Phase::AllToAll;
+    int arrived = 0;
+    int label = 0;
+  };
+  struct Message {
+    TimeNs ready_ns = -1;  // -1: not sent yet
+    int waiting = -1;      // GPU blocked on it
+  };
+  void step(Engine& engine, int gpu);
+
+  bool record_ = false;
+  int label_ = 0;
+  std::vector<std::vector<Op>> program_;
+  std::vector<CollectiveState> collectives_;
+  std::vector<std::vector<int>> waiters_;
+  std::vector<Message> messages_;
+  std::vector<std::size_t> pc_;
+  std::vector<TimeNs> arrival_, end_;
+  std::vector<std::array<TimeNs, kNumPhases>> busy_;
+  std::vector<Span> spans_;
+};
+
+}  // namespace moesim
