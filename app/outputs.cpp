@@ -43,6 +43,7 @@ nlohmann::json summary_json(const Scenario& s, const std::vector<PolicyResult>& 
            {"mean_iteration_ns", r.mean_iteration_ns},
            {"p99_iteration_ns", r.p99_iteration_ns},
            {"mean_phase_ns", phases},
+           {"mean_exposed_comm_ns", r.mean_exposed_comm_ns},
            {"drop_rate", r.drop_rate},
            {"mean_survival", r.mean_survival},
            {"mean_a2a_bytes_per_iteration", r.mean_a2a_bytes},
@@ -74,14 +75,15 @@ nlohmann::json summary_json(const Scenario& s, const std::vector<PolicyResult>& 
 std::string iterations_csv(const std::vector<PolicyResult>& results) {
   std::string out =
       "policy,iteration,iteration_ns,compute_ns,a2a_ns,grad_sync_ns,optimizer_ns,movement_ns,wait_ns,"
-      "critical_gpu,tokens_routed,tokens_dropped,survival,a2a_bytes,grad_sync_bytes,moved_bytes,"
+      "pipeline_bubble_ns,tp_comm_ns,exposed_comm_ns,critical_gpu,tokens_routed,tokens_dropped,survival,a2a_bytes,grad_sync_bytes,moved_bytes,"
       "expert_load_imbalance,progress,end_ns\n";
   for (const auto& r : results) {
     for (const auto& row : r.rows) {
       const IterationResult& x = row.result;
-      fmt::format_to(std::back_inserter(out), "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", r.label,
-                     row.iteration, x.iteration_ns, x.phase_ns[0], x.phase_ns[1], x.phase_ns[2], x.phase_ns[3],
-                     x.phase_ns[4], x.phase_ns[5], x.critical_gpu, x.tokens_routed, x.tokens_dropped, x.survival,
+      fmt::format_to(std::back_inserter(out), "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                     r.label, row.iteration, x.iteration_ns, x.phase_ns[0], x.phase_ns[1], x.phase_ns[2],
+                     x.phase_ns[3], x.phase_ns[4], x.phase_ns[5], x.phase_ns[6], x.phase_ns[7], x.exposed_comm_ns,
+                     x.critical_gpu, x.tokens_routed, x.tokens_dropped, x.survival,
                      x.a2a_bytes, x.grad_sync_bytes, x.moved_bytes, x.expert_compute_imbalance, row.progress,
                      row.end_ns);
     }
@@ -106,19 +108,21 @@ std::string experts_csv(const std::vector<PolicyResult>& results) {
 std::string compare_csv(const std::vector<PolicyResult>& results) {
   std::string out =
       "policy,name,status,iterations_to_converge,time_to_convergence_s,ratio_to_best,mean_iteration_ns,"
-      "p99_iteration_ns,compute_ns,a2a_ns,grad_sync_ns,optimizer_ns,movement_ns,wait_ns,drop_rate,"
+      "p99_iteration_ns,compute_ns,a2a_ns,grad_sync_ns,optimizer_ns,movement_ns,wait_ns,pipeline_bubble_ns,"
+      "tp_comm_ns,exposed_comm_ns,drop_rate,"
       "moved_bytes_per_iteration,a2a_bytes_per_iteration,peak_gpu_memory_bytes\n";
   const double best = best_ttc_ns(results);
   for (const auto& r : results) {
     const bool ok = r.converged && !r.oom;
-    fmt::format_to(std::back_inserter(out), "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", r.label, r.name,
+    fmt::format_to(std::back_inserter(out), "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", r.label,
+                   r.name,
                    r.oom ? "oom" : r.converged ? "converged" : "not_converged",
                    ok ? std::to_string(r.iterations_to_converge) : "",
                    ok ? fmt::format("{}", ns_to_s(r.time_to_convergence_ns)) : "",
                    ok && best > 0 ? fmt::format("{}", static_cast<double>(r.time_to_convergence_ns) / best) : "",
                    r.mean_iteration_ns, r.p99_iteration_ns, r.mean_phase_ns[0], r.mean_phase_ns[1], r.mean_phase_ns[2],
-                   r.mean_phase_ns[3], r.mean_phase_ns[4], r.mean_phase_ns[5], r.drop_rate, r.mean_moved_bytes,
-                   r.mean_a2a_bytes, r.peak_gpu_memory_bytes);
+                   r.mean_phase_ns[3], r.mean_phase_ns[4], r.mean_phase_ns[5], r.mean_phase_ns[6], r.mean_phase_ns[7],
+                   r.mean_exposed_comm_ns, r.drop_rate, r.mean_moved_bytes, r.mean_a2a_bytes, r.peak_gpu_memory_bytes);
   }
   return out;
 }
@@ -129,26 +133,33 @@ std::string summary_table(const Scenario& s, const std::vector<PolicyResult>& re
                                 s.slots_per_gpu, s.seed);
   std::size_t w = 6;
   for (const auto& r : results) w = std::max(w, r.label.size());
-  out += fmt::format("{:<{}} {:>6} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>7}\n",
+  // A parallel layout adds its own parts of the iteration: the pipeline bubble and the
+  // tensor-parallel collectives.
+  const bool layout = !s.layout.is_default();
+  out += fmt::format("{:<{}} {:>6} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}{} {:>6} {:>9} {:>7}\n",
                      "policy", w, "iters", "ttc_s", "ratio", "iter_ms", "p99_ms", "comp_ms", "a2a_ms", "sync_ms", "opt_ms",
-                     "move_ms", "wait_ms", "drop_%", "moved_MB", "peak_GB");
+                     "move_ms", "wait_ms", layout ? fmt::format(" {:>8} {:>8}", "bubl_ms", "tp_ms") : "", "drop_%",
+                     "moved_MB", "peak_GB");
   const double best = best_ttc_ns(results);
   auto ms = [](double ns) { return ns / 1e6; };
   for (const auto& r : results) {
     const bool ok = r.converged && !r.oom;
     out += fmt::format(
-        "{:<{}} {:>6} {:>9} {:>6} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>6.2f} {:>9.1f} "
+        "{:<{}} {:>6} {:>9} {:>6} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f}{} {:>6.2f} {:>9.1f} "
         "{:>7.2f}\n",
         r.label, w, ok ? std::to_string(r.iterations_to_converge) : "-",
         r.oom ? "OOM" : r.converged ? fmt::format("{:.2f}", ns_to_s(r.time_to_convergence_ns)) : "not conv.",
         ok && best > 0 ? fmt::format("{:.3f}", static_cast<double>(r.time_to_convergence_ns) / best) : "-",
         ms(r.mean_iteration_ns), ms(r.p99_iteration_ns), ms(r.mean_phase_ns[0]), ms(r.mean_phase_ns[1]),
         ms(r.mean_phase_ns[2]), ms(r.mean_phase_ns[3]), ms(r.mean_phase_ns[4]), ms(r.mean_phase_ns[5]),
+        layout ? fmt::format(" {:>8.2f} {:>8.2f}", ms(r.mean_phase_ns[6]), ms(r.mean_phase_ns[7])) : "",
         100.0 * r.drop_rate, r.mean_moved_bytes / 1e6, r.peak_gpu_memory_bytes / 1e9);
   }
   out += "iters: iterations to converge; ttc_s: simulated time to convergence; ratio: to the fastest; *_ms: mean\n"
          "per iteration on the critical GPU (wait: waiting for slower GPUs); drop_%: assignments dropped by\n"
          "capacity; moved_MB: policy movements per iteration; peak_GB: peak memory of the fullest GPU.\n";
+  if (layout)
+    out += "bubl_ms: waiting for the neighbouring pipeline stage; tp_ms: tensor-parallel collectives.\n";
   for (const auto& r : results)
     if (r.oom) out += fmt::format("{}: {}\n", r.label, r.oom_report);
   if (!results.empty() && !results.back().compute_fallback.empty())

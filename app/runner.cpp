@@ -214,7 +214,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
     double progress = 0.0;
     std::int64_t routed = 0, dropped = 0;
     std::array<double, kNumPhases> phase_sum{};
-    double a2a_sum = 0, sync_sum = 0, moved_sum = 0, imb_sum = 0;
+    double a2a_sum = 0, sync_sum = 0, moved_sum = 0, imb_sum = 0, exposed_sum = 0;
     std::vector<TimeNs> times;
     for (std::int64_t it = 0; it < s.run.max_iterations; ++it) {
       counts.reset(shape);
@@ -310,6 +310,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
       dropped += row.result.tokens_dropped;
       for (int p = 0; p < kNumPhases; ++p) phase_sum[p] += static_cast<double>(row.result.phase_ns[p]);
       a2a_sum += row.result.a2a_bytes;
+      exposed_sum += static_cast<double>(row.result.exposed_comm_ns);
       sync_sum += row.result.grad_sync_bytes;
       moved_sum += row.result.moved_bytes;
       imb_sum += row.result.expert_compute_imbalance;
@@ -333,6 +334,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
     r.drop_rate = routed > 0 ? static_cast<double>(dropped) / static_cast<double>(routed) : 0.0;
     r.mean_survival = 1.0 - r.drop_rate;
     r.mean_a2a_bytes = a2a_sum / n;
+    r.mean_exposed_comm_ns = exposed_sum / n;
     r.mean_grad_sync_bytes = sync_sum / n;
     r.mean_moved_bytes = moved_sum / n;
     r.mean_expert_imbalance = imb_sum / n;

@@ -40,6 +40,7 @@ struct PolicyResult {
   double mean_iteration_ns = 0.0;
   double p99_iteration_ns = 0.0;
   std::array<double, kNumPhases> mean_phase_ns{};
+  double mean_exposed_comm_ns = 0.0;  // communication not hidden by computation
   double drop_rate = 0.0;      // dropped / routed over the whole run
   double mean_survival = 1.0;  // 1 - drop_rate
   double mean_a2a_bytes = 0.0;

@@ -38,6 +38,8 @@ PHASES = [  # (column in compare.csv / iterations.csv, legend label, colour)
     ("optimizer_ns", "optimizer", "#8172b3"),
     ("movement_ns", "movement", "#c44e52"),
     ("wait_ns", "wait", "#937860"),
+    ("pipeline_bubble_ns", "pipeline bubble", "#da8bc3"),
+    ("tp_comm_ns", "tensor-parallel comm", "#8c8c8c"),
 ]
 
 # Output names, in the order they appear in the report.
@@ -342,6 +344,9 @@ REPORT_COLUMNS = [  # (compare.csv column, header in the report)
     ("optimizer_ns", "optimizer (ms)"),
     ("movement_ns", "movement (ms)"),
     ("wait_ns", "wait (ms)"),
+    ("pipeline_bubble_ns", "pipeline bubble (ms)"),
+    ("tp_comm_ns", "tensor-parallel comm (ms)"),
+    ("exposed_comm_ns", "exposed comm (ms)"),
     ("drop_rate", "dropped (%)"),
     ("moved_bytes_per_iteration", "moved (MB/iter)"),
     ("peak_gpu_memory_bytes", "peak GPU memory (MB)"),
