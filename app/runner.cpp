@@ -43,7 +43,7 @@ MemoryUse estimate_gpu_memory(const Scenario& s) {
     // is the policy's choice, accounted every iteration.
     e.optimizer_bytes =
         s.training.optimizer_offload ? 0.0 : d * (lay.zero_stage >= 1 ? 1.0 / dp : 1.0) * s.training.optimizer_bytes_per_param;
-    e.activations_bytes = static_cast<double>(in_flight_chunks(groups, st)) * groups.layers_per_chunk() *
+    e.activations_bytes = static_cast<double>(in_flight_chunks(groups, st)) * groups.max_chunk_layers() *
                           static_cast<double>(m.seq_len) * m.micro_batch_per_gpu * m.hidden * 34.0 / lay.tensor;
     if (e.total() > worst.total()) worst = e;
   }

@@ -98,7 +98,7 @@ void IterationModel::add_forward(int st, int chunk, int mb, const std::vector<La
     for (int i = 0; i < Gs; ++i) programs_.add_recv(base + i, message_id(true, mb, vs, i));
   }
   const int first = groups_.first_layer(st, chunk);
-  for (int layer = first; layer < first + groups_.layers_per_chunk(); ++layer) {
+  for (int layer = first; layer < first + groups_.chunk_layers(st, chunk); ++layer) {
     if (layout_.zero_stage == 3) {
       tag("ZeRO-3 parameter all-gather", layer);
       add_zero3(st, layer, Collective::AllGather, res);
@@ -148,7 +148,7 @@ void IterationModel::add_backward(int st, int chunk, int mb, const std::vector<L
     add_stage(st, Phase::Compute, kBackwardFactor * lm_head_fwd_ns_);
   }
   const int first = groups_.first_layer(st, chunk);
-  for (int layer = first + groups_.layers_per_chunk() - 1; layer >= first; --layer) {
+  for (int layer = first + groups_.chunk_layers(st, chunk) - 1; layer >= first; --layer) {
     if (layout_.zero_stage == 3) {
       tag("ZeRO-3 parameter all-gather", layer);
       add_zero3(st, layer, Collective::AllGather, res);

@@ -52,13 +52,9 @@ LayoutViolation check_layout(const ParallelLayout& l, int gpus, int gpus_per_nod
                                       l.expert, gpus_per_node));
   // The layer rules blame virtual_stages only when pipeline alone would split the layers.
   const long long chunks = static_cast<long long>(l.pipeline) * l.virtual_stages;
-  const char* layer_key = l.pipeline <= layers && layers % l.pipeline == 0 ? "virtual_stages" : "pipeline";
+  const char* layer_key = l.pipeline <= layers ? "virtual_stages" : "pipeline";
   if (chunks > layers)
     return fail(layer_key, fmt::format("pipeline {} x virtual_stages {} = {} model chunks, but the model has {} layers",
-                                       l.pipeline, l.virtual_stages, chunks, layers));
-  if (layers % chunks != 0)
-    return fail(layer_key, fmt::format("pipeline {} x virtual_stages {} = {} must divide the model's {} layers (every "
-                                       "chunk holds the same number of layers, as Megatron-Core's default split)",
                                        l.pipeline, l.virtual_stages, chunks, layers));
   if (l.virtual_stages > 1 && l.pipeline < 2)
     return fail("virtual_stages", fmt::format("virtual_stages {} needs pipeline >= 2 (interleaving splits a stage's "

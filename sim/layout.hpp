@@ -69,13 +69,25 @@ class LayoutGroups {
   [[nodiscard]] int prev_stage_rank(int r) const;
   [[nodiscard]] int next_stage_rank(int r) const;
 
-  // Transformer layers are split evenly over the virtual stages: chunk c of stage s is virtual
-  // stage v = c * pp + s and holds layers [v * L / (pp * vs), (v + 1) * L / (pp * vs)).
-  [[nodiscard]] int layers_per_chunk() const { return layers_ / (l_.pipeline * l_.virtual_stages); }
+  // Transformer layers are split over the virtual stages as evenly as they go: virtual stage
+  // v = chunk * pp + stage holds layers [v * L / C, (v + 1) * L / C), C = pp * virtual_stages
+  // (rounded down), so chunks differ by at most one layer (Megatron-Core's even split when C
+  // divides L; DeepSeek-V3's 61 layers over 16 stages give stages of 3 and 4).
+  [[nodiscard]] int chunks() const { return l_.pipeline * l_.virtual_stages; }
   [[nodiscard]] int first_layer(int stage, int chunk) const {
-    return (chunk * l_.pipeline + stage) * layers_per_chunk();
+    return static_cast<int>(static_cast<long long>(chunk * l_.pipeline + stage) * layers_ / chunks());
   }
-  [[nodiscard]] int stage_of_layer(int layer) const { return (layer / layers_per_chunk()) % l_.pipeline; }
+  [[nodiscard]] int chunk_layers(int stage, int chunk) const {
+    return static_cast<int>(static_cast<long long>(chunk * l_.pipeline + stage + 1) * layers_ / chunks()) -
+           first_layer(stage, chunk);
+  }
+  // The most layers any chunk holds.
+  [[nodiscard]] int max_chunk_layers() const { return (layers_ + chunks() - 1) / chunks(); }
+  [[nodiscard]] int stage_of_layer(int layer) const { return virtual_stage_of_layer(layer) % l_.pipeline; }
+  [[nodiscard]] int virtual_stage_of_layer(int layer) const {
+    // The v with v * L / C <= layer < (v + 1) * L / C (floors).
+    return static_cast<int>((static_cast<long long>(layer + 1) * chunks() - 1) / layers_);
+  }
 
  private:
   ParallelLayout l_;

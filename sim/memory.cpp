@@ -91,7 +91,7 @@ std::vector<MemoryUse> gpu_memory(const MoeModelSpec& m, const TrainingSpec& t, 
     double opt = sync.gpu_optimizer_params.empty() ? 0.0 : sync.gpu_optimizer_params[g];
     if (!t.optimizer_offload) opt += d * o_share;
     u.optimizer_bytes = opt * t.optimizer_bytes_per_param;
-    const double layers = static_cast<double>(in_flight_chunks(groups, st)) * groups.layers_per_chunk();
+    const double layers = static_cast<double>(in_flight_chunks(groups, st)) * groups.max_chunk_layers();
     u.activations_bytes = layers * sbh * 34.0 / lay.tensor;
   }
   // Dispatch buffers: the largest layer's tokens sent plus received by each GPU, one micro-batch.

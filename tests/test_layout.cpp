@@ -139,7 +139,7 @@ TEST_CASE("layout: groups of tensor 2 x pipeline 2 x data 4, expert 4 on 16 GPUs
   CHECK(g.prev_stage_rank(11) == 3);
   CHECK(g.next_stage_rank(11) == -1);
   // 8 layers over 2 stages x 2 chunks: 2 layers a chunk, virtual stage v = chunk * 2 + stage.
-  CHECK(g.layers_per_chunk() == 2);
+  CHECK(g.max_chunk_layers() == 2);
   const std::vector<int> stage_of{0, 0, 1, 1, 0, 0, 1, 1};
   for (int layer = 0; layer < 8; ++layer) {
     INFO("layer " << layer);
@@ -164,6 +164,29 @@ TEST_CASE("layout: the default layout is one data- and expert-parallel group of 
   CHECK(g.dp_group(7).size() == 16);
   CHECK(g.ep_rank(7) == 7);
   CHECK(g.stage_of_layer(11) == 0);
+}
+
+TEST_CASE("layout: layers that do not divide over the stages split as evenly as they go", "[layout]") {
+  // DeepSeek-V3's 61 layers over 16 stages: v * 61 / 16 rounded down gives chunk starts
+  // 0, 3, 7, 11, 15, 19, 22, 26, 30, 34, 38, 41, 45, 49, 53, 57: thirteen chunks of 4, three of 3.
+  ParallelLayout l;
+  l.pipeline = 16;
+  l.resolve(16);
+  const LayoutGroups g(l, 16, 61);
+  const std::vector<int> first{0, 3, 7, 11, 15, 19, 22, 26, 30, 34, 38, 41, 45, 49, 53, 57};
+  int total = 0;
+  for (int s = 0; s < 16; ++s) {
+    INFO("stage " << s);
+    CHECK(g.first_layer(s, 0) == first[static_cast<std::size_t>(s)]);
+    total += g.chunk_layers(s, 0);
+    for (int layer = g.first_layer(s, 0); layer < g.first_layer(s, 0) + g.chunk_layers(s, 0); ++layer)
+      CHECK(g.stage_of_layer(layer) == s);
+  }
+  CHECK(total == 61);
+  CHECK(g.chunk_layers(0, 0) == 3);
+  CHECK(g.chunk_layers(15, 0) == 4);
+  CHECK(g.max_chunk_layers() == 4);
+  CHECK(l.check(16, 8, 61, true).empty());
 }
 
 TEST_CASE("layout: 1F1B with 4 stages and 8 micro-batches", "[layout]") {
@@ -250,19 +273,13 @@ TEST_CASE("layout: check names the rule broken and the key to blame", "[layout]"
     l.expert = 1;
     expect("pipeline", "pipeline 16 x virtual_stages 1 = 16 model chunks, but the model has 12 layers");
   }
-  SECTION("pipeline not dividing the layers") {
-    l.pipeline = 8;
-    l.data = 2;
-    l.expert = 2;
-    expect("pipeline", "pipeline 8 x virtual_stages 1 = 8 must divide the model's 12 layers");
-  }
-  SECTION("virtual stages not dividing the layers") {
-    l.pipeline = 2;
-    l.data = 8;
-    l.expert = 8;
+  SECTION("virtual stages above the layers") {
+    l.pipeline = 4;
+    l.data = 4;
+    l.expert = 4;
     l.virtual_stages = 4;
-    l.micro_batches = 2;
-    expect("virtual_stages", "pipeline 2 x virtual_stages 4 = 8 must divide the model's 12 layers");
+    l.micro_batches = 4;
+    expect("virtual_stages", "pipeline 4 x virtual_stages 4 = 16 model chunks, but the model has 12 layers");
   }
   SECTION("virtual stages without a pipeline") {
     l.virtual_stages = 2;
