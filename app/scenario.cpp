@@ -254,7 +254,14 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
   {
     Cfg d = c.child("dispatch");
     s.dispatch.fp8 = d.get_enum("dtype", "model", {"model", "fp8"}) == "fp8";
+    s.dispatch.hierarchical = d.get_enum("algorithm", "direct", {"direct", "hierarchical"}) == "hierarchical";
     d.finish();
+    Cfg r = c.child("routing");
+    s.dispatch.max_nodes_per_token = static_cast<int>(r.get_int("max_nodes_per_token", 0, 0, s.cluster.nodes));
+    if (s.dispatch.max_nodes_per_token > 0 && !s.dispatch.hierarchical)
+      r.fail("max_nodes_per_token", "bounds the nodes each token crosses to, which only dispatch.algorithm: "
+                                    "hierarchical counts (the direct exchange sends every copy on its own)");
+    r.finish();
   }
   {
     Cfg n = c.child("network");
@@ -498,7 +505,9 @@ nlohmann::json Scenario::to_json() const {
                 {"micro_batches", layout.micro_batches},
                 {"zero_stage", layout.zero_stage},
                 {"sequence_parallel", layout.sequence_parallel}}},
-              {"dispatch", {{"dtype", dispatch.fp8 ? "fp8" : "model"}}},
+              {"dispatch", {{"dtype", dispatch.fp8 ? "fp8" : "model"},
+                            {"algorithm", dispatch.hierarchical ? "hierarchical" : "direct"}}},
+              {"routing", {{"max_nodes_per_token", dispatch.max_nodes_per_token}}},
               {"placement", {{"slots_per_gpu", slots_per_gpu}}},
               {"network",
                {{"model", network_model},

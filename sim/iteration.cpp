@@ -50,6 +50,7 @@ IterationModel::IterationModel(const Cluster& cluster, const MoeModelSpec& model
                                                   compute.gemm_ns(t, h, model.expert_ffn_hidden / tp, eb));
   lm_head_fwd_ns_ = compute.gemm_ns(t, model.vocab / tp, h, eb);
   dense_params_ = model.dense_params_total();
+  dispatch_ = dispatch;
   dispatch_token_bytes_ = dispatch_token_bytes(model.hidden, eb, dispatch.fp8);
   combine_token_bytes_ = static_cast<double>(model.hidden) * eb;
 
@@ -169,23 +170,39 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       const LayerDispatch& d = dispatch[l][k];
       const int base = groups_.ep_group_base(stage, static_cast<int>(k));
       std::iota(members.begin(), members.end(), base);
-      std::vector<double> bytes = dispatch_byte_matrix(d, S, combine_token_bytes_);
-      if (M > 1)
-        for (double& x : bytes) x *= per_mb;
-      double sent = 0.0;
-      for (int a = 0; a < ep; ++a)
-        for (int b2 = 0; b2 < ep; ++b2)
-          if (a != b2) sent += bytes[static_cast<std::size_t>(a) * ep + b2];
+      // Bytes each pair of the group moves in one micro-batch's exchange at `token_bytes` per copy.
+      std::vector<double> copies;
+      if (dispatch_.hierarchical) {
+        copies = dispatch_byte_matrix(d, S, 1.0);
+        if (M > 1)
+          for (double& x : copies) x *= per_mb;
+      }
+      auto exchange = [&](double token_bytes) {
+        if (dispatch_.hierarchical)
+          return hierarchical_exchange(copies, members, cluster_.spec().gpus_per_node, model_.top_k, token_bytes,
+                                       dispatch_.max_nodes_per_token);
+        std::vector<double> b = dispatch_byte_matrix(d, S, token_bytes);
+        if (M > 1)
+          for (double& x : b) x *= per_mb;
+        return b;
+      };
+      auto sent_of = [&](const std::vector<double>& b) {
+        double sent = 0.0;
+        for (int a = 0; a < ep; ++a)
+          for (int b2 = 0; b2 < ep; ++b2)
+            if (a != b2) sent += b[static_cast<std::size_t>(a) * ep + b2];
+        return sent;
+      };
+      const std::vector<double> bytes = exchange(combine_token_bytes_);
       lc.combine_ns.push_back(network_.all_to_all_v(bytes, members));
-      lc.combine_bytes.push_back(sent);
+      lc.combine_bytes.push_back(sent_of(bytes));
       if (dispatch_token_bytes_ != combine_token_bytes_) {
-        const double f = dispatch_token_bytes_ / combine_token_bytes_;
-        for (double& x : bytes) x *= f;
-        lc.dispatch_ns.push_back(network_.all_to_all_v(bytes, members));
-        lc.dispatch_bytes.push_back(sent * f);
+        const std::vector<double> fp8 = exchange(dispatch_token_bytes_);
+        lc.dispatch_ns.push_back(network_.all_to_all_v(fp8, members));
+        lc.dispatch_bytes.push_back(sent_of(fp8));
       } else {
         lc.dispatch_ns.push_back(lc.combine_ns.back());
-        lc.dispatch_bytes.push_back(sent);
+        lc.dispatch_bytes.push_back(lc.combine_bytes.back());
       }
       std::vector<std::int64_t> slot_tokens(slots, 0);
       for (int src = 0; src < d.gpus; ++src)

@@ -137,6 +137,7 @@ class IterationModel {
   std::vector<std::string> labels_;
   ParallelLayout layout_;
   LayoutGroups groups_;
+  DispatchSpec dispatch_;
   double dispatch_token_bytes_ = 0.0, combine_token_bytes_ = 0.0;
   std::vector<int> moe_index_;      // [layer]: index among MoE layers, -1 for dense layers
   std::vector<int> moe_layer_ids_;  // [MoE layer]: its layer

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 namespace moesim {
@@ -135,6 +136,57 @@ int in_flight_chunks(const LayoutGroups& groups, int stage) {
     most = std::max(most, live);
   }
   return most;
+}
+
+std::vector<double> hierarchical_exchange(const std::vector<double>& assignments, const std::vector<int>& gpus,
+                                          int gpus_per_node, int top_k, double token_bytes, int max_nodes_per_token) {
+  const std::size_t n = gpus.size();
+  std::vector<double> bytes(n * n, 0.0);
+  auto index_of = [&](int gpu) {
+    return static_cast<std::size_t>(std::lower_bound(gpus.begin(), gpus.end(), gpu) - gpus.begin());
+  };
+  std::vector<int> nodes;  // the group's nodes, ascending
+  for (int g : gpus)
+    if (nodes.empty() || nodes.back() != g / gpus_per_node) nodes.push_back(g / gpus_per_node);
+  auto node_index = [&](int gpu) {
+    return static_cast<std::size_t>(std::lower_bound(nodes.begin(), nodes.end(), gpu / gpus_per_node) - nodes.begin());
+  };
+  std::vector<double> to_node(nodes.size()), distinct(nodes.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    const int src_node = gpus[i] / gpus_per_node, local = gpus[i] % gpus_per_node;
+    std::fill(to_node.begin(), to_node.end(), 0.0);
+    double copies = 0.0;
+    for (std::size_t j = 0; j < n; ++j) {
+      copies += assignments[i * n + j];
+      to_node[node_index(gpus[j])] += assignments[i * n + j];
+    }
+    if (copies <= 0.0) continue;
+    const double tokens = copies / top_k;
+    double reached = 0.0;  // expected nodes one token reaches
+    for (std::size_t k = 0; k < nodes.size(); ++k) {
+      distinct[k] = tokens * (1.0 - std::pow(1.0 - to_node[k] / copies, top_k));
+      reached += distinct[k] / tokens;
+    }
+    const double limit =
+        max_nodes_per_token > 0 && reached > max_nodes_per_token ? max_nodes_per_token / reached : 1.0;
+    for (std::size_t k = 0; k < nodes.size(); ++k) {
+      if (nodes[k] == src_node || distinct[k] <= 0.0) continue;
+      bytes[i * n + index_of(nodes[k] * gpus_per_node + local)] += distinct[k] * limit * token_bytes;
+    }
+    for (std::size_t j = 0; j < n; ++j) {
+      const double a = assignments[i * n + j];
+      if (a <= 0.0 || j == i) continue;
+      // Each destination GPU receives a token once, however many of its experts chose it.
+      const double to_gpu = tokens * (1.0 - std::pow(1.0 - a / copies, top_k)) * token_bytes;
+      if (gpus[j] / gpus_per_node == src_node) {
+        bytes[i * n + j] += to_gpu;  // same node: straight over NVLink
+      } else {
+        const std::size_t peer = index_of((gpus[j] / gpus_per_node) * gpus_per_node + local);
+        if (peer != j) bytes[peer * n + j] += to_gpu;  // forwarded by the rail peer
+      }
+    }
+  }
+  return bytes;
 }
 
 std::vector<PipelineStep> pipeline_schedule(int stage, int stages, int chunks, int micro_batches) {

@@ -132,14 +132,34 @@ struct LayoutViolation {
 [[nodiscard]] LayoutViolation check_layout(const ParallelLayout& layout, int gpus, int gpus_per_node, int layers,
                                            bool has_moe_layers);
 
-// `dispatch.dtype: fp8` sends dispatched tokens as 1 byte per element plus one fp32 scale per
-// 128 elements (DeepEP's FP8 dispatch, DeepSeek-V3 report section 3.3); combine stays in the
-// model dtype.
+// How tokens travel in the dispatch all-to-all (scenario sections `dispatch` and `routing`).
+// `fp8` sends dispatched tokens as 1 byte per element plus one fp32 scale per 128 elements
+// (DeepEP's FP8 dispatch, DeepSeek-V3 report section 3.3); combine stays in the model dtype.
+// `hierarchical` is DeepEP's normal (internode) kernels: a token crosses the network once per
+// destination node, to the GPU of that node with its own local index, which forwards it over
+// NVLink to the destination GPUs there; combine is the reverse, reduced in the node.
+// `max_nodes_per_token` (DeepSeek-V3's node-limited routing, M = 4) bounds the nodes a token's
+// copies go to; 0: no bound.
 struct DispatchSpec {
   bool fp8 = false;
+  bool hierarchical = false;
+  int max_nodes_per_token = 0;
 };
 // Bytes of one token sent by the dispatch all-to-all: hidden x model_dtype_bytes, or with fp8
 // hidden + 4 x ceil(hidden / 128).
 [[nodiscard]] double dispatch_token_bytes(int hidden, int model_dtype_bytes, bool fp8);
+
+// The hierarchical exchange of one expert-parallel group: `assignments[i * n + j]` token copies
+// GPU gpus[i] (ascending) sends to experts on gpus[j], n = gpus.size(), `top_k` copies per token.
+// Returns the bytes each pair moves when every remote node gets each token once: source i sends
+// T_i (1 - (1 - p)^k) tokens to its rail peer in node N, p being the share of its copies bound
+// for N (the expected number of distinct tokens among them when a token's k choices fall
+// independently; exact for k = 1), scaled so that a token reaches at most max_nodes_per_token
+// nodes on average; the peer forwards the token to each destination GPU there over NVLink, once
+// per GPU however many of its experts chose it (the same expectation over that GPU's share).
+// Tokens for GPUs of the source's own node go straight over NVLink, once per GPU.
+[[nodiscard]] std::vector<double> hierarchical_exchange(const std::vector<double>& assignments,
+                                                        const std::vector<int>& gpus, int gpus_per_node, int top_k,
+                                                        double token_bytes, int max_nodes_per_token);
 
 }  // namespace moesim
