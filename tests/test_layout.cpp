@@ -480,6 +480,9 @@ TEST_CASE("layout: scenario dispatch section", "[layout][scenario]") {
   CHECK_THAT(load_error(bad), Contains(pos(bad, "fp4") + ": key 'dispatch.dtype': 'fp4' is not allowed; allowed: "
                                                          "model, fp8"));
   const std::string algo = kBase + "dispatch: {algorithm: deepep}\n";
-  CHECK_THAT(load_error(algo), Contains(pos(algo, "algorithm") + ": unknown key 'dispatch.algorithm'; allowed keys "
-                                                                 "here: dtype"));
+  CHECK_THAT(load_error(algo), Contains(pos(algo, "deepep") + ": key 'dispatch.algorithm': 'deepep' is not allowed; "
+                                                              "allowed: direct, hierarchical"));
+  const std::string other = kBase + "dispatch: {chunks: 2}\n";
+  CHECK_THAT(load_error(other), Contains(pos(other, "chunks") + ": unknown key 'dispatch.chunks'; allowed keys here: "
+                                                                "algorithm, dtype"));
 }
