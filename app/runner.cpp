@@ -195,7 +195,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
                                                            s.collective_profile);
   }
   const NetworkModel& net = measured ? static_cast<const NetworkModel&>(*measured) : *network;
-  IterationModel model(cluster, s.model, s.training, compute, net, s.layout, s.dispatch);
+  IterationModel model(cluster, s.model, s.training, compute, net, s.layout, s.dispatch, s.overlap);
 
   std::vector<PolicyResult> results;
   IterationCounts counts;

@@ -262,6 +262,10 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
       r.fail("max_nodes_per_token", "bounds the nodes each token crosses to, which only dispatch.algorithm: "
                                     "hierarchical counts (the direct exchange sends every copy on its own)");
     r.finish();
+    Cfg o = c.child("overlap");
+    s.overlap.a2a_chunks = static_cast<int>(o.get_int("a2a_chunks", 1, 1, 64));
+    s.overlap.grad_sync = o.get_bool("grad_sync", false);
+    o.finish();
   }
   {
     Cfg n = c.child("network");
@@ -508,6 +512,7 @@ nlohmann::json Scenario::to_json() const {
               {"dispatch", {{"dtype", dispatch.fp8 ? "fp8" : "model"},
                             {"algorithm", dispatch.hierarchical ? "hierarchical" : "direct"}}},
               {"routing", {{"max_nodes_per_token", dispatch.max_nodes_per_token}}},
+              {"overlap", {{"a2a_chunks", overlap.a2a_chunks}, {"grad_sync", overlap.grad_sync}}},
               {"placement", {{"slots_per_gpu", slots_per_gpu}}},
               {"network",
                {{"model", network_model},

@@ -64,6 +64,7 @@ struct Scenario {
   MoeModelSpec model;
   ParallelLayout layout;  // resolved (data and expert filled in) and checked
   DispatchSpec dispatch;
+  OverlapSpec overlap;
   int slots_per_gpu = 1;
   std::string network_model = "analytical";
   std::string compute_profile;             // calibration profile name or path; empty: roofline

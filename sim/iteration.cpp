@@ -24,7 +24,7 @@ std::vector<double> dispatch_byte_matrix(const LayerDispatch& d, int slots_per_g
 
 IterationModel::IterationModel(const Cluster& cluster, const MoeModelSpec& model, const TrainingSpec& training,
                                const ComputeModel& compute, const NetworkModel& network, const ParallelLayout& layout,
-                               const DispatchSpec& dispatch)
+                               const DispatchSpec& dispatch, const OverlapSpec& overlap)
     : cluster_(cluster), model_(model), training_(training), compute_(compute), network_(network),
       gpus_(cluster.num_gpus()), layout_(layout), groups_(layout, cluster.num_gpus(), model.layers) {
   layout_.resolve(gpus_);
@@ -51,6 +51,8 @@ IterationModel::IterationModel(const Cluster& cluster, const MoeModelSpec& model
   lm_head_fwd_ns_ = compute.gemm_ns(t, model.vocab / tp, h, eb);
   dense_params_ = model.dense_params_total();
   dispatch_ = dispatch;
+  overlap_ = overlap;
+  two_lanes_ = overlap.a2a_chunks > 1 || overlap.grad_sync;
   dispatch_token_bytes_ = dispatch_token_bytes(model.hidden, eb, dispatch.fp8);
   combine_token_bytes_ = static_cast<double>(model.hidden) * eb;
 
@@ -133,7 +135,7 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   res.start_ns = start_ns;
   const int P = groups_.stages(), V = layout_.virtual_stages, M = layout_.micro_batches;
   const int Gs = groups_.gpus_per_stage(), ep = layout_.expert;
-  programs_.reset(gpus_, 2 * M * P * V * Gs);
+  programs_.reset(gpus_, 2 * M * P * V * Gs, two_lanes_ ? 2 : 1);
   labels_.clear();
   label("wait for slower GPUs");  // label 0: the waits at collectives
   const int S = placement.slots_per_gpu;
@@ -161,11 +163,13 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   double imbalance_sum = 0.0;
   int imbalance_n = 0;
   const double per_mb = 1.0 / M;
+  const int chunks = overlap_.a2a_chunks;
   std::vector<int> members(static_cast<std::size_t>(ep));
   for (std::size_t l = 0; l < dispatch.size(); ++l) {
     LayerCost& lc = cost[l];
     const int stage = groups_.stage_of_layer(moe_layer_ids_[l]);
     lc.expert_ns.assign(static_cast<std::size_t>(Gs), 0);
+    if (chunks > 1) lc.expert_chunk_ns.assign(static_cast<std::size_t>(Gs), 0);
     for (std::size_t k = 0; k < dispatch[l].size(); ++k) {
       const LayerDispatch& d = dispatch[l][k];
       const int base = groups_.ep_group_base(stage, static_cast<int>(k));
@@ -204,6 +208,17 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
         lc.dispatch_ns.push_back(lc.combine_ns.back());
         lc.dispatch_bytes.push_back(lc.combine_bytes.back());
       }
+      if (chunks > 1) {
+        // One chunk of the overlapped exchange moves 1/chunks of every pair's bytes.
+        auto chunk_ns = [&](double token_bytes) {
+          std::vector<double> b = exchange(token_bytes);
+          for (double& x : b) x /= chunks;
+          return network_.all_to_all_v(b, members);
+        };
+        lc.combine_chunk_ns.push_back(chunk_ns(combine_token_bytes_));
+        lc.dispatch_chunk_ns.push_back(dispatch_token_bytes_ != combine_token_bytes_ ? chunk_ns(dispatch_token_bytes_)
+                                                                                     : lc.combine_chunk_ns.back());
+      }
       std::vector<std::int64_t> slot_tokens(slots, 0);
       for (int src = 0; src < d.gpus; ++src)
         for (int sl = 0; sl < slots; ++sl) slot_tokens[sl] += d.buffered[static_cast<std::size_t>(src) * slots + sl];
@@ -214,6 +229,9 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
         for (int s = 0; s < S; ++s) {
           const std::int64_t n = slot_tokens[j * S + s];
           t += expert_fwd_ns(M > 1 ? (n + M - 1) / M : n);
+          if (chunks > 1)
+            lc.expert_chunk_ns[static_cast<std::size_t>(base - stage * Gs + j)] +=
+                expert_fwd_ns((n + static_cast<std::int64_t>(M) * chunks - 1) / (static_cast<std::int64_t>(M) * chunks));
           gpu_tokens += n;
         }
         max_tokens = std::max(max_tokens, gpu_tokens);
@@ -309,16 +327,30 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
   label(layout_.zero_stage == 0 ? "dense gradient all-reduce" : "dense gradient reduce-scatter");
   const int eb = dtype_bytes(model_.dtype);
   const double embedding_per_gpu = static_cast<double>(model_.vocab) * model_.hidden / layout_.tensor;
-  for (const std::vector<int>& dp : dp_groups_) {
-    if (dp.size() < 2) continue;
-    const int stage = groups_.stage(dp.front());
-    double params = stage_dense_params(stage);
-    if (layout_.zero_stage == 3) params = (stage == 0 || stage == groups_.stages() - 1) ? embedding_per_gpu : 0.0;
-    if (params <= 0.0) continue;
-    const double bytes = params * training_.grad_bytes_per_param;
-    const Collective kind = layout_.zero_stage == 0 ? Collective::AllReduce : Collective::ReduceScatter;
-    programs_.add_collective(dp, collective_ns(kind, bytes, dp), Phase::GradSync);
-    res.grad_sync_bytes += bytes;
+  if (overlap_.grad_sync) {
+    // The layers' buckets are under way on the communication lanes; the embedding's follows, and
+    // the optimizer waits for all of them.
+    if (layout_.zero_stage < 3) {
+      add_overlapped_grad_bucket(0, embedding_per_gpu, res);
+      if (groups_.stages() > 1) add_overlapped_grad_bucket(groups_.stages() - 1, embedding_per_gpu, res);
+    }
+    for (int g = 0; g < gpus_; ++g) {
+      const int m = programs_.new_message();
+      programs_.add_send(comm_lane(g), m, 0);
+      programs_.add_recv(g, m, Phase::GradSync);
+    }
+  } else {
+    for (const std::vector<int>& dp : dp_groups_) {
+      if (dp.size() < 2) continue;
+      const int stage = groups_.stage(dp.front());
+      double params = stage_dense_params(stage);
+      if (layout_.zero_stage == 3) params = (stage == 0 || stage == groups_.stages() - 1) ? embedding_per_gpu : 0.0;
+      if (params <= 0.0) continue;
+      const double bytes = params * training_.grad_bytes_per_param;
+      const Collective kind = layout_.zero_stage == 0 ? Collective::AllReduce : Collective::ReduceScatter;
+      programs_.add_collective(dp, collective_ns(kind, bytes, dp), Phase::GradSync);
+      res.grad_sync_bytes += bytes;
+    }
   }
 
   // Optimizer step: dense parameters where training.optimizer_offload says (each GPU's 1/dp shard

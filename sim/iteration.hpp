@@ -55,7 +55,7 @@ class IterationModel {
  public:
   IterationModel(const Cluster& cluster, const MoeModelSpec& model, const TrainingSpec& training,
                  const ComputeModel& compute, const NetworkModel& network, const ParallelLayout& layout = {},
-                 const DispatchSpec& dispatch = {});
+                 const DispatchSpec& dispatch = {}, const OverlapSpec& overlap = {});
 
   // Simulates one iteration starting at `start_ns` on `engine`. `placement` is over one
   // expert-parallel group (the same in every group) and lists every MoE layer; `dispatch` has
@@ -107,7 +107,16 @@ class IterationModel {
     std::vector<TimeNs> dispatch_ns, combine_ns;        // [ep group]: one micro-batch's all-to-all
     std::vector<double> dispatch_bytes, combine_bytes;  // [ep group]: bytes leaving their GPU
     std::vector<TimeNs> expert_ns;                      // [GPU of the stage]: forward, one micro-batch
+    // With overlap.a2a_chunks > 1: one chunk of each.
+    std::vector<TimeNs> dispatch_chunk_ns, combine_chunk_ns, expert_chunk_ns;
   };
+  // The all-to-all, experts, all-to-all block of one MoE layer and micro-batch: `first` and
+  // `second` exchange times per group (whole or per chunk), experts at `factor` x forward.
+  void add_moe_block(int stage, int layer, int micro_batch, const LayerCost& lc, bool forward, IterationResult& res);
+  // overlap.grad_sync: `params` dense parameters' gradients reduced over each data-parallel group
+  // of the stage on the communication lanes, once the compute lanes reach this point.
+  void add_overlapped_grad_bucket(int stage, double params, IterationResult& res);
+  [[nodiscard]] int comm_lane(int gpu) const { return gpus_ + gpu; }
   void add_forward(int stage, int chunk, int micro_batch, const std::vector<LayerCost>& cost, IterationResult& res);
   void add_backward(int stage, int chunk, int micro_batch, const std::vector<LayerCost>& cost, IterationResult& res);
   void add_sync(const Placement& placement, const SyncPlan& sync, IterationResult& res);
@@ -118,7 +127,7 @@ class IterationModel {
   void add_zero3(int stage, int layer, Collective kind, IterationResult& res);
   // One all-to-all in every expert-parallel group of the stage.
   void add_all_to_all(int stage, const std::vector<TimeNs>& ns, const std::vector<double>& bytes,
-                      IterationResult& res);
+                      IterationResult& res, int lane_offset = 0, double share = 1.0);
   void init_pipeline();
   [[nodiscard]] int message_id(bool forward, int micro_batch, int virtual_stage, int local_gpu) const;
 
@@ -138,6 +147,8 @@ class IterationModel {
   ParallelLayout layout_;
   LayoutGroups groups_;
   DispatchSpec dispatch_;
+  OverlapSpec overlap_;
+  bool two_lanes_ = false;
   double dispatch_token_bytes_ = 0.0, combine_token_bytes_ = 0.0;
   std::vector<int> moe_index_;      // [layer]: index among MoE layers, -1 for dense layers
   std::vector<int> moe_layer_ids_;  // [MoE layer]: its layer

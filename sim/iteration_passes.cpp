@@ -78,12 +78,100 @@ std::string layer_label(const char* what, int layer, int micro_batch, int micro_
 }  // namespace
 
 void IterationModel::add_all_to_all(int stage, const std::vector<TimeNs>& ns, const std::vector<double>& bytes,
-                                    IterationResult& res) {
+                                    IterationResult& res, int lane_offset, double share) {
   std::vector<int> members(static_cast<std::size_t>(layout_.expert));
   for (std::size_t k = 0; k < ns.size(); ++k) {
-    std::iota(members.begin(), members.end(), groups_.ep_group_base(stage, static_cast<int>(k)));
+    std::iota(members.begin(), members.end(), groups_.ep_group_base(stage, static_cast<int>(k)) + lane_offset);
     programs_.add_collective(members, ns[k], Phase::AllToAll);
-    res.a2a_bytes += bytes[k];
+    res.a2a_bytes += share == 1.0 ? bytes[k] : bytes[k] * share;
+  }
+}
+
+void IterationModel::add_moe_block(int st, int layer, int mb, const LayerCost& lc, bool forward, IterationResult& res) {
+  const int Gs = groups_.gpus_per_stage(), M = layout_.micro_batches, base = st * Gs;
+  const TimeNs factor = forward ? 1 : kBackwardFactor;
+  // The backward all-to-alls carry gradients in the model dtype, combine's first.
+  const std::vector<TimeNs>& first_ns = forward ? lc.dispatch_ns : lc.combine_ns;
+  const std::vector<double>& first_bytes = forward ? lc.dispatch_bytes : lc.combine_bytes;
+  const char* first = forward ? "forward dispatch all-to-all" : "backward combine all-to-all";
+  const char* experts = forward ? "forward experts" : "backward experts";
+  const char* second = forward ? "forward combine all-to-all" : "backward dispatch all-to-all";
+  auto tag = [&](const char* what) {
+    if (record_) label(layer_label(what, layer, mb, M));
+  };
+  const int n = overlap_.a2a_chunks;
+  if (n == 1) {
+    tag(first);
+    add_all_to_all(st, first_ns, first_bytes, res);
+    tag(experts);
+    for (int i = 0; i < Gs; ++i) add_local(base + i, Phase::Compute, factor * lc.expert_ns[static_cast<std::size_t>(i)]);
+    tag(second);
+    add_all_to_all(st, lc.combine_ns, lc.combine_bytes, res);
+    return;
+  }
+  // Chunked: the communication lane runs D0, then D(c) and C(c - 1) alternately, then the last
+  // C; the compute lane runs the experts of chunk c once D(c) is done. Messages cost nothing.
+  const std::vector<TimeNs>& first_chunk = forward ? lc.dispatch_chunk_ns : lc.combine_chunk_ns;
+  const double share = 1.0 / n;
+  std::vector<int> start(static_cast<std::size_t>(Gs)), done(static_cast<std::size_t>(Gs));
+  std::vector<std::vector<int>> dispatched(static_cast<std::size_t>(Gs)), computed(static_cast<std::size_t>(Gs));
+  for (int i = 0; i < Gs; ++i) {
+    start[static_cast<std::size_t>(i)] = programs_.new_message();
+    done[static_cast<std::size_t>(i)] = programs_.new_message();
+    for (int c = 0; c < n; ++c) {
+      dispatched[static_cast<std::size_t>(i)].push_back(programs_.new_message());
+      computed[static_cast<std::size_t>(i)].push_back(programs_.new_message());
+    }
+    programs_.add_send(base + i, start[static_cast<std::size_t>(i)], 0);
+    programs_.add_recv(comm_lane(base + i), start[static_cast<std::size_t>(i)], Phase::Wait);
+  }
+  auto first_a2a = [&](int c) {
+    tag(first);
+    add_all_to_all(st, first_chunk, first_bytes, res, gpus_, share);
+    for (int i = 0; i < Gs; ++i)
+      programs_.add_send(comm_lane(base + i), dispatched[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)], 0);
+  };
+  auto second_a2a = [&](int c) {
+    for (int i = 0; i < Gs; ++i)
+      programs_.add_recv(comm_lane(base + i), computed[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)], Phase::Wait);
+    tag(second);
+    add_all_to_all(st, lc.combine_chunk_ns, lc.combine_bytes, res, gpus_, share);
+  };
+  first_a2a(0);
+  for (int c = 1; c < n; ++c) {
+    first_a2a(c);
+    second_a2a(c - 1);
+  }
+  second_a2a(n - 1);
+  for (int i = 0; i < Gs; ++i) programs_.add_send(comm_lane(base + i), done[static_cast<std::size_t>(i)], 0);
+  tag(experts);
+  for (int i = 0; i < Gs; ++i)
+    for (int c = 0; c < n; ++c) {
+      programs_.add_recv(base + i, dispatched[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)], Phase::AllToAll);
+      add_local(base + i, Phase::Compute, factor * lc.expert_chunk_ns[static_cast<std::size_t>(i)]);
+      programs_.add_send(base + i, computed[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)], 0);
+    }
+  tag(second);
+  for (int i = 0; i < Gs; ++i) programs_.add_recv(base + i, done[static_cast<std::size_t>(i)], Phase::AllToAll);
+}
+
+void IterationModel::add_overlapped_grad_bucket(int st, double params, IterationResult& res) {
+  if (params <= 0.0 || layout_.data < 2) return;
+  const double bytes = params * training_.grad_bytes_per_param;
+  const Collective kind = layout_.zero_stage == 0 ? Collective::AllReduce : Collective::ReduceScatter;
+  const int per_stage = groups_.gpus_per_stage() / layout_.data;
+  std::vector<int> lanes;
+  for (int i = 0; i < per_stage; ++i) {
+    const std::vector<int>& g = dp_groups_[static_cast<std::size_t>(st * per_stage + i)];
+    lanes.clear();
+    for (int gpu : g) {
+      const int m = programs_.new_message();
+      programs_.add_send(gpu, m, 0);
+      programs_.add_recv(comm_lane(gpu), m, Phase::Wait);
+      lanes.push_back(comm_lane(gpu));
+    }
+    programs_.add_collective(lanes, collective_ns(kind, bytes, g), Phase::GradSync);
+    res.grad_sync_bytes += bytes;
   }
 }
 
@@ -117,12 +205,7 @@ void IterationModel::add_forward(int st, int chunk, int mb, const std::vector<La
     const LayerCost& lc = cost[static_cast<std::size_t>(moe_index_[static_cast<std::size_t>(layer)])];
     tag("forward gate and shared experts", layer);
     add_stage(st, Phase::Compute, gate_fwd_ns_ + shared_expert_fwd_ns_);
-    tag("forward dispatch all-to-all", layer);
-    add_all_to_all(st, lc.dispatch_ns, lc.dispatch_bytes, res);
-    tag("forward experts", layer);
-    for (int i = 0; i < Gs; ++i) add_local(base + i, Phase::Compute, lc.expert_ns[static_cast<std::size_t>(i)]);
-    tag("forward combine all-to-all", layer);
-    add_all_to_all(st, lc.combine_ns, lc.combine_bytes, res);
+    add_moe_block(st, layer, mb, lc, true, res);
   }
   if (vs == last) {
     label(M == 1 ? std::string("forward LM head") : fmt::format("forward LM head (micro-batch {})", mb));
@@ -159,15 +242,8 @@ void IterationModel::add_backward(int st, int chunk, int mb, const std::vector<L
       add_stage(st, Phase::Compute, kBackwardFactor * dense_ffn_fwd_ns_);
       add_tp_block(st, false, res);
     } else {
-      // The backward all-to-alls carry gradients in the model dtype, combine's first.
       const LayerCost& lc = cost[static_cast<std::size_t>(moe_index_[static_cast<std::size_t>(layer)])];
-      tag("backward combine all-to-all", layer);
-      add_all_to_all(st, lc.combine_ns, lc.combine_bytes, res);
-      tag("backward experts", layer);
-      for (int i = 0; i < Gs; ++i)
-        add_local(base + i, Phase::Compute, kBackwardFactor * lc.expert_ns[static_cast<std::size_t>(i)]);
-      tag("backward dispatch all-to-all", layer);
-      add_all_to_all(st, lc.combine_ns, lc.combine_bytes, res);
+      add_moe_block(st, layer, mb, lc, false, res);
       tag("backward gate and shared experts", layer);
       add_stage(st, Phase::Compute, kBackwardFactor * (gate_fwd_ns_ + shared_expert_fwd_ns_));
     }
@@ -178,6 +254,10 @@ void IterationModel::add_backward(int st, int chunk, int mb, const std::vector<L
     if (layout_.zero_stage == 3) {
       tag("ZeRO-3 gradient reduce-scatter", layer);
       add_zero3(st, layer, Collective::ReduceScatter, res);
+    } else if (overlap_.grad_sync && mb == M - 1) {
+      // The layer's last backward: its gradients are final and start their reduction.
+      tag("dense gradient bucket (overlapped)", layer);
+      add_overlapped_grad_bucket(st, layer_dense_params(model_, layer) / layout_.tensor, res);
     }
   }
   if (vs > 0) {

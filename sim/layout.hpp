@@ -106,6 +106,16 @@ class LayoutGroups {
 // the pipeline schedule (1 without pipelining; stages - stage in 1F1B).
 [[nodiscard]] int in_flight_chunks(const LayoutGroups& groups, int stage);
 
+// Communication that overlaps computation (scenario section `overlap`). `a2a_chunks` > 1 splits
+// each MoE layer's tokens into chunks whose all-to-alls run on a communication stream while the
+// experts compute another chunk (Tutel's a2a_ffn_overlap_degree, FSMoE's pipelining);
+// `grad_sync` reduces each layer's dense gradients on that stream as soon as its last backward
+// is done (bucketed gradient reduction, as PyTorch DDP and Megatron-Core's overlap_grad_reduce).
+struct OverlapSpec {
+  int a2a_chunks = 1;
+  bool grad_sync = false;
+};
+
 // One step of a pipeline schedule on one stage: forward or backward of `micro_batch` through
 // model chunk `chunk`.
 struct PipelineStep {

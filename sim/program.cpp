@@ -19,8 +19,9 @@ const char* to_string(Phase p) {
   return "?";
 }
 
-void Programs::reset(int gpus, int messages) {
-  program_.assign(static_cast<std::size_t>(gpus), {});
+void Programs::reset(int gpus, int messages, int lanes) {
+  gpus_ = gpus;
+  program_.assign(static_cast<std::size_t>(gpus) * static_cast<std::size_t>(lanes), {});
   collectives_.clear();
   waiters_.clear();
   messages_.assign(static_cast<std::size_t>(messages), Message{});
@@ -44,8 +45,20 @@ void Programs::add_send(int gpu, int id, TimeNs transfer_ns) {
   program_[static_cast<std::size_t>(gpu)].push_back(Op{Kind::Send, Phase::Bubble, transfer_ns, id, label_});
 }
 
-void Programs::add_recv(int gpu, int id) {
-  program_[static_cast<std::size_t>(gpu)].push_back(Op{Kind::Recv, Phase::Bubble, 0, id, label_});
+void Programs::add_recv(int gpu, int id, Phase phase) {
+  program_[static_cast<std::size_t>(gpu)].push_back(Op{Kind::Recv, phase, 0, id, label_});
+}
+
+int Programs::new_message() {
+  messages_.push_back(Message{});
+  return static_cast<int>(messages_.size()) - 1;
+}
+
+TimeNs Programs::end_ns(int gpu) const {
+  const auto g = static_cast<std::size_t>(gpu);
+  TimeNs e = end_[g];
+  if (program_.size() > static_cast<std::size_t>(gpus_)) e = std::max(e, end_[g + static_cast<std::size_t>(gpus_)]);
+  return e;
 }
 
 void Programs::run(Engine& engine, TimeNs start_ns) {
@@ -63,8 +76,11 @@ void Programs::run(Engine& engine, TimeNs start_ns) {
     if (m.waiting >= 0) throw std::logic_error("Programs: a pipeline receive was never matched by a send");
 }
 
-void Programs::step(Engine& engine, int gpu) {
-  const auto gi = static_cast<std::size_t>(gpu);
+void Programs::step(Engine& engine, int lane) {
+  const auto gi = static_cast<std::size_t>(lane);
+  // Spans name the GPU; a communication lane's spans are on its GPU's communication lane.
+  const int gpu = lane % gpus_;
+  const bool comm_lane = lane >= gpus_;
   const std::vector<Op>& prog = program_[gi];
   for (;;) {
     if (pc_[gi] == prog.size()) {
@@ -80,10 +96,11 @@ void Programs::step(Engine& engine, int gpu) {
         while (pc_[gi] < prog.size() && prog[pc_[gi]].kind == Kind::Local) {
           const Op& o = prog[pc_[gi]++];
           busy_[gi][static_cast<int>(o.phase)] += o.duration_ns;
-          if (record_) spans_.push_back(Span{gpu, o.phase == Phase::Movement, o.label, engine.now() + run, o.duration_ns});
+          if (record_)
+            spans_.push_back(Span{gpu, comm_lane || o.phase == Phase::Movement, o.label, engine.now() + run, o.duration_ns});
           run += o.duration_ns;
         }
-        engine.schedule_in(run, [this, gpu](Engine& e) { step(e, gpu); });
+        engine.schedule_in(run, [this, lane](Engine& e) { step(e, lane); });
         return;
       }
       case Kind::Send: {
@@ -94,8 +111,10 @@ void Programs::step(Engine& engine, int gpu) {
         if (m.waiting >= 0) {
           const int w = m.waiting;
           m.waiting = -1;
-          busy_[static_cast<std::size_t>(w)][static_cast<int>(Phase::Bubble)] += m.ready_ns - arrival_[static_cast<std::size_t>(w)];
-          if (record_) spans_.push_back(Span{w, true, op.label, arrival_[static_cast<std::size_t>(w)], m.ready_ns - arrival_[static_cast<std::size_t>(w)]});
+          const auto wi = static_cast<std::size_t>(w);
+          busy_[wi][static_cast<int>(m.wait_phase)] += m.ready_ns - arrival_[wi];
+          if (record_ && m.ready_ns > arrival_[wi])
+            spans_.push_back(Span{w % gpus_, true, m.wait_label, arrival_[wi], m.ready_ns - arrival_[wi]});
           engine.schedule_at(m.ready_ns, [this, w](Engine& e) { step(e, w); });
         }
         continue;
@@ -104,22 +123,24 @@ void Programs::step(Engine& engine, int gpu) {
         ++pc_[gi];
         Message& m = messages_[static_cast<std::size_t>(op.target)];
         if (m.ready_ns < 0) {
-          m.waiting = gpu;
+          m.waiting = lane;
+          m.wait_phase = op.phase;
+          m.wait_label = op.label;
           arrival_[gi] = engine.now();
           return;
         }
         const TimeNs wait = std::max<TimeNs>(0, m.ready_ns - engine.now());
         if (wait == 0) continue;
-        busy_[gi][static_cast<int>(Phase::Bubble)] += wait;
+        busy_[gi][static_cast<int>(op.phase)] += wait;
         if (record_) spans_.push_back(Span{gpu, true, op.label, engine.now(), wait});
-        engine.schedule_in(wait, [this, gpu](Engine& e) { step(e, gpu); });
+        engine.schedule_in(wait, [this, lane](Engine& e) { step(e, lane); });
         return;
       }
       case Kind::Collective: {
         ++pc_[gi];
         CollectiveState& c = collectives_[static_cast<std::size_t>(op.target)];
         arrival_[gi] = engine.now();
-        waiters_[static_cast<std::size_t>(op.target)].push_back(gpu);
+        waiters_[static_cast<std::size_t>(op.target)].push_back(lane);
         if (++c.arrived < c.members) return;
         // The last member has arrived (events run in time order, so now is the latest arrival).
         for (int w : waiters_[static_cast<std::size_t>(op.target)]) {
@@ -127,8 +148,8 @@ void Programs::step(Engine& engine, int gpu) {
           busy_[wi][static_cast<int>(Phase::Wait)] += engine.now() - arrival_[wi];
           busy_[wi][static_cast<int>(c.phase)] += c.duration_ns;
           if (record_) {
-            if (engine.now() > arrival_[wi]) spans_.push_back(Span{w, true, 0, arrival_[wi], engine.now() - arrival_[wi]});
-            spans_.push_back(Span{w, true, op.label, engine.now(), c.duration_ns});
+            if (engine.now() > arrival_[wi]) spans_.push_back(Span{w % gpus_, true, 0, arrival_[wi], engine.now() - arrival_[wi]});
+            spans_.push_back(Span{w % gpus_, true, op.label, engine.now(), c.duration_ns});
           }
         }
         // All members leave together: one event resumes them in arrival order.

@@ -32,7 +32,11 @@ class Programs {
     TimeNs duration_ns = 0;
   };
 
-  void reset(int gpus, int messages);
+  // `lanes`: 1, or 2 for a communication stream per GPU: lane `gpus + g` runs GPU g's
+  // overlapped communication, meeting its compute lane g only through messages.
+  void reset(int gpus, int messages, int lanes = 1);
+  // A fresh message id (beyond those reset() reserved).
+  [[nodiscard]] int new_message();
   void set_label(int label) { label_ = label; }
   void set_recording(bool on) { record_ = on; }
 
@@ -41,12 +45,15 @@ class Programs {
   void add_collective(const std::vector<int>& members, TimeNs duration, Phase phase);
   // A pipeline message `id` (< messages): `gpu` sends it, arriving `transfer_ns` later.
   void add_send(int gpu, int id, TimeNs transfer_ns);
-  void add_recv(int gpu, int id);
+  // Waiting for the message counts as `phase` (Bubble between pipeline stages; the phase of the
+  // communication it waits for when a compute lane waits for its communication lane).
+  void add_recv(int gpu, int id, Phase phase = Phase::Bubble);
 
   // Runs every program from `start_ns` to its end.
   void run(Engine& engine, TimeNs start_ns);
 
-  [[nodiscard]] TimeNs end_ns(int gpu) const { return end_[static_cast<std::size_t>(gpu)]; }
+  // A GPU's end (both lanes) and its compute lane's phases.
+  [[nodiscard]] TimeNs end_ns(int gpu) const;
   [[nodiscard]] const std::array<TimeNs, kNumPhases>& busy(int gpu) const {
     return busy_[static_cast<std::size_t>(gpu)];
   }
@@ -70,12 +77,15 @@ class Programs {
   };
   struct Message {
     TimeNs ready_ns = -1;  // -1: not sent yet
-    int waiting = -1;      // GPU blocked on it
+    int waiting = -1;      // lane blocked on it
+    Phase wait_phase = Phase::Bubble;
+    int wait_label = 0;
   };
-  void step(Engine& engine, int gpu);
+  void step(Engine& engine, int lane);
 
   bool record_ = false;
   int label_ = 0;
+  int gpus_ = 0;
   std::vector<std::vector<Op>> program_;
   std::vector<CollectiveState> collectives_;
   std::vector<std::vector<int>> waiters_;

@@ -114,7 +114,7 @@ TEST_CASE("scenario: unknown keys are errors that list the allowed keys", "[scen
     const std::string msg = load_error(text);
     CHECK_THAT(msg, Contains(pos(text, "colour") + ": unknown key 'colour'"));
     CHECK_THAT(msg, Contains("allowed keys here: cluster, compute, convergence, description, dispatch, heterogeneity, "
-                             "model, name, network, parallelism, placement, policies, routing, run, seed, trace, training"));
+                             "model, name, network, overlap, parallelism, placement, policies, routing, run, seed, trace, training"));
   }
   SECTION("nested key in a flow mapping") {
     const std::string text = "cluster: {preset: dgx-a100, nodez: 2}\nmodel: {preset: gpt-small-moe}\npolicies: [static]\n";
@@ -649,7 +649,7 @@ TEST_CASE("scenario: --set overrides", "[scenario]") {
     const std::string msg = load_error(kBasePolicies, {"foo=1"});
     CHECK_THAT(msg, Contains("--set 'foo=1': unknown key 'foo'"));
     CHECK_THAT(msg, Contains("unknown key 'foo'; allowed keys here: cluster, compute, convergence, description, "
-                             "dispatch, heterogeneity, model, name, network, parallelism, placement, policies, routing, run, "
+                             "dispatch, heterogeneity, model, name, network, overlap, parallelism, placement, policies, routing, run, "
                              "seed, trace, training"));
   }
   SECTION("an unknown nested key") {
