@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "app/scenario.hpp"
+#include "app/validate_dispatch.hpp"
 #include "sim/error.hpp"
 #include "sim/network.hpp"
 
@@ -108,11 +109,15 @@ int cmd_validate(const std::vector<std::string>& args) {
                  "  and sizes from 1 MiB to 1 GiB (nccl-tests sizes), the bus bandwidth NCCL's cost model "
                  "predicts (nccl-tests\n"
                  "  definition), the published measurement where one exists and the error.\n"
-                 "  Defaults: --cluster dgx-a100, the preset's nodes and NICs.\n";
+                 "  Defaults: --cluster dgx-a100, the preset's nodes and NICs.\n"
+                 "moesim validate dispatch [--cluster PRESET]\n"
+                 "  The hierarchical (DeepEP-style) dispatch and combine on DeepEP's test shape (EP 8, 16, 32, 64),\n"
+                 "  as DeepEP counts bandwidth, next to DeepEP's published figures. Default: --cluster deepseek-h800.\n";
     return help ? 0 : 2;
   }
+  if (args[0] == "dispatch") return cmd_validate_dispatch(args);
   if (args[0] != "collectives") {
-    throw InputError(fmt::format("moesim validate: unknown subject '{}'; allowed: collectives", args[0]));
+    throw InputError(fmt::format("moesim validate: unknown subject '{}'; allowed: collectives, dispatch", args[0]));
   }
   std::string preset = "dgx-a100";
   std::optional<int> nodes_given;
