@@ -117,14 +117,22 @@ TEST_CASE("every shipped scenario runs in both network models", "[compare][flow]
     if (file.filename() == "olmoe-real.yaml" && !real_data) continue;
     for (const char* net : {"analytical", "flow"}) {
       INFO(net);
-      const Scenario s = load_scenario(
+      Scenario s = load_scenario(
           file.string(), {"run.max_iterations=2", "run.stop_at_convergence=false", std::string("network.model=") + net},
           std::nullopt);
+      // A cluster of more than 256 GPUs (deepseek-v3-2048.yaml: 2,048 GPUs, 120 micro-batches)
+      // runs its first policy for one iteration, which keeps the test within seconds.
+      int iterations = 2;
+      if (s.cluster.num_gpus() > 256) {
+        iterations = 1;
+        s.run.max_iterations = 1;
+        s.policies.resize(1);
+      }
       const auto results = run_scenario(s, RunOptions{false, {}});
       REQUIRE_FALSE(results.empty());
       for (const auto& r : results) {
         INFO(r.label);
-        CHECK(r.iterations_run == 2);
+        CHECK(r.iterations_run == iterations);
         CHECK(r.mean_iteration_ns > 0.0);
       }
     }

@@ -291,7 +291,7 @@ TEST_CASE("scenario: unknown presets list the available ones", "[scenario]") {
     const std::string text = "cluster:\n  preset: dgx-b200\n";
     const std::string msg = load_error(text);
     CHECK_THAT(msg, Contains(pos(text, "dgx-b200") + ": key 'cluster.preset': unknown preset 'dgx-b200'; available: "
-                                                      "dgx-a100, dgx-h100-fat-tree, dgx-h100, swiftmoe-cloud"));
+                                                      "deepseek-h800, dgx-a100, dgx-h100-fat-tree, dgx-h100, swiftmoe-cloud"));
   }
   SECTION("model") {
     const std::string text = "cluster: {preset: dgx-a100}\nmodel: {preset: llama-moe}\n";
@@ -304,13 +304,13 @@ TEST_CASE("scenario: unknown presets list the available ones", "[scenario]") {
     const std::string text = "cluster: {preset: dgx-a100, gpu: b200}\n";
     const std::string msg = load_error(text);
     CHECK_THAT(msg, Contains(pos(text, "b200}") + ": key 'cluster.gpu': unknown preset 'b200'; available: "
-                                                   "a100-pcie-80gb, a100-sxm-80gb, h100-sxm, h200-sxm"));
+                                                   "a100-pcie-80gb, a100-sxm-80gb, h100-sxm, h200-sxm, h800-sxm"));
   }
   SECTION("gpu given as a mapping") {
     const std::string text = "cluster:\n  preset: dgx-a100\n  gpu:\n    preset: b200\n    hbm_bytes: 1.9e11\n";
     const std::string msg = load_error(text);
     CHECK_THAT(msg, Contains(pos(text, "b200") + ": key 'cluster.gpu.preset': unknown preset 'b200'; available: "
-                                                  "a100-pcie-80gb, a100-sxm-80gb, h100-sxm, h200-sxm"));
+                                                  "a100-pcie-80gb, a100-sxm-80gb, h100-sxm, h200-sxm, h800-sxm"));
   }
   SECTION("a gpu mapping needs preset:") {
     const std::string text = "cluster:\n  preset: dgx-a100\n  gpu:\n    hbm_bytes: 1.9e11\n";
