@@ -44,6 +44,7 @@ constexpr const char* kUsage =
     "  moesim calibrate --backend reference --gpu GPU --model M --out profile.yaml   from published figures\n"
     "  moesim calibrate --backend cuda|cpu --collectives [--model M] --out profile.yaml   NCCL, >= 2 GPUs\n"
     "  moesim validate collectives [--cluster PRESET] [--nodes N] [--nics-per-node N]\n"
+    "  moesim validate dispatch [--cluster PRESET]\n"
     "  moesim trace stats TRACE [--json] [--shape L,G,E] [--top N]   describe a trace\n"
     "  moesim list            presets (GPUs, clusters, models) and registered policies\n"
     "  moesim --help | --version\n"

@@ -33,9 +33,9 @@ std::vector<DispatchValidationRow> dispatch_validation_rows(const std::string& p
   std::vector<DispatchValidationRow> rows;
   for (const DeepEpFigure& f : kDeepEp) {
     const std::string text = fmt::format(
-        "cluster: {{preset: {}, nodes: {}}}\nmodel: {{preset: deepseek-v3}}\nplacement: {{slots_per_gpu: 1}}\n"
+        "cluster: {{preset: {}, nodes: {}}}\nmodel: {{preset: deepseek-v3}}\nplacement: {{slots_per_gpu: {}}}\n"
         "policies: [static]\n",
-        preset, std::max(1, f.ep / 8));
+        preset, std::max(1, f.ep / 8), kExperts / f.ep);
     const Scenario s = load_scenario_text(text, "--cluster", {}, std::nullopt);
     if (s.cluster.gpus_per_node != 8)
       throw InputError(fmt::format("moesim validate dispatch: --cluster {} has {} GPUs per node; DeepEP's shape needs 8",
