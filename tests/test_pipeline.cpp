@@ -4,6 +4,7 @@
 
 #include "app/runner.hpp"
 #include "file_fixture.hpp"
+#include "hand_fixture.hpp"
 #include "sim/layout.hpp"
 #include "sim/program.hpp"
 
@@ -108,54 +109,18 @@ TEST_CASE("pipeline: a receive waits for its send; a send costs its sender nothi
   CHECK(late.busy(1)[static_cast<int>(Phase::Bubble)] == 0);
 }
 
-namespace {
-// The hand scenario of test_iteration.cpp on two stages: 2 single-GPU nodes (10 GB/s NICs,
-// 100 TFLOP/s at efficiency 1, HBM 1000 GB/s), 2 MoE layers of 2 experts, one per stage, 2
-// micro-batches of 1024 tokens.
-std::string two_stage_scenario(const std::string& trace_path) {
-  return R"(
-name: hand-pp
-cluster:
-  nodes: 2
-  gpus_per_node: 1
-  intra_node: none
-  gpu: {preset: a100-pcie-80gb, peak_tflops: 100, gemm_efficiency: 1.0, hbm_gbps: 1000}
-  pcie_gbps: 10
-  nic_gbit: 80
-  nics_per_node: 1
-  nic_efficiency: 1.0
-  nic_latency_ns: 5000
-  host_memory_bytes: 1.0e11
-model:
-  layers: 2
-  hidden: 1024
-  heads: 1
-  kv_heads: 1
-  head_dim: 1024
-  ffn_hidden: 4096
-  expert_ffn_hidden: 4096
-  ffn_matrices: 2
-  experts: 2
-  top_k: 1
-  vocab: 1024
-  seq_len: 1024
-  micro_batch_per_gpu: 1
-parallelism: {pipeline: 2, micro_batches: 2}
-trace: {kind: csv, path: )" + trace_path + R"(}
-run: {max_iterations: 1}
-policies:
-  - {name: static, capacity_factor: 1.0, min_capacity: 0}
-)";
-}
-}  // namespace
-
 TEST_CASE("pipeline: two stages, two micro-batches of the hand scenario, to the nanosecond", "[pipeline][iteration]") {
   testing::TempDir dir;
   // Each stage's GPU routes 2 x 1024 tokens per MoE layer, 1024 to each expert (both on it).
   const std::string trace = dir.write("pp.csv",
                                       "iteration,layer,src_gpu,expert,tokens\n0,0,0,0,1024\n0,0,0,1,1024\n"
                                       "0,1,0,0,1024\n0,1,0,1,1024\n");
-  Scenario s = load_scenario_text(two_stage_scenario(trace), "hand-pp.yaml", {}, std::nullopt);
+  // The hand scenario (hand_fixture.hpp) on two stages: 2 MoE layers, one per stage, 2
+  // micro-batches of 1024 tokens; one GPU per expert-parallel group holds both experts.
+  Scenario s = load_scenario_text(testing::hand_scenario(trace), "hand-pp.yaml",
+                                  {"model.layers=2", "parallelism.pipeline=2", "parallelism.micro_batches=2",
+                                   "placement.slots_per_gpu=2", "run.max_iterations=1"},
+                                  std::nullopt);
   REQUIRE(s.slots_per_gpu == 2);  // one GPU per expert-parallel group holds both experts
   const IterationResult it = run_scenario(s).at(0).rows.at(0).result;
   // One micro-batch through one layer (the hand scenario's figures): attention 128850, gate 2106,
