@@ -365,8 +365,9 @@ policies:
 
 // `iterations` iterations of a skewed trace over `sources` GPUs (of one stage), `layers` MoE
 // layers, 16 experts: every source routes `tokens` assignments per layer, tokens / 32 to each
-// expert and the other half to one hot expert that moves with the source, layer and iteration.
-// Returns the file's path; each iteration's total is layers x sources x tokens.
+// expert and the other half to one hot expert, shared by each 4 consecutive sources, that moves
+// with the layer and the iteration (so the experts' total loads differ, and re-planning policies
+// re-plan). Returns the file's path; each iteration's total is layers x sources x tokens.
 std::string skewed_trace(const testing::TempDir& dir, const std::string& name, int iterations, int layers, int sources,
                          std::int64_t tokens) {
   std::string csv = "iteration,layer,src_gpu,expert,tokens\n";
@@ -374,7 +375,7 @@ std::string skewed_trace(const testing::TempDir& dir, const std::string& name, i
     for (int l = 0; l < layers; ++l)
       for (int g = 0; g < sources; ++g)
         for (int e = 0; e < 16; ++e) {
-          const std::int64_t n = tokens / 32 + ((e + g + 3 * l + 5 * it) % 16 == 0 ? tokens / 2 : 0);
+          const std::int64_t n = tokens / 32 + ((e + g / 4 + 3 * l + 5 * it) % 16 == 0 ? tokens / 2 : 0);
           csv += fmt::format("{},{},{},{},{}\n", it, l, g, e, n);
         }
   return dir.write(name, csv);
@@ -442,6 +443,12 @@ TEST_CASE("expert-parallel groups: every shipped policy runs on two 8-GPU groups
       CHECK(r.critical_gpu >= 0);
       CHECK(r.critical_gpu < 16);
       check_same(r, b[0].rows[i].result);
+    }
+    // The policies that re-plan every 2 iterations move experts between the GPUs of a group.
+    if (info.name == "eplb" || info.name == "flexmoe" || info.name == "lazarus" || info.name == "smartmoe") {
+      double moved = 0.0;
+      for (const IterationRow& row : a[0].rows) moved += row.result.moved_bytes;
+      CHECK(moved > 0.0);
     }
   }
 }
