@@ -94,7 +94,8 @@ TEST_CASE("tensor parallelism: split GEMMs and the tensor-parallel collectives b
     IterationModel m2(cluster, s2.model, s2.training, compute, net, s2.layout);
     // Tensor 1, roofline max(FLOPs / 1e5, bytes / 1000) rounded up:
     //   QKV 1024 x (2 + 2 x 2) x 512 = 3072 x 1024: 6442450944 FLOPs -> 64425 (memory 14681)
-    //   scores and values (2048 x 1024 x 512), output (1024 x 1024 x 1024): 2147483648 -> 21475 each
+    //   scores 2048 x 1024 x 512, values 2048 x 512 x 1024, output 1024 x 1024 x 1024: 2147483648 FLOPs
+    //   -> 21475 each
     //   attention = 64425 + 3 x 21475 = 128850
     CHECK(m1.attention_fwd_ns() == 128850);
     // Tensor 2: QKV 1024 x 1536 x 1024: 3221225472 FLOPs -> 32212.25 -> 32213; one head per rank:
