@@ -81,6 +81,7 @@ class OraclePolicy final : public Policy {
     SyncPlan plan = default_sync_plan(ctx_, current, shard_optimizer_);
     if (!charge_gradient_sync_) {
       plan.replica_allreduce = false;
+      plan.copy_allreduce = false;
       plan.grad_collectives.clear();
       plan.post_collectives.clear();
     }

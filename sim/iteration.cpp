@@ -297,7 +297,12 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
   // The policy decides once the counts are known (after the popularity exchange, if any).
   for (int g = 0; g < static_cast<int>(sync.decision_ns.size()); ++g) add_local(g, Phase::Movement, sync.decision_ns[g]);
   label("expert gradient all-reduce among replicas");
-  if (sync.replica_allreduce) {
+  // With several expert-parallel groups a stage, each expert lives in every group (its
+  // expert-data-parallel copies). The group plan's collectives over an expert's holders reach
+  // all its copies (GroupPlanMap), but an expert that one GPU of a group holds has none: without
+  // the replica all-reduce, its copies still all-reduce (unless the plan says copy_allreduce false).
+  const bool copies_only = !sync.replica_allreduce && edp > 1 && sync.copy_allreduce;
+  if (sync.replica_allreduce || copies_only) {
     const double expert_grad_bytes = model_.expert_params() * training_.grad_bytes_per_param;
     std::vector<std::vector<int>> holders(static_cast<std::size_t>(model_.experts));
     for (std::size_t l = 0; l < placement.expert_of_slot.size(); ++l) {
@@ -313,6 +318,7 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
       for (auto& h : holders) {
         h.erase(std::unique(h.begin(), h.end()), h.end());  // slots are in GPU order, groups ascending
         if (h.size() < 2) continue;
+        if (copies_only && static_cast<int>(h.size()) != edp) continue;  // several in a group: the plan's
         programs_.add_collective(h, collective_ns(Collective::AllReduce, expert_grad_bytes, h), Phase::GradSync);
         res.grad_sync_bytes += expert_grad_bytes;
       }

@@ -36,6 +36,7 @@ void GroupPlanMap::add_sync(int stage, const SyncPlan& local, SyncPlan& global) 
   if (global.decision_ns.empty() && !local.decision_ns.empty())
     global.decision_ns.assign(static_cast<std::size_t>(groups_.gpus()), 0);
   global.replica_allreduce = local.replica_allreduce;
+  global.copy_allreduce = local.copy_allreduce;
   auto ops = [&](const std::vector<CollectiveOp>& from, std::vector<CollectiveOp>& to) {
     for (const CollectiveOp& op : from) {
       CollectiveOp g = op;

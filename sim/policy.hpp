@@ -85,6 +85,10 @@ struct SyncPlan {
   std::vector<CollectiveOp> pre_collectives;
   // All-reduce every expert's gradients among the GPUs that hold it (in (layer, expert) order).
   bool replica_allreduce = true;
+  // Under several expert-parallel groups a stage (expert-data-parallel copies), combine the
+  // gradients of an expert that one GPU of a group holds over its copies, which no collective of
+  // the group's plan reaches. false: no expert gradient reduction at all (the oracle's bound).
+  bool copy_allreduce = true;
   // Collectives replacing or following the replica all-reduce (e.g. reduce-scatter to shards).
   std::vector<CollectiveOp> grad_collectives;
   // Point-to-point gradient collection to optimizer owners (GPU -> GPU or GPU -> host).
