@@ -173,6 +173,8 @@ std::string timeline_json(const Scenario& s, const std::vector<PolicyResult>& re
   using nlohmann::json;
   json events = json::array();
   const int G = s.cluster.num_gpus();
+  // Under pipeline parallelism a lane names its GPU's stage (stages are contiguous rank blocks).
+  const int stages = s.layout.pipeline, per_stage = G / std::max(1, stages);
   for (std::size_t pi = 0; pi < results.size(); ++pi) {
     const int pid = static_cast<int>(pi);
     events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", pid}, {"args", {{"name", results[pi].label}}}});
@@ -184,7 +186,9 @@ std::string timeline_json(const Scenario& s, const std::vector<PolicyResult>& re
                           {"ph", "M"},
                           {"pid", pid},
                           {"tid", tid},
-                          {"args", {{"name", fmt::format("GPU {} {}", g, lane == 0 ? "compute" : "communication")}}}});
+                          {"args", {{"name", fmt::format("GPU {}{} {}", g,
+                                                         stages > 1 ? fmt::format(" stage {}", g / per_stage) : "",
+                                                         lane == 0 ? "compute" : "communication")}}}});
         events.push_back({{"name", "thread_sort_index"}, {"ph", "M"}, {"pid", pid}, {"tid", tid}, {"args", {{"sort_index", tid}}}});
       }
     }

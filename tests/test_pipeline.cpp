@@ -2,6 +2,7 @@
 // form, message semantics, and a two-stage iteration of the hand scenario to the nanosecond.
 #include <catch2/catch.hpp>
 
+#include "app/outputs.hpp"
 #include "app/runner.hpp"
 #include "file_fixture.hpp"
 #include "hand_fixture.hpp"
@@ -122,7 +123,10 @@ TEST_CASE("pipeline: two stages, two micro-batches of the hand scenario, to the 
                                    "placement.slots_per_gpu=2", "run.max_iterations=1"},
                                   std::nullopt);
   REQUIRE(s.slots_per_gpu == 2);  // one GPU per expert-parallel group holds both experts
-  const IterationResult it = run_scenario(s).at(0).rows.at(0).result;
+  RunOptions ro;
+  ro.timeline_iterations = {0};
+  const PolicyResult pr = run_scenario(s, ro).at(0);
+  const IterationResult& it = pr.rows.at(0).result;
   // One micro-batch through one layer (the hand scenario's figures): attention 128850, gate 2106,
   // both experts on 512 tokens each 2 x 85900: f0 = 302756 ns on stage 0; the last stage adds the
   // LM head (21475): f1 = 324231. Backward twice each: b0 = 605512, b1 = 648462. The all-to-alls
@@ -144,4 +148,13 @@ TEST_CASE("pipeline: two stages, two micro-batches of the hand scenario, to the 
   CHECK(it.iteration_ns == 3317886 + 616678);
   CHECK(it.tokens_routed == 4096);
   CHECK(it.tokens_dropped == 0);
+  // The timeline names each lane's stage and shows the pipeline's waits.
+  const auto doc = nlohmann::json::parse(timeline_json(s, {pr}));
+  bool stage1 = false, wait = false;
+  for (const auto& e : doc["traceEvents"]) {
+    if (e["ph"] == "M" && e["name"] == "thread_name" && e["args"]["name"] == "GPU 1 stage 1 compute") stage1 = true;
+    if (e["ph"] == "X" && e["name"] == "pipeline: wait for gradients (micro-batch 0)" && e["tid"] == 1) wait = true;
+  }
+  CHECK(stage1);
+  CHECK(wait);
 }
