@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <map>
 #include <numeric>
+#include <set>
 #include <tuple>
 
 namespace moesim {
@@ -303,6 +304,9 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
   // the replica all-reduce, its copies still all-reduce (unless the plan says copy_allreduce false).
   const bool copies_only = !sync.replica_allreduce && edp > 1 && sync.copy_allreduce;
   if (sync.replica_allreduce || copies_only) {
+    std::set<std::vector<int>> covered;
+    if (copies_only)
+      for (const CollectiveOp& op : sync.grad_collectives) covered.insert(op.gpus);
     const double expert_grad_bytes = model_.expert_params() * training_.grad_bytes_per_param;
     std::vector<std::vector<int>> holders(static_cast<std::size_t>(model_.experts));
     for (std::size_t l = 0; l < placement.expert_of_slot.size(); ++l) {
@@ -318,7 +322,17 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
       for (auto& h : holders) {
         h.erase(std::unique(h.begin(), h.end()), h.end());  // slots are in GPU order, groups ascending
         if (h.size() < 2) continue;
-        if (copies_only && static_cast<int>(h.size()) != edp) continue;  // several in a group: the plan's
+        if (copies_only && static_cast<int>(h.size()) != edp) {
+          // Several holders a group: covered when the plan reduces them together (GroupPlanMap
+          // extends its collective to every copy); otherwise (gradients collected to an owner in
+          // each group) the copies still combine, charged on each group's first holder.
+          if (covered.count(h) != 0) continue;
+          std::vector<int> firsts;
+          for (int g : h)
+            if (firsts.empty() || groups_.edp_rank(g) != groups_.edp_rank(firsts.back())) firsts.push_back(g);
+          h = std::move(firsts);
+          if (h.size() < 2) continue;
+        }
         programs_.add_collective(h, collective_ns(Collective::AllReduce, expert_grad_bytes, h), Phase::GradSync);
         res.grad_sync_bytes += expert_grad_bytes;
       }

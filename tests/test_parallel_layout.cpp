@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 
 #include <catch2/catch.hpp>
+
+#include <map>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -486,6 +488,25 @@ TEST_CASE("expert-parallel groups: an expert with a copy in each group has its g
   const IterationResult c16 = one_iteration("{}", 1, "{name: oracle, charge_gradient_sync: true}");
   const IterationResult c8 = one_iteration("{expert: 8}", 2, "{name: oracle, charge_gradient_sync: true}");
   CHECK(c8.grad_sync_bytes - c16.grad_sync_bytes == 301989888.0);
+
+  // Prophet copies heavy experts within each group and collects the copies' gradients to an
+  // owner; the two groups' owners still combine theirs: in every iteration each of the 2 x 16
+  // experts gets one all-reduce of 2 GPUs (one a group), 64 spans on the timeline, copies or not.
+  const Scenario p = load_scenario_text(groups_scenario(trace, 2, "{expert: 8}", 4, "{name: prophet, extra_slots: 2}"),
+                                        "p.yaml", {"run.max_iterations=4"}, std::nullopt);
+  RunOptions ro;
+  ro.timeline_iterations = {0, 1, 2, 3};
+  const PolicyResult pr = run_scenario(p, ro).at(0);
+  std::map<long long, int> reductions;
+  for (const auto& e : pr.timeline)
+    if (e["name"] == "expert gradient all-reduce among replicas") ++reductions[e["args"]["iteration"].get<long long>()];
+  double moved = 0.0;
+  for (const IterationRow& row : pr.rows) {
+    INFO("iteration " << row.iteration);
+    CHECK(reductions[row.iteration] == 64);
+    moved += row.result.moved_bytes;
+  }
+  CHECK(moved > 0.0);  // copies were made, so the case with several holders a group was exercised
 }
 
 TEST_CASE("pipeline with expert groups: 2 stages of two 4-GPU groups, 4 micro-batches", "[parallel_layout][pipeline]") {
