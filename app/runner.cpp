@@ -25,26 +25,17 @@ namespace moesim {
 MemoryUse estimate_gpu_memory(const Scenario& s) {
   const MoeModelSpec& m = s.model;
   const LayoutGroups groups(s.layout, s.cluster.num_gpus(), m.layers);
-  const ParallelLayout& lay = groups.layout();
   const std::vector<double> dense = stage_dense_params(m, groups);
-  const double dp = lay.data;
-  // The fullest stage: its dense share (ZeRO-sharded), every slot of its MoE layers filled, and
-  // the activations its schedule keeps in flight.
+  // The fullest stage: its dense share, every slot of its MoE layers filled, and the activations
+  // its schedule keeps in flight. Only the dense optimizer state is certain to be on the GPU:
+  // where the experts' state lives is the policy's choice, accounted every iteration.
   MemoryUse worst;
   for (int st = 0; st < groups.stages(); ++st) {
     int moe = 0;
     for (int l = 0; l < m.layers; ++l) moe += m.is_moe_layer(l) && groups.stage_of_layer(l) == st ? 1 : 0;
-    const double d = dense[static_cast<std::size_t>(st)];
     const double experts = static_cast<double>(s.slots_per_gpu) * moe * m.expert_params();
-    MemoryUse e;
-    e.weights_bytes = (d * (lay.zero_stage >= 3 ? 1.0 / dp : 1.0) + experts) * dtype_bytes(m.dtype);
-    e.gradients_bytes = (d * (lay.zero_stage >= 2 ? 1.0 / dp : 1.0) + experts) * s.training.grad_bytes_per_param;
-    // Only the dense optimizer state is certain to be on the GPU: where the experts' state lives
-    // is the policy's choice, accounted every iteration.
-    e.optimizer_bytes =
-        s.training.optimizer_offload ? 0.0 : d * (lay.zero_stage >= 1 ? 1.0 / dp : 1.0) * s.training.optimizer_bytes_per_param;
-    e.activations_bytes = static_cast<double>(in_flight_chunks(groups, st)) * groups.max_chunk_layers() *
-                          static_cast<double>(m.seq_len) * m.micro_batch_per_gpu * m.hidden * 34.0 / lay.tensor;
+    const MemoryUse e = gpu_state_memory(m, s.training, groups, dense[static_cast<std::size_t>(st)],
+                                         in_flight_chunks(groups, st), experts, 0.0);
     if (e.total() > worst.total()) worst = e;
   }
   return worst;

@@ -15,46 +15,19 @@ void MemoryUse::max_with(const MemoryUse& o) {
   move_temporary_bytes = std::max(move_temporary_bytes, o.move_temporary_bytes);
 }
 
-double activation_bytes(const MoeModelSpec& m) {
+MemoryUse gpu_state_memory(const MoeModelSpec& m, const TrainingSpec& t, const LayoutGroups& groups,
+                           double dense_params, int in_flight, double expert_params, double expert_optimizer_params) {
+  const ParallelLayout& lay = groups.layout();
+  const double dp = lay.data;
+  MemoryUse u;
+  u.weights_bytes = (dense_params * (lay.zero_stage >= 3 ? 1.0 / dp : 1.0) + expert_params) * dtype_bytes(m.dtype);
+  u.gradients_bytes = (dense_params * (lay.zero_stage >= 2 ? 1.0 / dp : 1.0) + expert_params) * t.grad_bytes_per_param;
+  double opt = expert_optimizer_params;
+  if (!t.optimizer_offload) opt += dense_params * (lay.zero_stage >= 1 ? 1.0 / dp : 1.0);
+  u.optimizer_bytes = opt * t.optimizer_bytes_per_param;
   const double sbh = static_cast<double>(m.seq_len) * m.micro_batch_per_gpu * m.hidden;
-  return m.layers * sbh * 34.0;
-}
-
-std::vector<MemoryUse> gpu_memory(const MoeModelSpec& m, const TrainingSpec& t, const Placement& placement,
-                                  const std::vector<LayerDispatch>& dispatch, const std::vector<Movement>& movements,
-                                  const SyncPlan& sync) {
-  const int G = placement.gpus, S = placement.slots_per_gpu;
-  const double wb = dtype_bytes(m.dtype);
-  const double token_bytes = static_cast<double>(m.hidden) * wb;
-  const double dense = m.dense_params_total();
-  std::vector<MemoryUse> out(G);
-  for (int g = 0; g < G; ++g) {
-    double params = dense;
-    for (const auto& layer : placement.expert_of_slot)
-      for (int s = 0; s < S; ++s)
-        if (layer[g * S + s] >= 0) params += m.expert_params();
-    MemoryUse& u = out[g];
-    u.weights_bytes = params * wb;
-    u.gradients_bytes = params * t.grad_bytes_per_param;
-    double opt = sync.gpu_optimizer_params.empty() ? 0.0 : sync.gpu_optimizer_params[g];
-    if (!t.optimizer_offload) opt += dense;
-    u.optimizer_bytes = opt * t.optimizer_bytes_per_param;
-    u.activations_bytes = activation_bytes(m);
-  }
-  // Dispatch buffers: the largest layer's tokens sent plus received by each GPU.
-  for (const LayerDispatch& d : dispatch) {
-    std::vector<double> tokens(G, 0.0);
-    for (int src = 0; src < d.gpus; ++src)
-      for (int sl = 0; sl < d.num_slots; ++sl) {
-        const auto n = static_cast<double>(d.buffered[static_cast<std::size_t>(src) * d.num_slots + sl]);
-        tokens[src] += n;
-        tokens[sl / S] += n;
-      }
-    for (int g = 0; g < G; ++g) out[g].dispatch_buffer_bytes = std::max(out[g].dispatch_buffer_bytes, tokens[g] * token_bytes);
-  }
-  for (const Movement& mv : movements)
-    if (!mv.transfer.dst.host) out[mv.transfer.dst.index].move_temporary_bytes += mv.transfer.bytes;
-  return out;
+  u.activations_bytes = static_cast<double>(in_flight) * groups.max_chunk_layers() * sbh * 34.0 / lay.tensor;
+  return u;
 }
 
 std::vector<MemoryUse> gpu_memory(const MoeModelSpec& m, const TrainingSpec& t, const LayoutGroups& groups,
@@ -66,10 +39,8 @@ std::vector<MemoryUse> gpu_memory(const MoeModelSpec& m, const TrainingSpec& t, 
   const double wb = dtype_bytes(m.dtype);
   const double token_bytes = static_cast<double>(m.hidden) * wb;
   const std::vector<double> dense = stage_dense_params(m, groups);
-  const double dp = lay.data;
-  const double w_share = lay.zero_stage >= 3 ? 1.0 / dp : 1.0;
-  const double g_share = lay.zero_stage >= 2 ? 1.0 / dp : 1.0;
-  const double o_share = lay.zero_stage >= 1 ? 1.0 / dp : 1.0;
+  std::vector<int> in_flight(static_cast<std::size_t>(groups.stages()));
+  for (int st = 0; st < groups.stages(); ++st) in_flight[static_cast<std::size_t>(st)] = in_flight_chunks(groups, st);
   std::vector<int> moe_stage;  // [MoE layer]: its stage
   for (int l = 0; l < m.layers; ++l)
     if (m.is_moe_layer(l)) moe_stage.push_back(groups.stage_of_layer(l));
@@ -79,20 +50,12 @@ std::vector<MemoryUse> gpu_memory(const MoeModelSpec& m, const TrainingSpec& t, 
     for (int j = 0; j < ep; ++j)
       for (int s = 0; s < S; ++s)
         if (placement.expert_of_slot[l][j * S + s] >= 0) experts[static_cast<std::size_t>(moe_stage[l]) * ep + j] += 1.0;
-  const double sbh = static_cast<double>(m.seq_len) * m.micro_batch_per_gpu * m.hidden;
   std::vector<MemoryUse> out(G);
   for (int g = 0; g < G; ++g) {
-    const int st = groups.stage(g), j = groups.ep_rank(g);
-    const double d = dense[static_cast<std::size_t>(st)];
-    const double n_exp = experts[static_cast<std::size_t>(st) * ep + j] * m.expert_params();
-    MemoryUse& u = out[g];
-    u.weights_bytes = (d * w_share + n_exp) * wb;
-    u.gradients_bytes = (d * g_share + n_exp) * t.grad_bytes_per_param;
-    double opt = sync.gpu_optimizer_params.empty() ? 0.0 : sync.gpu_optimizer_params[g];
-    if (!t.optimizer_offload) opt += d * o_share;
-    u.optimizer_bytes = opt * t.optimizer_bytes_per_param;
-    const double layers = static_cast<double>(in_flight_chunks(groups, st)) * groups.max_chunk_layers();
-    u.activations_bytes = layers * sbh * 34.0 / lay.tensor;
+    const auto st = static_cast<std::size_t>(groups.stage(g));
+    out[g] = gpu_state_memory(m, t, groups, dense[st], in_flight[st],
+                              experts[st * ep + static_cast<std::size_t>(groups.ep_rank(g))] * m.expert_params(),
+                              sync.gpu_optimizer_params.empty() ? 0.0 : sync.gpu_optimizer_params[g]);
   }
   // Dispatch buffers: the largest layer's tokens sent plus received by each GPU, one micro-batch.
   for (std::size_t l = 0; l < dispatch.size(); ++l)

@@ -26,23 +26,23 @@ struct MemoryUse {
   void max_with(const MemoryUse& o);
 };
 
-// source: Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models"
-// (MLSys 2023): s*b*h*(34 + 5*a*s/h) bytes per layer; the 5as/h attention-score term is not
-// stored with FlashAttention (or selective recomputation), which every current MoE trainer uses.
-[[nodiscard]] double activation_bytes(const MoeModelSpec& m);
 
-// Memory of each GPU in one iteration that runs `placement` with `dispatch`, receives
-// `movements`, and keeps optimizer state as `sync` says (dense state per training.optimizer_offload).
-[[nodiscard]] std::vector<MemoryUse> gpu_memory(const MoeModelSpec& m, const TrainingSpec& t,
-                                                const Placement& placement,
-                                                const std::vector<LayerDispatch>& dispatch,
-                                                const std::vector<Movement>& movements, const SyncPlan& sync);
-// The same for every GPU under a parallel layout: `placement` and `dispatch` ([MoE layer][expert
-// group]) in one expert-parallel group's view, `movements` and `sync` over all GPUs. Dense state
-// is the GPU's stage's share (stage_dense_params), sharded over the data-parallel group by ZeRO
-// (1: optimizer, 2: and gradients, 3: and weights); activations are those of the layers of the
-// micro-batch chunks the schedule keeps in flight, split over the tensor-parallel group
-// (sequence parallelism), and dispatch buffers hold one micro-batch.
+// The state one GPU holds under a parallel layout: `dense_params` (its stage's share,
+// stage_dense_params) sharded by ZeRO over the data-parallel group, `expert_params` of expert
+// weights and gradients, `expert_optimizer_params` of expert optimizer state on the GPU, and the
+// activations of `in_flight` chunks (in_flight_chunks) of the largest chunk's layers, split over
+// the tensor-parallel group. Dispatch buffers and move temporaries are left at 0.
+// Activations, source: Korthikanti et al., "Reducing Activation Recomputation in Large
+// Transformer Models" (MLSys 2023): s*b*h*(34 + 5*a*s/h) bytes per layer, divided by t with
+// sequence parallelism; the 5as/h attention-score term is not stored with FlashAttention (or
+// selective recomputation), which every current MoE trainer uses.
+[[nodiscard]] MemoryUse gpu_state_memory(const MoeModelSpec& m, const TrainingSpec& t, const LayoutGroups& groups,
+                                         double dense_params, int in_flight, double expert_params,
+                                         double expert_optimizer_params);
+// Memory of each GPU in one iteration under a parallel layout: `placement` and `dispatch` ([MoE
+// layer][expert group]) in one expert-parallel group's view, `movements` and `sync` over all
+// GPUs. The state is gpu_state_memory's; dispatch buffers hold one micro-batch of the largest
+// layer; move temporaries are the bytes the GPU receives (old and new copies coexist).
 [[nodiscard]] std::vector<MemoryUse> gpu_memory(const MoeModelSpec& m, const TrainingSpec& t, const LayoutGroups& groups,
                                                 const Placement& placement, const std::vector<GroupDispatch>& dispatch,
                                                 const std::vector<Movement>& movements, const SyncPlan& sync);
