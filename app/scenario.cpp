@@ -265,6 +265,20 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
     Cfg o = c.child("overlap");
     s.overlap.a2a_chunks = static_cast<int>(o.get_int("a2a_chunks", 1, 1, 64));
     s.overlap.grad_sync = o.get_bool("grad_sync", false);
+    s.overlap.dispatch_sms = static_cast<int>(o.get_int("dispatch_sms", 0, 0, 4096));
+    if (s.overlap.dispatch_sms > 0) {
+      const int sms = s.cluster.gpu.sms;
+      if (s.overlap.a2a_chunks < 2)
+        o.fail("dispatch_sms", fmt::format("{} SMs for the all-to-all kernels take nothing from compute unless they run "
+                                           "beside it: set overlap.a2a_chunks to 2 or more",
+                                           s.overlap.dispatch_sms));
+      if (sms == 0)
+        o.fail("dispatch_sms", fmt::format("GPU {} does not say how many SMs it has: set cluster.gpu.sms",
+                                           s.cluster.gpu.name));
+      if (s.overlap.dispatch_sms >= sms)
+        o.fail("dispatch_sms", fmt::format("{} must leave SMs for compute: allowed 0 to {} (GPU {} has {} SMs)",
+                                           s.overlap.dispatch_sms, sms - 1, s.cluster.gpu.name, sms));
+    }
     o.finish();
   }
   {
@@ -391,6 +405,7 @@ nlohmann::json Scenario::to_json() const {
            {"nvlink_gbps", g.nvlink_gbps},
            {"nccl_nvlink_link_gbps", g.nccl_nvlink_link_gbps},
            {"gemm_efficiency", g.gemm_efficiency},
+           {"sms", g.sms},
            {"sources", g.sources}};
   const char* intra = cs.intra_node == IntraNode::NVSwitch ? "nvswitch" : cs.intra_node == IntraNode::PCIe ? "pcie" : "none";
   json cluster_j{{"name", cs.name},
@@ -512,7 +527,7 @@ nlohmann::json Scenario::to_json() const {
               {"dispatch", {{"dtype", dispatch.fp8 ? "fp8" : "model"},
                             {"algorithm", dispatch.hierarchical ? "hierarchical" : "direct"}}},
               {"routing", {{"max_nodes_per_token", dispatch.max_nodes_per_token}}},
-              {"overlap", {{"a2a_chunks", overlap.a2a_chunks}, {"grad_sync", overlap.grad_sync}}},
+              {"overlap", {{"a2a_chunks", overlap.a2a_chunks}, {"grad_sync", overlap.grad_sync}, {"dispatch_sms", overlap.dispatch_sms}}},
               {"placement", {{"slots_per_gpu", slots_per_gpu}}},
               {"network",
                {{"model", network_model},

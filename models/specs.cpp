@@ -61,6 +61,7 @@ GpuProfile parse_gpu(Cfg& c, const GpuProfile& b) {
   g.nvlink_gbps = c.get_double("nvlink_gbps", b.nvlink_gbps, 0, 1e5);
   g.nccl_nvlink_link_gbps = c.get_double("nccl_nvlink_link_gbps", b.nccl_nvlink_link_gbps, 0, 1e4);
   g.gemm_efficiency = c.get_double("gemm_efficiency", b.gemm_efficiency, 1e-3, 1.0);
+  g.sms = static_cast<int>(c.get_int("sms", b.sms, 0, 4096));
   g.sources = read_sources(c, b.sources);
   return g;
 }

@@ -21,6 +21,7 @@ struct GpuProfile {
   double nvlink_gbps = 0.0;    // datasheet NVLink bandwidth per GPU, one direction
   double nccl_nvlink_link_gbps = 0.0;  // what NCCL assumes per NVLink link
   double gemm_efficiency = 0.0;        // share of peak a large GEMM reaches (roofline)
+  int sms = 0;                         // streaming multiprocessors (0: not given)
   std::vector<std::string> sources;    // where the figures come from
 };
 

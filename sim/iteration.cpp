@@ -53,6 +53,7 @@ IterationModel::IterationModel(const Cluster& cluster, const MoeModelSpec& model
   dense_params_ = model.dense_params_total();
   dispatch_ = dispatch;
   overlap_ = overlap;
+  sms_ = cluster.spec().gpu.sms;
   two_lanes_ = overlap.a2a_chunks > 1 || overlap.grad_sync;
   dispatch_token_bytes_ = dispatch_token_bytes(model.hidden, eb, dispatch.fp8);
   combine_token_bytes_ = static_cast<double>(model.hidden) * eb;
@@ -231,8 +232,9 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
           const std::int64_t n = slot_tokens[j * S + s];
           t += expert_fwd_ns(M > 1 ? (n + M - 1) / M : n);
           if (chunks > 1)
-            lc.expert_chunk_ns[static_cast<std::size_t>(base - stage * Gs + j)] +=
-                expert_fwd_ns((n + static_cast<std::int64_t>(M) * chunks - 1) / (static_cast<std::int64_t>(M) * chunks));
+            lc.expert_chunk_ns[static_cast<std::size_t>(base - stage * Gs + j)] += on_fewer_sms(
+                expert_fwd_ns((n + static_cast<std::int64_t>(M) * chunks - 1) / (static_cast<std::int64_t>(M) * chunks)),
+                sms_, overlap_.dispatch_sms);
           gpu_tokens += n;
         }
         max_tokens = std::max(max_tokens, gpu_tokens);

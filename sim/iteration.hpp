@@ -149,6 +149,7 @@ class IterationModel {
   DispatchSpec dispatch_;
   OverlapSpec overlap_;
   bool two_lanes_ = false;
+  int sms_ = 0;  // of each GPU, for overlap.dispatch_sms
   double dispatch_token_bytes_ = 0.0, combine_token_bytes_ = 0.0;
   std::vector<int> moe_index_;      // [layer]: index among MoE layers, -1 for dense layers
   std::vector<int> moe_layer_ids_;  // [MoE layer]: its layer

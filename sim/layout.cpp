@@ -218,4 +218,10 @@ std::vector<PipelineStep> pipeline_schedule(int stage, int stages, int chunks, i
   return out;
 }
 
+TimeNs on_fewer_sms(TimeNs ns, int sms, int taken) {
+  if (taken <= 0 || ns <= 0) return ns;
+  const TimeNs left = sms - taken;
+  return (ns * sms + left - 1) / left;
+}
+
 }  // namespace moesim

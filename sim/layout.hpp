@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "models/specs.hpp"
+#include "sim/units.hpp"
 
 namespace moesim {
 
@@ -111,10 +112,18 @@ class LayoutGroups {
 // experts compute another chunk (Tutel's a2a_ffn_overlap_degree, FSMoE's pipelining);
 // `grad_sync` reduces each layer's dense gradients on that stream as soon as its last backward
 // is done (bucketed gradient reduction, as PyTorch DDP and Megatron-Core's overlap_grad_reduce).
+// `dispatch_sms` > 0 (with a2a_chunks > 1): the all-to-all kernels hold that many SMs while they
+// run beside the experts (DeepEP's kernels take a configurable number of SMs; DeepSeek-V3 gives
+// 20 of an H800's 132 to communication), so an expert chunk that overlaps them runs on the rest.
 struct OverlapSpec {
   int a2a_chunks = 1;
   bool grad_sync = false;
+  int dispatch_sms = 0;
 };
+// The time of a kernel of `ns` on all `sms` SMs when `taken` of them serve communication: the
+// work spreads over sms - taken SMs (an upper bound: it assumes the kernel is compute-bound and
+// scales with SMs, which large GEMMs do and memory-bound kernels do not), rounded up.
+[[nodiscard]] TimeNs on_fewer_sms(TimeNs ns, int sms, int taken);
 
 // One step of a pipeline schedule on one stage: forward or backward of `micro_batch` through
 // model chunk `chunk`.

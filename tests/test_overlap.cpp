@@ -5,6 +5,7 @@
 #include "app/runner.hpp"
 #include "file_fixture.hpp"
 #include "hand_fixture.hpp"
+#include "sim/error.hpp"
 
 using namespace moesim;
 using moesim::testing::hand_scenario;
@@ -84,4 +85,44 @@ TEST_CASE("overlap: bucketed gradient reduction hides behind the backward pass",
   // Bad values name the key.
   REQUIRE_THROWS_WITH(load_scenario_text(hand_scenario(path, "overlap: {a2a_chunks: 0}\n"), "hand.yaml", {}, std::nullopt),
                       Catch::Matchers::Contains("overlap.a2a_chunks") && Catch::Matchers::Contains("[1, 64]"));
+}
+
+TEST_CASE("overlap: SMs held by the all-to-all kernels slow the experts that overlap them, by hand",
+          "[overlap][iteration]") {
+  // The hand GPU is an A100 (108 SMs); 27 of them for communication leave 81, so an overlapped
+  // expert chunk takes 108/81 = 4/3 as long: 85900 -> ceil(114533.3) = 114534 ns forward, twice
+  // that backward (229068). Forward on the communication lane: D0 [0, 74829], D1 [.., 149658];
+  // E0 [74829, 189363]; C0 after E0 [189363, 264192]; E1 [189363, 303897]; C1 [303897, 378726].
+  // Backward: C0 [0, 74829], C1 [.., 149658]; E0 [74829, 303897]; D0 [303897, 378726]; E1
+  // [303897, 532965]; D1 [532965, 607794]. Against the serial blocks (426316, 598116): 47590 ns
+  // saved forward, 9678 lost backward, so the iteration is 2963878 - 47590 + 9678 = 2925966 ns.
+  const IterationResult r = one_iteration("overlap: {a2a_chunks: 2, dispatch_sms: 27}\n");
+  CHECK(r.iteration_ns == 2925966);
+  const IterationResult free_sms = one_iteration("overlap: {a2a_chunks: 2}\n");
+  // The experts' compute grows by 2 x (114534 - 85900) forward and 2 x (229068 - 171800) backward.
+  CHECK(r.phase_ns[static_cast<int>(Phase::Compute)] - free_sms.phase_ns[static_cast<int>(Phase::Compute)] ==
+        2 * (114534 - 85900) + 2 * (229068 - 171800));
+  CHECK(on_fewer_sms(85900, 108, 27) == 114534);
+  CHECK(on_fewer_sms(85900, 108, 0) == 85900);
+}
+
+TEST_CASE("overlap: dispatch_sms is refused where it cannot apply", "[overlap][scenario]") {
+  testing::TempDir dir;
+  auto error = [&](const std::string& extra, std::vector<std::string> sets = {}) {
+    try {
+      (void)load_scenario_text(hand_scenario(dir.write("t.csv", kTrace), extra), "hand.yaml", sets, std::nullopt);
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  using Catch::Matchers::Contains;
+  CHECK_THAT(error("overlap: {dispatch_sms: 20}\n"),
+             Contains("key 'overlap.dispatch_sms': 20 SMs for the all-to-all kernels take nothing from compute "
+                      "unless they run beside it: set overlap.a2a_chunks to 2 or more"));
+  CHECK_THAT(error("overlap: {a2a_chunks: 2, dispatch_sms: 108}\n"),
+             Contains("key 'overlap.dispatch_sms': 108 must leave SMs for compute: allowed 0 to 107 (GPU "
+                      "a100-pcie-80gb has 108 SMs)"));
+  CHECK_THAT(error("overlap: {a2a_chunks: 2, dispatch_sms: 8}\n", {"cluster.gpu.sms=0"}),
+             Contains("does not say how many SMs it has: set cluster.gpu.sms"));
 }
