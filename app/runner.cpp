@@ -33,7 +33,8 @@ MemoryUse estimate_gpu_memory(const Scenario& s) {
   for (int st = 0; st < groups.stages(); ++st) {
     int moe = 0;
     for (int l = 0; l < m.layers; ++l) moe += m.is_moe_layer(l) && groups.stage_of_layer(l) == st ? 1 : 0;
-    const double experts = static_cast<double>(s.slots_per_gpu) * moe * m.expert_params();
+    // With expert_tensor each GPU holds 1/etp of every expert of its group rank's slots.
+    const double experts = static_cast<double>(s.slots_per_gpu) * moe * m.expert_params() / s.layout.expert_tensor;
     const MemoryUse e = gpu_state_memory(m, s.training, groups, dense[static_cast<std::size_t>(st)],
                                          in_flight_chunks(groups, st), experts, 0.0);
     if (e.total() > worst.total()) worst = e;

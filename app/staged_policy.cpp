@@ -35,7 +35,7 @@ PolicyContext stage_policy_context(const Scenario& s, const LayoutGroups& groups
 }
 
 StagedPolicy::StagedPolicy(const Scenario& s, const LayoutGroups& groups, std::size_t index)
-    : s_(s), groups_(groups), group_cluster_(group_cluster(s.cluster, groups.layout().expert)),
+    : s_(s), groups_(groups), group_cluster_(group_cluster(s.cluster, groups.layout().expert, groups.layout().expert_tensor)),
       map_(groups, s.cluster), flat_(groups.stages() == 1 && groups.ep_groups_per_stage() == 1) {
   const PolicyEntry& e = s.policies[index];
   stages_.resize(static_cast<std::size_t>(groups.stages()));

@@ -70,6 +70,7 @@ IterationModel::IterationModel(const Cluster& cluster, const MoeModelSpec& model
     for (int g : groups_.stage_gpus(st)) {
       if (groups_.tp_rank(g) == 0) tp_groups_.push_back(groups_.tp_group(g));
       if (groups_.dp_rank(g) == 0) dp_groups_.push_back(groups_.dp_group(g));
+      if (layout_.expert_tensor > 1 && groups_.etp_rank(g) == 0) etp_groups_.push_back(groups_.etp_group(g));
     }
   init_pipeline();
 }
@@ -80,8 +81,10 @@ TimeNs IterationModel::expert_fwd_ns(std::int64_t tokens) const {
   if (tokens <= 0) return 0;
   const double n = static_cast<double>(tokens);
   const int eb = dtype_bytes(model_.dtype);
-  return (model_.ffn_matrices - 1) * compute_.gemm_ns(n, model_.expert_ffn_hidden, model_.hidden, eb) +
-         compute_.gemm_ns(n, model_.hidden, model_.expert_ffn_hidden, eb);
+  // Megatron-Core's expert tensor parallelism: fc1 column-parallel, fc2 row-parallel.
+  const double width = static_cast<double>(model_.expert_ffn_hidden) / layout_.expert_tensor;
+  return (model_.ffn_matrices - 1) * compute_.gemm_ns(n, width, model_.hidden, eb) +
+         compute_.gemm_ns(n, model_.hidden, width, eb);
 }
 
 void IterationModel::add_local(int gpu, Phase phase, TimeNs duration) {
@@ -166,16 +169,19 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   int imbalance_n = 0;
   const double per_mb = 1.0 / M;
   const int chunks = overlap_.a2a_chunks;
-  std::vector<int> members(static_cast<std::size_t>(ep));
+  const int etp = layout_.expert_tensor;
+  // Tokens per (expert-tensor-parallel group of the stage, slot): its GPUs compute them all, each
+  // on its shard of the expert (the group's ep rank of every expert-parallel group it spans).
+  std::vector<std::int64_t> etp_slot_tokens;
   for (std::size_t l = 0; l < dispatch.size(); ++l) {
     LayerCost& lc = cost[l];
     const int stage = groups_.stage_of_layer(moe_layer_ids_[l]);
     lc.expert_ns.assign(static_cast<std::size_t>(Gs), 0);
     if (chunks > 1) lc.expert_chunk_ns.assign(static_cast<std::size_t>(Gs), 0);
+    etp_slot_tokens.assign(static_cast<std::size_t>(Gs / etp) * S, 0);
     for (std::size_t k = 0; k < dispatch[l].size(); ++k) {
       const LayerDispatch& d = dispatch[l][k];
-      const int base = groups_.ep_group_base(stage, static_cast<int>(k));
-      std::iota(members.begin(), members.end(), base);
+      const std::vector<int> members = groups_.ep_group(stage, static_cast<int>(k));
       // Bytes each pair of the group moves in one micro-batch's exchange at `token_bytes` per copy.
       std::vector<double> copies;
       if (dispatch_.hierarchical) {
@@ -227,14 +233,10 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       std::int64_t max_tokens = 0, sum_tokens = 0;
       for (int j = 0; j < ep; ++j) {
         std::int64_t gpu_tokens = 0;
-        TimeNs& t = lc.expert_ns[static_cast<std::size_t>(base - stage * Gs + j)];
+        const int eg = (members[static_cast<std::size_t>(j)] - stage * Gs) / etp;
         for (int s = 0; s < S; ++s) {
           const std::int64_t n = slot_tokens[j * S + s];
-          t += expert_fwd_ns(M > 1 ? (n + M - 1) / M : n);
-          if (chunks > 1)
-            lc.expert_chunk_ns[static_cast<std::size_t>(base - stage * Gs + j)] += on_fewer_sms(
-                expert_fwd_ns((n + static_cast<std::int64_t>(M) * chunks - 1) / (static_cast<std::int64_t>(M) * chunks)),
-                sms_, overlap_.dispatch_sms);
+          etp_slot_tokens[static_cast<std::size_t>(eg) * S + s] += n;
           gpu_tokens += n;
         }
         max_tokens = std::max(max_tokens, gpu_tokens);
@@ -244,6 +246,35 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       ++imbalance_n;
       res.tokens_routed += d.routed;
       res.tokens_dropped += d.dropped;
+    }
+    const std::int64_t per_chunk = static_cast<std::int64_t>(M) * chunks;
+    for (int i = 0; i < Gs; ++i) {
+      const auto eg = static_cast<std::size_t>(i / etp);
+      for (int s = 0; s < S; ++s) {
+        const std::int64_t n = etp_slot_tokens[eg * S + s];
+        lc.expert_ns[static_cast<std::size_t>(i)] += expert_fwd_ns(M > 1 ? (n + M - 1) / M : n);
+        if (chunks > 1)
+          lc.expert_chunk_ns[static_cast<std::size_t>(i)] +=
+              on_fewer_sms(expert_fwd_ns((n + per_chunk - 1) / per_chunk), sms_, overlap_.dispatch_sms);
+      }
+    }
+    if (etp > 1) {
+      // Megatron-Core's alltoall dispatcher with expert tensor parallelism: the tokens an
+      // expert-tensor-parallel group received are all-gathered in it before the experts and
+      // their outputs reduce-scattered after (the backward pass mirrors both).
+      for (int eg = 0; eg < Gs / etp; ++eg) {
+        std::int64_t gathered = 0;
+        for (int s = 0; s < S; ++s) gathered += etp_slot_tokens[static_cast<std::size_t>(eg) * S + s];
+        const double bytes = static_cast<double>(gathered) * per_mb * combine_token_bytes_;
+        const std::vector<int>& g = etp_groups_[static_cast<std::size_t>(stage * (Gs / etp) + eg)];
+        lc.etp_bytes.push_back(bytes);
+        lc.etp_ag_ns.push_back(collective_ns(Collective::AllGather, bytes, g));
+        lc.etp_rs_ns.push_back(collective_ns(Collective::ReduceScatter, bytes, g));
+        if (chunks > 1) {
+          lc.etp_ag_chunk_ns.push_back(collective_ns(Collective::AllGather, bytes / chunks, g));
+          lc.etp_rs_chunk_ns.push_back(collective_ns(Collective::ReduceScatter, bytes / chunks, g));
+        }
+      }
     }
   }
   res.expert_compute_imbalance = imbalance_n == 0 ? 1.0 : imbalance_sum / imbalance_n;
@@ -293,7 +324,8 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
     programs_.add_collective(all_gpus_, *std::max_element(busy.begin(), busy.end()), phase);
   };
   const int S = placement.slots_per_gpu, slots = placement.num_slots();
-  const int edp = groups_.ep_groups_per_stage();
+  const int groups_per_stage = groups_.ep_groups_per_stage(), edp = groups_.edp_copies();
+  const int etp = layout_.expert_tensor;
   label("policy collectives");
   add_ops(sync.pre_collectives, Phase::GradSync);
   label("policy decision");
@@ -309,16 +341,17 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
     std::set<std::vector<int>> covered;
     if (copies_only)
       for (const CollectiveOp& op : sync.grad_collectives) covered.insert(op.gpus);
-    const double expert_grad_bytes = model_.expert_params() * training_.grad_bytes_per_param;
-    std::vector<std::vector<int>> holders(static_cast<std::size_t>(model_.experts));
+    // Each GPU of an expert-tensor-parallel group holds 1/etp of the expert: its shard's
+    // gradients reduce with the same shard's holders (the same etp rank) in every copy.
+    const double expert_grad_bytes = model_.expert_params() * training_.grad_bytes_per_param / etp;
+    std::vector<std::vector<int>> holders(static_cast<std::size_t>(model_.experts) * etp);
     for (std::size_t l = 0; l < placement.expert_of_slot.size(); ++l) {
       const int stage = groups_.stage_of_layer(moe_layer_ids_[l]);
       for (auto& h : holders) h.clear();
-      for (int k = 0; k < edp; ++k) {
-        const int base = groups_.ep_group_base(stage, k);
+      for (int k = 0; k < groups_per_stage; ++k) {
         for (int sl = 0; sl < slots; ++sl) {
           const int e = placement.expert_of_slot[l][sl];
-          if (e >= 0) holders[static_cast<std::size_t>(e)].push_back(base + sl / S);
+          if (e >= 0) holders[static_cast<std::size_t>(e) * etp + k % etp].push_back(groups_.ep_group_rank(stage, k, sl / S));
         }
       }
       for (auto& h : holders) {

@@ -92,6 +92,7 @@ class IterationModel {
   [[nodiscard]] TimeNs dense_ffn_fwd_ns() const { return dense_ffn_fwd_ns_; }
   [[nodiscard]] TimeNs gate_fwd_ns() const { return gate_fwd_ns_; }
   [[nodiscard]] TimeNs lm_head_fwd_ns() const { return lm_head_fwd_ns_; }
+  // One GPU's forward of one expert on `tokens` tokens: its 1/expert_tensor of the FFN width.
   [[nodiscard]] TimeNs expert_fwd_ns(std::int64_t tokens) const;
   // Dense parameters held by each GPU of `stage` before ZeRO sharding (its layers split over the
   // tensor-parallel group; the embedding on the first stage, the LM head on the last).
@@ -109,7 +110,15 @@ class IterationModel {
     std::vector<TimeNs> expert_ns;                      // [GPU of the stage]: forward, one micro-batch
     // With overlap.a2a_chunks > 1: one chunk of each.
     std::vector<TimeNs> dispatch_chunk_ns, combine_chunk_ns, expert_chunk_ns;
+    // expert_tensor > 1, [expert-tensor-parallel group of the stage]: the all-gather of the
+    // tokens its GPUs received (before the experts) and the reduce-scatter of their outputs
+    // (after), of the same bytes, one micro-batch (and one chunk).
+    std::vector<TimeNs> etp_ag_ns, etp_rs_ns, etp_ag_chunk_ns, etp_rs_chunk_ns;
+    std::vector<double> etp_bytes;
   };
+  // expert_tensor > 1: the all-gather (`gather`) or reduce-scatter of every
+  // expert-tensor-parallel group of `stage` around its experts (unchunked exchange).
+  void add_etp(int stage, const LayerCost& lc, bool gather, IterationResult& res);
   // The all-to-all, experts, all-to-all block of one MoE layer and micro-batch: `first` and
   // `second` exchange times per group (whole or per chunk), experts at `factor` x forward.
   void add_moe_block(int stage, int layer, int micro_batch, const LayerCost& lc, bool forward, IterationResult& res);
@@ -150,6 +159,7 @@ class IterationModel {
   OverlapSpec overlap_;
   bool two_lanes_ = false;
   int sms_ = 0;  // of each GPU, for overlap.dispatch_sms
+  std::vector<std::vector<int>> etp_groups_;  // [stage * G/pp/etp + i], with expert_tensor > 1
   double dispatch_token_bytes_ = 0.0, combine_token_bytes_ = 0.0;
   std::vector<int> moe_index_;      // [layer]: index among MoE layers, -1 for dense layers
   std::vector<int> moe_layer_ids_;  // [MoE layer]: its layer

@@ -81,9 +81,20 @@ void IterationModel::add_all_to_all(int stage, const std::vector<TimeNs>& ns, co
                                     IterationResult& res, int lane_offset, double share) {
   std::vector<int> members(static_cast<std::size_t>(layout_.expert));
   for (std::size_t k = 0; k < ns.size(); ++k) {
-    std::iota(members.begin(), members.end(), groups_.ep_group_base(stage, static_cast<int>(k)) + lane_offset);
+    for (int j = 0; j < layout_.expert; ++j)
+      members[static_cast<std::size_t>(j)] = groups_.ep_group_rank(stage, static_cast<int>(k), j) + lane_offset;
     programs_.add_collective(members, ns[k], Phase::AllToAll);
     res.a2a_bytes += share == 1.0 ? bytes[k] : bytes[k] * share;
+  }
+}
+
+void IterationModel::add_etp(int stage, const LayerCost& lc, bool gather, IterationResult& res) {
+  if (layout_.expert_tensor < 2) return;
+  const std::vector<TimeNs>& ns = gather ? lc.etp_ag_ns : lc.etp_rs_ns;
+  const std::size_t per_stage = lc.etp_bytes.size();
+  for (std::size_t i = 0; i < per_stage; ++i) {
+    programs_.add_collective(etp_groups_[static_cast<std::size_t>(stage) * per_stage + i], ns[i], Phase::TpComm);
+    res.tp_bytes += lc.etp_bytes[i];
   }
 }
 
@@ -104,7 +115,9 @@ void IterationModel::add_moe_block(int st, int layer, int mb, const LayerCost& l
     tag(first);
     add_all_to_all(st, first_ns, first_bytes, res);
     tag(experts);
+    add_etp(st, lc, true, res);
     for (int i = 0; i < Gs; ++i) add_local(base + i, Phase::Compute, factor * lc.expert_ns[static_cast<std::size_t>(i)]);
+    add_etp(st, lc, false, res);
     tag(second);
     add_all_to_all(st, lc.combine_ns, lc.combine_bytes, res);
     return;
@@ -145,11 +158,26 @@ void IterationModel::add_moe_block(int st, int layer, int mb, const LayerCost& l
   second_a2a(n - 1);
   for (int i = 0; i < Gs; ++i) programs_.add_send(comm_lane(base + i), done[static_cast<std::size_t>(i)], 0);
   tag(experts);
-  for (int i = 0; i < Gs; ++i)
+  // Each expert-tensor-parallel group (one GPU when expert_tensor is 1) takes its chunks in
+  // order: gather the chunk's tokens, compute, reduce-scatter, hand the chunk back.
+  const int etp = layout_.expert_tensor;
+  for (int g = 0; g < Gs; g += etp)
     for (int c = 0; c < n; ++c) {
-      programs_.add_recv(base + i, dispatched[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)], Phase::AllToAll);
-      add_local(base + i, Phase::Compute, factor * lc.expert_chunk_ns[static_cast<std::size_t>(i)]);
-      programs_.add_send(base + i, computed[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)], 0);
+      for (int i = g; i < g + etp; ++i)
+        programs_.add_recv(base + i, dispatched[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)], Phase::AllToAll);
+      if (etp > 1) {
+        const auto eg = static_cast<std::size_t>(g / etp), groups = lc.etp_bytes.size();
+        programs_.add_collective(etp_groups_[static_cast<std::size_t>(st) * groups + eg], lc.etp_ag_chunk_ns[eg], Phase::TpComm);
+      }
+      for (int i = g; i < g + etp; ++i)
+        add_local(base + i, Phase::Compute, factor * lc.expert_chunk_ns[static_cast<std::size_t>(i)]);
+      if (etp > 1) {
+        const auto eg = static_cast<std::size_t>(g / etp), groups = lc.etp_bytes.size();
+        programs_.add_collective(etp_groups_[static_cast<std::size_t>(st) * groups + eg], lc.etp_rs_chunk_ns[eg], Phase::TpComm);
+        res.tp_bytes += 2.0 * lc.etp_bytes[eg] / n;
+      }
+      for (int i = g; i < g + etp; ++i)
+        programs_.add_send(base + i, computed[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)], 0);
     }
   tag(second);
   for (int i = 0; i < Gs; ++i) programs_.add_recv(base + i, done[static_cast<std::size_t>(i)], Phase::AllToAll);

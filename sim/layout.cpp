@@ -34,10 +34,14 @@ LayoutViolation check_layout(const ParallelLayout& l, int gpus, int gpus_per_nod
     return fail("data", fmt::format("tensor {} x pipeline {} x data {} = {} GPUs, but the cluster has {}: the product "
                                     "must equal the number of GPUs",
                                     l.tensor, l.pipeline, l.data, product, gpus));
-  if (l.expert_tensor != 1)
-    return fail("expert_tensor", fmt::format("expert_tensor {}: only 1 is modelled (every expert lives whole on one "
-                                             "GPU)",
-                                             l.expert_tensor));
+  if (l.expert_tensor > gpus_per_node || gpus_per_node % l.expert_tensor != 0)
+    return fail("expert_tensor", fmt::format("expert_tensor {} must divide the {} GPUs of a node: an expert's shards "
+                                             "exchange their tokens inside a node, as tensor parallelism does",
+                                             l.expert_tensor, gpus_per_node));
+  if ((l.data * l.tensor) % l.expert_tensor != 0)
+    return fail("expert_tensor", fmt::format("expert_tensor {} must divide data {} x tensor {} = {} (the GPUs of one "
+                                             "pipeline stage)",
+                                             l.expert_tensor, l.data, l.tensor, l.data * l.tensor));
   const int stage_gpus = l.data * l.tensor / l.expert_tensor;
   if (stage_gpus % l.expert != 0)
     return fail("expert", fmt::format("expert {} must divide data {} x tensor {} / expert_tensor {} = {} (the GPUs of "
@@ -47,10 +51,17 @@ LayoutViolation check_layout(const ParallelLayout& l, int gpus, int gpus_per_nod
     return fail("tensor", fmt::format("tensor {} must divide the {} GPUs of a node: tensor parallelism stays inside a "
                                       "node, where its all-reduces run over NVLink",
                                       l.tensor, gpus_per_node));
-  if (l.expert % gpus_per_node != 0 && gpus_per_node % l.expert != 0)
-    return fail("expert", fmt::format("expert {} must divide or be a multiple of the {} GPUs of a node, so that every "
-                                      "expert-parallel group covers whole nodes or part of one",
-                                      l.expert, gpus_per_node));
+  const int span = l.expert * l.expert_tensor;  // consecutive ranks an expert-parallel group spreads over
+  if (span % gpus_per_node != 0 && gpus_per_node % span != 0) {
+    if (l.expert_tensor == 1)
+      return fail("expert", fmt::format("expert {} must divide or be a multiple of the {} GPUs of a node, so that "
+                                        "every expert-parallel group covers whole nodes or part of one",
+                                        l.expert, gpus_per_node));
+    return fail("expert", fmt::format("expert {} x expert_tensor {} = {} must divide or be a multiple of the {} GPUs "
+                                      "of a node, so that every expert-parallel group covers whole nodes or part of "
+                                      "one",
+                                      l.expert, l.expert_tensor, span, gpus_per_node));
+  }
   // The layer rules blame virtual_stages only when pipeline alone would split the layers.
   const long long chunks = static_cast<long long>(l.pipeline) * l.virtual_stages;
   const char* layer_key = l.pipeline <= layers ? "virtual_stages" : "pipeline";
@@ -101,6 +112,19 @@ std::vector<int> LayoutGroups::dp_group(int r) const {
   std::vector<int> out;
   const int base = stage(r) * gpus_per_stage() + tp_rank(r);
   for (int d = 0; d < l_.data; ++d) out.push_back(base + d * l_.tensor);
+  return out;
+}
+
+std::vector<int> LayoutGroups::ep_group(int s, int k) const {
+  std::vector<int> out(static_cast<std::size_t>(l_.expert));
+  for (int j = 0; j < l_.expert; ++j) out[static_cast<std::size_t>(j)] = ep_group_rank(s, k, j);
+  return out;
+}
+
+std::vector<int> LayoutGroups::etp_group(int r) const {
+  std::vector<int> out;
+  const int base = r - etp_rank(r);
+  for (int i = 0; i < l_.expert_tensor; ++i) out.push_back(base + i);
   return out;
 }
 

@@ -7,9 +7,11 @@
 // then pipeline stages outermost. A global rank r has
 //   tp_rank = r % tp,  dp_rank = (r / tp) % dp,  stage = r / (tp * dp).
 // The expert layers decompose the GPUs of a stage again as expert_tensor x expert x
-// expert-data: with expert_tensor = 1 (the only value modelled), local rank i = r - stage * G/pp
-// has ep_rank = i % ep and edp_rank = i / ep, so an expert-parallel group is ep consecutive
-// ranks of one stage and an expert-data-parallel group takes one rank of each such group.
+// expert-data (Megatron-Core's expert RankGenerator, order "tp-ep-dp", its tp being
+// expert_tensor): local rank i = r - stage * G/pp has etp_rank = i % etp, ep_rank = (i / etp) % ep
+// and edp_rank = i / (etp * ep). An expert-parallel group is ep ranks of one stage with the same
+// etp_rank, etp apart (consecutive when etp = 1); the etp GPUs of an expert-tensor-parallel group
+// are consecutive and each holds 1/etp of every expert the group's ep rank holds.
 // The default layout (everything 1, expert and data derived) is one data-parallel and one
 // expert-parallel group over the whole cluster: the model before layouts existed.
 #include <string>
@@ -24,7 +26,7 @@ struct ParallelLayout {
   int tensor = 1;
   int pipeline = 1;
   int expert = 0;         // 0: every GPU of a stage (dp * tp / expert_tensor)
-  int expert_tensor = 1;  // only 1 is modelled
+  int expert_tensor = 1;  // GPUs that split each expert's FFN (Megatron-Core's expert_tensor_parallel_size)
   int data = 0;           // 0: derived, GPUs / (tensor * pipeline)
   int virtual_stages = 1; // model chunks per stage (interleaved 1F1B when > 1)
   int micro_batches = 1;  // per iteration and data-parallel rank
@@ -50,13 +52,17 @@ class LayoutGroups {
   [[nodiscard]] int gpus() const { return gpus_; }
   [[nodiscard]] int stages() const { return l_.pipeline; }
   [[nodiscard]] int gpus_per_stage() const { return gpus_ / l_.pipeline; }
+  // Expert-parallel groups of a stage: etp x (expert-data-parallel copies).
   [[nodiscard]] int ep_groups_per_stage() const { return gpus_per_stage() / l_.expert; }
+  // Expert-data-parallel copies of each expert per stage (ranks that hold the same shard of it).
+  [[nodiscard]] int edp_copies() const { return gpus_per_stage() / (l_.expert * l_.expert_tensor); }
 
   [[nodiscard]] int tp_rank(int r) const { return r % l_.tensor; }
   [[nodiscard]] int dp_rank(int r) const { return (r / l_.tensor) % l_.data; }
   [[nodiscard]] int stage(int r) const { return r / gpus_per_stage(); }
-  [[nodiscard]] int ep_rank(int r) const { return (r % gpus_per_stage()) % l_.expert; }
-  [[nodiscard]] int edp_rank(int r) const { return (r % gpus_per_stage()) / l_.expert; }
+  [[nodiscard]] int etp_rank(int r) const { return (r % gpus_per_stage()) % l_.expert_tensor; }
+  [[nodiscard]] int ep_rank(int r) const { return ((r % gpus_per_stage()) / l_.expert_tensor) % l_.expert; }
+  [[nodiscard]] int edp_rank(int r) const { return (r % gpus_per_stage()) / (l_.expert * l_.expert_tensor); }
 
   // GPUs of stage s, ascending.
   [[nodiscard]] std::vector<int> stage_gpus(int s) const;
@@ -64,8 +70,17 @@ class LayoutGroups {
   [[nodiscard]] std::vector<int> tp_group(int r) const;
   // The data-parallel group of r (same stage and tp rank): dense gradients are reduced over it.
   [[nodiscard]] std::vector<int> dp_group(int r) const;
-  // Expert-parallel group `k` of stage `s`: ranks base + [0, ep), base = s * G/pp + k * ep.
-  [[nodiscard]] int ep_group_base(int s, int k) const { return s * gpus_per_stage() + k * l_.expert; }
+  // Rank j of expert-parallel group `k` of stage `s`, k = copy * etp + etp_rank:
+  // s * G/pp + (copy * ep + j) * etp + etp_rank (s * G/pp + k * ep + j when etp = 1).
+  [[nodiscard]] int ep_group_rank(int s, int k, int j) const {
+    const int etp = l_.expert_tensor;
+    return s * gpus_per_stage() + ((k / etp) * l_.expert + j) * etp + k % etp;
+  }
+  // The expert-parallel group k of stage s, ascending; the group an ep_rank-j GPU r belongs to.
+  [[nodiscard]] std::vector<int> ep_group(int s, int k) const;
+  [[nodiscard]] int ep_group_of(int r) const { return edp_rank(r) * l_.expert_tensor + etp_rank(r); }
+  // The expert-tensor-parallel group of r (etp consecutive ranks).
+  [[nodiscard]] std::vector<int> etp_group(int r) const;
   // The same rank of the previous / next pipeline stage (-1 at either end).
   [[nodiscard]] int prev_stage_rank(int r) const;
   [[nodiscard]] int next_stage_rank(int r) const;

@@ -54,27 +54,38 @@ std::vector<MemoryUse> gpu_memory(const MoeModelSpec& m, const TrainingSpec& t, 
   for (int g = 0; g < G; ++g) {
     const auto st = static_cast<std::size_t>(groups.stage(g));
     out[g] = gpu_state_memory(m, t, groups, dense[st], in_flight[st],
-                              experts[st * ep + static_cast<std::size_t>(groups.ep_rank(g))] * m.expert_params(),
+                              experts[st * ep + static_cast<std::size_t>(groups.ep_rank(g))] * m.expert_params() /
+                                  lay.expert_tensor,
                               sync.gpu_optimizer_params.empty() ? 0.0 : sync.gpu_optimizer_params[g]);
   }
-  // Dispatch buffers: the largest layer's tokens sent plus received by each GPU, one micro-batch.
-  for (std::size_t l = 0; l < dispatch.size(); ++l)
+  // Dispatch buffers: the largest layer's tokens sent plus received by each GPU, one micro-batch;
+  // with expert_tensor > 1 the received tokens of the whole expert-tensor-parallel group, which
+  // its all-gather collects on every GPU of it.
+  const int etp = lay.expert_tensor;
+  std::vector<double> sent(static_cast<std::size_t>(Gs)), received(static_cast<std::size_t>(Gs));
+  for (std::size_t l = 0; l < dispatch.size(); ++l) {
+    std::fill(sent.begin(), sent.end(), 0.0);
+    std::fill(received.begin(), received.end(), 0.0);
     for (std::size_t k = 0; k < dispatch[l].size(); ++k) {
       const LayerDispatch& d = dispatch[l][k];
-      const int base = moe_stage[l] * Gs + static_cast<int>(k) * ep;
-      std::vector<double> tokens(static_cast<std::size_t>(ep), 0.0);
+      auto local = [&](int j) {
+        return static_cast<std::size_t>(groups.ep_group_rank(moe_stage[l], static_cast<int>(k), j) - moe_stage[l] * Gs);
+      };
       for (int src = 0; src < d.gpus; ++src)
         for (int sl = 0; sl < d.num_slots; ++sl) {
           const auto n = static_cast<double>(d.buffered[static_cast<std::size_t>(src) * d.num_slots + sl]);
-          tokens[static_cast<std::size_t>(src)] += n;
-          tokens[static_cast<std::size_t>(sl / S)] += n;
+          sent[local(src)] += n;
+          received[local(sl / S)] += n;
         }
-      for (int j = 0; j < ep; ++j) {
-        MemoryUse& u = out[base + j];
-        const double b = M > 1 ? tokens[static_cast<std::size_t>(j)] / M * token_bytes : tokens[static_cast<std::size_t>(j)] * token_bytes;
-        u.dispatch_buffer_bytes = std::max(u.dispatch_buffer_bytes, b);
-      }
     }
+    for (int i = 0; i < Gs; ++i) {
+      double tokens = sent[static_cast<std::size_t>(i)];
+      for (int r = i - i % etp; r < i - i % etp + etp; ++r) tokens += received[static_cast<std::size_t>(r)];
+      MemoryUse& u = out[static_cast<std::size_t>(moe_stage[l] * Gs + i)];
+      const double b = M > 1 ? tokens / M * token_bytes : tokens * token_bytes;
+      u.dispatch_buffer_bytes = std::max(u.dispatch_buffer_bytes, b);
+    }
+  }
   for (const Movement& mv : movements)
     if (!mv.transfer.dst.host) out[mv.transfer.dst.index].move_temporary_bytes += mv.transfer.bytes;
   return out;

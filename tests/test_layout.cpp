@@ -129,8 +129,8 @@ TEST_CASE("layout: groups of tensor 2 x pipeline 2 x data 4, expert 4 on 16 GPUs
   CHECK(g.stage(5) == 0);
   CHECK(g.stage(9) == 1);
   CHECK(g.stage_gpus(1) == std::vector<int>{8, 9, 10, 11, 12, 13, 14, 15});
-  CHECK(g.ep_group_base(0, 1) == 4);
-  CHECK(g.ep_group_base(1, 1) == 12);
+  CHECK(g.ep_group_rank(0, 1, 0) == 4);
+  CHECK(g.ep_group_rank(1, 1, 0) == 12);
   // Rank 13 is local rank 5 of stage 1: ep rank 5 % 4, edp rank 5 / 4.
   CHECK(g.ep_rank(13) == 1);
   CHECK(g.edp_rank(13) == 1);
@@ -149,6 +149,37 @@ TEST_CASE("layout: groups of tensor 2 x pipeline 2 x data 4, expert 4 on 16 GPUs
   CHECK(g.first_layer(1, 0) == 2);
   CHECK(g.first_layer(0, 1) == 4);
   CHECK(g.first_layer(1, 1) == 6);
+}
+
+TEST_CASE("layout: expert_tensor 2 x expert 2 x two copies on a stage of 8 GPUs (Megatron-Core's order)", "[layout]") {
+  ParallelLayout l;
+  l.data = 8;
+  l.expert = 2;
+  l.expert_tensor = 2;
+  CHECK(l.check(8, 8, 4, true).empty());
+  const LayoutGroups g(l, 8, 4);
+  // Order tp-ep-dp over the stage: etp_rank = i % 2, ep_rank = (i / 2) % 2, edp_rank = i / 4.
+  CHECK(g.ep_groups_per_stage() == 4);
+  CHECK(g.edp_copies() == 2);
+  CHECK(g.etp_rank(5) == 1);
+  CHECK(g.ep_rank(5) == 0);
+  CHECK(g.edp_rank(5) == 1);
+  CHECK(g.etp_group(5) == std::vector<int>{4, 5});
+  // Group k = copy * 2 + etp_rank: the ranks of one etp_rank, 2 apart.
+  CHECK(g.ep_group(0, 0) == std::vector<int>{0, 2});
+  CHECK(g.ep_group(0, 1) == std::vector<int>{1, 3});
+  CHECK(g.ep_group(0, 2) == std::vector<int>{4, 6});
+  CHECK(g.ep_group(0, 3) == std::vector<int>{5, 7});
+  for (int r = 0; r < 8; ++r) {
+    INFO("rank " << r);
+    CHECK(g.ep_group_rank(0, g.ep_group_of(r), g.ep_rank(r)) == r);
+  }
+  // The rules: shards inside a node, and groups covering whole nodes or part of one.
+  CHECK_THAT(l.check(8, 1, 4, true), Catch::Matchers::Contains("expert_tensor 2 must divide the 1 GPUs of a node"));
+  l.expert = 3;
+  l.data = 12;
+  CHECK_THAT(l.check(12, 4, 4, true),
+             Catch::Matchers::Contains("expert 3 x expert_tensor 2 = 6 must divide or be a multiple of the 4 GPUs"));
 }
 
 TEST_CASE("layout: the default layout is one data- and expert-parallel group of every GPU", "[layout]") {
@@ -295,9 +326,14 @@ TEST_CASE("layout: check names the rule broken and the key to blame", "[layout]"
     l.micro_batches = 4;
     CHECK(l.check(16, 8, 12, true).empty());
   }
-  SECTION("expert_tensor 2") {
+  SECTION("expert_tensor across nodes") {
+    l.expert_tensor = 16;
+    l.expert = 1;
+    expect("expert_tensor", "expert_tensor 16 must divide the 8 GPUs of a node");
+  }
+  SECTION("expert_tensor 2 with expert left at every GPU of the stage") {
     l.expert_tensor = 2;
-    expect("expert_tensor", "expert_tensor 2: only 1 is modelled");
+    expect("expert", "expert 16 must divide data 16 x tensor 1 / expert_tensor 2 = 8");
   }
   SECTION("tensor 2 on an MoE model without sequence parallelism") {
     l.tensor = 2;

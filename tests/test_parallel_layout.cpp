@@ -415,6 +415,71 @@ void check_same(const IterationResult& a, const IterationResult& b) {
 
 }  // namespace
 
+TEST_CASE("expert tensor parallelism: sharded experts and their all-gather and reduce-scatter by hand",
+          "[parallel_layout][expert_tensor]") {
+  testing::TempDir dir;
+  // Each GPU routes T = 1024 tokens, 512 to each expert.
+  const std::string trace = dir.write("etp.csv",
+                                      "iteration,layer,src_gpu,expert,tokens\n0,0,0,0,512\n0,0,0,1,512\n"
+                                      "0,0,1,0,512\n0,0,1,1,512\n");
+  // expert_tensor 2, expert 1: one expert-tensor-parallel group {0, 1} that holds both experts,
+  // half of each on each GPU; the two expert-parallel groups are GPU 0 and GPU 1 alone.
+  const Scenario s = load_scenario_text(tp_scenario(trace, "{expert_tensor: 2, expert: 1}"), "etp.yaml", {}, std::nullopt);
+  REQUIRE(s.layout.data == 2);
+  REQUIRE(s.layout.expert == 1);
+  REQUIRE(s.slots_per_gpu == 2);
+  const LayoutGroups groups(s.layout, 2, 2);
+  REQUIRE(groups.ep_groups_per_stage() == 2);
+  REQUIRE(groups.edp_copies() == 1);
+  Cluster cluster(s.cluster);
+  RooflineCompute compute(s.cluster.gpu);
+  AnalyticalNetwork net(cluster);
+  IterationModel m(cluster, s.model, s.training, compute, net, s.layout);
+  // A GPU's shard of an expert is 2048 wide: 1024 tokens, 2 x 1024 x 2048 x 1024 = 4294967296
+  // FLOPs -> 42950 per GEMM, 85900 for both (the whole expert on 512 tokens takes the same).
+  CHECK(m.expert_fwd_ns(1024) == 85900);
+
+  const IterationResult it = run_scenario(s).at(0).rows.at(0).result;
+  // Every GPU computes both experts on the group's 1024 + 1024 tokens: 2 x 85900 = 171800.
+  // Forward: attention 128850 + dense FFN 171800 + attention 128850 + gate 2106 + experts 171800
+  // + LM head 21475 = 624881; backward twice that: 3 x 624881 = 1874643.
+  CHECK(phase(it, Phase::Compute) == 1874643);
+  // The expert-parallel groups are single GPUs: no all-to-all.
+  CHECK(phase(it, Phase::AllToAll) == 0);
+  CHECK(it.a2a_bytes == 0.0);
+  // Each GPU received 1024 token copies: the group all-gathers 2048 x 1024 x 2 B = 4194304 B
+  // before the experts and reduce-scatters as much after, forward and backward.
+  const double bytes = 4194304.0;
+  const TimeNs ag = net.collective(Collective::AllGather, bytes, {0, 1}).time_ns;
+  const TimeNs rs = net.collective(Collective::ReduceScatter, bytes, {0, 1}).time_ns;
+  REQUIRE(ag > 0);
+  CHECK(phase(it, Phase::TpComm) == 2 * ag + 2 * rs);
+  CHECK(it.tp_bytes == 4 * bytes);
+  // Adam: the dense 17831936 parameters (tensor 1, ZeRO 0) and half of each of the 2 experts
+  // (8388608 of 16777216): 26220544 x 28 B / 1000 GB/s = 734175.232 -> 734176.
+  CHECK(phase(it, Phase::Optimizer) == 734176);
+  // One copy of each shard: no expert gradient reduction; the dense gradients all-reduce over
+  // the 2 data-parallel GPUs.
+  const TimeNs dense_ar = net.collective(Collective::AllReduce, 17831936.0 * s.training.grad_bytes_per_param, {0, 1}).time_ns;
+  CHECK(phase(it, Phase::GradSync) == dense_ar);
+  CHECK(phase_sum(it) == it.iteration_ns);
+  CHECK(it.tokens_dropped == 0);
+  // Memory: each GPU holds half of both experts, as much as one whole expert.
+  const MemoryUse e = estimate_gpu_memory(s);
+  CHECK(e.weights_bytes == (17831936.0 + 8388608.0) * 2);
+
+  // Chunked exchange (2 chunks): each chunk's tokens are gathered and scattered on their own,
+  // 2097152 B each, around that chunk's experts: 4 of each per iteration.
+  const Scenario c = load_scenario_text(tp_scenario(trace, "{expert_tensor: 2, expert: 1}") + "overlap: {a2a_chunks: 2}\n",
+                                        "etp2.yaml", {}, std::nullopt);
+  const IterationResult ic = run_scenario(c).at(0).rows.at(0).result;
+  const TimeNs ag2 = net.collective(Collective::AllGather, bytes / 2, {0, 1}).time_ns;
+  const TimeNs rs2 = net.collective(Collective::ReduceScatter, bytes / 2, {0, 1}).time_ns;
+  CHECK(phase(ic, Phase::TpComm) == 4 * ag2 + 4 * rs2);
+  CHECK(ic.tp_bytes == 4 * bytes);
+  CHECK(phase_sum(ic) == ic.iteration_ns);
+}
+
 TEST_CASE("expert-parallel groups: every shipped policy runs on two 8-GPU groups", "[parallel_layout][policies]") {
   testing::TempDir dir;
   // 16 sources (every GPU of the single stage), 2 MoE layers, 2048 tokens each: 65536 a iteration.
@@ -423,8 +488,11 @@ TEST_CASE("expert-parallel groups: every shipped policy runs on two 8-GPU groups
   for (const PolicyInfo& info : policy_registry()) {
     INFO("policy " << info.name);
     const PolicySetup ps = setup_for(info.name);
+    // Two copies of an 8-GPU group, or one group whose GPUs are pairs splitting each expert.
+    for (const char* parallelism : {"{expert: 8}", "{expert: 8, expert_tensor: 2}"}) {
+    INFO("parallelism " << parallelism);
     const Scenario s =
-        load_scenario_text(groups_scenario(trace, 2, "{expert: 8}", ps.slots, ps.entry), "groups.yaml", {}, std::nullopt);
+        load_scenario_text(groups_scenario(trace, 2, parallelism, ps.slots, ps.entry), "groups.yaml", {}, std::nullopt);
     REQUIRE(s.layout.expert == 8);
     REQUIRE(LayoutGroups(s.layout, 16, 2).ep_groups_per_stage() == 2);
     std::vector<PolicyResult> a, b;
@@ -448,10 +516,20 @@ TEST_CASE("expert-parallel groups: every shipped policy runs on two 8-GPU groups
       check_same(r, b[0].rows[i].result);
     }
     // The policies that re-plan every 2 iterations move experts between the GPUs of a group.
-    if (info.name == "eplb" || info.name == "flexmoe" || info.name == "lazarus" || info.name == "smartmoe") {
+    // (FlexMoE's cost model declines the moves when its group's 8 GPUs span the two nodes, as the
+    // pairs of expert_tensor 2 make them: a move then crosses the network.)
+    const bool flexmoe_local = info.name == "flexmoe" && s.layout.expert_tensor == 1;
+    if (info.name == "eplb" || flexmoe_local || info.name == "lazarus" || info.name == "smartmoe") {
       double moved = 0.0;
       for (const IterationRow& row : a[0].rows) moved += row.result.moved_bytes;
       CHECK(moved > 0.0);
+    }
+    // Sharded experts gather and scatter their tokens inside each pair.
+    if (s.layout.expert_tensor == 2) {
+      CHECK(a[0].rows[0].result.tp_bytes > 0.0);
+    } else {
+      CHECK(a[0].rows[0].result.tp_bytes == 0.0);
+    }
     }
   }
 }
