@@ -54,7 +54,8 @@ IterationModel::IterationModel(const Cluster& cluster, const MoeModelSpec& model
   dispatch_ = dispatch;
   overlap_ = overlap;
   sms_ = cluster.spec().gpu.sms;
-  two_lanes_ = overlap.a2a_chunks > 1 || overlap.grad_sync;
+  // ZeRO-3 prefetches the next layer's parameters on the communication stream.
+  two_lanes_ = overlap.a2a_chunks > 1 || overlap.grad_sync || layout_.zero_stage == 3;
   dispatch_token_bytes_ = dispatch_token_bytes(model.hidden, eb, dispatch.fp8);
   combine_token_bytes_ = static_cast<double>(model.hidden) * eb;
 
@@ -382,19 +383,22 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
   label(layout_.zero_stage == 0 ? "dense gradient all-reduce" : "dense gradient reduce-scatter");
   const int eb = dtype_bytes(model_.dtype);
   const double embedding_per_gpu = static_cast<double>(model_.vocab) * model_.hidden / layout_.tensor;
-  if (overlap_.grad_sync) {
-    // The layers' buckets are under way on the communication lanes; the embedding's follows, and
-    // the optimizer waits for all of them.
-    if (layout_.zero_stage < 3) {
-      add_overlapped_grad_bucket(0, embedding_per_gpu, res);
-      if (groups_.stages() > 1) add_overlapped_grad_bucket(groups_.stages() - 1, embedding_per_gpu, res);
-    }
+  auto wait_for_comm_lanes = [&] {
     for (int g = 0; g < gpus_; ++g) {
       const int m = programs_.new_message();
       programs_.add_send(comm_lane(g), m, 0);
       programs_.add_recv(g, m, Phase::GradSync);
     }
+  };
+  if (overlap_.grad_sync) {
+    // The layers' buckets (ZeRO-3: reduce-scatters) are under way on the communication lanes; the
+    // embedding's follows, and the optimizer waits for all of them.
+    add_overlapped_grad_bucket(0, embedding_per_gpu, res);
+    if (groups_.stages() > 1) add_overlapped_grad_bucket(groups_.stages() - 1, embedding_per_gpu, res);
+    wait_for_comm_lanes();
   } else {
+    // ZeRO-3's layer reduce-scatters run on the communication lanes: the optimizer waits for them.
+    if (layout_.zero_stage == 3) wait_for_comm_lanes();
     for (const std::vector<int>& dp : dp_groups_) {
       if (dp.size() < 2) continue;
       const int stage = groups_.stage(dp.front());

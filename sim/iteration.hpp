@@ -131,9 +131,13 @@ class IterationModel {
   void add_sync(const Placement& placement, const SyncPlan& sync, IterationResult& res);
   // The tensor-parallel collectives around one block (attention or FFN) of one micro-batch.
   void add_tp_block(int stage, bool before, IterationResult& res);
-  // ZeRO-3: one layer's parameters all-gathered or its gradients reduce-scattered over each
-  // data-parallel group of the stage.
+  // ZeRO-3 on the communication lanes: one layer's parameters all-gathered or its gradients
+  // reduce-scattered over each data-parallel group of the stage, starting once the compute lanes
+  // reach this point. A gather ends in a message per GPU that zero3_wait receives.
   void add_zero3(int stage, int layer, Collective kind, IterationResult& res);
+  // The compute lanes of `stage` wait for the last gather add_zero3 issued.
+  void zero3_wait(int stage);
+  std::vector<int> zero3_done_;  // [GPU of the stage]: the message of the latest gather
   // One all-to-all in every expert-parallel group of the stage.
   void add_all_to_all(int stage, const std::vector<TimeNs>& ns, const std::vector<double>& bytes,
                       IterationResult& res, int lane_offset = 0, double share = 1.0);

@@ -61,13 +61,35 @@ void IterationModel::add_tp_block(int stage, bool before, IterationResult& res) 
 void IterationModel::add_zero3(int stage, int layer, Collective kind, IterationResult& res) {
   const double params = layer_dense_params(model_, layer) / layout_.tensor;
   const double bytes = params * (kind == Collective::AllGather ? dtype_bytes(model_.dtype) : training_.grad_bytes_per_param);
-  const int per_stage = groups_.gpus_per_stage() / layout_.data;
+  const int Gs = groups_.gpus_per_stage(), base = stage * Gs, per_stage = Gs / layout_.data;
+  // The communication lane starts when the compute lane gets here (DeepSpeed's stage-3
+  // prefetch of the next layer during this one; its reduce-scatter once the backward is done).
+  for (int i = 0; i < Gs; ++i) {
+    const int m = programs_.new_message();
+    programs_.add_send(base + i, m, 0);
+    programs_.add_recv(comm_lane(base + i), m, Phase::Wait);
+  }
+  std::vector<int> lanes;
   for (int i = 0; i < per_stage; ++i) {
     const std::vector<int>& g = dp_groups_[static_cast<std::size_t>(stage * per_stage + i)];
     if (g.size() < 2) continue;
-    programs_.add_collective(g, collective_ns(kind, bytes, g), Phase::GradSync);
+    lanes.clear();
+    for (int gpu : g) lanes.push_back(comm_lane(gpu));
+    programs_.add_collective(lanes, collective_ns(kind, bytes, g), Phase::GradSync);
     res.grad_sync_bytes += bytes;
   }
+  if (kind != Collective::AllGather) return;
+  zero3_done_.resize(static_cast<std::size_t>(Gs));
+  for (int i = 0; i < Gs; ++i) {
+    zero3_done_[static_cast<std::size_t>(i)] = programs_.new_message();
+    programs_.add_send(comm_lane(base + i), zero3_done_[static_cast<std::size_t>(i)], 0);
+  }
+}
+
+void IterationModel::zero3_wait(int stage) {
+  const int Gs = groups_.gpus_per_stage();
+  for (int i = 0; i < Gs; ++i)
+    programs_.add_recv(stage * Gs + i, zero3_done_[static_cast<std::size_t>(i)], Phase::GradSync);
 }
 
 namespace {
@@ -209,15 +231,25 @@ void IterationModel::add_forward(int st, int chunk, int mb, const std::vector<La
   auto tag = [&](const char* what, int layer) {
     if (record_) label(layer_label(what, layer, mb, M));
   };
+  const int first = groups_.first_layer(st, chunk), end = first + groups_.chunk_layers(st, chunk);
+  const bool zero3 = layout_.zero_stage == 3;
+  if (zero3) {
+    // Gathered while the activations are on their way.
+    tag("ZeRO-3 parameter all-gather", first);
+    add_zero3(st, first, Collective::AllGather, res);
+  }
   if (vs > 0) {
     if (record_) label(fmt::format("pipeline: wait for activations (micro-batch {})", mb));
     for (int i = 0; i < Gs; ++i) programs_.add_recv(base + i, message_id(true, mb, vs, i));
   }
-  const int first = groups_.first_layer(st, chunk);
-  for (int layer = first; layer < first + groups_.chunk_layers(st, chunk); ++layer) {
-    if (layout_.zero_stage == 3) {
-      tag("ZeRO-3 parameter all-gather", layer);
-      add_zero3(st, layer, Collective::AllGather, res);
+  for (int layer = first; layer < end; ++layer) {
+    if (zero3) {
+      // This layer's parameters must be here; the next layer's gather runs during it.
+      zero3_wait(st);
+      if (layer + 1 < end) {
+        tag("ZeRO-3 parameter all-gather (prefetch)", layer + 1);
+        add_zero3(st, layer + 1, Collective::AllGather, res);
+      }
     }
     tag("forward attention", layer);
     add_tp_block(st, true, res);
@@ -251,6 +283,13 @@ void IterationModel::add_backward(int st, int chunk, int mb, const std::vector<L
   auto tag = [&](const char* what, int layer) {
     if (record_) label(layer_label(what, layer, mb, M));
   };
+  const int first = groups_.first_layer(st, chunk), last_layer = first + groups_.chunk_layers(st, chunk) - 1;
+  const bool zero3 = layout_.zero_stage == 3;
+  if (zero3) {
+    // Gathered while the gradients are on their way (or the LM head's backward runs).
+    tag("ZeRO-3 parameter all-gather", last_layer);
+    add_zero3(st, last_layer, Collective::AllGather, res);
+  }
   if (vs < last) {
     if (record_) label(fmt::format("pipeline: wait for gradients (micro-batch {})", mb));
     for (int i = 0; i < Gs; ++i) programs_.add_recv(base + i, message_id(false, mb, vs, i));
@@ -258,11 +297,13 @@ void IterationModel::add_backward(int st, int chunk, int mb, const std::vector<L
     label(M == 1 ? std::string("backward LM head") : fmt::format("backward LM head (micro-batch {})", mb));
     add_stage(st, Phase::Compute, kBackwardFactor * lm_head_fwd_ns_);
   }
-  const int first = groups_.first_layer(st, chunk);
-  for (int layer = first + groups_.chunk_layers(st, chunk) - 1; layer >= first; --layer) {
-    if (layout_.zero_stage == 3) {
-      tag("ZeRO-3 parameter all-gather", layer);
-      add_zero3(st, layer, Collective::AllGather, res);
+  for (int layer = last_layer; layer >= first; --layer) {
+    if (zero3) {
+      zero3_wait(st);
+      if (layer > first) {
+        tag("ZeRO-3 parameter all-gather (prefetch)", layer - 1);
+        add_zero3(st, layer - 1, Collective::AllGather, res);
+      }
     }
     if (!model_.is_moe_layer(layer)) {
       tag("backward dense FFN", layer);
@@ -279,7 +320,7 @@ void IterationModel::add_backward(int st, int chunk, int mb, const std::vector<L
     add_tp_block(st, true, res);
     add_stage(st, Phase::Compute, kBackwardFactor * attention_fwd_ns_);
     add_tp_block(st, false, res);
-    if (layout_.zero_stage == 3) {
+    if (zero3) {
       tag("ZeRO-3 gradient reduce-scatter", layer);
       add_zero3(st, layer, Collective::ReduceScatter, res);
     } else if (overlap_.grad_sync && mb == M - 1) {

@@ -415,6 +415,39 @@ void check_same(const IterationResult& a, const IterationResult& b) {
 
 }  // namespace
 
+TEST_CASE("ZeRO-3: each layer's parameters gathered during the layer before, by hand", "[parallel_layout][zero]") {
+  testing::TempDir dir;
+  const std::string trace = dir.write("z3.csv",
+                                      "iteration,layer,src_gpu,expert,tokens\n0,0,0,0,512\n0,0,0,1,512\n"
+                                      "0,0,1,0,512\n0,0,1,1,512\n");
+  const Scenario s = load_scenario_text(tp_scenario(trace, "{zero_stage: 3}"), "z3.yaml", {}, std::nullopt);
+  REQUIRE(s.layout.data == 2);
+  Cluster cluster(s.cluster);
+  AnalyticalNetwork net(cluster);
+  const std::vector<int> dp{0, 1};
+  const double g = s.training.grad_bytes_per_param;
+  // Layer 0 (dense): attention 4196352 + FFN 8388608 = 12584960 parameters; layer 1 (MoE):
+  // attention 4196352 + router 2048 = 4198400 (its experts are sharded by expert parallelism).
+  const TimeNs a0 = net.collective(Collective::AllGather, 12584960.0 * 2, dp).time_ns;
+  const TimeNs a1 = net.collective(Collective::AllGather, 4198400.0 * 2, dp).time_ns;
+  const TimeNs r0 = net.collective(Collective::ReduceScatter, 12584960.0 * g, dp).time_ns;
+  const TimeNs r1 = net.collective(Collective::ReduceScatter, 4198400.0 * g, dp).time_ns;
+  const TimeNs emb = net.collective(Collective::ReduceScatter, 1048576.0 * g, dp).time_ns;
+  // Forward: layer 0 waits for its gather (a0); layer 1's runs during layer 0 (attention 128850 +
+  // FFN 171800 = 300650 ns). Backward: layer 1's gather runs during the LM head's backward (2 x
+  // 21475 = 42950 ns), layer 0's during layer 1's backward, layer 1's reduce-scatter during layer
+  // 0's backward (2 x 300650); layer 0's reduce-scatter has nothing left to hide behind, and the
+  // embedding's follows on the compute stream.
+  REQUIRE(a1 <= 42950);
+  REQUIRE(a0 <= 601300);
+  REQUIRE(r1 <= 601300);
+  const IterationResult it = run_scenario(s).at(0).rows.at(0).result;
+  CHECK(phase(it, Phase::GradSync) == a0 + r0 + emb);
+  CHECK(it.grad_sync_bytes == 2 * (12584960.0 + 4198400.0) * 2 + (12584960.0 + 4198400.0 + 1048576.0) * g);
+  CHECK(phase(it, Phase::Wait) == 0);
+  CHECK(phase_sum(it) == it.iteration_ns);
+}
+
 TEST_CASE("expert tensor parallelism: sharded experts and their all-gather and reduce-scatter by hand",
           "[parallel_layout][expert_tensor]") {
   testing::TempDir dir;
