@@ -78,6 +78,9 @@ po::options_description run_options(bool compare) {
        "write experts.csv (per policy, sampled iteration, layer and expert: tokens routed, tokens processed "
        "and replicas) every N iterations; 0: not written; auto: evenly spaced samples, at most 100 and at most "
        "200,000 rows per policy")
+      ("convergence-band", "also find each policy's time to convergence under every convergence form (linear, "
+                           "table, effective_tokens) with the scenario's figures, running on until all converged; "
+                           "report the range and whether the ranking changes")
       ("quiet,q", "do not print the summary table or the progress bar");
   return d;
 }
@@ -119,6 +122,7 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
   Scenario s = load_scenario(vm["scenario"].as<std::string>(), sets, seed);
   if (compare && vm.count("policies")) s.policies = parse_policy_specs(vm["policies"].as<std::string>());
   RunOptions ro;
+  ro.convergence_band = vm.count("convergence-band") > 0;
   if (!vm.count("timeline") && !vm["timeline-iterations"].defaulted())
     throw InputError("--timeline-iterations: only with --timeline FILE (it chooses the iterations the timeline shows)");
   if (vm.count("timeline")) {

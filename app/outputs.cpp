@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "app/convergence_band.hpp"
 #include "sim/error.hpp"
 
 namespace moesim {
@@ -26,7 +27,9 @@ nlohmann::json summary_json(const Scenario& s, const std::vector<PolicyResult>& 
   json pols = json::array();
   json res = json::array();
   const double best = best_ttc_ns(results);
-  for (const auto& r : results) {
+  const ConvergenceBand band = convergence_band(results);
+  for (std::size_t ri = 0; ri < results.size(); ++ri) {
+    const PolicyResult& r = results[ri];
     json p = r.parameters;
     pols.push_back({{"label", r.label}, {"name", r.name}, {"parameters", p}});
     json phases;
@@ -66,10 +69,13 @@ nlohmann::json summary_json(const Scenario& s, const std::vector<PolicyResult>& 
            {"oom", r.oom},
            {"oom_iteration", r.oom ? json(r.oom_iteration) : json(nullptr)},
            {"oom_report", r.oom ? json(r.oom_report) : json(nullptr)}};
+    if (!band.forms.empty()) j["convergence_band"] = band_json(band, r, ri);
     res.push_back(j);
   }
   scen["policies"] = pols;
-  return json{{"moesim_version", "0.1.0"}, {"scenario", scen}, {"results", res}};
+  json out{{"moesim_version", "0.1.0"}, {"scenario", scen}, {"results", res}};
+  if (!band.forms.empty()) out["convergence_band"] = band_json(band);
+  return out;
 }
 
 std::string iterations_csv(const std::vector<PolicyResult>& results) {
@@ -110,11 +116,15 @@ std::string compare_csv(const std::vector<PolicyResult>& results) {
       "policy,name,status,iterations_to_converge,time_to_convergence_s,ratio_to_best,mean_iteration_ns,"
       "p99_iteration_ns,compute_ns,a2a_ns,grad_sync_ns,optimizer_ns,movement_ns,wait_ns,pipeline_bubble_ns,"
       "tp_comm_ns,exposed_comm_ns,drop_rate,"
-      "moved_bytes_per_iteration,a2a_bytes_per_iteration,peak_gpu_memory_bytes\n";
+      "moved_bytes_per_iteration,a2a_bytes_per_iteration,peak_gpu_memory_bytes";
+  // With the convergence band: each policy's range of times to convergence over the forms.
+  const ConvergenceBand band = convergence_band(results);
+  out += band.forms.empty() ? "\n" : ",min_time_to_convergence_s,max_time_to_convergence_s\n";
   const double best = best_ttc_ns(results);
-  for (const auto& r : results) {
+  for (std::size_t ri = 0; ri < results.size(); ++ri) {
+    const PolicyResult& r = results[ri];
     const bool ok = r.converged && !r.oom;
-    fmt::format_to(std::back_inserter(out), "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", r.label,
+    fmt::format_to(std::back_inserter(out), "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}", r.label,
                    r.name,
                    r.oom ? "oom" : r.converged ? "converged" : "not_converged",
                    ok ? std::to_string(r.iterations_to_converge) : "",
@@ -123,6 +133,11 @@ std::string compare_csv(const std::vector<PolicyResult>& results) {
                    r.mean_iteration_ns, r.p99_iteration_ns, r.mean_phase_ns[0], r.mean_phase_ns[1], r.mean_phase_ns[2],
                    r.mean_phase_ns[3], r.mean_phase_ns[4], r.mean_phase_ns[5], r.mean_phase_ns[6], r.mean_phase_ns[7],
                    r.mean_exposed_comm_ns, r.drop_rate, r.mean_moved_bytes, r.mean_a2a_bytes, r.peak_gpu_memory_bytes);
+    if (!band.forms.empty()) {
+      const auto s = [](const std::optional<TimeNs>& t) { return t ? fmt::format("{}", ns_to_s(*t)) : std::string(); };
+      fmt::format_to(std::back_inserter(out), ",{},{}", s(band.min_ns[ri]), s(band.max_ns[ri]));
+    }
+    out += "\n";
   }
   return out;
 }
@@ -136,19 +151,30 @@ std::string summary_table(const Scenario& s, const std::vector<PolicyResult>& re
   // A parallel layout adds its own parts of the iteration: the pipeline bubble and the
   // tensor-parallel collectives.
   const bool layout = !s.layout.is_default();
-  out += fmt::format("{:<{}} {:>6} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}{} {:>6} {:>9} {:>7}\n",
-                     "policy", w, "iters", "ttc_s", "ratio", "iter_ms", "p99_ms", "comp_ms", "a2a_ms", "sync_ms", "opt_ms",
+  const ConvergenceBand band = convergence_band(results);
+  const bool banded = !band.forms.empty();
+  out += fmt::format("{:<{}} {:>6} {:>9}{} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}{} {:>6} {:>9} {:>7}\n",
+                     "policy", w, "iters", "ttc_s", banded ? fmt::format(" {:>9} {:>9}", "ttc_lo_s", "ttc_hi_s") : "",
+                     "ratio", "iter_ms", "p99_ms", "comp_ms", "a2a_ms", "sync_ms", "opt_ms",
                      "move_ms", "wait_ms", layout ? fmt::format(" {:>8} {:>8}", "bubl_ms", "tp_ms") : "", "drop_%",
                      "moved_MB", "peak_GB");
   const double best = best_ttc_ns(results);
   auto ms = [](double ns) { return ns / 1e6; };
-  for (const auto& r : results) {
+  auto range = [&](std::size_t i) {
+    if (!banded) return std::string();
+    auto cell = [](const std::optional<TimeNs>& t) { return t ? fmt::format("{:.2f}", ns_to_s(*t)) : std::string("-"); };
+    return fmt::format(" {:>9} {:>9}", cell(band.min_ns[i]), cell(band.max_ns[i]));
+  };
+  bool beyond_data = false;
+  for (std::size_t ri = 0; ri < results.size(); ++ri) {
+    const PolicyResult& r = results[ri];
     const bool ok = r.converged && !r.oom;
+    beyond_data = beyond_data || (!r.oom && r.mean_survival > s.convergence.data_max_survival);
     out += fmt::format(
-        "{:<{}} {:>6} {:>9} {:>6} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f}{} {:>6.2f} {:>9.1f} "
+        "{:<{}} {:>6} {:>9}{} {:>6} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f}{} {:>6.2f} {:>9.1f} "
         "{:>7.2f}\n",
         r.label, w, ok ? std::to_string(r.iterations_to_converge) : "-",
-        r.oom ? "OOM" : r.converged ? fmt::format("{:.2f}", ns_to_s(r.time_to_convergence_ns)) : "not conv.",
+        r.oom ? "OOM" : r.converged ? fmt::format("{:.2f}", ns_to_s(r.time_to_convergence_ns)) : "not conv.", range(ri),
         ok && best > 0 ? fmt::format("{:.3f}", static_cast<double>(r.time_to_convergence_ns) / best) : "-",
         ms(r.mean_iteration_ns), ms(r.p99_iteration_ns), ms(r.mean_phase_ns[0]), ms(r.mean_phase_ns[1]),
         ms(r.mean_phase_ns[2]), ms(r.mean_phase_ns[3]), ms(r.mean_phase_ns[4]), ms(r.mean_phase_ns[5]),
@@ -160,6 +186,12 @@ std::string summary_table(const Scenario& s, const std::vector<PolicyResult>& re
          "capacity; moved_MB: policy movements per iteration; peak_GB: peak memory of the fullest GPU.\n";
   if (layout)
     out += "bubl_ms: waiting for the neighbouring pipeline stage; tp_ms: tensor-parallel collectives.\n";
+  out += band_text(band);
+  if (!s.convergence.note.empty()) out += fmt::format("convergence: NOTE {}\n", s.convergence.note);
+  if (beyond_data)
+    out += fmt::format("convergence: some policies' mean survival is above {:.2f} %, the highest the {} figures were "
+                       "measured at: their iterations to converge are extrapolated ({} form)\n",
+                       100.0 * s.convergence.data_max_survival, s.convergence.fitted_for, s.convergence.form);
   for (const auto& r : results)
     if (r.oom) out += fmt::format("{}: {}\n", r.label, r.oom_report);
   if (!results.empty() && !results.back().compute_fallback.empty())

@@ -68,6 +68,14 @@ struct PolicyResult {
   std::vector<ExpertSample> expert_samples;
   // Chrome trace events ("ph": "X") of the iterations named in RunOptions::timeline_iterations.
   nlohmann::json timeline = nlohmann::json::array();
+  // With RunOptions::convergence_band: the same run's convergence under each of kConvergenceForms.
+  struct BandEntry {
+    std::string form;
+    bool converged = false;
+    std::int64_t iterations_to_converge = 0;
+    TimeNs time_to_convergence_ns = 0;
+  };
+  std::vector<BandEntry> band;
 };
 
 // Per-GPU memory any policy needs with every slot filled: weights, gradients, dense optimizer state
@@ -83,6 +91,9 @@ struct RunOptions {
   // With a cap, a run that has recorded more samples keeps every other one and doubles N, so a
   // run of any length ends with between cap/2 and cap samples, still at iterations 0, N, 2N, ...
   std::int64_t expert_stats_max_samples = 0;  // 0: no cap
+  // Also follow convergence under every form of kConvergenceForms (the scenario's figures), and
+  // run on until all of them converged or run.max_iterations (compare --convergence-band).
+  bool convergence_band = false;
 };
 
 // The sample cap `moesim run` uses when --expert-stats is not given: at most 100 sampled

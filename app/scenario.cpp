@@ -326,7 +326,7 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
   s.training = load_training(c.child("training"));
   s.heterogeneity = load_heterogeneity(c.child("heterogeneity"), s.cluster.num_gpus());
   s.trace = load_trace(c.child("trace"), origin, s.seed);
-  s.convergence = load_convergence(c.child("convergence"));
+  s.convergence = load_convergence(c.child("convergence"), s.model.name);
   s.run = load_run(c.child("run"));
   c.touch("policies");
   s.policies = load_policies(c, root["policies"]);

@@ -494,6 +494,38 @@ def compare_table(report, compare):
     report.para("Times are simulated; per-phase times are means per iteration on the critical GPU.")
 
 
+def band_section(report, results_dir):
+    """The convergence band of `compare --convergence-band` (summary.json), when the run has one."""
+    path = os.path.join(results_dir, "summary.json")
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read: {e}")
+    band = summary.get("convergence_band")
+    if not band:
+        return
+    forms = band["forms"]
+    report.heading("Convergence band")
+    rows = []
+    for r in summary["results"]:
+        b = r.get("convergence_band") or {}
+        cells = [r["label"]]
+        for form in forms:
+            e = b.get("forms", {}).get(form, {})
+            t = e.get("time_to_convergence_s")
+            cells.append("–" if t is None else f"{t:.2f} (#{e.get('rank')})")
+        rows.append(cells)
+    report.table(["policy"] + [f"{f}: s (rank)" for f in forms], rows, right=list(range(1, len(forms) + 1)))
+    if band["rank_stable"]:
+        report.para("The ranking is the same under every convergence form.")
+    else:
+        report.para("The ranking changes with the convergence form: "
+                    + "; ".join(f"{f}: {' < '.join(band['rankings'][f])}" for f in forms) + ".")
+
+
 # ---- sweeps: study.csv -------------------------------------------------------------------------
 
 def load_study(results_dir):
@@ -776,6 +808,7 @@ def main(argv=None):
             compare, drawn, notes = draw_compare(plt, results_dir, plots_dir)
             report.heading("Policies")
             compare_table(report, compare)
+            band_section(report, results_dir)
             report.heading("Pictures")
             add_pictures(report, results_dir, plots_dir, drawn)
     except InputError as e:

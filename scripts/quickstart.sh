@@ -3,4 +3,4 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup.sh"
-"$BUILD_DIR/moesim" compare "$ROOT/scenarios/quickstart.yaml" --out "$ROOT/out/quickstart" "$@"
+"$BUILD_DIR/moesim" compare "$ROOT/scenarios/quickstart.yaml" --convergence-band --out "$ROOT/out/quickstart" "$@"

@@ -8,6 +8,7 @@ namespace moesim {
 
 double ConvergenceSpec::iterations_needed(double survival) const {
   if (form == "linear") return a_iterations - b_iterations * survival;
+  if (form == "effective_tokens") return n1_iterations / (1.0 - alpha * (1.0 - survival));
   const auto& xs = table_survival;
   const auto& ys = table_iterations;
   if (survival <= xs.front()) return ys.front();
@@ -25,24 +26,48 @@ nlohmann::json ConvergenceSpec::to_json() const {
     j["a_iterations"] = a_iterations;
     j["b_iterations"] = b_iterations;
     j["iterations_at_full_survival"] = iterations_needed(1.0);
+  } else if (form == "effective_tokens") {
+    j["n1_iterations"] = n1_iterations;
+    j["alpha"] = alpha;
+    j["iterations_at_zero_survival"] = iterations_needed(0.0);
   } else {
     j["table_survival"] = table_survival;
     j["table_iterations"] = table_iterations;
   }
   j["source"] = source;
+  j["fitted_for"] = fitted_for;
+  j["data_max_survival"] = data_max_survival;
+  j["note"] = note.empty() ? nlohmann::json(nullptr) : nlohmann::json(note);
   return j;
 }
 
-ConvergenceSpec load_convergence(Cfg c) {
+ConvergenceSpec ConvergenceSpec::with_form(const std::string& f) const {
+  ConvergenceSpec c = *this;
+  c.form = f;
+  return c;
+}
+
+ConvergenceSpec load_convergence(Cfg c, const std::string& model_name) {
   ConvergenceSpec s;
-  s.form = c.get_enum("form", s.form, {"linear", "table"});
+  s.form = c.get_enum("form", s.form, {"linear", "table", "effective_tokens"});
   s.a_iterations = c.get_double("a_iterations", s.a_iterations, 1.0, 1e12);
   s.b_iterations = c.get_double("b_iterations", s.b_iterations, -1e12, 1e12);
   s.table_survival = c.get_double_list("table_survival", s.table_survival, 0.0, 1.0);
   s.table_iterations = c.get_double_list("table_iterations", s.table_iterations, 1.0, 1e12);
+  s.n1_iterations = c.get_double("n1_iterations", s.n1_iterations, 1.0, 1e12);
+  // alpha = 1 would make a run that drops everything never converge.
+  s.alpha = c.get_double("alpha", s.alpha, 0.0, 0.999999);
   const bool custom = c.has("a_iterations") || c.has("b_iterations") || c.has("table_survival") ||
-                      c.has("table_iterations");
+                      c.has("table_iterations") || c.has("n1_iterations") || c.has("alpha");
   s.source = c.get_string("source", custom ? "scenario" : s.source);
+  // Figures of the scenario's own are taken to be for its model unless it says otherwise.
+  s.fitted_for = c.get_string("fitted_for", custom ? model_name : s.fitted_for);
+  s.data_max_survival = c.get_double("data_max_survival", custom ? 1.0 : s.data_max_survival, 0.0, 1.0);
+  if (s.fitted_for != model_name)
+    s.note = fmt::format("the {} convergence figures were fitted for model {} ({}) and are applied here to {}: "
+                         "times to convergence compare policies on {}'s learning curve; set convergence.* for "
+                         "this model",
+                         s.form, s.fitted_for, s.source, model_name, s.fitted_for);
   if (s.form == "linear") {
     // N(s) must stay positive over the whole survival range.
     for (double v : {0.0, 1.0}) {

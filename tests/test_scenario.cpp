@@ -282,7 +282,7 @@ TEST_CASE("scenario: enum values must be one of the allowed ones", "[scenario]")
     const std::string text = kBasePolicies + "convergence: {form: cubic}\n";
     const std::string msg = load_error(text);
     CHECK_THAT(msg, Contains(pos(text, "cubic") + ": key 'convergence.form': 'cubic' is not allowed; allowed: "
-                                                   "linear, table"));
+                                                   "linear, table, effective_tokens"));
   }
 }
 
