@@ -18,8 +18,8 @@
 #include "kernels/kernels.hpp"
 #include "models/profile.hpp"
 #include "models/specs.hpp"
-#include "sim/config.hpp"
-#include "sim/error.hpp"
+#include "core/config.hpp"
+#include "core/error.hpp"
 #include "sim/network.hpp"
 
 namespace moesim {

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "sim/error.hpp"
+#include "core/error.hpp"
 
 namespace moesim {
 

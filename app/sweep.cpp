@@ -22,8 +22,8 @@
 #include "app/progress.hpp"
 #include "app/runner.hpp"
 #include "policies/registry.hpp"
-#include "sim/config.hpp"
-#include "sim/error.hpp"
+#include "core/config.hpp"
+#include "core/error.hpp"
 
 #ifdef MOESIM_HAVE_MPI
 #include <mpi.h>

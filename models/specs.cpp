@@ -6,7 +6,7 @@
 #include <map>
 
 #include "models/embedded.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 
 namespace moesim {
 namespace {

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "sim/collectives.hpp"
-#include "sim/config.hpp"
+#include "core/config.hpp"
 
 namespace moesim {
 

@@ -9,7 +9,7 @@
 // `NcclConstants` (collectives.cpp) with their sources, so that a recalibration touches one place.
 #include <string>
 
-#include "sim/units.hpp"
+#include "core/units.hpp"
 
 namespace moesim {
 

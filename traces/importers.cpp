@@ -20,7 +20,7 @@
 #include <system_error>
 #include <unordered_map>
 
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "traces/binary.hpp"
 #include "traces/binomial.hpp"
 
