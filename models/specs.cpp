@@ -7,6 +7,7 @@
 
 #include "models/embedded.hpp"
 #include "core/error.hpp"
+#include "core/units.hpp"
 
 namespace moesim {
 namespace {

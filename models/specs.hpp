@@ -6,7 +6,6 @@
 #include <string>
 #include <vector>
 
-#include "sim/collectives.hpp"
 #include "core/config.hpp"
 
 namespace moesim {
@@ -23,6 +22,9 @@ struct GpuProfile {
   double gemm_efficiency = 0.0;        // share of peak a large GEMM reaches (roofline)
   std::vector<std::string> sources;    // where the figures come from
 };
+
+// GPU generation, which selects NCCL's per-architecture bandwidth caps (sim/collectives.hpp).
+enum class GpuArch { Ampere, Hopper };
 
 enum class IntraNode { NVSwitch, PCIe, None };
 
