@@ -23,7 +23,7 @@
 #include "app/runner.hpp"
 #include "models/specs.hpp"
 #include "policies/registry.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 
 namespace po = boost::program_options;
 using namespace moesim;

@@ -7,7 +7,7 @@
 #include <fstream>
 
 #include "app/convergence_band.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 
 namespace moesim {
 

@@ -11,7 +11,7 @@
 
 #include "app/outputs.hpp"
 #include "app/runner.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 
 namespace moesim {
 namespace {

@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <iostream>
 
-#include "sim/error.hpp"
+#include "core/error.hpp"
 
 extern char** environ;
 

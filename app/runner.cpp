@@ -12,7 +12,7 @@
 #include "models/profile.hpp"
 #include "models/roofline.hpp"
 #include "policies/registry.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "sim/flow_network.hpp"
 #include "sim/measured_collectives.hpp"
 #include "sim/memory.hpp"

@@ -10,7 +10,7 @@
 
 #include "models/profile.hpp"
 #include "sim/cluster.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 
 namespace moesim {
 namespace {

@@ -7,7 +7,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "traces/binary.hpp"
 #include "traces/importers.hpp"
 

@@ -7,7 +7,7 @@
 #include <charconv>
 #include <iostream>
 
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "traces/stats.hpp"
 
 namespace po = boost::program_options;

@@ -10,7 +10,7 @@
 
 #include "app/scenario.hpp"
 #include "app/validate_dispatch.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "sim/network.hpp"
 
 namespace moesim {

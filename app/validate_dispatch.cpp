@@ -8,7 +8,7 @@
 #include <numeric>
 
 #include "app/scenario.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "sim/layout.hpp"
 #include "sim/network.hpp"
 

@@ -11,8 +11,8 @@
 
 #include "kernels/collectives.hpp"
 #include "models/embedded.hpp"
-#include "sim/config.hpp"
-#include "sim/error.hpp"
+#include "core/config.hpp"
+#include "core/error.hpp"
 
 namespace moesim {
 namespace {

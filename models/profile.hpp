@@ -12,7 +12,7 @@
 
 #include "models/roofline.hpp"
 #include "models/specs.hpp"
-#include "sim/compute.hpp"
+#include "models/compute.hpp"
 
 namespace moesim {
 

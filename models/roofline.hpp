@@ -1,6 +1,6 @@
 #pragma once
 #include "models/specs.hpp"
-#include "sim/compute.hpp"
+#include "models/compute.hpp"
 
 namespace moesim {
 

@@ -6,7 +6,8 @@
 #include <map>
 
 #include "models/embedded.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
+#include "core/units.hpp"
 
 namespace moesim {
 namespace {

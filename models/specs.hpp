@@ -6,8 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "sim/collectives.hpp"
-#include "sim/config.hpp"
+#include "core/config.hpp"
 
 namespace moesim {
 
@@ -24,6 +23,9 @@ struct GpuProfile {
   int sms = 0;                         // streaming multiprocessors (0: not given)
   std::vector<std::string> sources;    // where the figures come from
 };
+
+// GPU generation, which selects NCCL's per-architecture bandwidth caps (sim/collectives.hpp).
+enum class GpuArch { Ampere, Hopper };
 
 enum class IntraNode { NVSwitch, PCIe, None };
 

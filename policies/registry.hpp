@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "sim/config.hpp"
+#include "core/config.hpp"
 #include "sim/policy.hpp"
 
 namespace moesim {

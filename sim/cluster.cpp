@@ -9,7 +9,7 @@
 #include <queue>
 #include <tuple>
 
-#include "sim/error.hpp"
+#include "core/error.hpp"
 
 namespace moesim {
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "models/specs.hpp"
-#include "sim/units.hpp"
+#include "core/units.hpp"
 
 namespace moesim {
 

@@ -9,7 +9,8 @@
 // `NcclConstants` (collectives.cpp) with their sources, so that a recalibration touches one place.
 #include <string>
 
-#include "sim/units.hpp"
+#include "core/units.hpp"
+#include "models/specs.hpp"
 
 namespace moesim {
 
@@ -18,8 +19,6 @@ enum class NcclAlgo { Ring, Tree, Nvls, NvlsTree, Pat };
 enum class NcclProto { LL, LL128, Simple };
 // The hardware a hop crosses inside a node: NVLink/NVSwitch or PCIe.
 enum class IntraHw { NVLink, PCI };
-// GPU generation, which selects NCCL's per-architecture bandwidth caps.
-enum class GpuArch { Ampere, Hopper };
 
 [[nodiscard]] const char* to_string(Collective c);
 [[nodiscard]] const char* to_string(NcclAlgo a);

@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "sim/units.hpp"
+#include "core/units.hpp"
 
 namespace moesim {
 

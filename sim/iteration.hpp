@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "models/specs.hpp"
-#include "sim/compute.hpp"
+#include "models/compute.hpp"
 #include "sim/engine.hpp"
 #include "sim/network.hpp"
 #include "sim/layout.hpp"

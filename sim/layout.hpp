@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "models/specs.hpp"
-#include "sim/units.hpp"
+#include "core/units.hpp"
 
 namespace moesim {
 

@@ -7,7 +7,7 @@
 
 #include "sim/cluster.hpp"
 #include "sim/collectives.hpp"
-#include "sim/units.hpp"
+#include "core/units.hpp"
 
 namespace moesim {
 

@@ -14,8 +14,8 @@
 #include "models/specs.hpp"
 #include "sim/collectives.hpp"
 #include "sim/network.hpp"
+#include "sim/routing.hpp"
 #include "sim/training.hpp"
-#include "traces/trace.hpp"
 
 namespace moesim {
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "sim/engine.hpp"
-#include "sim/units.hpp"
+#include "core/units.hpp"
 
 namespace moesim {
 

@@ -6,7 +6,7 @@
 #include <map>
 
 #include "app/runner.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 
 using namespace moesim;
 

@@ -10,7 +10,7 @@
 #include "app/runner.hpp"
 #include "app/scenario.hpp"
 #include "sim/convergence.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 
 using namespace moesim;
 using Catch::Matchers::Contains;

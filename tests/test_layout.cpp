@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "app/scenario.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "sim/layout.hpp"
 #include "tests/file_fixture.hpp"
 #include "tests/network_fixture.hpp"

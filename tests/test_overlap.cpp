@@ -5,7 +5,7 @@
 #include "app/runner.hpp"
 #include "file_fixture.hpp"
 #include "hand_fixture.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 
 using namespace moesim;
 using moesim::testing::hand_scenario;

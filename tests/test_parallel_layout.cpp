@@ -17,7 +17,7 @@
 #include "file_fixture.hpp"
 #include "models/roofline.hpp"
 #include "policies/registry.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "sim/layout.hpp"
 #include "sim/memory.hpp"
 

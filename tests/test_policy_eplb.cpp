@@ -14,7 +14,7 @@
 #include "policies/common.hpp"
 #include "policies/eplb.hpp"
 #include "policies/registry.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "tests/policy_fixture.hpp"
 
 using namespace moesim;

@@ -12,7 +12,7 @@
 #include "policies/common.hpp"
 #include "policies/registry.hpp"
 #include "tests/policy_fixture.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "sim/iteration.hpp"
 
 using namespace moesim;

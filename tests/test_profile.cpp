@@ -15,8 +15,8 @@
 #include "kernels/collectives.hpp"
 #include "kernels/kernels.hpp"
 #include "models/profile.hpp"
-#include "sim/config.hpp"
-#include "sim/error.hpp"
+#include "core/config.hpp"
+#include "core/error.hpp"
 
 using namespace moesim;
 namespace fs = std::filesystem;

@@ -15,7 +15,7 @@
 
 #include "app/runner.hpp"
 #include "app/scenario.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "tests/file_fixture.hpp"
 #include "tests/network_fixture.hpp"
 

@@ -14,7 +14,7 @@
 
 #include "app/progress.hpp"
 #include "app/sweep.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "tests/file_fixture.hpp"
 
 namespace fs = std::filesystem;

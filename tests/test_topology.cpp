@@ -18,7 +18,7 @@
 
 #include "app/runner.hpp"
 #include "app/scenario.hpp"
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "sim/flow_network.hpp"
 #include "tests/network_fixture.hpp"
 

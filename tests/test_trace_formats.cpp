@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "tests/file_fixture.hpp"
 #include "traces/binary.hpp"
 #include "traces/importers.hpp"

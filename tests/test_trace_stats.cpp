@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "tests/file_fixture.hpp"
 #include "traces/stats.hpp"
 #include "traces/trace.hpp"

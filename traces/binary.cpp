@@ -12,7 +12,7 @@
 #include <system_error>
 #include <vector>
 
-#include "sim/error.hpp"
+#include "core/error.hpp"
 
 namespace moesim {
 

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <numeric>
 
-#include "sim/error.hpp"
+#include "core/error.hpp"
 
 namespace moesim {
 

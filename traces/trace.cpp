@@ -15,7 +15,7 @@
 #include <string_view>
 #include <system_error>
 
-#include "sim/error.hpp"
+#include "core/error.hpp"
 #include "traces/binomial.hpp"
 
 namespace moesim {

@@ -3,7 +3,7 @@
 // profiles measured by the CUDA kernels later.
 #include <string>
 
-#include "sim/units.hpp"
+#include "core/units.hpp"
 
 namespace moesim {
 

@@ -1,4 +1,4 @@
-#include "sim/config.hpp"
+#include "core/config.hpp"
 
 #include <fmt/format.h>
 
@@ -6,7 +6,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "sim/error.hpp"
+#include "core/error.hpp"
 
 namespace moesim {
 

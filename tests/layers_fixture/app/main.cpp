@@ -1,0 +1,4 @@
+#include "policies/common.hpp"
+#include "traces/trace.hpp"
+#include "kernels/kernels.hpp"
+#include "tests/fixture.hpp"  // expect-violation

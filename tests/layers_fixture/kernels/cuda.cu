@@ -1,0 +1,2 @@
+#include "kernels/kernels.hpp"
+#include "app/main.cpp"  // expect-violation

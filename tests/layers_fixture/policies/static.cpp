@@ -1,0 +1,2 @@
+#include "policies/common.hpp"
+#include "traces/trace.hpp"  // expect-violation

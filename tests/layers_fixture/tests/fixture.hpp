@@ -1,0 +1,3 @@
+#pragma once
+#include "app/main.cpp"
+#include "sim/policy.hpp"
