@@ -36,7 +36,14 @@ void Programs::reset(int gpus, int messages, int lanes) {
 
 void Programs::add_local(int gpu, Phase phase, TimeNs duration) {
   if (duration <= 0) return;
-  program_[static_cast<std::size_t>(gpu)].push_back(Op{Kind::Local, phase, duration, -1, label_});
+  std::vector<Op>& p = program_[static_cast<std::size_t>(gpu)];
+  // Back-to-back local work of one phase is one operation: the same phase sums and the same
+  // events (a run of local operations is one), in fewer operations. Spans keep them apart.
+  if (!record_ && !p.empty() && p.back().kind == Kind::Local && p.back().phase == phase) {
+    p.back().duration_ns += duration;
+    return;
+  }
+  p.push_back(Op{Kind::Local, phase, duration, -1, label_});
 }
 
 void Programs::add_collective(const std::vector<int>& members, TimeNs duration, Phase phase) {
