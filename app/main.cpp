@@ -78,6 +78,8 @@ po::options_description run_options(bool compare) {
        "write experts.csv (per policy, sampled iteration, layer and expert: tokens routed, tokens processed "
        "and replicas) every N iterations; 0: not written; auto: evenly spaced samples, at most 100 and at most "
        "200,000 rows per policy")
+      ("jobs,j", po::value<int>()->default_value(1),
+       "policies simulated at once, one thread each; the outputs are the same as with 1")
       ("quiet,q", "do not print the summary table or the progress bar");
   return d;
 }
@@ -119,6 +121,8 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
   Scenario s = load_scenario(vm["scenario"].as<std::string>(), sets, seed);
   if (compare && vm.count("policies")) s.policies = parse_policy_specs(vm["policies"].as<std::string>());
   RunOptions ro;
+  ro.jobs = vm["jobs"].as<int>();
+  if (ro.jobs < 1) throw InputError(fmt::format("--jobs: {} is not allowed; allowed: an integer of at least 1", ro.jobs));
   if (!vm.count("timeline") && !vm["timeline-iterations"].defaulted())
     throw InputError("--timeline-iterations: only with --timeline FILE (it chooses the iterations the timeline shows)");
   if (vm.count("timeline")) {

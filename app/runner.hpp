@@ -83,6 +83,9 @@ struct RunOptions {
   // With a cap, a run that has recorded more samples keeps every other one and doubles N, so a
   // run of any length ends with between cap/2 and cap samples, still at iterations 0, N, 2N, ...
   std::int64_t expert_stats_max_samples = 0;  // 0: no cap
+  // Policies simulated at once, each on a thread with a world of its own (compare --jobs); the
+  // results are those of 1. With network.collective_profile the policies run one at a time.
+  int jobs = 1;
 };
 
 // The sample cap `moesim run` uses when --expert-stats is not given: at most 100 sampled
