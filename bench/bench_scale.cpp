@@ -164,7 +164,7 @@ BENCHMARK_CAPTURE(BM_RssGrowth, swiftmoe_flexmoe, std::string("swiftmoe-gpt-smal
                   std::string("flexmoe:interval=10"))
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_RssGrowth, qwen3_eplb, std::string("qwen3-30b-a3b-32xh100.yaml"), std::string("eplb"))
+BENCHMARK_CAPTURE(BM_RssGrowth, qwen3_symi, std::string("qwen3-30b-a3b-32xh100.yaml"), std::string("symi"))
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
 
