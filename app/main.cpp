@@ -81,6 +81,8 @@ po::options_description run_options(bool compare) {
       ("convergence-band", "also find each policy's time to convergence under every convergence form (linear, "
                            "table, effective_tokens) with the scenario's figures, running on until all converged; "
                            "report the range and whether the ranking changes")
+      ("jobs,j", po::value<int>()->default_value(1),
+       "policies simulated at once, one thread each; the outputs are the same as with 1")
       ("quiet,q", "do not print the summary table or the progress bar");
   return d;
 }
@@ -123,6 +125,8 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
   if (compare && vm.count("policies")) s.policies = parse_policy_specs(vm["policies"].as<std::string>());
   RunOptions ro;
   ro.convergence_band = vm.count("convergence-band") > 0;
+  ro.jobs = vm["jobs"].as<int>();
+  if (ro.jobs < 1) throw InputError(fmt::format("--jobs: {} is not allowed; allowed: an integer of at least 1", ro.jobs));
   if (!vm.count("timeline") && !vm["timeline-iterations"].defaulted())
     throw InputError("--timeline-iterations: only with --timeline FILE (it chooses the iterations the timeline shows)");
   if (vm.count("timeline")) {

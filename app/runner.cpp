@@ -7,7 +7,11 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <atomic>
+#include <exception>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 #include "models/profile.hpp"
 #include "models/roofline.hpp"
@@ -149,6 +153,52 @@ void check_memory(const Scenario& s) {
 }
 }  // namespace
 
+namespace {
+// What the runs of a scenario's policies share besides the scenario: a thread of `compare
+// --jobs` builds its own, since routes, the flow network's paths and the iteration model fill
+// caches as they run.
+struct World {
+  std::unique_ptr<Cluster> own_cluster;
+  const Cluster* cluster = nullptr;
+  std::unique_ptr<TraceSource> trace;
+  std::unique_ptr<ComputeModel> compute;
+  std::unique_ptr<NetworkModel> network;
+  std::unique_ptr<MeasuredCollectiveNetwork> measured;
+  std::unique_ptr<IterationModel> model;
+};
+
+// `cluster`: the one to use, or null for a world's own. `trace_share`: 0 for no trace, else the
+// number of worlds sharing the replay cache's memory budget.
+World make_world(const Scenario& s, const Cluster* cluster, const TraceShape& shape, std::size_t trace_share,
+                 std::vector<std::string>* warnings) {
+  World w;
+  if (cluster == nullptr) {
+    w.own_cluster = std::make_unique<Cluster>(s.cluster);
+    cluster = w.own_cluster.get();
+  }
+  w.cluster = cluster;
+  if (trace_share > 0) {
+    // 256 MiB of cached iterations covers the usual comparison; beyond it the trace is replayed.
+    // A single policy never replays, so it keeps none and its memory does not grow with the run.
+    const double budget = s.policies.size() > 1 ? 256.0 * 1024 * 1024 / static_cast<double>(trace_share) : 0.0;
+    w.trace = std::make_unique<ReplayCache>(open_trace(s, shape), budget);
+  }
+  w.compute = make_compute_model(s.cluster.gpu, s.model, s.compute_profile, s.compute_fallback_roofline, warnings);
+  // The flow-level model sees flows share links; the analytical one is faster (docs/network.md).
+  if (s.network_model == "flow") w.network = std::make_unique<FlowNetwork>(*cluster);
+  else w.network = std::make_unique<AnalyticalNetwork>(*cluster);
+  if (!s.collective_profile.empty()) {
+    w.measured = std::make_unique<MeasuredCollectiveNetwork>(*w.network, *cluster,
+                                                             measured_collectives(s.collective_profile, s.file),
+                                                             s.collective_profile);
+  }
+  const NetworkModel& net = w.measured ? static_cast<const NetworkModel&>(*w.measured) : *w.network;
+  w.model = std::make_unique<IterationModel>(*cluster, s.model, s.training, *w.compute, net, s.layout, s.dispatch,
+                                             s.overlap);
+  return w;
+}
+}  // namespace
+
 void check_scenario(const Scenario& s) {
   check_memory(s);
   const LayoutGroups groups(s.layout, s.cluster.num_gpus(), s.model.layers);
@@ -169,29 +219,19 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
 
   // One source per GPU of a stage: the MoE layers of a stage route its GPUs' tokens.
   const TraceShape shape{s.model.num_moe_layers(), groups.gpus_per_stage(), s.model.experts};
-  // 256 MiB of cached iterations covers the usual comparison; beyond it the trace is replayed.
-  std::unique_ptr<TraceSource> trace = std::make_unique<ReplayCache>(open_trace(s, shape), 256.0 * 1024 * 1024);
+  const std::size_t threads =
+      std::min<std::size_t>(static_cast<std::size_t>(std::max(opts.jobs, 1)), policies.size());
+  // Measured collectives count their lookups over the whole scenario: one world keeps that exact.
+  const bool parallel = threads > 1 && s.collective_profile.empty();
   std::vector<std::string> compute_warnings;
-  auto compute_model = make_compute_model(s.cluster.gpu, s.model, s.compute_profile, s.compute_fallback_roofline,
-                                          &compute_warnings);
+  World main = make_world(s, &cluster, shape, parallel ? 0 : 1, &compute_warnings);
   for (const auto& w : compute_warnings) std::cerr << "warning: " << w << "\n";
-  const ComputeModel& compute = *compute_model;
-  // The flow-level model sees flows share links; the analytical one is faster (docs/network.md).
-  std::unique_ptr<NetworkModel> network;
-  if (s.network_model == "flow") network = std::make_unique<FlowNetwork>(cluster);
-  else network = std::make_unique<AnalyticalNetwork>(cluster);
-  std::unique_ptr<MeasuredCollectiveNetwork> measured;
-  if (!s.collective_profile.empty()) {
-    measured = std::make_unique<MeasuredCollectiveNetwork>(*network, cluster,
-                                                           measured_collectives(s.collective_profile, s.file),
-                                                           s.collective_profile);
-  }
-  const NetworkModel& net = measured ? static_cast<const NetworkModel&>(*measured) : *network;
-  IterationModel model(cluster, s.model, s.training, compute, net, s.layout, s.dispatch, s.overlap);
 
-  std::vector<PolicyResult> results;
-  IterationCounts counts;
-  for (std::size_t pi = 0; pi < policies.size(); ++pi) {
+  std::mutex hook_mu;
+  auto run_policy = [&](std::size_t pi, World& w) {
+    TraceSource* trace = w.trace.get();
+    IterationModel& model = *w.model;
+    IterationCounts counts;
     StagedPolicy& policy = *policies[pi];
     PolicyResult r;
     r.label = s.policies[pi].label;
@@ -335,7 +375,10 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
       }
       policy.commit();
       if (opts.keep_rows) r.rows.push_back(row);
-      if (opts.on_iteration) opts.on_iteration(r.label, it);
+      if (opts.on_iteration) {
+        const std::lock_guard<std::mutex> lock(hook_mu);
+        opts.on_iteration(r.label, it);
+      }
       if (r.converged && band_done && s.run.stop_at_convergence) break;
     }
     const auto n = static_cast<double>(std::max<std::size_t>(times.size(), 1));
@@ -352,13 +395,52 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
     r.mean_moved_bytes = moved_sum / n;
     r.mean_expert_imbalance = imb_sum / n;
     r.events = engine.executed();
-    r.compute_fallback = compute_fallback_note(compute);
-    results.push_back(std::move(r));
+    return r;
+  };
+
+  std::vector<PolicyResult> results;
+  if (!parallel) {
+    for (std::size_t pi = 0; pi < policies.size(); ++pi) {
+      results.push_back(run_policy(pi, main));
+      results.back().compute_fallback = compute_fallback_note(*main.compute);
+    }
+  } else {
+    // compare --jobs: each thread has a world of its own and takes the next policy; results go
+    // to their policy's place, and the roofline lookups are merged in policy order into the
+    // first world's model, so every figure is what one thread gives.
+    results.resize(policies.size());
+    std::vector<ProfileCompute::RooflineLog> lookups(policies.size());
+    std::vector<std::exception_ptr> errors(policies.size());
+    std::atomic<std::size_t> next{0};
+    auto worker = [&] {
+      std::unique_ptr<World> w;
+      for (std::size_t pi; (pi = next.fetch_add(1)) < policies.size();) {
+        try {
+          if (!w) w = std::make_unique<World>(make_world(s, nullptr, shape, threads, nullptr));
+          auto* pc = dynamic_cast<ProfileCompute*>(w->compute.get());
+          if (pc != nullptr) (void)pc->take_roofline_log();  // start-up's, counted once in `main`
+          results[pi] = run_policy(pi, *w);
+          if (pc != nullptr) lookups[pi] = pc->take_roofline_log();
+        } catch (...) {
+          errors[pi] = std::current_exception();
+          next = policies.size();  // as one thread would, stop at the first failing policy
+        }
+      }
+    };
+    std::vector<std::thread> pool;
+    for (std::size_t t = 0; t < threads; ++t) pool.emplace_back(worker);
+    for (std::thread& t : pool) t.join();
+    for (std::size_t pi = 0; pi < policies.size(); ++pi) {
+      if (errors[pi]) std::rethrow_exception(errors[pi]);
+      auto* pc = dynamic_cast<ProfileCompute*>(main.compute.get());
+      if (pc != nullptr) pc->merge_roofline_log(lookups[pi]);
+      results[pi].compute_fallback = compute_fallback_note(*main.compute);
+    }
   }
   // The iteration model looks each collective shape up once (the dense all-reduce when it is
   // built), so the counts are for the whole scenario, not per policy.
-  if (measured)
-    for (PolicyResult& r : results) r.collectives_note = measured->report();
+  if (main.measured)
+    for (PolicyResult& r : results) r.collectives_note = main.measured->report();
   return results;
 }
 

@@ -94,6 +94,9 @@ struct RunOptions {
   // Also follow convergence under every form of kConvergenceForms (the scenario's figures), and
   // run on until all of them converged or run.max_iterations (compare --convergence-band).
   bool convergence_band = false;
+  // Policies simulated at once, each on a thread with a world of its own (compare --jobs); the
+  // results are those of 1. With network.collective_profile the policies run one at a time.
+  int jobs = 1;
 };
 
 // The sample cap `moesim run` uses when --expert-stats is not given: at most 100 sampled

@@ -468,6 +468,25 @@ std::string ProfileCompute::roofline_report() const {
   return out;
 }
 
+ProfileCompute::RooflineLog ProfileCompute::take_roofline_log() {
+  std::lock_guard<std::mutex> lock(miss_mu_);
+  RooflineLog log{misses_.exchange(0, std::memory_order_relaxed), std::move(miss_log_)};
+  miss_log_.clear();
+  return log;
+}
+
+void ProfileCompute::merge_roofline_log(const RooflineLog& log) {
+  misses_.fetch_add(log.lookups, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(miss_mu_);
+  for (const auto& [what, m] : log.misses) {
+    auto [it, fresh] = miss_log_.try_emplace(what, m);
+    if (fresh) continue;
+    it->second.lo = std::min(it->second.lo, m.lo);
+    it->second.hi = std::max(it->second.hi, m.hi);
+    it->second.count += m.count;
+  }
+}
+
 std::unique_ptr<ComputeModel> make_compute_model(const GpuProfile& gpu, const MoeModelSpec& model,
                                                  const std::string& profile, bool fallback_roofline,
                                                  std::vector<std::string>* warnings) {

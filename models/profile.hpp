@@ -110,6 +110,20 @@ class ProfileCompute final : public ComputeModel {
   // Lookups answered by the roofline so far, and what they were ("" when none).
   [[nodiscard]] std::uint64_t roofline_lookups() const { return misses_.load(std::memory_order_relaxed); }
   [[nodiscard]] std::string roofline_report() const;
+  // The lookups as a log that merges: `compare --jobs` runs policies on models of their own and
+  // merges what each looked up, in policy order, into the one that reports.
+  struct Miss {
+    double lo = 0, hi = 0;
+    std::uint64_t count = 0;
+    std::string measured;
+  };
+  struct RooflineLog {
+    std::uint64_t lookups = 0;
+    std::map<std::string, Miss> misses;
+  };
+  // Returns the log so far and starts an empty one.
+  [[nodiscard]] RooflineLog take_roofline_log();
+  void merge_roofline_log(const RooflineLog& log);
 
  private:
   // Monotone piecewise-linear interpolation in (log m, log t).
@@ -129,11 +143,6 @@ class ProfileCompute final : public ComputeModel {
   Curve stream_;
   bool has_stream_ = false;
   mutable std::atomic<std::uint64_t> misses_{0};
-  struct Miss {
-    double lo = 0, hi = 0;
-    std::uint64_t count = 0;
-    std::string measured;
-  };
   mutable std::mutex miss_mu_;
   mutable std::map<std::string, Miss> miss_log_;
 };

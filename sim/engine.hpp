@@ -36,6 +36,14 @@ class Engine {
     return n;
   }
 
+  // Accounts `events` that a model resolved without the queue (in another order, to the same
+  // effect) and moves the clock to `at_ns`, the time of the last of them.
+  void advance(TimeNs at_ns, std::uint64_t events) {
+    if (at_ns < now_ || !heap_.empty()) throw std::logic_error("Engine: advance past pending events or into the past");
+    now_ = at_ns;
+    executed_ += events;
+  }
+
   [[nodiscard]] TimeNs now() const { return now_; }
   [[nodiscard]] bool empty() const { return heap_.empty(); }
   [[nodiscard]] std::size_t pending() const { return heap_.size(); }

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <functional>
+#include <utility>
 #include <limits>
 #include <stdexcept>
 
@@ -19,6 +21,98 @@ TimeNs round_up_ns(double t) { return t <= 0.0 ? 0 : static_cast<TimeNs>(std::ce
 // in a symmetric exchange hundreds of flows end at the same instant up to rounding, and one
 // re-share for all of them is both faster and what the exact model would do.
 constexpr double kSameInstant = 1e-9;
+
+// Flows by their end, ascending (end, flow id), as an indexed heap would give them, built for
+// the exchanges of an all-to-all: up to millions of flows that mostly end in a few large
+// batches. Entries go stale instead of moving (a flow's newest end is in `end_`); a batch that
+// would take many pops is found by one scan and sorted instead, and the heap rebuilt once.
+class EndQueue {
+ public:
+  explicit EndQueue(std::size_t flows) : end_(flows, kNone), live_(0) {}
+  void reserve_pushes(std::size_t n) { staged_.reserve(n); }
+  // Sets a flow's end (takes effect at commit()).
+  void set(int flow, double at) {
+    double& e = end_[static_cast<std::size_t>(flow)];
+    if (e == kNone) ++live_;
+    e = at;
+    staged_.emplace_back(at, flow);
+  }
+  void commit() {
+    if (heap_.size() + staged_.size() > 2 * live_ + 1024) {
+      // Mostly stale: rebuild from the live ends.
+      heap_.clear();
+      for (std::size_t f = 0; f < end_.size(); ++f)
+        if (end_[f] != kNone) heap_.emplace_back(end_[f], static_cast<int>(f));
+      std::make_heap(heap_.begin(), heap_.end(), std::greater<>());
+    } else if (staged_.size() * 4 > heap_.size()) {
+      heap_.insert(heap_.end(), staged_.begin(), staged_.end());
+      std::make_heap(heap_.begin(), heap_.end(), std::greater<>());
+    } else {
+      for (const auto& e : staged_) {
+        heap_.push_back(e);
+        std::push_heap(heap_.begin(), heap_.end(), std::greater<>());
+      }
+    }
+    staged_.clear();
+    drop_stale();
+  }
+  [[nodiscard]] bool empty() const { return live_ == 0; }
+  [[nodiscard]] double top_key() const { return heap_.front().first; }
+  // Removes every flow ending at or before `horizon` into `out`, in (end, id) order.
+  void pop_through(double horizon, std::vector<std::pair<double, int>>& out) {
+    out.clear();
+    const std::size_t pops = std::max<std::size_t>(1024, live_ / 16);
+    while (live_ > 0 && heap_.front().first <= horizon) {
+      if (out.size() == pops) {
+        scan_through(horizon, out);
+        return;
+      }
+      out.push_back(heap_.front());
+      take_top();
+    }
+  }
+
+ private:
+  static constexpr double kNone = -1.0;  // not queued (ends are >= 0)
+  [[nodiscard]] bool stale(const std::pair<double, int>& e) const {
+    return end_[static_cast<std::size_t>(e.second)] != e.first;
+  }
+  void take_top() {
+    end_[static_cast<std::size_t>(heap_.front().second)] = kNone;
+    --live_;
+    std::pop_heap(heap_.begin(), heap_.end(), std::greater<>());
+    heap_.pop_back();
+    drop_stale();
+  }
+  void drop_stale() {
+    while (!heap_.empty() && stale(heap_.front())) {
+      std::pop_heap(heap_.begin(), heap_.end(), std::greater<>());
+      heap_.pop_back();
+    }
+  }
+  void scan_through(double horizon, std::vector<std::pair<double, int>>& out) {
+    const std::size_t popped = out.size();
+    heap_.clear();
+    for (std::size_t f = 0; f < end_.size(); ++f) {
+      const double e = end_[f];
+      if (e == kNone) continue;
+      if (e <= horizon) {
+        out.emplace_back(e, static_cast<int>(f));
+        end_[f] = kNone;
+        --live_;
+      } else {
+        heap_.emplace_back(e, static_cast<int>(f));
+      }
+    }
+    // Scanned in id order: most batches of a symmetric exchange are sorted already.
+    if (!std::is_sorted(out.begin() + static_cast<std::ptrdiff_t>(popped), out.end()))
+      std::sort(out.begin() + static_cast<std::ptrdiff_t>(popped), out.end());
+    std::make_heap(heap_.begin(), heap_.end(), std::greater<>());
+  }
+  std::vector<double> end_;
+  std::vector<std::pair<double, int>> heap_, staged_;
+  std::size_t live_;
+};
 
 }  // namespace
 
@@ -167,12 +261,14 @@ std::vector<double> FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs
   const std::size_t n = flows.size();
   std::vector<double> left(n), rate(n, 0.0), since(n, 0.0);
   for (std::size_t i = 0; i < n; ++i) left[i] = flows[i].bytes;
-  IndexedMinHeap ends(n);  // flows by their end
+  EndQueue ends(n);
 
   const double window = end_window_ * static_cast<double>(bound_ns);
   double now = 0.0;
   const auto reshare = [&] {
-    for (int f : solver.update()) {
+    const std::vector<int>& changed = solver.update();
+    ends.reserve_pushes(changed.size());
+    for (int f : changed) {
       const auto i = static_cast<std::size_t>(f);
       left[i] = std::max(0.0, left[i] - rate[i] * (now - since[i]));
       since[i] = now;
@@ -180,20 +276,19 @@ std::vector<double> FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs
       if (!(rate[i] > 0.0)) throw std::logic_error("network: a flow was left without bandwidth");
       ends.set(f, now + left[i] / rate[i]);
     }
+    ends.commit();
   };
-  const auto retire = [&] {
-    const int f = ends.top();
-    const double at = ends.top_key();
-    ends.pop();
-    finish[static_cast<std::size_t>(f)] = at;
-    solver.remove_flow(f);
-    now = at;  // capacity is released at the last end of a batch: never early
-  };
+  std::vector<std::pair<double, int>> batch;
   reshare();
   while (!ends.empty()) {
-    const double horizon = std::max(ends.top_key() * (1.0 + kSameInstant), ends.top_key() + window);
-    retire();
-    while (!ends.empty() && ends.top_key() <= horizon) retire();
+    const double first = ends.top_key();
+    const double horizon = std::max(first * (1.0 + kSameInstant), first + window);
+    ends.pop_through(horizon, batch);
+    for (const auto& [at, f] : batch) {
+      finish[static_cast<std::size_t>(f)] = at;
+      solver.remove_flow(f);
+    }
+    now = batch.back().first;  // capacity is released at the last end of a batch: never early
     if (ends.empty()) break;
     ++last_.events;
     reshare();

@@ -1,6 +1,7 @@
 #include "sim/program.hpp"
 
 #include <algorithm>
+#include <span>
 #include <stdexcept>
 
 namespace moesim {
@@ -21,9 +22,13 @@ const char* to_string(Phase p) {
 
 void Programs::reset(int gpus, int messages, int lanes) {
   gpus_ = gpus;
-  program_.assign(static_cast<std::size_t>(gpus) * static_cast<std::size_t>(lanes), {});
+  // The programs keep their capacity: the next iteration has about as many operations, and
+  // allocating them afresh each time cost more than running them.
+  program_.resize(static_cast<std::size_t>(gpus) * static_cast<std::size_t>(lanes));
+  for (std::vector<Op>& p : program_) p.clear();
   collectives_.clear();
   waiters_.clear();
+  zero_send_ = false;
   messages_.assign(static_cast<std::size_t>(messages), Message{});
   spans_.clear();
   label_ = 0;
@@ -31,17 +36,26 @@ void Programs::reset(int gpus, int messages, int lanes) {
 
 void Programs::add_local(int gpu, Phase phase, TimeNs duration) {
   if (duration <= 0) return;
-  program_[static_cast<std::size_t>(gpu)].push_back(Op{Kind::Local, phase, duration, -1, label_});
+  std::vector<Op>& p = program_[static_cast<std::size_t>(gpu)];
+  // Back-to-back local work of one phase is one operation: the same phase sums and the same
+  // events (a run of local operations is one), in fewer operations. Spans keep them apart.
+  if (!record_ && !p.empty() && p.back().kind == Kind::Local && p.back().phase == phase) {
+    p.back().duration_ns += duration;
+    return;
+  }
+  p.push_back(Op{Kind::Local, phase, duration, -1, label_});
 }
 
 void Programs::add_collective(const std::vector<int>& members, TimeNs duration, Phase phase) {
   const int id = static_cast<int>(collectives_.size());
-  collectives_.push_back(CollectiveState{static_cast<int>(members.size()), duration, phase, 0, label_});
-  waiters_.emplace_back();
+  collectives_.push_back(
+      CollectiveState{static_cast<int>(members.size()), duration, phase, 0, label_, waiters_.size(), 0});
+  waiters_.resize(waiters_.size() + members.size());
   for (int g : members) program_[static_cast<std::size_t>(g)].push_back(Op{Kind::Collective, phase, duration, id, label_});
 }
 
 void Programs::add_send(int gpu, int id, TimeNs transfer_ns) {
+  zero_send_ |= transfer_ns <= 0;
   program_[static_cast<std::size_t>(gpu)].push_back(Op{Kind::Send, Phase::Bubble, transfer_ns, id, label_});
 }
 
@@ -61,12 +75,21 @@ TimeNs Programs::end_ns(int gpu) const {
   return e;
 }
 
-void Programs::run(Engine& engine, TimeNs start_ns) {
+void Programs::start(TimeNs start_ns) {
   const std::size_t g = program_.size();
   pc_.assign(g, 0);
   arrival_.assign(g, 0);
   end_.assign(g, start_ns);
   busy_.assign(g, std::array<TimeNs, kNumPhases>{});
+}
+
+void Programs::run(Engine& engine, TimeNs start_ns) {
+  // Recording keeps the queue: spans are written in the order events run.
+  if (!record_ && run_direct(engine, start_ns)) return;
+  start(start_ns);
+  for (Message& m : messages_) m = Message{};
+  for (CollectiveState& c : collectives_) c.arrived = 0;
+  const std::size_t g = program_.size();
   for (std::size_t i = 0; i < g; ++i) {
     const int gpu = static_cast<int>(i);
     engine.schedule_at(start_ns, [this, gpu](Engine& e) { step(e, gpu); });
@@ -140,10 +163,11 @@ void Programs::step(Engine& engine, int lane) {
         ++pc_[gi];
         CollectiveState& c = collectives_[static_cast<std::size_t>(op.target)];
         arrival_[gi] = engine.now();
-        waiters_[static_cast<std::size_t>(op.target)].push_back(lane);
+        waiters_[c.waiters + static_cast<std::size_t>(c.arrived)] = lane;
         if (++c.arrived < c.members) return;
         // The last member has arrived (events run in time order, so now is the latest arrival).
-        for (int w : waiters_[static_cast<std::size_t>(op.target)]) {
+        const std::span<const int> members(waiters_.data() + c.waiters, static_cast<std::size_t>(c.members));
+        for (int w : members) {
           const auto wi = static_cast<std::size_t>(w);
           busy_[wi][static_cast<int>(Phase::Wait)] += engine.now() - arrival_[wi];
           busy_[wi][static_cast<int>(c.phase)] += c.duration_ns;
@@ -155,12 +179,112 @@ void Programs::step(Engine& engine, int lane) {
         // All members leave together: one event resumes them in arrival order.
         const int id = op.target;
         engine.schedule_in(c.duration_ns, [this, id](Engine& e) {
-          for (int w : waiters_[static_cast<std::size_t>(id)]) step(e, w);
+          const CollectiveState& done = collectives_[static_cast<std::size_t>(id)];
+          for (int k = 0; k < done.members; ++k) step(e, waiters_[done.waiters + static_cast<std::size_t>(k)]);
         });
         return;
       }
     }
   }
+}
+
+bool Programs::run_direct(Engine& engine, TimeNs start_ns) {
+  // Every message takes time, so a receive waits (one event) exactly when the message is ready
+  // after the receiver arrives, whichever of the two the queue would have run first; with
+  // zero-time messages that depends on the order of same-time events.
+  if (zero_send_) return false;
+  start(start_ns);
+  const std::size_t lanes = program_.size();
+  clock_.assign(lanes, start_ns);
+  runnable_.clear();
+  for (std::size_t i = lanes; i-- > 0;) runnable_.push_back(static_cast<int>(i));
+  std::uint64_t events = lanes;  // each lane's first step
+  std::size_t finished = 0;
+  TimeNs last_ns = start_ns;
+  while (!runnable_.empty()) {
+    const int lane = runnable_.back();
+    runnable_.pop_back();
+    const auto gi = static_cast<std::size_t>(lane);
+    const std::vector<Op>& prog = program_[gi];
+    std::size_t pc = pc_[gi];
+    TimeNs now = clock_[gi];
+    std::array<TimeNs, kNumPhases>& busy = busy_[gi];
+    for (;;) {
+      if (pc == prog.size()) {
+        end_[gi] = now;
+        last_ns = std::max(last_ns, now);
+        ++finished;
+        break;
+      }
+      const Op& op = prog[pc];
+      if (op.kind == Kind::Local) {
+        while (pc < prog.size() && prog[pc].kind == Kind::Local) {
+          busy[static_cast<int>(prog[pc].phase)] += prog[pc].duration_ns;
+          now += prog[pc].duration_ns;
+          ++pc;
+        }
+        ++events;  // the end of the run
+        continue;
+      }
+      ++pc;
+      if (op.kind == Kind::Send) {
+        Message& m = messages_[static_cast<std::size_t>(op.target)];
+        m.ready_ns = now + op.duration_ns;
+        if (m.waiting >= 0) {
+          // The receiver got there first in this order, not necessarily in time.
+          const auto wi = static_cast<std::size_t>(m.waiting);
+          if (m.ready_ns > arrival_[wi]) {
+            busy_[wi][static_cast<int>(m.wait_phase)] += m.ready_ns - arrival_[wi];
+            ++events;
+          }
+          clock_[wi] = std::max(m.ready_ns, arrival_[wi]);
+          runnable_.push_back(m.waiting);
+          m.waiting = -1;
+        }
+        continue;
+      }
+      if (op.kind == Kind::Recv) {
+        Message& m = messages_[static_cast<std::size_t>(op.target)];
+        if (m.ready_ns < 0) {
+          m.waiting = lane;
+          m.wait_phase = op.phase;
+          arrival_[gi] = now;
+          break;
+        }
+        if (m.ready_ns > now) {
+          busy[static_cast<int>(op.phase)] += m.ready_ns - now;
+          now = m.ready_ns;
+          ++events;
+        }
+        continue;
+      }
+      CollectiveState& c = collectives_[static_cast<std::size_t>(op.target)];
+      arrival_[gi] = now;
+      c.last_arrival_ns = c.arrived == 0 ? now : std::max(c.last_arrival_ns, now);
+      waiters_[c.waiters + static_cast<std::size_t>(c.arrived)] = lane;
+      if (++c.arrived < c.members) break;
+      ++events;  // all members leave together
+      const TimeNs leave_ns = c.last_arrival_ns + c.duration_ns;
+      for (int k = c.members; k-- > 0;) {
+        const int w = waiters_[c.waiters + static_cast<std::size_t>(k)];
+        const auto wi = static_cast<std::size_t>(w);
+        busy_[wi][static_cast<int>(Phase::Wait)] += c.last_arrival_ns - arrival_[wi];
+        busy_[wi][static_cast<int>(c.phase)] += c.duration_ns;
+        clock_[wi] = leave_ns;
+        if (w != lane) runnable_.push_back(w);
+      }
+      now = leave_ns;
+    }
+    pc_[gi] = pc;
+    clock_[gi] = now;
+  }
+  if (finished != lanes) {
+    // Some lane never finished (a program bug): let the queue report it as it always has.
+    start(start_ns);
+    return false;
+  }
+  engine.advance(last_ns, events);
+  return true;
 }
 
 }  // namespace moesim

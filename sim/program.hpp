@@ -74,6 +74,8 @@ class Programs {
     Phase phase = Phase::AllToAll;
     int arrived = 0;
     int label = 0;
+    std::size_t waiters = 0;  // its members' lanes, in arrival order, at waiters_[waiters ..]
+    TimeNs last_arrival_ns = 0;
   };
   struct Message {
     TimeNs ready_ns = -1;  // -1: not sent yet
@@ -82,16 +84,25 @@ class Programs {
     int wait_label = 0;
   };
   void step(Engine& engine, int lane);
+  // The same programs without the event queue: each lane runs until it blocks, and the lane
+  // that completes a collective or delivers a message resumes the blocked ones. Every time is a
+  // max or a sum of the same terms, so the result is the event-driven one exactly; the events
+  // the queue would have run are counted and charged to `engine`. Returns false (and changes
+  // nothing) where that count could depend on the order of same-time events.
+  bool run_direct(Engine& engine, TimeNs start_ns);
+  void start(TimeNs start_ns);
 
   bool record_ = false;
   int label_ = 0;
   int gpus_ = 0;
   std::vector<std::vector<Op>> program_;
   std::vector<CollectiveState> collectives_;
-  std::vector<std::vector<int>> waiters_;
+  std::vector<int> waiters_;
+  bool zero_send_ = false;  // a message delivered at its send time
   std::vector<Message> messages_;
   std::vector<std::size_t> pc_;
-  std::vector<TimeNs> arrival_, end_;
+  std::vector<TimeNs> arrival_, end_, clock_;
+  std::vector<int> runnable_;
   std::vector<std::array<TimeNs, kNumPhases>> busy_;
   std::vector<Span> spans_;
 };
