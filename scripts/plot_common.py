@@ -1,0 +1,242 @@
+"""Shared parts of the report scripts (plot.py, plot_compare.py, plot_study.py): file names, CSV
+reading, figure helpers and the report page. Not run on its own."""
+
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+PHASES = [  # (column in compare.csv / iterations.csv, legend label, colour)
+    ("compute_ns", "compute", "#4c72b0"),
+    ("a2a_ns", "all-to-all", "#dd8452"),
+    ("grad_sync_ns", "gradient sync", "#55a868"),
+    ("optimizer_ns", "optimizer", "#8172b3"),
+    ("movement_ns", "movement", "#c44e52"),
+    ("wait_ns", "wait", "#937860"),
+    ("pipeline_bubble_ns", "pipeline bubble", "#da8bc3"),
+    ("tp_comm_ns", "tensor-parallel comm", "#8c8c8c"),
+]
+
+# Output names, in the order they appear in the report.
+PLOT_TTC = "time_to_convergence.png"
+PLOT_BREAKDOWN = "iteration_breakdown.png"
+PLOT_PROGRESS = "convergence_progress.png"
+PLOT_DROP = "drop_rate.png"
+PLOT_HEATMAP = "expert_load_heatmap.png"
+PLOT_REPLICAS = "replicas_per_expert.png"
+
+PLOT_STUDY_TTC = "study_time_to_convergence.png"
+PLOT_STUDY_PARAMS = "study_parameters.png"
+PLOT_STUDY_BREAKDOWN = "study_breakdown.png"
+PLOT_STUDY_TRADEOFF = "study_tradeoff.png"
+
+# Per-expert samples written by moesim run/compare (--expert-stats) and sweep --details.
+EXPERTS_CSV = "experts.csv"
+
+
+class InputError(Exception):
+    pass
+
+
+def fail(msg):
+    print(f"plot.py: error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def read_csv(path, required_columns):
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}")
+    missing = [c for c in required_columns if c not in columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    return rows
+
+
+def num(value, path, column):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: column {column}: not a number: {value!r}")
+
+
+def policies_in_order(rows):
+    seen = []
+    for r in rows:
+        if r["policy"] not in seen:
+            seen.append(r["policy"])
+    return seen
+
+
+def load_iterations(path):
+    cols = ["policy", "iteration", "tokens_routed", "tokens_dropped", "progress", "end_ns"]
+    rows = read_csv(path, cols)
+    by_policy = {}
+    for r in rows:
+        d = by_policy.setdefault(r["policy"], {"end_s": [], "progress": [], "drop": [], "iteration": []})
+        routed = num(r["tokens_routed"], path, "tokens_routed")
+        dropped = num(r["tokens_dropped"], path, "tokens_dropped")
+        d["iteration"].append(int(num(r["iteration"], path, "iteration")))
+        d["end_s"].append(num(r["end_ns"], path, "end_ns") / 1e9)
+        d["progress"].append(num(r["progress"], path, "progress"))
+        d["drop"].append(dropped / routed if routed > 0 else 0.0)
+    return by_policy
+
+
+def new_figure(plt, width=8.0, height=4.5):
+    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig, ax
+
+
+def save(fig, path):
+    fig.tight_layout()
+    # Fixed metadata so that the same inputs give the same files.
+    fig.savefig(path, format="png", metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def fmt_cell(col, value):
+    if value == "":
+        return "–"
+    try:
+        v = float(value)
+    except ValueError:
+        return value
+    if col.endswith("_ns"):
+        return f"{v / 1e6:.2f}"
+    if col == "drop_rate":
+        return f"{100 * v:.2f}"
+    if col.endswith("_bytes") or col.endswith("_bytes_per_iteration"):
+        return f"{v / 1e6:.1f}"
+    if col == "time_to_convergence_s":
+        return f"{v:.2f}"
+    if col == "ratio_to_best":
+        return f"{v:.3f}"
+    return value
+
+
+REPORT_COLUMNS = [  # (compare.csv column, header in the report)
+    ("policy", "policy"),
+    ("status", "status"),
+    ("iterations_to_converge", "iterations"),
+    ("time_to_convergence_s", "time to convergence (s)"),
+    ("ratio_to_best", "ratio to best"),
+    ("mean_iteration_ns", "mean iteration (ms)"),
+    ("p99_iteration_ns", "p99 iteration (ms)"),
+    ("compute_ns", "compute (ms)"),
+    ("a2a_ns", "all-to-all (ms)"),
+    ("grad_sync_ns", "grad sync (ms)"),
+    ("optimizer_ns", "optimizer (ms)"),
+    ("movement_ns", "movement (ms)"),
+    ("wait_ns", "wait (ms)"),
+    ("pipeline_bubble_ns", "pipeline bubble (ms)"),
+    ("tp_comm_ns", "tensor-parallel comm (ms)"),
+    ("exposed_comm_ns", "exposed comm (ms)"),
+    ("drop_rate", "dropped (%)"),
+    ("moved_bytes_per_iteration", "moved (MB/iter)"),
+    ("peak_gpu_memory_bytes", "peak GPU memory (MB)"),
+]
+
+CAPTIONS = {
+    PLOT_TTC: "Time to convergence per policy",
+    PLOT_BREAKDOWN: "Iteration time breakdown per policy",
+    PLOT_PROGRESS: "Convergence progress over simulated time",
+    PLOT_DROP: "Drop rate over time",
+    PLOT_HEATMAP: "Expert load heatmap",
+    PLOT_REPLICAS: "Replicas per expert over time",
+    PLOT_STUDY_TTC: "Time to convergence per point and policy (mean over seeds, bars from min to max)",
+    PLOT_STUDY_PARAMS: "Time to convergence over the varied keys and parameters",
+    PLOT_STUDY_BREAKDOWN: "Iteration time breakdown per point and policy (mean over seeds)",
+    PLOT_STUDY_TRADEOFF: "Faster iterations or fewer of them: iteration time against iterations to converge",
+}
+
+
+class Report:
+    """A report page as blocks, rendered to Markdown or HTML."""
+
+    def __init__(self, title):
+        self.title = title
+        self.blocks = []
+
+    def heading(self, text, level=2):
+        self.blocks.append(("h", level, text))
+
+    def para(self, text):
+        self.blocks.append(("p", text))
+
+    def table(self, header, rows, right=()):
+        self.blocks.append(("t", header, rows, set(right)))
+
+    def image(self, caption, rel):
+        self.blocks.append(("i", caption, rel))
+
+    def bullets(self, items):
+        self.blocks.append(("l", list(items)))
+
+    def markdown(self):
+        out = [f"# {self.title}", ""]
+        for b in self.blocks:
+            if b[0] == "h":
+                out += ["#" * b[1] + " " + b[2], ""]
+            elif b[0] == "p":
+                out += [b[1], ""]
+            elif b[0] == "t":
+                header, rows, right = b[1], b[2], b[3]
+                out.append("| " + " | ".join(header) + " |")
+                out.append("|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|")
+                out += ["| " + " | ".join(r) + " |" for r in rows]
+                out.append("")
+            elif b[0] == "i":
+                out += [f"![{b[1]}]({b[2]})", ""]
+            elif b[0] == "l":
+                out += [f"- {x}" for x in b[1]] + [""]
+        return "\n".join(out).rstrip("\n") + "\n"
+
+    def html(self):
+        from html import escape
+        out = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">", f"<title>{escape(self.title)}</title>",
+               "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+               "td,th{border:1px solid #ccc;padding:2px 6px}td.r{text-align:right}img{max-width:100%}</style>",
+               "</head><body>", f"<h1>{escape(self.title)}</h1>"]
+        for b in self.blocks:
+            if b[0] == "h":
+                out.append(f"<h{b[1]}>{escape(b[2])}</h{b[1]}>")
+            elif b[0] == "p":
+                out.append(f"<p>{escape(b[1])}</p>")
+            elif b[0] == "t":
+                header, rows, right = b[1], b[2], b[3]
+                out.append("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>")
+                for r in rows:
+                    out.append("<tr>" + "".join(f"<td class=\"r\">{escape(c)}</td>" if i in right
+                                                else f"<td>{escape(c)}</td>" for i, c in enumerate(r)) + "</tr>")
+                out.append("</table>")
+            elif b[0] == "i":
+                out.append(f"<figure><img src=\"{escape(b[2])}\" alt=\"{escape(b[1])}\">"
+                           f"<figcaption>{escape(b[1])}</figcaption></figure>")
+            elif b[0] == "l":
+                out.append("<ul>" + "".join(f"<li>{escape(x)}</li>" for x in b[1]) + "</ul>")
+        out.append("</body></html>")
+        return "\n".join(out) + "\n"
+
+
+def write_atomic(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def add_pictures(report, results_dir, plots_dir, drawn):
+    for name in drawn:
+        rel = os.path.relpath(os.path.join(plots_dir, name), results_dir).replace(os.sep, "/")
+        report.heading(CAPTIONS[name], 3)
+        report.image(CAPTIONS[name], rel)
