@@ -64,6 +64,8 @@ nlohmann::json summary_json(const Scenario& s, const std::vector<PolicyResult>& 
              {"dispatch_buffers", r.peak_memory.dispatch_buffer_bytes},
              {"move_temporaries", r.peak_memory.move_temporary_bytes}}},
            {"peak_host_memory_bytes", r.peak_host_memory_bytes},
+           {"slot_budget", r.slot_budget},
+           {"max_filled_slots", r.max_filled_slots},
            {"compute_fallback", r.compute_fallback.empty() ? json(nullptr) : json(r.compute_fallback)},
            {"measured_collectives", r.collectives_note.empty() ? json(nullptr) : json(r.collectives_note)},
            {"oom", r.oom},
@@ -186,6 +188,15 @@ std::string summary_table(const Scenario& s, const std::vector<PolicyResult>& re
          "capacity; moved_MB: policy movements per iteration; peak_GB: peak memory of the fullest GPU.\n";
   if (layout)
     out += "bubl_ms: waiting for the neighbouring pipeline stage; tp_ms: tensor-parallel collectives.\n";
+  // Every policy gets the same budget; say how much of it each used.
+  if (!results.empty()) {
+    std::string used;
+    for (const auto& r : results)
+      used += fmt::format("{}{} {}", used.empty() ? "" : ", ", r.label, r.max_filled_slots);
+    out += fmt::format("budget: every policy {} slots per GPU ({} per expert-parallel group) and {:.1f} GB per GPU; "
+                       "slots filled at most: {}\n",
+                       s.slots_per_gpu, results.front().slot_budget, s.cluster.gpu.hbm_bytes / 1e9, used);
+  }
   out += band_text(band);
   if (!s.convergence.note.empty()) out += fmt::format("convergence: NOTE {}\n", s.convergence.note);
   if (beyond_data)

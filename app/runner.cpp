@@ -275,6 +275,10 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
       const std::vector<GroupDispatch>& dispatch = policy.dispatch();
       const std::vector<Movement>& pending = policy.pending();
       const SyncPlan& sync = policy.sync();
+      r.slot_budget = placement.num_slots();
+      for (const std::vector<int>& layer : placement.expert_of_slot)
+        r.max_filled_slots = std::max(
+            r.max_filled_slots, static_cast<int>(std::count_if(layer.begin(), layer.end(), [](int e) { return e >= 0; })));
 
       // Memory before time: a GPU that cannot hold this iteration stops the run.
       std::vector<MemoryUse> mem_gpu = gpu_memory(s.model, s.training, groups, placement, dispatch, pending, sync);

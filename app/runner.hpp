@@ -53,6 +53,10 @@ struct PolicyResult {
   double peak_gpu_memory_bytes = 0.0;
   int peak_memory_gpu = 0;
   double peak_host_memory_bytes = 0.0;
+  // The slot budget every policy of a comparison gets (slots per GPU x the GPUs of one expert-parallel
+  // group) and the most of it this policy filled in any MoE layer and iteration.
+  int slot_budget = 0;
+  int max_filled_slots = 0;
   // Out of memory: the run stopped at `oom_iteration`; `oom_report` names the GPU (or host),
   // the policy step and each component's bytes.
   bool oom = false;

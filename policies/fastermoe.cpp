@@ -36,9 +36,11 @@ class FasterMoePolicy final : public Policy {
   FasterMoePolicy(const PolicyContext& ctx, Cfg& p) : Policy(ctx) {
     const int E = ctx.experts, G = ctx.gpus;
     // Reconstruction: moesim's slot budget is fixed, so the number of experts shadowed per layer
-    // is capped by the shadow slots every GPU reserves (FasterMoE itself has no cap). 2 covers
-    // what the cost model picks on Zipf-skewed GPT-Small traces (see docs).
-    shadow_slots_ = static_cast<int>(p.get_int("shadow_slots", 2, 0, std::max(E, 1)));
+    // is capped by the shadow slots every GPU reserves (FasterMoE itself has no cap). By default
+    // every slot beyond experts / gpus holds shadows, so FasterMoE takes whatever slot budget the
+    // comparison gives every policy; a smaller shadow_slots leaves the rest empty.
+    const int spare = G > 0 ? ctx.slots_per_gpu - E / std::max(G, 1) : 0;
+    shadow_slots_ = static_cast<int>(p.get_int("shadow_slots", std::max(spare, 0), 0, std::max(E, 1)));
     // source: FastMoE is dropless (all-to-all-v of the exact counts): 0 means no capacity. A
     // value > 0 applies DeepSpeed-MoE's per-(source, expert) capacity, without padding.
     capacity_factor_ = p.get_double("capacity_factor", 0.0, 0.0, 1e6);
@@ -57,14 +59,14 @@ class FasterMoePolicy final : public Policy {
                              E, G));
     }
     base_slots_ = E / G;
-    if (ctx.slots_per_gpu != base_slots_ + shadow_slots_) {
+    if (ctx.slots_per_gpu < base_slots_ + shadow_slots_) {
       std::string hint;
       if (ctx.slots_per_gpu >= base_slots_)
         hint = fmt::format(" or shadow_slots: {}", ctx.slots_per_gpu - base_slots_);
       p.fail(
           "shadow_slots",
           fmt::format(
-              "fastermoe needs placement.slots_per_gpu = experts / gpus + shadow_slots = {} / {} + {} = {}, "
+              "fastermoe needs placement.slots_per_gpu >= experts / gpus + shadow_slots = {} / {} + {} = {}, "
               "but it is {}: FasterMoE has no static replication, the slots beyond experts / gpus hold "
               "the per-iteration shadows; set placement.slots_per_gpu: {}{}",
               E, G, shadow_slots_, base_slots_ + shadow_slots_, ctx.slots_per_gpu,

@@ -236,11 +236,19 @@ TEST_CASE("fastermoe: capacity_factor > 0 drops per (source, expert) without pad
 }
 
 TEST_CASE("fastermoe: slot budget and parameter errors", "[fastermoe]") {
-  // 16 experts on 4 GPUs: 4 owner slots + 2 shadow slots = 6.
+  // 16 experts on 4 GPUs: 4 owner slots; by default every slot beyond them holds shadows, so any
+  // budget of at least 4 slots a GPU is taken (the same budget as every other policy).
+  PolicyFixture none(4, 4, 16, 1, 100, "{name: fastermoe}");
+  CHECK(none.policy->parameters()["shadow_slots"] == 0);
+  PolicyFixture two(4, 6, 16, 1, 100, "{name: fastermoe}");
+  CHECK(two.policy->parameters()["shadow_slots"] == 2);
+  // Fewer shadows than spare slots leaves the rest empty; more than spare is refused.
+  PolicyFixture one(4, 6, 16, 1, 100, "{name: fastermoe, shadow_slots: 1}");
+  CHECK(one.policy->parameters()["shadow_slots"] == 1);
   REQUIRE_THROWS_WITH(
-      PolicyFixture(4, 4, 16, 1, 100, "{name: fastermoe}"),
-      Catch::Matchers::Contains("slots_per_gpu = experts / gpus + shadow_slots = 16 / 4 + 2 = 6") &&
-          Catch::Matchers::Contains("or shadow_slots: 0"));
+      PolicyFixture(4, 6, 16, 1, 100, "{name: fastermoe, shadow_slots: 3}"),
+      Catch::Matchers::Contains("slots_per_gpu >= experts / gpus + shadow_slots = 16 / 4 + 3 = 7") &&
+          Catch::Matchers::Contains("or shadow_slots: 2"));
   REQUIRE_THROWS_WITH(PolicyFixture(3, 3, 4, 1, 100, "{name: fastermoe}"),
                       Catch::Matchers::Contains("must be a multiple of the 3 GPUs"));
   REQUIRE_THROWS_WITH(PolicyFixture(4, 3, 4, 1, 100, "{name: fastermoe, gradient_reduce_as: reduce}"),
