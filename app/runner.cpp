@@ -188,6 +188,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
   }
   const NetworkModel& net = measured ? static_cast<const NetworkModel&>(*measured) : *network;
   IterationModel model(cluster, s.model, s.training, compute, net, s.layout, s.dispatch, s.overlap);
+  model.set_forward_only(opts.forward_only);
 
   std::vector<PolicyResult> results;
   IterationCounts counts;

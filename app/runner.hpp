@@ -83,6 +83,8 @@ struct RunOptions {
   // With a cap, a run that has recorded more samples keeps every other one and doubles N, so a
   // run of any length ends with between cap/2 and cap samples, still at iterations 0, N, 2N, ...
   std::int64_t expert_stats_max_samples = 0;  // 0: no cap
+  // Each iteration runs its forward passes only (IterationModel::set_forward_only): for `moesim fit`.
+  bool forward_only = false;
 };
 
 // The sample cap `moesim run` uses when --expert-stats is not given: at most 100 sampled
