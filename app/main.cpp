@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "app/calibrate.hpp"
+#include "app/fit.hpp"
 #include "app/outputs.hpp"
 #include "app/progress.hpp"
 #include "app/regress.hpp"
@@ -43,6 +44,7 @@ constexpr const char* kUsage =
     "  moesim calibrate --backend cuda|cpu --model PRESET|file.yaml --out profile.yaml   kernel timings\n"
     "  moesim calibrate --backend reference --gpu GPU --model M --out profile.yaml   from published figures\n"
     "  moesim calibrate --backend cuda|cpu --collectives [--model M] --out profile.yaml   NCCL, >= 2 GPUs\n"
+    "  moesim fit SCENARIO.yaml MEASURED.csv [--params a,b] [--out overlay.yaml] [--holdout ROWS]   fit to measured times\n"
     "  moesim validate collectives [--cluster PRESET] [--nodes N] [--nics-per-node N]\n"
     "  moesim validate dispatch [--cluster PRESET]\n"
     "  moesim trace stats TRACE [--json] [--shape L,G,E] [--top N]   describe a trace\n"
@@ -228,6 +230,7 @@ int main(int argc, char** argv) {
     if (cmd == "report") return cmd_report(rest);
     if (cmd == "validate") return cmd_validate(rest);
     if (cmd == "calibrate") return cmd_calibrate(rest);
+    if (cmd == "fit") return cmd_fit(rest);
     if (cmd == "trace" && !rest.empty() && rest[0] == "convert") return cmd_trace_convert({rest.begin() + 1, rest.end()});
     if (cmd == "trace" && !rest.empty() && rest[0] == "stats") return cmd_trace_stats({rest.begin() + 1, rest.end()});
     if (cmd == "trace" && !rest.empty() && (rest[0] == "--help" || rest[0] == "-h")) {
@@ -237,7 +240,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cmd == "trace") throw InputError("moesim trace: subcommands: convert, stats (see moesim trace --help)");
-    throw InputError(fmt::format("unknown command '{}'; commands: run, compare, sweep, report, regress, validate, calibrate, trace, list (see moesim --help)", cmd));
+    throw InputError(fmt::format("unknown command '{}'; commands: run, compare, sweep, report, regress, validate, calibrate, fit, trace, list (see moesim --help)", cmd));
   } catch (const InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;

@@ -231,6 +231,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
   auto run_policy = [&](std::size_t pi, World& w) {
     TraceSource* trace = w.trace.get();
     IterationModel& model = *w.model;
+    model.set_forward_only(opts.forward_only);
     IterationCounts counts;
     StagedPolicy& policy = *policies[pi];
     PolicyResult r;

@@ -101,6 +101,8 @@ struct RunOptions {
   // Policies simulated at once, each on a thread with a world of its own (compare --jobs); the
   // results are those of 1. With network.collective_profile the policies run one at a time.
   int jobs = 1;
+  // Each iteration runs its forward passes only (IterationModel::set_forward_only): for `moesim fit`.
+  bool forward_only = false;
 };
 
 // The sample cap `moesim run` uses when --expert-stats is not given: at most 100 sampled

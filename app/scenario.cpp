@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "app/scenario_include.hpp"
 #include "models/profile.hpp"
 #include "sim/cluster.hpp"
 #include "core/error.hpp"
@@ -42,12 +43,15 @@ TrainingSpec load_training(Cfg c) {
   t.optimizer_bytes_per_param = c.get_double("optimizer_bytes_per_param", t.optimizer_bytes_per_param, 0, 64);
   t.adam_hbm_bytes_per_param = c.get_double("adam_hbm_bytes_per_param", t.adam_hbm_bytes_per_param, 0, 256);
   t.host_adam_params_per_s = c.get_double("host_adam_params_per_s", t.host_adam_params_per_s, 1e3, 1e15);
+  t.layer_overhead_ns = c.get_double("layer_overhead_ns", t.layer_overhead_ns, 0, 1e10);
   c.finish();
   return t;
 }
 
-TraceConfig load_trace(Cfg c, const std::string& scenario_file, std::uint64_t seed) {
+TraceConfig load_trace(Cfg c, std::uint64_t seed) {
   TraceConfig t;
+  // Relative to the file that gave the path (the scenario, or a file it includes).
+  const std::string& scenario_file = c.origin_of(c.path() + ".path");
   t.kind = c.get_enum("kind", t.kind, {"synthetic", "csv", "binary", "import"});
   t.on_end = c.get_enum("on_end", t.on_end, {"loop", "stop"});
   if (t.kind != "synthetic") {
@@ -111,6 +115,7 @@ void for_each_item(Cfg& parent, const std::string& key, F&& f) {
     if (!n[i].IsMap()) parent.fail(key, fmt::format("item {} must be a mapping", i));
     Cfg item(n[i], parent.origin(), fmt::format("{}.{}[{}]", parent.path(), key, i));
     item.set_overrides(parent.overrides());
+    item.set_origins(parent.origins());
     f(item);
     item.finish();
   }
@@ -149,7 +154,7 @@ std::vector<PolicyEntry> load_policies(const Cfg& root, const YAML::Node& n) {
   std::set<std::string> labels;
   for (std::size_t i = 0; i < n.size(); ++i) {
     PolicyEntry e;
-    e.origin = root.origin();
+    e.origin = root.origin_of("policies");
     const YAML::Node& item = n[i];
     const std::string key = fmt::format("policies[{}]", i);
     if (item.IsScalar()) {
@@ -158,7 +163,7 @@ std::vector<PolicyEntry> load_policies(const Cfg& root, const YAML::Node& n) {
       e.params["name"] = item;  // the same node, so errors about the name keep its position
       e.label = e.name;
     } else if (item.IsMap()) {
-      Cfg c(item, root.origin(), key);
+      Cfg c(item, e.origin, key);
       e.name = c.need_string("name");
       e.label = c.get_string("label", e.name);
       e.params = item;
@@ -216,10 +221,24 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
                std::optional<std::uint64_t> seed) {
   if (!root || root.IsNull()) throw InputError(fmt::format("{}: the scenario is empty", origin));
   if (!root.IsMap()) throw InputError(fmt::format("{}: a scenario must be a YAML mapping", origin));
+  ResolvedDocument doc = resolve_includes(root, origin);
+  root = doc.root;
   auto table = std::make_shared<Cfg::Overrides>();
   for (const auto& o : overrides) (*table)[apply_override(root, o)] = o;
   Cfg c(root, origin, "");
   c.set_overrides(table);
+  if (doc.origins) {
+    // A key `--set` replaced is no longer the included file's (its paths resolve from the scenario).
+    auto origins = std::make_shared<Cfg::Origins>(*doc.origins);
+    for (const auto& [path, assignment] : *table) {
+      std::erase_if(*origins, [&p = path](const auto& kv) {
+        const std::string& k = kv.first;
+        return k.starts_with(p) && k.size() > p.size() && (k[p.size()] == '.' || k[p.size()] == '[');
+      });
+      (*origins)[path] = origin;
+    }
+    c.set_origins(origins);
+  }
   Scenario s;
   s.file = origin;
   s.name = c.get_string("name", std::filesystem::path(origin).stem().string());
@@ -284,7 +303,8 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
   {
     Cfg n = c.child("network");
     s.network_model = n.get_enum("model", s.network_model, {"analytical", "flow"});
-    s.collective_profile = resolve_profile(n.get_string("collective_profile", ""), origin);
+    s.collective_profile =
+        resolve_profile(n.get_string("collective_profile", ""), c.origin_of("network.collective_profile"));
     check_profile(n, "collective_profile", s.collective_profile);
     for_each_item(n, "link_factors", [&](Cfg& item) {
       LinkFactorSpec f;
@@ -318,14 +338,14 @@ Scenario parse(YAML::Node root, const std::string& origin, const std::vector<std
   }
   {
     Cfg comp = c.child("compute");
-    s.compute_profile = resolve_profile(comp.get_string("profile", ""), origin);
+    s.compute_profile = resolve_profile(comp.get_string("profile", ""), c.origin_of("compute.profile"));
     check_profile(comp, "profile", s.compute_profile);
     s.compute_fallback_roofline = comp.get_enum("fallback", "error", {"roofline", "error"}) == "roofline";
     comp.finish();
   }
   s.training = load_training(c.child("training"));
   s.heterogeneity = load_heterogeneity(c.child("heterogeneity"), s.cluster.num_gpus());
-  s.trace = load_trace(c.child("trace"), origin, s.seed);
+  s.trace = load_trace(c.child("trace"), s.seed);
   s.convergence = load_convergence(c.child("convergence"), s.model.name);
   s.run = load_run(c.child("run"));
   c.touch("policies");
@@ -498,7 +518,8 @@ nlohmann::json Scenario::to_json() const {
                   {"grad_bytes_per_param", training.grad_bytes_per_param},
                   {"optimizer_bytes_per_param", training.optimizer_bytes_per_param},
                   {"adam_hbm_bytes_per_param", training.adam_hbm_bytes_per_param},
-                  {"host_adam_params_per_s", training.host_adam_params_per_s}};
+                  {"host_adam_params_per_s", training.host_adam_params_per_s},
+                  {"layer_overhead_ns", training.layer_overhead_ns}};
   json heterogeneity_j{{"gpu_speed", json::array()}, {"stragglers", json::array()}};
   for (const auto& [gpu_id, factor] : heterogeneity.gpu_speed)
     heterogeneity_j["gpu_speed"].push_back({{"gpu", gpu_id}, {"factor", factor}});

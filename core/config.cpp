@@ -55,14 +55,27 @@ const std::string* Cfg::override_of(std::string path) const {
   return nullptr;
 }
 
+const std::string& Cfg::origin_of(std::string path) const {
+  if (!origins_) return origin_;
+  while (true) {
+    auto it = origins_->find(path);
+    if (it != origins_->end()) return it->second;
+    const auto cut = path.find_last_of(".[");
+    if (cut == std::string::npos) return origin_;
+    path.resize(cut);
+  }
+}
+
 std::string Cfg::where(const std::string& key) const {
   const std::string full = key_path(key);
   if (const std::string* o = override_of(full)) return fmt::format("--set '{}': key '{}'", *o, full);
   YAML::Node n = key.empty() ? YAML::Node() : get(key);
   YAML::Mark m = (n && !n.Mark().is_null()) ? n.Mark() : node_ ? node_.Mark() : YAML::Mark::null_mark();
+  // The node's position is in the file it was read from (full's when the key is there, else ours).
+  const std::string& file = origin_of(n && !n.Mark().is_null() ? full : path_);
   std::string pos = m.is_null() || m.line < 0
-                        ? origin_
-                        : fmt::format("{}:{}:{}", origin_, m.line + 1, m.column + 1);
+                        ? file
+                        : fmt::format("{}:{}:{}", file, m.line + 1, m.column + 1);
   if (full.empty()) return pos;
   return fmt::format("{}: key '{}'", pos, full);
 }
@@ -198,6 +211,7 @@ Cfg Cfg::child(const std::string& key) {
   }
   Cfg c(n ? n : YAML::Node(YAML::NodeType::Map), origin_, key_path(key));
   c.overrides_ = overrides_;
+  c.origins_ = origins_;
   return c;
 }
 
@@ -212,9 +226,10 @@ void Cfg::finish() const {
           fmt::format("--set '{}': unknown key '{}'; allowed keys here: {}", *o, key_path(k), join(allowed)));
     }
     YAML::Mark m = it->first.Mark();
+    const std::string& file = origin_of(key_path(k));
     std::string pos = m.is_null() || m.line < 0
-                          ? origin_
-                          : fmt::format("{}:{}:{}", origin_, m.line + 1, m.column + 1);
+                          ? file
+                          : fmt::format("{}:{}:{}", file, m.line + 1, m.column + 1);
     throw InputError(fmt::format("{}: unknown key '{}'; allowed keys here: {}", pos, key_path(k),
                                  join(allowed)));
   }

@@ -59,6 +59,15 @@ class Cfg {
   void set_overrides(std::shared_ptr<const Overrides> o) { overrides_ = std::move(o); }
   [[nodiscard]] const std::shared_ptr<const Overrides>& overrides() const { return overrides_; }
 
+  // Key paths whose nodes came from another file than `origin` (a scenario's `include:`; path ->
+  // that file): their line and column are that file's, so errors about them name it. A path not
+  // in the table takes its closest listed parent's file, else `origin`. Children inherit it.
+  using Origins = std::map<std::string, std::string>;
+  void set_origins(std::shared_ptr<const Origins> o) { origins_ = std::move(o); }
+  [[nodiscard]] const std::shared_ptr<const Origins>& origins() const { return origins_; }
+  // The file `path` (a dotted key path from the document root) was read from.
+  [[nodiscard]] const std::string& origin_of(std::string path) const;
+
  private:
   [[nodiscard]] YAML::Node get(const std::string& key) const;
   [[nodiscard]] std::string key_path(const std::string& key) const;
@@ -69,6 +78,7 @@ class Cfg {
   std::string path_;
   std::set<std::string> known_;
   std::shared_ptr<const Overrides> overrides_;
+  std::shared_ptr<const Origins> origins_;
 };
 
 // Applies `--set a.b.c=value` to a document: creates intermediate mappings; the value is parsed

@@ -67,7 +67,9 @@ GpuProfile parse_gpu(Cfg& c, const GpuProfile& b) {
   return g;
 }
 
-GpuProfile load_gpu(Cfg& parent, const std::string& key) {
+// `inherited`: the GPU of the cluster preset underneath, which a mapping without `preset:`
+// overrides (so an overlay can set `cluster.gpu.gemm_efficiency` alone); empty name: none.
+GpuProfile load_gpu(Cfg& parent, const std::string& key, const GpuProfile& inherited) {
   const YAML::Node& n = parent.node();
   YAML::Node v = n[key];
   if (v && v.IsScalar()) {
@@ -78,10 +80,15 @@ GpuProfile load_gpu(Cfg& parent, const std::string& key) {
     return g;
   }
   Cfg c = parent.child(key);
-  std::string preset = c.need_string("preset");
-  Cfg p = preset_cfg("hardware", preset, c, "preset");
-  GpuProfile base = parse_gpu(p, GpuProfile{});
-  p.finish();
+  GpuProfile base = inherited;
+  if (inherited.name.empty() || c.has("preset")) {
+    std::string preset = c.need_string("preset");
+    Cfg p = preset_cfg("hardware", preset, c, "preset");
+    base = parse_gpu(p, GpuProfile{});
+    p.finish();
+  } else {
+    c.touch("preset");
+  }
   GpuProfile g = parse_gpu(c, base);
   c.finish();
   return g;
@@ -138,6 +145,7 @@ void parse_topology(Cfg& parent, ClusterSpec& s) {
       if (!n[i].IsMap()) t.fail(key, fmt::format("item {} must be a mapping ({})", i, what));
       Cfg item(n[i], t.origin(), fmt::format("{}.{}[{}]", t.path(), key, i));
       item.set_overrides(t.overrides());
+      item.set_origins(t.origins());
       f(item);
       item.finish();
     }
@@ -231,7 +239,7 @@ ClusterSpec parse_cluster(Cfg& c, const ClusterSpec& b) {
   s.nic_latency_ns = c.get_double("nic_latency_ns", b.nic_latency_ns, 0, 1e9);
   s.host_memory_bytes = c.get_double("host_memory_bytes", b.host_memory_bytes, 1e6, 1e18);
   s.sources = read_sources(c, b.sources);
-  if (c.has("gpu")) s.gpu = load_gpu(c, "gpu");
+  if (c.has("gpu")) s.gpu = load_gpu(c, "gpu", b.gpu);
   else c.touch("gpu");
   if (b.topology) {
     for (const char* key : {"nodes", "gpus_per_node", "fabric"}) {

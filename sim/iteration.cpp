@@ -102,6 +102,14 @@ void IterationModel::add_stage(int stage, Phase phase, TimeNs duration) {
   for (int i = 0; i < n; ++i) add_local(stage * n + i, phase, duration);
 }
 
+void IterationModel::add_layer_overhead(int stage) {
+  const auto ns = static_cast<TimeNs>(std::llround(training_.layer_overhead_ns));
+  if (ns <= 0) return;
+  label("framework overhead");
+  const int n = groups_.gpus_per_stage();
+  for (int i = 0; i < n; ++i) programs_.add_local(stage * n + i, Phase::Compute, ns);
+}
+
 void IterationModel::label(const std::string& what) {
   if (!record_) return;
   labels_.push_back(what);
@@ -148,7 +156,7 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   const int slots = placement.num_slots();
 
   // Movements the policy decided after the previous iteration.
-  {
+  if (!forward_only_) {
     std::vector<Transfer> blocking;
     for (const Movement& m : movements) {
       res.moved_bytes += m.transfer.bytes;
@@ -288,10 +296,10 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   for (int st = 0; st < P; ++st)
     for (const PipelineStep& step : pipeline_schedule(st, P, V, M)) {
       if (step.forward) add_forward(st, step.chunk, step.micro_batch, cost, res);
-      else add_backward(st, step.chunk, step.micro_batch, cost, res);
+      else if (!forward_only_) add_backward(st, step.chunk, step.micro_batch, cost, res);
     }
 
-  add_sync(placement, sync, res);
+  if (!forward_only_) add_sync(placement, sync, res);
 
   programs_.run(engine, start_ns);
   int crit = 0;

@@ -77,6 +77,13 @@ class IterationModel {
   // iterations: heterogeneous GPUs and stragglers. Empty: all nominal.
   void set_compute_slowdown(std::vector<double> factors);
 
+  // Forward only (off by default): the next iterations run the forward passes of every
+  // micro-batch in the schedule's order and nothing else (no movements, backward passes, gradient
+  // synchronisation or optimizer step), so iteration_ns is the time of the forward pass alone, as
+  // a framework's timer around the forward measures it. `moesim fit` uses it for measured forward
+  // times.
+  void set_forward_only(bool on) { forward_only_ = on; }
+
   // Timeline recording (off by default): every operation of the next iterations as a span on
   // its GPU's compute or communication lane, with a name.
   using Span = Programs::Span;  // comm: the communication lane (collectives, transfers, waits)
@@ -103,6 +110,8 @@ class IterationModel {
   void label(const std::string& what);
   void add_local(int gpu, Phase phase, TimeNs duration);
   void add_stage(int stage, Phase phase, TimeNs duration);
+  // training.layer_overhead_ns on every GPU of the stage (host-side: no GPU slowdown stretches it).
+  void add_layer_overhead(int stage);
   [[nodiscard]] TimeNs collective_ns(Collective kind, double bytes, const std::vector<int>& gpus);
   struct LayerCost {
     std::vector<TimeNs> dispatch_ns, combine_ns;        // [ep group]: one micro-batch's all-to-all
@@ -156,6 +165,7 @@ class IterationModel {
   double dense_params_ = 0.0;
   std::vector<double> compute_slowdown_;
   bool record_ = false;
+  bool forward_only_ = false;
   std::vector<std::string> labels_;
   ParallelLayout layout_;
   LayoutGroups groups_;

@@ -251,6 +251,7 @@ void IterationModel::add_forward(int st, int chunk, int mb, const std::vector<La
         add_zero3(st, layer + 1, Collective::AllGather, res);
       }
     }
+    add_layer_overhead(st);
     tag("forward attention", layer);
     add_tp_block(st, true, res);
     add_stage(st, Phase::Compute, attention_fwd_ns_);
@@ -305,6 +306,7 @@ void IterationModel::add_backward(int st, int chunk, int mb, const std::vector<L
         add_zero3(st, layer - 1, Collective::AllGather, res);
       }
     }
+    add_layer_overhead(st);
     if (!model_.is_moe_layer(layer)) {
       tag("backward dense FFN", layer);
       add_tp_block(st, true, res);

@@ -13,6 +13,11 @@ struct TrainingSpec {
   // and the bf16 weight (14 B).
   double adam_hbm_bytes_per_param = 28.0;
   double host_adam_params_per_s = 1.0e9;    // CPU Adam throughput of one host (assumption)
+  // Host-side time per transformer layer, per micro-batch, in each forward and each backward, on
+  // every GPU of the layer's stage (Python, kernel launches, framework hooks: what a roofline of
+  // the kernels leaves out). 0, the default, charges nothing: the kernels alone, as before this
+  // key existed. A figure for it comes from `moesim fit` against measured times, not from here.
+  double layer_overhead_ns = 0.0;
 };
 
 }  // namespace moesim

@@ -98,10 +98,10 @@ TEST_CASE("options are checked, and every command answers --help", "[cli]") {
   CHECK_FALSE(read_file(log).find("iteration 1 was not run") != std::string::npos);
   // A mapping created by --set names the assignment in its errors.
   CHECK(run("run " + kQuickstart + " --set cluster.gpu.zz=1", log) == 2);
-  CHECK_THAT(read_file(log), Catch::Matchers::Contains("--set 'cluster.gpu.zz=1': key 'cluster.gpu.preset'"));
+  CHECK_THAT(read_file(log), Catch::Matchers::Contains("--set 'cluster.gpu.zz=1': unknown key 'cluster.gpu.zz'"));
   // Every command and subcommand has --help (exit 0); list takes no arguments.
   for (const char* cmd : {"run", "compare", "sweep", "report", "regress", "validate", "validate collectives",
-                          "calibrate", "trace", "trace convert", "trace stats", "list"}) {
+                          "calibrate", "fit", "trace", "trace convert", "trace stats", "list"}) {
     CAPTURE(cmd);
     CHECK(run(std::string(cmd) + " --help", log) == 0);
     CHECK_FALSE(read_file(log).empty());

@@ -312,8 +312,8 @@ TEST_CASE("scenario: unknown presets list the available ones", "[scenario]") {
     CHECK_THAT(msg, Contains(pos(text, "b200") + ": key 'cluster.gpu.preset': unknown preset 'b200'; available: "
                                                   "a100-pcie-80gb, a100-sxm-80gb, h100-sxm, h200-sxm, h800-sxm"));
   }
-  SECTION("a gpu mapping needs preset:") {
-    const std::string text = "cluster:\n  preset: dgx-a100\n  gpu:\n    hbm_bytes: 1.9e11\n";
+  SECTION("a gpu mapping needs preset: when no cluster preset gives the GPU") {
+    const std::string text = "cluster:\n  pcie_gbps: 32\n  gpu:\n    hbm_bytes: 1.9e11\n";
     const std::string msg = load_error(text);
     CHECK_THAT(msg, Contains(pos(text, "hbm_bytes") + ": key 'cluster.gpu.preset': is required (a string)"));
   }
