@@ -3,9 +3,10 @@
 // the scheduler expands (adds a replica), shrinks (removes one) and migrates (moves one) while
 // every GPU keeps the same number of slots. When a trigger fires, a greedy plan replaces replicas
 // of the coldest expert by replicas of the hottest as long as a cost model says the compute time
-// saved outweighs the time to move the expert. The optimizer state moves with the expert, on the
-// critical path. A source GPU sends an expert's tokens to that expert's replicas in its own node
-// if it has any there.
+// and tokens saved outweigh the time to move the expert. The optimizer state moves with the
+// expert, on the critical path; by default an expert's replicas shard it (ZeRO-1 over the
+// expert-data-parallel copies), so a move carries the weights and one shard. A source GPU sends an
+// expert's tokens to that expert's replicas in its own node if it has any there.
 //
 // The full paper was not available (see shared/reference/policies.md): the trigger, the plan
 // step, the cost model and the capacity are reconstructions from secondary descriptions, the
@@ -16,6 +17,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "policies/common.hpp"
 #include "policies/registry.hpp"
@@ -24,6 +27,63 @@ namespace moesim {
 namespace {
 
 __extension__ using Wide = __int128;
+
+// The movements turning `from` into `to` when an expert's r replicas each own 1 / r of its
+// optimizer state (ZeRO-1 over the expert-data-parallel group). Every slot that gains an expert
+// receives its weights (placement_moves without optimizer state). Then, per expert whose set of
+// holding GPUs changes from H to H', the state is re-partitioned with the fewest bytes: a GPU of
+// H' needs 1/|H'| of the state if it is new, else what its shard grows by (1/|H'| - 1/|H|, when
+// positive); a GPU of H supplies its whole 1/|H| shard if it leaves, else what its shard shrinks
+// by. Both sums are 1 - |H and H'| min(1/|H|, 1/|H'|) of the state (an expand to r + 1 holders
+// moves 1/(r + 1), a shrink from r or a migration 1/r). Each receiver is served by the
+// suppliers in order, same node first, then the lowest GPU id.
+std::vector<Movement> sharded_moves(const PolicyContext& ctx, const Placement& from, const Placement& to) {
+  std::vector<Movement> out = placement_moves(ctx, from, to, /*with_optimizer=*/false, /*blocking=*/true);
+  const int E = ctx.experts, gpn = std::max(1, ctx.cluster->gpus_per_node);
+  const double O = ctx.expert_optimizer_bytes;
+  if (O <= 0.0) return out;
+  for (int l = 0; l < static_cast<int>(to.expert_of_slot.size()); ++l) {
+    if (from.expert_of_slot[l] == to.expert_of_slot[l]) continue;
+    const auto was = expert_slots(from, l, E), now = expert_slots(to, l, E);
+    for (int e = 0; e < E; ++e) {
+      auto gpus = [&](const std::vector<int>& slots) {
+        std::vector<int> g;
+        for (int s : slots)
+          if (g.empty() || g.back() != s / from.slots_per_gpu) g.push_back(s / from.slots_per_gpu);
+        return g;
+      };
+      const std::vector<int> H = gpus(was[e]), H2 = gpus(now[e]);
+      if (H == H2 || H.empty() || H2.empty()) continue;
+      const double a = O / static_cast<double>(H.size()), b = O / static_cast<double>(H2.size());
+      auto holds = [](const std::vector<int>& v, int g) { return std::binary_search(v.begin(), v.end(), g); };
+      std::vector<std::pair<int, double>> supply;
+      for (int g : H) {
+        const double give = holds(H2, g) ? a - b : a;
+        if (give > 0.0) supply.emplace_back(g, give);
+      }
+      for (int g : H2) {
+        double need = holds(H, g) ? b - a : b;
+        // Same-node suppliers first, then the rest, each in GPU order.
+        for (int pass = 0; pass < 2 && need > 1e-9 * O; ++pass) {
+          for (auto& [src, left] : supply) {
+            if (need <= 1e-9 * O) break;
+            if (left <= 1e-9 * O || (src / gpn == g / gpn) != (pass == 0)) continue;
+            const double x = std::min(need, left);
+            left -= x;
+            need -= x;
+            Movement& m = out.emplace_back();
+            m.transfer.src = Endpoint{false, src};
+            m.transfer.dst = Endpoint{false, g};
+            m.transfer.bytes = x;
+            m.blocking = true;
+            m.what = fmt::format("layer {} expert {} optimizer shard to GPU {}", l, e, g);
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
 
 class FlexMoePolicy final : public Policy {
  public:
@@ -53,6 +113,21 @@ class FlexMoePolicy final : public Policy {
     // reconstruction: expert compute per token is forward + backward (twice forward), as the
     // core charges it (sim/iteration.cpp).
     compute_passes_ = p.get_double("compute_passes", 3.0, 0.0, 1e6);
+    // reconstruction: FlexMoE's cost model weighs a device's computation and its all-to-all
+    // communication; an assignment crosses the NIC as a hidden-size activation 4 times
+    // (dispatch and combine, forward and backward), as the core charges the all-to-all. 0 =
+    // compute only.
+    a2a_passes_ = p.get_double("a2a_passes", 4.0, 0.0, 1e6);
+    // reconstruction: under a capacity an imbalance shows up as dropped assignments rather than
+    // time; each drop the step avoids is priced at what serving it costs (its compute plus its
+    // all-to-all, the per-assignment seconds of the gain), times this weight: a lower bound on
+    // the learning it loses. 0 = the time gain alone.
+    drop_weight_ = p.get_double("drop_weight", 1.0, 0.0, 1e9);
+    // source: the SwiftMoE paper's setup (arXiv 2504.19925) trains with DeepSpeed and host
+    // offloaded Adam, whose expert-data-parallel groups partition the expert optimizer state
+    // (ZeRO stage 1 or 2; DeepSpeed-MoE, Rajbhandari et al., ICML 2022). false: every replica
+    // holds and steps a full copy (plain data-parallel replicas).
+    shard_optimizer_ = p.get_bool("shard_optimizer", true);
     if (ctx.gpus * ctx.slots_per_gpu < ctx.experts) {
       p.fail("", fmt::format("flexmoe needs at least one slot per expert: {} GPUs x {} slots < {} experts", ctx.gpus,
                              ctx.slots_per_gpu, ctx.experts));
@@ -67,6 +142,12 @@ class FlexMoePolicy final : public Policy {
                          static_cast<double>(ctx.model->expert_ffn_hidden) * compute_passes_;
     const double rate = ctx.cluster->gpu.peak_tflops * 1e12 * ctx.cluster->gpu.gemm_efficiency;
     seconds_per_token_ = rate > 0.0 ? flops / rate : 0.0;
+    // All-to-all seconds per assignment: a hidden-size activation per pass over the NIC.
+    const double nic = ctx.cluster->nic_gbps();
+    const double act_bytes = static_cast<double>(ctx.model->hidden) * dtype_bytes(ctx.model->dtype);
+    if (a2a_passes_ > 0.0) {
+      seconds_per_token_ += nic > 0.0 ? a2a_passes_ * act_bytes / (nic * 1e9) : std::numeric_limits<double>::infinity();
+    }
   }
 
   [[nodiscard]] std::string name() const override { return "flexmoe"; }
@@ -118,10 +199,18 @@ class FlexMoePolicy final : public Policy {
       changed = plan_layer(l, c, current, next) || changed;
     }
     if (!changed) return d;
-    d.movements = placement_moves(ctx_, current, next, /*with_optimizer=*/true, /*blocking=*/true);
+    d.movements = shard_optimizer_ ? sharded_moves(ctx_, current, next)
+                                   : placement_moves(ctx_, current, next, /*with_optimizer=*/true, /*blocking=*/true);
     d.new_placement = true;
     d.placement = std::move(next);
     return d;
+  }
+
+  // The replicas of an expert are its expert-data-parallel group: they reduce-scatter its
+  // gradients and each steps its 1 / r shard (sharded), or all-reduce and each steps the whole
+  // expert. The iteration ran on `current`.
+  [[nodiscard]] SyncPlan sync_plan(int, const Placement& current, const Placement&) override {
+    return default_sync_plan(ctx_, current, shard_optimizer_);
   }
 
   [[nodiscard]] nlohmann::json parameters() const override {
@@ -133,6 +222,9 @@ class FlexMoePolicy final : public Policy {
             {"capacity_factor", capacity_factor_},
             {"cost_model", cost_model_},
             {"compute_passes", compute_passes_},
+            {"a2a_passes", a2a_passes_},
+            {"drop_weight", drop_weight_},
+            {"shard_optimizer", shard_optimizer_},
             {"replica_capacity", replica_capacity_}};
   }
 
@@ -295,21 +387,51 @@ class FlexMoePolicy final : public Policy {
     return static_cast<double>(mx) * static_cast<double>(load.size()) / total;
   }
 
-  // Seconds to bring `expert` (weights + optimizer state) to GPU `dst`, from the GPU that
-  // placement_moves would pick in `from`: same node first, then the lowest id.
-  [[nodiscard]] double move_seconds(const Placement& from, int layer, int expert, int dst) const {
+  // Bandwidth (GB/s) between two GPUs: intra-node or the NIC.
+  [[nodiscard]] double link_gbps(int a, int b) const {
+    const int gpn = ctx_.cluster->gpus_per_node;
+    return a / gpn == b / gpn ? ctx_.cluster->intra_gbps() : ctx_.cluster->nic_gbps();
+  }
+
+  // The GPU holding `expert` in layer `layer` of `from` that a copy to `dst` comes from, as
+  // placement_moves picks it: dst itself, else the same node first, else the lowest id; -1 when
+  // none holds it.
+  [[nodiscard]] int source_gpu(const Placement& from, int layer, int expert, int dst) const {
     const int S = from.slots_per_gpu, gpn = ctx_.cluster->gpus_per_node;
     int src = -1;
     for (int s = 0; s < from.num_slots(); ++s) {
       if (from.expert_of_slot[layer][s] != expert) continue;
       const int g = s / S;
-      if (g == dst) return 0.0;
+      if (g == dst) return g;
       if (src < 0 || (g / gpn == dst / gpn && src / gpn != dst / gpn)) src = g;
     }
-    const double bytes = ctx_.expert_weight_bytes + ctx_.expert_optimizer_bytes;
-    const double gbps = src >= 0 && src / gpn == dst / gpn ? ctx_.cluster->intra_gbps() : ctx_.cluster->nic_gbps();
+    return src;
+  }
+
+  // Seconds to send `bytes` from src to dst (0 on the same GPU, infinite without a link).
+  [[nodiscard]] double send_seconds(int src, int dst, double bytes) const {
+    if (src == dst || bytes <= 0.0) return 0.0;
+    const double gbps = src >= 0 ? link_gbps(src, dst) : ctx_.cluster->nic_gbps();
     if (gbps <= 0.0) return std::numeric_limits<double>::infinity();
     return bytes / (gbps * 1e9);
+  }
+
+  // Seconds to bring `expert` to GPU `dst` from its source in `from`: its weights and its
+  // optimizer state (a 1 / `reps_after` shard when sharded, the whole state otherwise).
+  [[nodiscard]] double move_seconds(const Placement& from, int layer, int expert, int dst, int reps_after) const {
+    const int src = source_gpu(from, layer, expert, dst);
+    if (src == dst) return 0.0;
+    const double opt = shard_optimizer_ ? ctx_.expert_optimizer_bytes / std::max(1, reps_after)
+                                        : ctx_.expert_optimizer_bytes;
+    return send_seconds(src, dst, ctx_.expert_weight_bytes + opt);
+  }
+
+  // Assignments an expert layer drops under the replica capacity: what exceeds r * capacity.
+  [[nodiscard]] std::int64_t drops(const std::vector<std::int64_t>& load) const {
+    if (replica_capacity_ < 0) return 0;
+    std::int64_t d = 0;
+    for (std::size_t e = 0; e < load.size(); ++e) d += std::max<std::int64_t>(0, load[e] - reps_[e] * replica_capacity_);
+    return d;
   }
 
   // One slot change of a plan step.
@@ -395,8 +517,27 @@ class FlexMoePolicy final : public Policy {
       }
       if (changes.empty()) break;  // the hot expert is on every GPU: nothing to expand into
 
+      // The cost of the step's moves, before they change the working state: each changed slot
+      // receives its new expert (weights + its shard after the step, or the whole state); with a
+      // sharded optimizer the cold expert's leaving shard (1 / its replicas before) goes to one
+      // of its remaining holders. The third expert keeps its count: its shard just moves with it.
+      double cost = 0.0;
+      if (cost_model_) {
+        for (const Change& c : changes) {
+          const int after_reps = reps[c.expert] + (c.expert == hot ? 1 : 0);
+          cost += move_seconds(current, l, c.expert, c.slot / S, after_reps);
+        }
+        if (shard_optimizer_) {
+          const int from_gpu = changes.front().slot / S;  // the cold slot is the first change
+          int to = -1;
+          for (int s : slots_of_[cold])
+            if (s / S != from_gpu && (to < 0 || (link_gbps(from_gpu, s / S) > link_gbps(from_gpu, to)))) to = s / S;
+          if (to >= 0) cost += send_seconds(from_gpu, to, ctx_.expert_optimizer_bytes / reps[cold]);
+        }
+      }
       // Apply the step to the working state and refresh the loads of the experts it touches.
       const std::int64_t before = *std::max_element(gl.begin(), gl.end());
+      const std::int64_t drops_before = drops(load);
       touched_.clear();
       for (const Change& c : changes) {
         if (lay_[c.slot] >= 0) touched_.push_back(lay_[c.slot]);
@@ -410,9 +551,11 @@ class FlexMoePolicy final : public Policy {
       // A rejected step ends the layer's plan, so the working state need not be rolled back.
       if (after >= before) break;
       if (cost_model_) {
-        const double gain = static_cast<double>(before - after) * seconds_per_token_ * static_cast<double>(interval_);
-        double cost = 0.0;
-        for (const Change& c : changes) cost += move_seconds(current, l, c.expert, c.slot / S);
+        // Per iteration: the hottest GPU's assignments saved and the drops avoided, each at the
+        // per-assignment seconds (compute + all-to-all), over `interval` iterations.
+        const double saved = static_cast<double>(before - after) +
+                             drop_weight_ * static_cast<double>(drops_before - drops(load));
+        const double gain = saved * seconds_per_token_ * static_cast<double>(interval_);
         if (!(gain > cost)) break;
       }
       for (const Change& c : changes) next.expert_of_slot[l][c.slot] = c.expert;
@@ -429,6 +572,9 @@ class FlexMoePolicy final : public Policy {
   double capacity_factor_ = 1.0;
   bool cost_model_ = true;
   double compute_passes_ = 3.0;
+  double a2a_passes_ = 4.0;
+  double drop_weight_ = 1.0;
+  bool shard_optimizer_ = true;
   std::int64_t replica_capacity_ = -1;
   double seconds_per_token_ = 0.0;
   // Working state of the layer being planned (see init_layer).

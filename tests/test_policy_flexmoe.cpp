@@ -1,5 +1,9 @@
 // FlexMoE: initial spread, the greedy plan step and its cost check, the triggers, routing, the
-// movements it charges, invariants on random inputs and an end-to-end run.
+// movements it charges, invariants on random inputs and an end-to-end run. These hand cases
+// check the plan with the compute-only cost model and full optimizer copies (shard_optimizer:
+// false, a2a_passes: 0, drop_weight: 0), so their round numbers stay those worked below; the
+// default model (sharded optimizer, all-to-all and drop terms) is checked in
+// tests/test_flexmoe_cost.cpp.
 #include <catch2/catch.hpp>
 
 #include <fmt/format.h>
@@ -87,26 +91,26 @@ std::int64_t total_bytes(const std::vector<Movement>& m) {
 TEST_CASE("flexmoe: initial placement spreads replicas round-robin over GPUs", "[flexmoe]") {
   // 4 slots, 3 experts: e0 2 replicas, e1 and e2 one. Replica list [0, 0, 1, 2]; replica i on
   // GPU i % 2, slot i / 2: GPU0 [0, 1], GPU1 [0, 2].
-  FlexFixture a(2, 1, 2, 3, 1, 10, "{name: flexmoe}");
+  FlexFixture a(2, 1, 2, 3, 1, 10, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0}");
   CHECK(a.placement.expert_of_slot[0] == std::vector<int>{0, 1, 0, 2});
   // 6 slots, 4 experts: [0, 0, 1, 1, 2, 3] -> GPU0 [0, 1], GPU1 [0, 2], GPU2 [1, 3].
-  FlexFixture b(3, 1, 2, 4, 2, 10, "{name: flexmoe}");
+  FlexFixture b(3, 1, 2, 4, 2, 10, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0}");
   CHECK(b.placement.expert_of_slot[0] == kHandInitial);
   CHECK(b.placement.expert_of_slot[1] == kHandInitial);
   // 8 slots, 3 experts: 3, 3, 2 replicas; [0,0,0,1,1,1,2,2] over 4 GPUs:
   // GPU0 [0, 1], GPU1 [0, 1], GPU2 [0, 2], GPU3 [1, 2]: no GPU holds an expert twice.
-  FlexFixture c(4, 1, 2, 3, 1, 10, "{name: flexmoe}");
+  FlexFixture c(4, 1, 2, 3, 1, 10, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0}");
   CHECK(c.placement.expert_of_slot[0] == std::vector<int>{0, 1, 0, 1, 0, 2, 1, 2});
   // 2 nodes x 2 GPUs x 2 slots, 4 experts: 2 replicas each; GPUs taken node by node (0, 2, 1,
   // 3): [0, 0, 1, 1, 2, 2, 3, 3] -> GPU0 [0, 2], GPU2 [0, 2], GPU1 [1, 3], GPU3 [1, 3]: every
   // expert has a replica in each node.
-  FlexFixture d(2, 2, 2, 4, 1, 10, "{name: flexmoe}");
+  FlexFixture d(2, 2, 2, 4, 1, 10, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0}");
   CHECK(d.placement.expert_of_slot[0] == std::vector<int>{0, 2, 1, 3, 0, 2, 1, 3});
 }
 
 TEST_CASE("flexmoe: routing prefers replicas in the source's node; capacity per replica", "[flexmoe]") {
   SECTION("dropless") {
-    FlexFixture f(3, 1, 2, 4, 1, 60, "{name: flexmoe, capacity_factor: 0}");
+    FlexFixture f(3, 1, 2, 4, 1, 60, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, capacity_factor: 0}");
     LayerDispatch d;
     f.policy->dispatch(0, kHand.data(), f.placement, d);
     // Slots: 0 GPU0 e0, 1 GPU0 e1, 2 GPU1 e0, 3 GPU1 e2, 4 GPU2 e1, 5 GPU2 e3.
@@ -118,7 +122,7 @@ TEST_CASE("flexmoe: routing prefers replicas in the source's node; capacity per 
   }
   SECTION("capacity factor 1") {
     // Per replica ceil(1.0 * 1 * 60 / 2) = 30: e2 (one replica) keeps 30 of 90, 10 per source.
-    FlexFixture f(3, 1, 2, 4, 1, 60, "{name: flexmoe, capacity_factor: 1.0}");
+    FlexFixture f(3, 1, 2, 4, 1, 60, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, capacity_factor: 1.0}");
     CHECK(f.policy->parameters()["replica_capacity"] == 30);
     LayerDispatch d;
     f.policy->dispatch(0, kHand.data(), f.placement, d);
@@ -129,7 +133,7 @@ TEST_CASE("flexmoe: routing prefers replicas in the source's node; capacity per 
   }
   SECTION("two GPUs per node: a source spreads over the replicas of its own node") {
     // 2 nodes x 2 GPUs x 1 slot, 2 experts: [0, 1, 0, 1]; e0 on GPU0 (node 0) and GPU2 (node 1).
-    FlexFixture f(2, 2, 1, 2, 1, 8, "{name: flexmoe, capacity_factor: 0}");
+    FlexFixture f(2, 2, 1, 2, 1, 8, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, capacity_factor: 0}");
     REQUIRE(f.placement.expert_of_slot[0] == std::vector<int>{0, 1, 0, 1});
     const std::vector<std::int64_t> c = {8, 0, 6, 0, 0, 0, 0, 0};
     LayerDispatch d;
@@ -145,7 +149,7 @@ TEST_CASE("flexmoe: routing prefers replicas in the source's node; capacity per 
 TEST_CASE("flexmoe: one plan step on a hand-worked case", "[flexmoe]") {
   // Interval 10 (horizon 10 iterations): the step gains (100 - 55) tokens * 24 us * 10 = 10.8 ms
   // and its move costs 1.4e6 B / 1 GB/s = 1.4 ms: kept. The second step is refused (60 > 55).
-  FlexFixture f(3, 1, 2, 4, 1, 60, "{name: flexmoe, interval: 10, capacity_factor: 0}");
+  FlexFixture f(3, 1, 2, 4, 1, 60, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, interval: 10, capacity_factor: 0}");
   REQUIRE(f.placement.expert_of_slot[0] == kHandInitial);
   auto counts = f.counts({kHand});
   PolicyDecision d = f.policy->after_iteration(9, counts, f.placement);
@@ -173,7 +177,7 @@ TEST_CASE("flexmoe: one plan step on a hand-worked case", "[flexmoe]") {
     CHECK(ld.accepted[2 * 6 + 3] == 0);
   }
   SECTION("max_steps 0 plans nothing") {
-    FlexFixture g(3, 1, 2, 4, 1, 60, "{name: flexmoe, interval: 10, max_steps: 0}");
+    FlexFixture g(3, 1, 2, 4, 1, 60, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, interval: 10, max_steps: 0}");
     CHECK_FALSE(g.policy->after_iteration(9, counts, g.placement).new_placement);
   }
 }
@@ -182,7 +186,7 @@ TEST_CASE("flexmoe: the cost check refuses a move that costs more than it gains"
   // The hand step gains 45 tokens * 24 us * interval iterations (10.8 ms at interval 10).
   auto run = [](double weight, double optimizer, double nic_gbit, int interval, bool cost_model = true) {
     FlexFixture f(3, 1, 2, 4, 1, 60,
-                  fmt::format("{{name: flexmoe, interval: {}, cost_model: {}}}", interval, cost_model), weight,
+                  fmt::format("{{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, interval: {}, cost_model: {}}}", interval, cost_model), weight,
                   optimizer, nic_gbit);
     return f.policy->after_iteration(interval - 1, f.counts({kHand}), f.placement).new_placement;
   };
@@ -204,7 +208,7 @@ TEST_CASE("flexmoe: the interval trigger fires exactly every interval iterations
   // Each iteration the expert with the fewest replicas (lowest index) gets 1000 tokens from
   // every GPU and the others 1: every plan has a step that gains ~500 tokens or more (>= 36 ms
   // over 3 iterations against a 1.4 ms move), so a plan moves whenever it runs.
-  FlexFixture f(3, 1, 2, 4, 1, 60, "{name: flexmoe, interval: 3}");
+  FlexFixture f(3, 1, 2, 4, 1, 60, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, interval: 3}");
   Placement cur = f.placement;
   for (int it = 0; it < 9; ++it) {
     std::vector<int> reps(4, 0);
@@ -223,7 +227,7 @@ TEST_CASE("flexmoe: the interval trigger fires exactly every interval iterations
   // Hand check of the first plan (hot e2 on GPU1 only): step 1 puts e2 on GPU0 in place of e0
   // (coldest with 2 replicas, ties to the lower index; GPU1 already holds e2), step 2 puts e2 on
   // GPU2 in place of e1; then no expert other than e2 has 2 replicas.
-  FlexFixture g(3, 1, 2, 4, 1, 60, "{name: flexmoe, interval: 3}");
+  FlexFixture g(3, 1, 2, 4, 1, 60, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, interval: 3}");
   std::vector<std::int64_t> c(12, 1);
   for (int s = 0; s < 3; ++s) c[s * 4 + 2] = 1000;
   PolicyDecision d = g.policy->after_iteration(2, g.counts({c}), g.placement);
@@ -235,7 +239,7 @@ TEST_CASE("flexmoe: the balance trigger fires only above the threshold", "[flexm
   // Hand loads 30, 100, 20: max / mean = 100 / 50 = 2.0, max / min = 100 / 20 = 5.0.
   auto fires = [](const std::string& metric, double threshold, int iteration) {
     FlexFixture f(3, 1, 2, 4, 1, 60,
-                  fmt::format("{{name: flexmoe, trigger: balance, interval: 10, balance_metric: {}, "
+                  fmt::format("{{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, trigger: balance, interval: 10, balance_metric: {}, "
                               "balance_threshold: {}}}",
                               metric, threshold));
     return f.policy->after_iteration(iteration, f.counts({kHand}), f.placement).new_placement;
@@ -250,7 +254,7 @@ TEST_CASE("flexmoe: the balance trigger fires only above the threshold", "[flexm
 
   SECTION("after the step the layer is balanced enough and stays") {
     // Loads 40, 55, 55: max / mean = 55 / 50 = 1.1 <= 1.2.
-    FlexFixture f(3, 1, 2, 4, 1, 60, "{name: flexmoe, trigger: balance, interval: 10}");
+    FlexFixture f(3, 1, 2, 4, 1, 60, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, trigger: balance, interval: 10}");
     auto counts = f.counts({kHand});
     PolicyDecision d = f.policy->after_iteration(0, counts, f.placement);
     REQUIRE(d.new_placement);
@@ -268,7 +272,7 @@ TEST_CASE("flexmoe: a third expert migrates when every GPU holding the cold one 
   // lower index), and GPU2's e2 slot takes e1: [e2, e1], [e0, e1], [e1, e3]. Loads 400 + 120 =
   // 520, 60 + 400 = 460, 400 + 120 = 520: gain 110 tokens * 24 us * 10 = 26.4 ms > two moves of
   // 1.4 ms.
-  FlexFixture f(3, 1, 2, 4, 1, 60, "{name: flexmoe, interval: 10}");
+  FlexFixture f(3, 1, 2, 4, 1, 60, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, interval: 10}");
   Placement cur = f.placement;
   cur.expert_of_slot[0] = {0, 1, 0, 1, 2, 3};
   std::vector<std::int64_t> c;
@@ -287,16 +291,16 @@ TEST_CASE("flexmoe: a third expert migrates when every GPU holding the cold one 
   CHECK(d.movements[1].transfer.dst.index == 2);
   CHECK(total_bytes(d.movements) == 2800000);
   // With 1 iteration of horizon the gain is 2.64 ms < 2.8 ms: refused.
-  FlexFixture h(3, 1, 2, 4, 1, 60, "{name: flexmoe, interval: 1}");
+  FlexFixture h(3, 1, 2, 4, 1, 60, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, interval: 1}");
   CHECK_FALSE(h.policy->after_iteration(0, h.counts({c}), cur).new_placement);
 }
 
 TEST_CASE("flexmoe: invariants on random inputs", "[flexmoe]") {
   // 2 nodes x 2 GPUs x 3 slots, 5 experts, 2 MoE layers, 300 tokens per GPU.
   const std::vector<std::string> variants = {
-      "{name: flexmoe, interval: 1, max_steps: 3, cost_model: false}",
-      "{name: flexmoe, interval: 5, capacity_factor: 0, max_steps: 4}",
-      "{name: flexmoe, trigger: balance, balance_threshold: 1.1, balance_metric: max_min, interval: 20, "
+      "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, interval: 1, max_steps: 3, cost_model: false}",
+      "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, interval: 5, capacity_factor: 0, max_steps: 4}",
+      "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, trigger: balance, balance_threshold: 1.1, balance_metric: max_min, interval: 20, "
       "capacity_factor: 1.5}",
   };
   for (const std::string& params : variants) {
@@ -387,13 +391,13 @@ TEST_CASE("flexmoe: invariants on random inputs", "[flexmoe]") {
 }
 
 TEST_CASE("flexmoe: bad parameters are errors", "[flexmoe]") {
-  REQUIRE_THROWS_WITH(FlexFixture(2, 1, 1, 3, 1, 10, "{name: flexmoe}"),
+  REQUIRE_THROWS_WITH(FlexFixture(2, 1, 1, 3, 1, 10, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0}"),
                       Catch::Matchers::Contains("at least one slot per expert"));
-  REQUIRE_THROWS_WITH(FlexFixture(2, 1, 2, 3, 1, 10, "{name: flexmoe, trigger: sometimes}"),
+  REQUIRE_THROWS_WITH(FlexFixture(2, 1, 2, 3, 1, 10, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, trigger: sometimes}"),
                       Catch::Matchers::Contains("trigger"));
-  REQUIRE_THROWS_WITH(FlexFixture(2, 1, 2, 3, 1, 10, "{name: flexmoe, interval: 0}"),
+  REQUIRE_THROWS_WITH(FlexFixture(2, 1, 2, 3, 1, 10, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, interval: 0}"),
                       Catch::Matchers::Contains("interval"));
-  REQUIRE_THROWS_WITH(FlexFixture(2, 1, 2, 3, 1, 10, "{name: flexmoe, intervall: 5}"),
+  REQUIRE_THROWS_WITH(FlexFixture(2, 1, 2, 3, 1, 10, "{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, intervall: 5}"),
                       Catch::Matchers::Contains("unknown key 'policies[0].intervall'"));
 }
 
@@ -411,7 +415,7 @@ placement: {slots_per_gpu: 8}
 trace: {kind: synthetic, skew: 1.5, drift_sigma: 0.3}
 run: {max_iterations: 40, stop_at_convergence: false}
 policies:
-  - {name: flexmoe, interval: 10}
+  - {name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, interval: 10}
 )";
   Scenario s = load_scenario_text(text, "flexmoe-e2e.yaml", {}, std::nullopt);
   auto results = run_scenario(s);
@@ -540,8 +544,8 @@ TEST_CASE("flexmoe: the incremental plan equals the plan recomputed from full di
   const std::vector<std::array<int, 4>> shapes = {{2, 2, 3, 5}, {3, 2, 4, 6}, {1, 4, 5, 6}, {1, 2, 5, 3},
                                                   {4, 1, 2, 5}, {4, 2, 1, 5}, {3, 2, 2, 8}, {5, 2, 1, 7}};
   const std::vector<std::pair<std::string, double>> variants = {
-      {"{name: flexmoe, interval: 1, max_steps: 6, cost_model: false}", 0.0},
-      {"{name: flexmoe, trigger: balance, balance_threshold: 1.05, max_steps: 3, cost_model: false}", 1.05},
+      {"{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, interval: 1, max_steps: 6, cost_model: false}", 0.0},
+      {"{name: flexmoe, shard_optimizer: false, a2a_passes: 0, drop_weight: 0, trigger: balance, balance_threshold: 1.05, max_steps: 3, cost_model: false}", 1.05},
   };
   int differing_layers = 0;
   for (const auto& [nodes, gpn, slots, experts] : shapes) {
