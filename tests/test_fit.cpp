@@ -13,6 +13,7 @@
 #include "app/scenario.hpp"
 #include "core/error.hpp"
 #include "tests/cli_fixture.hpp"
+#include "tests/error_fixture.hpp"
 #include "tests/file_fixture.hpp"
 
 using Catch::Matchers::Contains;
@@ -41,16 +42,7 @@ const std::string kScenario =
     "policies:\n"
     "  - {name: static, capacity_factor: 1.0, min_capacity: 2}\n";
 
-template <class F>
-std::string input_error(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  FAIL("expected moesim::InputError");
-  return "";
-}
+using moesim::testing::input_error;
 
 // One iteration of the scenario's policy with `sets` and a capacity factor, forward-only or whole.
 double simulate_ns(const std::string& file, const std::vector<std::string>& sets, double cf, bool forward) {

@@ -8,6 +8,7 @@
 #include "app/runner.hpp"
 #include "app/scenario.hpp"
 #include "core/error.hpp"
+#include "tests/error_fixture.hpp"
 #include "tests/file_fixture.hpp"
 
 using Catch::Matchers::Contains;
@@ -37,16 +38,7 @@ const std::string kBase =
     "policies:\n"
     "  - {name: static, capacity_factor: 1.0, min_capacity: 2}\n";
 
-template <class F>
-std::string input_error(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  FAIL("expected moesim::InputError");
-  return "";
-}
+using moesim::testing::input_error;
 
 PolicyResult run_one(const Scenario& s, bool forward_only) {
   RunOptions o;
