@@ -35,6 +35,20 @@ Cfg::Cfg(YAML::Node node, std::string origin, std::string path)
   if (node_ && !node_.IsNull() && !node_.IsMap()) {
     throw InputError(fmt::format("{}: must be a mapping, found {}", where(""), yaml_kind(node_)));
   }
+  // yaml-cpp keeps a repeated key and every lookup finds the first: reading is strict, so a
+  // second one is an error, not a silently ignored value.
+  if (node_ && node_.IsMap()) {
+    std::map<std::string, YAML::Mark> seen;
+    for (const auto& kv : node_) {
+      if (!kv.first.IsScalar()) continue;
+      const std::string k = kv.first.Scalar();
+      const auto [it, fresh] = seen.emplace(k, kv.first.Mark());
+      if (fresh) continue;
+      const YAML::Mark m = kv.first.Mark();
+      throw InputError(fmt::format("{}:{}:{}: key '{}' is given twice (first at line {}); each key may appear once",
+                                   origin_, m.line + 1, m.column + 1, key_path(k), it->second.line + 1));
+    }
+  }
 }
 
 std::string Cfg::key_path(const std::string& key) const {

@@ -882,3 +882,13 @@ TEST_CASE("scenario: the annotated example in docs/scenario.md loads and runs", 
   CHECK(r[0].parameters["replicas_per_expert"] == 2);
   CHECK(r[1].drop_rate == 0.0);
 }
+
+TEST_CASE("scenario: a key given twice is refused, not read as its first value (issue 16)", "[scenario]") {
+  // yaml-cpp would find the first `run:` and ignore the second.
+  const std::string text = kBasePolicies + "run:\n  max_iterations: 2\n";
+  CHECK_THAT(load_error(text), Contains("t.yaml:10:1: key 'run' is given twice (first at line 6); each key may "
+                                        "appear once"));
+  const std::string nested = "name: probe\ncluster:\n  preset: swiftmoe-cloud\n  nodes: 2\n  nodes: 4\n"
+                             "model:\n  preset: gpt-small-moe\npolicies:\n  - static\n";
+  CHECK_THAT(load_error(nested), Contains("t.yaml:5:3: key 'cluster.nodes' is given twice (first at line 4)"));
+}
