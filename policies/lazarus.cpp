@@ -6,7 +6,7 @@
 //
 // Replica counts (the paper's allocation, experts sorted by load ascending, N c slots):
 //   r_e = max(floor(t_e / sum_{e' >= e} t_e' * (N c - sum_{e' < e} r_e')), f).
-// Simplifications (docs/policies.md, section lazarus): the slots are the simulator's G GPUs x S
+// Simplifications (docs/policies-more.md, section lazarus): the slots are the simulator's G GPUs x S
 // slots (not nodes x slots), and the placement spreads each expert's replicas over distinct GPUs
 // round-robin instead of maximising the overlap of node sets (which matters only for recovery
 // after node failures, not simulated here). Re-plans every `interval` iterations move weights and

@@ -11,7 +11,7 @@
 // assignments); keep the prefix of those steps that minimised the estimated
 //   T' = 4 T_a2a + 3 T_fwd_expert_compute(busiest GPU) + T_send_params + T_gather_grads.
 // The T' terms are estimated from bytes over the links and FLOPs over peak x efficiency;
-// alpha's default, one copy per step and the link estimates are reconstructions (docs/policies.md,
+// alpha's default, one copy per step and the link estimates are reconstructions (docs/policies-more.md,
 // section prophet).
 //
 // Slots: the first E/G slots of each GPU hold its owned experts (static); the next

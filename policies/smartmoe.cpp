@@ -4,7 +4,7 @@
 // their parameters and optimizer state with them.
 //
 // SmartMoE released no placement code; this is a reconstruction (see
-// /work/shared/reference/policies.md and docs/policies.md, section smartmoe). Its greedy
+// /work/shared/reference/policies.md and docs/policies-more.md, section smartmoe). Its greedy
 // variant: every `interval` iterations, the experts sorted by (windowed) load, heaviest first,
 // each to the GPU with the least accumulated load that still has a free slot. With G*S = r*E
 // slots every expert keeps r replicas (r = 1 is SmartMoE's setting); a replica counts for 1/r
