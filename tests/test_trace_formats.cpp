@@ -213,6 +213,37 @@ TEST_CASE("binary trace: counts above int32 switch the file to int64", "[trace-f
   for (std::size_t i = 0; i < its.size(); ++i) CHECK(got[i].counts == its[i].counts);
 }
 
+TEST_CASE("binary trace: int64 counts that could overflow the sums are refused (issue 16)", "[trace-formats]") {
+  TempDir d;
+  const TraceShape shape{2, 2, 3};
+  std::vector<IterationCounts> its(2);
+  for (auto& it : its) it.reset(shape);
+  its[1].at(1, 0, 2) = std::int64_t{1} << 62;  // once summed into tokens_routed 0 and dropped -32768
+  VectorTrace src(its);
+  const std::string bin = d.file("huge.bin");
+  moesim::write_binary_trace(src, 2, bin);
+  REQUIRE(moesim::read_binary_trace_info(bin).element_bytes == 8);
+  auto t = moesim::open_binary_trace(bin, shape);
+  IterationCounts c;
+  REQUIRE(t->next(c));
+  // Iteration 1 starts at 64 + (12 x 8 + 4) = 164; cell (1, 0, 2) is the 9th: 164 + 8 x 8 = 228.
+  CHECK_THAT(error_of([&] { (void)t->next(c); }),
+             Contains(bin + ": byte offset 228: iteration 1, layer 1, src_gpu 0, expert 2: count 4611686018427387904 "
+                            "is above the 1099511627776 (2^40) one cell may hold"));
+  // Every cell at the ceiling: 24 x 2^40 = 2.639e13 assignments, above 2^44 = 1.759e13 in one iteration.
+  const TraceShape wide{2, 3, 4};
+  std::vector<IterationCounts> full(1);
+  full[0].reset(wide);
+  for (auto& v : full[0].counts) v = std::int64_t{1} << 40;
+  VectorTrace src2(full);
+  const std::string bin2 = d.file("total.bin");
+  moesim::write_binary_trace(src2, 1, bin2);
+  auto t2 = moesim::open_binary_trace(bin2, wide);
+  CHECK_THAT(error_of([&] { (void)t2->next(c); }),
+             Contains(bin2 + ": byte offset 64: iteration 0 routes 2.639e+13 assignments in all, more than the "
+                             "1.759e+13 (2^44) one iteration may hold"));
+}
+
 TEST_CASE("binary trace: truncation, corruption and bad headers report byte offsets", "[trace-formats]") {
   TempDir d;
   const TraceShape shape{2, 3, 4};

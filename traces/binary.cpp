@@ -78,6 +78,11 @@ constexpr std::size_t kOffHeaderCrc = 60;
 
 // One iteration must fit in memory; beyond this the shape is surely corrupt or absurd.
 constexpr std::uint64_t kMaxIterationBytes = std::uint64_t{1} << 32;
+// Ceilings on int64 counts, so that no sum over cells, layers or iterations can overflow: 2^40
+// assignments in one (layer, source, expert) cell and 2^44 in one iteration, thousands of times
+// a DeepSeek-V3 step (about 2^32 assignments), with room for 2^19 iterations of the largest.
+constexpr std::int64_t kMaxCellCount = std::int64_t{1} << 40;
+constexpr double kMaxIterationCount = static_cast<double>(std::int64_t{1} << 44);
 constexpr std::size_t kBlockBytes = std::size_t{4} << 20;
 
 struct FileCloser {
@@ -263,7 +268,18 @@ class BinaryTrace final : public TraceSource {
       min_value = lo;
     } else {
       std::memcpy(dst, p, n * 8);
-      for (std::size_t i = 0; i < n; ++i) min_value = std::min(min_value, dst[i]);
+      std::int64_t max_value = 0;
+      double total = 0.0;  // only compared with the ceiling: rounding does not matter
+      for (std::size_t i = 0; i < n; ++i) {
+        min_value = std::min(min_value, dst[i]);
+        max_value = std::max(max_value, dst[i]);
+        total += static_cast<double>(dst[i]);
+      }
+      if (min_value >= 0 && max_value > kMaxCellCount) report_too_large(out, offset);
+      if (min_value >= 0 && total > kMaxIterationCount)
+        throw InputError(fmt::format("{}: byte offset {}: iteration {} routes {:.4g} assignments in all, more "
+                                     "than the {:.4g} (2^44) one iteration may hold",
+                                     path_, offset, index_, total, kMaxIterationCount));
     }
     if (min_value < 0) report_negative(out, offset);
     pos_ += block;
@@ -318,6 +334,17 @@ class BinaryTrace final : public TraceSource {
                       "(the file was truncated)",
                       path_, offset, need, index_, len_));
     }
+  }
+
+  [[noreturn]] void report_too_large(const IterationCounts& c, std::uint64_t offset) const {
+    const auto it = std::find_if(c.counts.begin(), c.counts.end(), [](std::int64_t v) { return v > kMaxCellCount; });
+    const auto cell = static_cast<std::size_t>(it - c.counts.begin());
+    const auto e = static_cast<std::size_t>(info_.shape.experts);
+    const auto g = static_cast<std::size_t>(info_.shape.gpus);
+    throw InputError(fmt::format("{}: byte offset {}: iteration {}, layer {}, src_gpu {}, expert {}: count {} is "
+                                 "above the {} (2^40) one cell may hold",
+                                 path_, offset + cell * 8, index_, cell / (g * e), cell / e % g, cell % e, *it,
+                                 kMaxCellCount));
   }
 
   [[noreturn]] void report_negative(const IterationCounts& c, std::uint64_t offset) const {
