@@ -166,7 +166,8 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
   ro.on_iteration = bar.iteration_hook(s);  // empty when disabled or stderr is not a terminal
   std::vector<PolicyResult> results = run_scenario(s, ro);
   bar.finish();
-  const std::string out = vm.count("out") ? vm["out"].as<std::string>() : "out/" + s.name;
+  // The scenario's name becomes a folder under out/: it must not lead anywhere else.
+  const std::string out = vm.count("out") ? vm["out"].as<std::string>() : "out/" + file_safe(s.name);
   write_outputs(out, s, results, compare);
   if (vm.count("timeline")) {
     write_file_atomic(vm["timeline"].as<std::string>(), timeline_json(s, results));

@@ -240,6 +240,17 @@ std::string timeline_json(const Scenario& s, const std::vector<PolicyResult>& re
   return json{{"traceEvents", events}, {"displayTimeUnit", "ns"}, {"otherData", {{"scenario", s.name}}}}.dump() + "\n";
 }
 
+std::string file_safe(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '-' || c == '+' || c == '_';
+    out += ok ? c : '-';
+  }
+  if (out.find_first_not_of('.') == std::string::npos) return "unnamed";
+  return out;
+}
+
 void write_file_atomic(const std::string& path, const std::string& content) {
   const std::string tmp = path + ".tmp";
   {

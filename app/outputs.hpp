@@ -30,5 +30,8 @@ void write_outputs(const std::string& dir, const Scenario& s, const std::vector<
 [[nodiscard]] std::string timeline_json(const Scenario& s, const std::vector<PolicyResult>& results);
 // Atomic write of one file.
 void write_file_atomic(const std::string& path, const std::string& content);
+// `s` as one plain file name: characters other than letters, digits and . - + _ become '-', and a
+// name of only dots (".", "..") or nothing becomes "unnamed", so it cannot leave its folder.
+[[nodiscard]] std::string file_safe(const std::string& s);
 
 }  // namespace moesim

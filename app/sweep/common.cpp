@@ -60,15 +60,4 @@ std::string assignment_value(const YAML::Node& n) {
 // The value as the user wrote it, for table cells and run ids.
 std::string display_value(const YAML::Node& n) { return n.IsScalar() ? n.Scalar() : assignment_value(n); }
 
-// A run id must be a plain file name.
-std::string file_safe(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                    c == '-' || c == '+' || c == '_';
-    out += ok ? c : '-';
-  }
-  return out;
-}
-
 }  // namespace moesim::sweep_internal

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "app/outputs.hpp"
 #include "app/sweep.hpp"
 
 namespace moesim::sweep_internal {
@@ -25,8 +26,8 @@ inline constexpr int kRunFormatVersion = 1;
 [[nodiscard]] std::string assignment_value(const YAML::Node& n);
 // The value as the user wrote it, for table cells and run ids.
 [[nodiscard]] std::string display_value(const YAML::Node& n);
-// A run id must be a plain file name.
-[[nodiscard]] std::string file_safe(const std::string& s);
+// A run id must be a plain file name (app/outputs.hpp).
+using moesim::file_safe;
 
 // Parameters set explicitly by an entry, in the order written.
 void note_param_columns(const std::vector<PolicyEntry>& entries, std::vector<std::string>& columns);
