@@ -1,7 +1,9 @@
 #pragma once
-// The message of the moesim::InputError that `f` throws; fails the test when it throws nothing.
+// Runs `f`, requires it to throw moesim::InputError and returns the message; another exception or
+// none fails the test.
 #include <catch2/catch.hpp>
 
+#include <exception>
 #include <string>
 
 #include "core/error.hpp"
@@ -14,9 +16,11 @@ std::string input_error(F&& f) {
     f();
   } catch (const InputError& e) {
     return e.what();
+  } catch (const std::exception& e) {
+    FAIL("expected moesim::InputError, got another exception: " << e.what());
   }
-  FAIL("expected moesim::InputError");
-  return "";
+  FAIL("expected moesim::InputError, nothing was thrown");
+  return {};
 }
 
 }  // namespace moesim::testing

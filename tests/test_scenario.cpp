@@ -16,6 +16,7 @@
 #include "app/runner.hpp"
 #include "app/scenario.hpp"
 #include "core/error.hpp"
+#include "tests/error_fixture.hpp"
 #include "tests/file_fixture.hpp"
 #include "tests/network_fixture.hpp"
 
@@ -52,19 +53,7 @@ std::string pos(const std::string& text, const std::string& needle, const std::s
   return at;
 }
 
-// Runs `f`, requires it to throw moesim::InputError and returns the message.
-template <class F>
-std::string input_error(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL("expected moesim::InputError, got another exception: " << e.what());
-  }
-  FAIL("expected moesim::InputError, nothing was thrown");
-  return {};
-}
+using moesim::testing::input_error;
 
 std::string load_error(const std::string& text, const std::vector<std::string>& overrides = {}) {
   return input_error([&] { (void)load_scenario_text(text, kOrigin, overrides, std::nullopt); });
