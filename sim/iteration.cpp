@@ -74,6 +74,7 @@ IterationModel::IterationModel(const Cluster& cluster, const MoeModelSpec& model
       if (layout_.expert_tensor > 1 && groups_.etp_rank(g) == 0) etp_groups_.push_back(groups_.etp_group(g));
     }
   init_pipeline();
+  init_teams();
 }
 
 double IterationModel::stage_dense_params(int stage) const { return stage_dense_params_[static_cast<std::size_t>(stage)]; }
@@ -98,16 +99,43 @@ void IterationModel::add_local(int gpu, Phase phase, TimeNs duration) {
 }
 
 void IterationModel::add_stage(int stage, Phase phase, TimeNs duration) {
+  if (duration <= 0) return;
+  const auto st = static_cast<std::size_t>(stage);
+  if (phase != Phase::Compute || stage_slowed_.empty() || stage_slowed_[st] == 0) {
+    programs_.team_local(stage_team_[st], phase, duration);
+    return;
+  }
   const int n = groups_.gpus_per_stage();
-  for (int i = 0; i < n; ++i) add_local(stage * n + i, phase, duration);
+  scratch_ns_.assign(static_cast<std::size_t>(n), duration);
+  for (int i = 0; i < n; ++i) {
+    const double f = compute_slowdown_[static_cast<std::size_t>(stage * n + i)];
+    if (f != 1.0) scratch_ns_[static_cast<std::size_t>(i)] = static_cast<TimeNs>(std::ceil(static_cast<double>(duration) * f));
+  }
+  programs_.team_local(stage_team_[st], phase, scratch_ns_);
+}
+
+void IterationModel::add_stage(int stage, Phase phase, const std::vector<TimeNs>& per_gpu, TimeNs factor) {
+  const int n = groups_.gpus_per_stage();
+  const bool slowed = phase == Phase::Compute && !stage_slowed_.empty() && stage_slowed_[static_cast<std::size_t>(stage)] != 0;
+  scratch_ns_.resize(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    // As add_local: nothing for no work, then the GPU's slowdown.
+    TimeNs d = factor * per_gpu[static_cast<std::size_t>(i)];
+    if (d <= 0) d = 0;
+    else if (slowed) {
+      const double f = compute_slowdown_[static_cast<std::size_t>(stage * n + i)];
+      if (f != 1.0) d = static_cast<TimeNs>(std::ceil(static_cast<double>(d) * f));
+    }
+    scratch_ns_[static_cast<std::size_t>(i)] = d;
+  }
+  programs_.team_local(stage_team_[static_cast<std::size_t>(stage)], phase, scratch_ns_);
 }
 
 void IterationModel::add_layer_overhead(int stage) {
   const auto ns = static_cast<TimeNs>(std::llround(training_.layer_overhead_ns));
   if (ns <= 0) return;
   label("framework overhead");
-  const int n = groups_.gpus_per_stage();
-  for (int i = 0; i < n; ++i) programs_.add_local(stage * n + i, Phase::Compute, ns);
+  programs_.team_local(stage_team_[static_cast<std::size_t>(stage)], Phase::Compute, ns);
 }
 
 void IterationModel::label(const std::string& what) {
@@ -121,6 +149,9 @@ void IterationModel::set_compute_slowdown(std::vector<double> factors) {
     throw std::logic_error("IterationModel: one compute slowdown factor per GPU");
   }
   compute_slowdown_ = std::move(factors);
+  stage_slowed_.assign(compute_slowdown_.empty() ? 0 : static_cast<std::size_t>(groups_.stages()), 0);
+  for (std::size_t g = 0; g < compute_slowdown_.size(); ++g)
+    if (compute_slowdown_[g] != 1.0) stage_slowed_[static_cast<std::size_t>(groups_.stage(static_cast<int>(g)))] = 1;
 }
 
 TimeNs IterationModel::collective_ns(Collective kind, double bytes, const std::vector<int>& gpus) {
@@ -149,7 +180,8 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   res.start_ns = start_ns;
   const int P = groups_.stages(), V = layout_.virtual_stages, M = layout_.micro_batches;
   const int Gs = groups_.gpus_per_stage(), ep = layout_.expert;
-  programs_.reset(gpus_, 2 * M * P * V * Gs, two_lanes_ ? 2 : 1);
+  programs_.reset(gpus_, 0, two_lanes_ ? 2 : 1);
+  for (int k = 0; k < 2 * M * P * V; ++k) (void)programs_.new_team_message();  // message_id's
   labels_.clear();
   label("wait for slower GPUs");  // label 0: the waits at collectives
   const int S = placement.slots_per_gpu;
@@ -165,7 +197,10 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
     if (!blocking.empty()) {
       label("movements of the previous decision");
       std::vector<TimeNs> busy = network_.transfers(blocking);
-      for (int g = 0; g < gpus_; ++g) add_local(g, Phase::Movement, busy[g]);
+      for (int st = 0; st < P; ++st) {
+        const std::vector<TimeNs> stage_busy(busy.begin() + st * Gs, busy.begin() + (st + 1) * Gs);
+        add_stage(st, Phase::Movement, stage_busy, 1);
+      }
     }
   }
 

@@ -109,7 +109,10 @@ class IterationModel {
   // Names the operations added next (only when recording).
   void label(const std::string& what);
   void add_local(int gpu, Phase phase, TimeNs duration);
+  // Local work on every GPU of the stage (its team): the same, or `factor` x per_gpu[i] on its
+  // i-th; compute is stretched by each GPU's slowdown.
   void add_stage(int stage, Phase phase, TimeNs duration);
+  void add_stage(int stage, Phase phase, const std::vector<TimeNs>& per_gpu, TimeNs factor);
   // training.layer_overhead_ns on every GPU of the stage (host-side: no GPU slowdown stretches it).
   void add_layer_overhead(int stage);
   [[nodiscard]] TimeNs collective_ns(Collective kind, double bytes, const std::vector<int>& gpus);
@@ -146,12 +149,15 @@ class IterationModel {
   void add_zero3(int stage, int layer, Collective kind, IterationResult& res);
   // The compute lanes of `stage` wait for the last gather add_zero3 issued.
   void zero3_wait(int stage);
-  std::vector<int> zero3_done_;  // [GPU of the stage]: the message of the latest gather
+  int zero3_done_ = -1;  // the team message of the latest gather
   // One all-to-all in every expert-parallel group of the stage.
   void add_all_to_all(int stage, const std::vector<TimeNs>& ns, const std::vector<double>& bytes,
                       IterationResult& res, int lane_offset = 0, double share = 1.0);
   void init_pipeline();
-  [[nodiscard]] int message_id(bool forward, int micro_batch, int virtual_stage, int local_gpu) const;
+  // The programs' teams and partitions (sim/program.hpp) of every stage.
+  void init_teams();
+  // The team message carrying a micro-batch's activations (or gradients) into `virtual_stage`.
+  [[nodiscard]] int message_id(bool forward, int micro_batch, int virtual_stage) const;
 
   const Cluster& cluster_;
   MoeModelSpec model_;
@@ -180,6 +186,13 @@ class IterationModel {
   std::vector<TimeNs> p2p_next_ns_, p2p_prev_ns_;  // [stage]: one activation message to the next / previous stage
   std::vector<std::vector<int>> tp_groups_, dp_groups_;  // [stage * tp or dp groups]: distinct groups
   std::vector<double> stage_dense_params_;               // [stage], per GPU
+  // [stage]: the team of its compute lanes and of its communication lanes (-1: one lane a GPU),
+  // and the partitions of its GPUs into expert-parallel, tensor-parallel, data-parallel (groups
+  // of two or more) and expert-tensor-parallel groups.
+  std::vector<int> stage_team_, comm_team_, ep_part_, tp_part_, dp_part_, etp_part_;
+  std::vector<char> stage_slowed_;  // [stage]: some GPU of it has a compute slowdown
+  std::vector<std::vector<TimeNs>> tp_block_ns_;  // [stage * 3 + collective]: add_tp_block's times
+  std::vector<TimeNs> scratch_ns_;
 
   // Collective times by (kind, bytes, group), kept across iterations: a pure function of the
   // network, and the same replica groups recur. Cleared when it grows past a bound.

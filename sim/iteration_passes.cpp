@@ -35,10 +35,43 @@ void IterationModel::init_pipeline() {
   }
 }
 
-int IterationModel::message_id(bool forward, int micro_batch, int virtual_stage, int local_gpu) const {
+int IterationModel::message_id(bool forward, int micro_batch, int virtual_stage) const {
   const int PV = groups_.stages() * layout_.virtual_stages;
-  return (((forward ? 0 : 1) * layout_.micro_batches + micro_batch) * PV + virtual_stage) * groups_.gpus_per_stage() +
-         local_gpu;
+  return ((forward ? 0 : 1) * layout_.micro_batches + micro_batch) * PV + virtual_stage;
+}
+
+void IterationModel::init_teams() {
+  programs_.clear_teams();
+  const int P = groups_.stages(), Gs = groups_.gpus_per_stage();
+  // A partition of the stage's GPUs, as indices among them.
+  auto partition = [&](int st, const std::vector<std::vector<int>>& groups, std::size_t min_size) {
+    std::vector<std::vector<int>> local;
+    for (const std::vector<int>& g : groups) {
+      if (g.empty() || groups_.stage(g.front()) != st || g.size() < min_size) continue;
+      std::vector<int> m;
+      for (int gpu : g) m.push_back(gpu - st * Gs);
+      std::sort(m.begin(), m.end());
+      local.push_back(std::move(m));
+    }
+    return programs_.add_partition(std::move(local));
+  };
+  for (int st = 0; st < P; ++st) {
+    std::vector<int> lanes(static_cast<std::size_t>(Gs));
+    std::iota(lanes.begin(), lanes.end(), st * Gs);
+    stage_team_.push_back(programs_.add_team(lanes));
+    if (two_lanes_) {
+      for (int& l : lanes) l = comm_lane(l);
+      comm_team_.push_back(programs_.add_team(lanes));
+    } else {
+      comm_team_.push_back(-1);
+    }
+    std::vector<std::vector<int>> ep;
+    for (int k = 0; k < groups_.ep_groups_per_stage(); ++k) ep.push_back(groups_.ep_group(st, k));
+    ep_part_.push_back(partition(st, ep, 1));
+    tp_part_.push_back(partition(st, tp_groups_, 1));
+    dp_part_.push_back(partition(st, dp_groups_, 2));
+    etp_part_.push_back(partition(st, etp_groups_, 1));
+  }
 }
 
 void IterationModel::add_tp_block(int stage, bool before, IterationResult& res) {
@@ -50,46 +83,46 @@ void IterationModel::add_tp_block(int stage, bool before, IterationResult& res) 
   else if (!before) kind = Collective::AllReduce;
   else return;
   const double bytes = static_cast<double>(model_.tokens_per_gpu()) * model_.hidden * dtype_bytes(model_.dtype);
-  const int per_stage = groups_.gpus_per_stage() / layout_.tensor;
-  for (int i = 0; i < per_stage; ++i) {
-    const std::vector<int>& g = tp_groups_[static_cast<std::size_t>(stage * per_stage + i)];
-    programs_.add_collective(g, collective_ns(kind, bytes, g), Phase::TpComm);
+  // The same groups and bytes every block: their times once.
+  tp_block_ns_.resize(static_cast<std::size_t>(groups_.stages()) * 3);
+  std::vector<TimeNs>& ns = tp_block_ns_[static_cast<std::size_t>(stage) * 3 + static_cast<std::size_t>(kind == Collective::AllGather ? 0 : kind == Collective::ReduceScatter ? 1 : 2)];
+  if (ns.empty()) {
+    const int per_stage = groups_.gpus_per_stage() / layout_.tensor;
+    for (int i = 0; i < per_stage; ++i) {
+      const std::vector<int>& g = tp_groups_[static_cast<std::size_t>(stage * per_stage + i)];
+      ns.push_back(collective_ns(kind, bytes, g));
+    }
   }
+  programs_.team_collective(stage_team_[static_cast<std::size_t>(stage)], tp_part_[static_cast<std::size_t>(stage)], ns,
+                            Phase::TpComm);
   res.tp_bytes += bytes;
 }
 
 void IterationModel::add_zero3(int stage, int layer, Collective kind, IterationResult& res) {
   const double params = layer_dense_params(model_, layer) / layout_.tensor;
   const double bytes = params * (kind == Collective::AllGather ? dtype_bytes(model_.dtype) : training_.grad_bytes_per_param);
-  const int Gs = groups_.gpus_per_stage(), base = stage * Gs, per_stage = Gs / layout_.data;
+  const int Gs = groups_.gpus_per_stage(), per_stage = Gs / layout_.data;
+  const auto st = static_cast<std::size_t>(stage);
   // The communication lane starts when the compute lane gets here (DeepSpeed's stage-3
   // prefetch of the next layer during this one; its reduce-scatter once the backward is done).
-  for (int i = 0; i < Gs; ++i) {
-    const int m = programs_.new_message();
-    programs_.add_send(base + i, m, 0);
-    programs_.add_recv(comm_lane(base + i), m, Phase::Wait);
-  }
-  std::vector<int> lanes;
+  const int m = programs_.new_team_message();
+  programs_.team_send(stage_team_[st], m, 0);
+  programs_.team_recv(comm_team_[st], m, Phase::Wait);
+  std::vector<TimeNs> ns;
   for (int i = 0; i < per_stage; ++i) {
     const std::vector<int>& g = dp_groups_[static_cast<std::size_t>(stage * per_stage + i)];
     if (g.size() < 2) continue;
-    lanes.clear();
-    for (int gpu : g) lanes.push_back(comm_lane(gpu));
-    programs_.add_collective(lanes, collective_ns(kind, bytes, g), Phase::GradSync);
+    ns.push_back(collective_ns(kind, bytes, g));
     res.grad_sync_bytes += bytes;
   }
+  programs_.team_collective(comm_team_[st], dp_part_[st], ns, Phase::GradSync);
   if (kind != Collective::AllGather) return;
-  zero3_done_.resize(static_cast<std::size_t>(Gs));
-  for (int i = 0; i < Gs; ++i) {
-    zero3_done_[static_cast<std::size_t>(i)] = programs_.new_message();
-    programs_.add_send(comm_lane(base + i), zero3_done_[static_cast<std::size_t>(i)], 0);
-  }
+  zero3_done_ = programs_.new_team_message();
+  programs_.team_send(comm_team_[st], zero3_done_, 0);
 }
 
 void IterationModel::zero3_wait(int stage) {
-  const int Gs = groups_.gpus_per_stage();
-  for (int i = 0; i < Gs; ++i)
-    programs_.add_recv(stage * Gs + i, zero3_done_[static_cast<std::size_t>(i)], Phase::GradSync);
+  programs_.team_recv(stage_team_[static_cast<std::size_t>(stage)], zero3_done_, Phase::GradSync);
 }
 
 namespace {
@@ -101,28 +134,23 @@ std::string layer_label(const char* what, int layer, int micro_batch, int micro_
 
 void IterationModel::add_all_to_all(int stage, const std::vector<TimeNs>& ns, const std::vector<double>& bytes,
                                     IterationResult& res, int lane_offset, double share) {
-  std::vector<int> members(static_cast<std::size_t>(layout_.expert));
-  for (std::size_t k = 0; k < ns.size(); ++k) {
-    for (int j = 0; j < layout_.expert; ++j)
-      members[static_cast<std::size_t>(j)] = groups_.ep_group_rank(stage, static_cast<int>(k), j) + lane_offset;
-    programs_.add_collective(members, ns[k], Phase::AllToAll);
-    res.a2a_bytes += share == 1.0 ? bytes[k] : bytes[k] * share;
-  }
+  const auto st = static_cast<std::size_t>(stage);
+  programs_.team_collective(lane_offset == 0 ? stage_team_[st] : comm_team_[st], ep_part_[st], ns, Phase::AllToAll);
+  for (std::size_t k = 0; k < ns.size(); ++k) res.a2a_bytes += share == 1.0 ? bytes[k] : bytes[k] * share;
 }
 
 void IterationModel::add_etp(int stage, const LayerCost& lc, bool gather, IterationResult& res) {
   if (layout_.expert_tensor < 2) return;
   const std::vector<TimeNs>& ns = gather ? lc.etp_ag_ns : lc.etp_rs_ns;
-  const std::size_t per_stage = lc.etp_bytes.size();
-  for (std::size_t i = 0; i < per_stage; ++i) {
-    programs_.add_collective(etp_groups_[static_cast<std::size_t>(stage) * per_stage + i], ns[i], Phase::TpComm);
-    res.tp_bytes += lc.etp_bytes[i];
-  }
+  programs_.team_collective(stage_team_[static_cast<std::size_t>(stage)], etp_part_[static_cast<std::size_t>(stage)], ns,
+                            Phase::TpComm);
+  for (double b : lc.etp_bytes) res.tp_bytes += b;
 }
 
 void IterationModel::add_moe_block(int st, int layer, int mb, const LayerCost& lc, bool forward, IterationResult& res) {
-  const int Gs = groups_.gpus_per_stage(), M = layout_.micro_batches, base = st * Gs;
+  const int Gs = groups_.gpus_per_stage(), M = layout_.micro_batches;
   const TimeNs factor = forward ? 1 : kBackwardFactor;
+  const int team = stage_team_[static_cast<std::size_t>(st)], comm = comm_team_[static_cast<std::size_t>(st)];
   // The backward all-to-alls carry gradients in the model dtype, combine's first.
   const std::vector<TimeNs>& first_ns = forward ? lc.dispatch_ns : lc.combine_ns;
   const std::vector<double>& first_bytes = forward ? lc.dispatch_bytes : lc.combine_bytes;
@@ -138,7 +166,7 @@ void IterationModel::add_moe_block(int st, int layer, int mb, const LayerCost& l
     add_all_to_all(st, first_ns, first_bytes, res);
     tag(experts);
     add_etp(st, lc, true, res);
-    for (int i = 0; i < Gs; ++i) add_local(base + i, Phase::Compute, factor * lc.expert_ns[static_cast<std::size_t>(i)]);
+    add_stage(st, Phase::Compute, lc.expert_ns, factor);
     add_etp(st, lc, false, res);
     tag(second);
     add_all_to_all(st, lc.combine_ns, lc.combine_bytes, res);
@@ -148,27 +176,21 @@ void IterationModel::add_moe_block(int st, int layer, int mb, const LayerCost& l
   // C; the compute lane runs the experts of chunk c once D(c) is done. Messages cost nothing.
   const std::vector<TimeNs>& first_chunk = forward ? lc.dispatch_chunk_ns : lc.combine_chunk_ns;
   const double share = 1.0 / n;
-  std::vector<int> start(static_cast<std::size_t>(Gs)), done(static_cast<std::size_t>(Gs));
-  std::vector<std::vector<int>> dispatched(static_cast<std::size_t>(Gs)), computed(static_cast<std::size_t>(Gs));
-  for (int i = 0; i < Gs; ++i) {
-    start[static_cast<std::size_t>(i)] = programs_.new_message();
-    done[static_cast<std::size_t>(i)] = programs_.new_message();
-    for (int c = 0; c < n; ++c) {
-      dispatched[static_cast<std::size_t>(i)].push_back(programs_.new_message());
-      computed[static_cast<std::size_t>(i)].push_back(programs_.new_message());
-    }
-    programs_.add_send(base + i, start[static_cast<std::size_t>(i)], 0);
-    programs_.add_recv(comm_lane(base + i), start[static_cast<std::size_t>(i)], Phase::Wait);
+  const int start = programs_.new_team_message(), done = programs_.new_team_message();
+  std::vector<int> dispatched, computed;
+  for (int c = 0; c < n; ++c) {
+    dispatched.push_back(programs_.new_team_message());
+    computed.push_back(programs_.new_team_message());
   }
+  programs_.team_send(team, start, 0);
+  programs_.team_recv(comm, start, Phase::Wait);
   auto first_a2a = [&](int c) {
     tag(first);
     add_all_to_all(st, first_chunk, first_bytes, res, gpus_, share);
-    for (int i = 0; i < Gs; ++i)
-      programs_.add_send(comm_lane(base + i), dispatched[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)], 0);
+    programs_.team_send(comm, dispatched[static_cast<std::size_t>(c)], 0);
   };
   auto second_a2a = [&](int c) {
-    for (int i = 0; i < Gs; ++i)
-      programs_.add_recv(comm_lane(base + i), computed[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)], Phase::Wait);
+    programs_.team_recv(comm, computed[static_cast<std::size_t>(c)], Phase::Wait);
     tag(second);
     add_all_to_all(st, lc.combine_chunk_ns, lc.combine_bytes, res, gpus_, share);
   };
@@ -178,31 +200,24 @@ void IterationModel::add_moe_block(int st, int layer, int mb, const LayerCost& l
     second_a2a(c - 1);
   }
   second_a2a(n - 1);
-  for (int i = 0; i < Gs; ++i) programs_.add_send(comm_lane(base + i), done[static_cast<std::size_t>(i)], 0);
+  programs_.team_send(comm, done, 0);
   tag(experts);
   // Each expert-tensor-parallel group (one GPU when expert_tensor is 1) takes its chunks in
   // order: gather the chunk's tokens, compute, reduce-scatter, hand the chunk back.
   const int etp = layout_.expert_tensor;
-  for (int g = 0; g < Gs; g += etp)
-    for (int c = 0; c < n; ++c) {
-      for (int i = g; i < g + etp; ++i)
-        programs_.add_recv(base + i, dispatched[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)], Phase::AllToAll);
-      if (etp > 1) {
-        const auto eg = static_cast<std::size_t>(g / etp), groups = lc.etp_bytes.size();
-        programs_.add_collective(etp_groups_[static_cast<std::size_t>(st) * groups + eg], lc.etp_ag_chunk_ns[eg], Phase::TpComm);
-      }
-      for (int i = g; i < g + etp; ++i)
-        add_local(base + i, Phase::Compute, factor * lc.expert_chunk_ns[static_cast<std::size_t>(i)]);
-      if (etp > 1) {
-        const auto eg = static_cast<std::size_t>(g / etp), groups = lc.etp_bytes.size();
-        programs_.add_collective(etp_groups_[static_cast<std::size_t>(st) * groups + eg], lc.etp_rs_chunk_ns[eg], Phase::TpComm);
-        res.tp_bytes += 2.0 * lc.etp_bytes[eg] / n;
-      }
-      for (int i = g; i < g + etp; ++i)
-        programs_.add_send(base + i, computed[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)], 0);
-    }
+  const int etp_part = etp_part_[static_cast<std::size_t>(st)];
+  for (int c = 0; c < n; ++c) {
+    programs_.team_recv(team, dispatched[static_cast<std::size_t>(c)], Phase::AllToAll);
+    if (etp > 1) programs_.team_collective(team, etp_part, lc.etp_ag_chunk_ns, Phase::TpComm);
+    add_stage(st, Phase::Compute, lc.expert_chunk_ns, factor);
+    if (etp > 1) programs_.team_collective(team, etp_part, lc.etp_rs_chunk_ns, Phase::TpComm);
+    programs_.team_send(team, computed[static_cast<std::size_t>(c)], 0);
+  }
+  if (etp > 1)
+    for (int g = 0; g < Gs; g += etp)
+      for (int c = 0; c < n; ++c) res.tp_bytes += 2.0 * lc.etp_bytes[static_cast<std::size_t>(g / etp)] / n;
   tag(second);
-  for (int i = 0; i < Gs; ++i) programs_.add_recv(base + i, done[static_cast<std::size_t>(i)], Phase::AllToAll);
+  programs_.team_recv(team, done, Phase::AllToAll);
 }
 
 void IterationModel::add_overlapped_grad_bucket(int st, double params, IterationResult& res) {
@@ -210,24 +225,23 @@ void IterationModel::add_overlapped_grad_bucket(int st, double params, Iteration
   const double bytes = params * training_.grad_bytes_per_param;
   const Collective kind = layout_.zero_stage == 0 ? Collective::AllReduce : Collective::ReduceScatter;
   const int per_stage = groups_.gpus_per_stage() / layout_.data;
-  std::vector<int> lanes;
+  const auto s = static_cast<std::size_t>(st);
+  const int m = programs_.new_team_message();
+  programs_.team_send(stage_team_[s], m, 0);
+  programs_.team_recv(comm_team_[s], m, Phase::Wait);
+  std::vector<TimeNs> ns;
   for (int i = 0; i < per_stage; ++i) {
     const std::vector<int>& g = dp_groups_[static_cast<std::size_t>(st * per_stage + i)];
-    lanes.clear();
-    for (int gpu : g) {
-      const int m = programs_.new_message();
-      programs_.add_send(gpu, m, 0);
-      programs_.add_recv(comm_lane(gpu), m, Phase::Wait);
-      lanes.push_back(comm_lane(gpu));
-    }
-    programs_.add_collective(lanes, collective_ns(kind, bytes, g), Phase::GradSync);
+    ns.push_back(collective_ns(kind, bytes, g));
     res.grad_sync_bytes += bytes;
   }
+  programs_.team_collective(comm_team_[s], dp_part_[s], ns, Phase::GradSync);
 }
 
 void IterationModel::add_forward(int st, int chunk, int mb, const std::vector<LayerCost>& cost, IterationResult& res) {
-  const int P = groups_.stages(), Gs = groups_.gpus_per_stage(), M = layout_.micro_batches;
-  const int vs = chunk * P + st, last = P * layout_.virtual_stages - 1, base = st * Gs;
+  const int P = groups_.stages(), M = layout_.micro_batches;
+  const int vs = chunk * P + st, last = P * layout_.virtual_stages - 1;
+  const int team = stage_team_[static_cast<std::size_t>(st)];
   auto tag = [&](const char* what, int layer) {
     if (record_) label(layer_label(what, layer, mb, M));
   };
@@ -240,7 +254,7 @@ void IterationModel::add_forward(int st, int chunk, int mb, const std::vector<La
   }
   if (vs > 0) {
     if (record_) label(fmt::format("pipeline: wait for activations (micro-batch {})", mb));
-    for (int i = 0; i < Gs; ++i) programs_.add_recv(base + i, message_id(true, mb, vs, i));
+    programs_.team_recv(team, message_id(true, mb, vs));
   }
   for (int layer = first; layer < end; ++layer) {
     if (zero3) {
@@ -273,14 +287,14 @@ void IterationModel::add_forward(int st, int chunk, int mb, const std::vector<La
     add_stage(st, Phase::Compute, lm_head_fwd_ns_);
   } else {
     if (record_) label(fmt::format("pipeline: send activations (micro-batch {})", mb));
-    for (int i = 0; i < Gs; ++i)
-      programs_.add_send(base + i, message_id(true, mb, vs + 1, i), p2p_next_ns_[static_cast<std::size_t>(st)]);
+    programs_.team_send(team, message_id(true, mb, vs + 1), p2p_next_ns_[static_cast<std::size_t>(st)]);
   }
 }
 
 void IterationModel::add_backward(int st, int chunk, int mb, const std::vector<LayerCost>& cost, IterationResult& res) {
-  const int P = groups_.stages(), Gs = groups_.gpus_per_stage(), M = layout_.micro_batches;
-  const int vs = chunk * P + st, last = P * layout_.virtual_stages - 1, base = st * Gs;
+  const int P = groups_.stages(), M = layout_.micro_batches;
+  const int vs = chunk * P + st, last = P * layout_.virtual_stages - 1;
+  const int team = stage_team_[static_cast<std::size_t>(st)];
   auto tag = [&](const char* what, int layer) {
     if (record_) label(layer_label(what, layer, mb, M));
   };
@@ -293,7 +307,7 @@ void IterationModel::add_backward(int st, int chunk, int mb, const std::vector<L
   }
   if (vs < last) {
     if (record_) label(fmt::format("pipeline: wait for gradients (micro-batch {})", mb));
-    for (int i = 0; i < Gs; ++i) programs_.add_recv(base + i, message_id(false, mb, vs, i));
+    programs_.team_recv(team, message_id(false, mb, vs));
   } else {
     label(M == 1 ? std::string("backward LM head") : fmt::format("backward LM head (micro-batch {})", mb));
     add_stage(st, Phase::Compute, kBackwardFactor * lm_head_fwd_ns_);
@@ -333,8 +347,7 @@ void IterationModel::add_backward(int st, int chunk, int mb, const std::vector<L
   }
   if (vs > 0) {
     if (record_) label(fmt::format("pipeline: send gradients (micro-batch {})", mb));
-    for (int i = 0; i < Gs; ++i)
-      programs_.add_send(base + i, message_id(false, mb, vs - 1, i), p2p_prev_ns_[static_cast<std::size_t>(st)]);
+    programs_.team_send(team, message_id(false, mb, vs - 1), p2p_prev_ns_[static_cast<std::size_t>(st)]);
   }
 }
 

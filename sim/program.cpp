@@ -32,10 +32,17 @@ void Programs::reset(int gpus, int messages, int lanes) {
   messages_.assign(static_cast<std::size_t>(messages), Message{});
   spans_.clear();
   label_ = 0;
+  for (Team& t : teams_) {
+    t.ops.clear();
+    t.pool.clear();
+  }
+  used_team_messages_ = 0;
+  lane_ops_ = team_ops_ = team_zero_send_ = false;
 }
 
 void Programs::add_local(int gpu, Phase phase, TimeNs duration) {
   if (duration <= 0) return;
+  lane_ops_ = true;
   std::vector<Op>& p = program_[static_cast<std::size_t>(gpu)];
   // Back-to-back local work of one phase is one operation: the same phase sums and the same
   // events (a run of local operations is one), in fewer operations. Spans keep them apart.
@@ -47,6 +54,7 @@ void Programs::add_local(int gpu, Phase phase, TimeNs duration) {
 }
 
 void Programs::add_collective(const std::vector<int>& members, TimeNs duration, Phase phase) {
+  lane_ops_ = true;
   const int id = static_cast<int>(collectives_.size());
   collectives_.push_back(
       CollectiveState{static_cast<int>(members.size()), duration, phase, 0, label_, waiters_.size(), 0});
@@ -55,11 +63,13 @@ void Programs::add_collective(const std::vector<int>& members, TimeNs duration, 
 }
 
 void Programs::add_send(int gpu, int id, TimeNs transfer_ns) {
+  lane_ops_ = true;
   zero_send_ |= transfer_ns <= 0;
   program_[static_cast<std::size_t>(gpu)].push_back(Op{Kind::Send, Phase::Bubble, transfer_ns, id, label_});
 }
 
 void Programs::add_recv(int gpu, int id, Phase phase) {
+  lane_ops_ = true;
   program_[static_cast<std::size_t>(gpu)].push_back(Op{Kind::Recv, phase, 0, id, label_});
 }
 
@@ -85,7 +95,8 @@ void Programs::start(TimeNs start_ns) {
 
 void Programs::run(Engine& engine, TimeNs start_ns) {
   // Recording keeps the queue: spans are written in the order events run.
-  if (!record_ && run_direct(engine, start_ns)) return;
+  if (!record_ && !zero_send_ && !team_zero_send_ && run_direct(engine, start_ns)) return;
+  if (team_ops_) expand_teams();
   start(start_ns);
   for (Message& m : messages_) m = Message{};
   for (CollectiveState& c : collectives_) c.arrived = 0;
@@ -192,13 +203,20 @@ bool Programs::run_direct(Engine& engine, TimeNs start_ns) {
   // Every message takes time, so a receive waits (one event) exactly when the message is ready
   // after the receiver arrives, whichever of the two the queue would have run first; with
   // zero-time messages that depends on the order of same-time events.
-  if (zero_send_) return false;
+  if (zero_send_ || team_zero_send_) return false;
   start(start_ns);
   const std::size_t lanes = program_.size();
   clock_.assign(lanes, start_ns);
+  continuing_.assign(lanes, 0);
+  std::uint64_t events = lanes;  // each lane's first step
+  // The teams first: their operations come before every lane's own, and no message or
+  // collective joins the two parts (expand_teams would otherwise have run).
+  if (team_ops_ && !run_teams(events)) {
+    start(start_ns);
+    return false;
+  }
   runnable_.clear();
   for (std::size_t i = lanes; i-- > 0;) runnable_.push_back(static_cast<int>(i));
-  std::uint64_t events = lanes;  // each lane's first step
   std::size_t finished = 0;
   TimeNs last_ns = start_ns;
   while (!runnable_.empty()) {
@@ -218,12 +236,13 @@ bool Programs::run_direct(Engine& engine, TimeNs start_ns) {
       }
       const Op& op = prog[pc];
       if (op.kind == Kind::Local) {
+        // A lane's first local work may go on from its team's last: one run, counted there.
+        if (pc != 0 || continuing_[gi] == 0) ++events;  // the end of the run
         while (pc < prog.size() && prog[pc].kind == Kind::Local) {
           busy[static_cast<int>(prog[pc].phase)] += prog[pc].duration_ns;
           now += prog[pc].duration_ns;
           ++pc;
         }
-        ++events;  // the end of the run
         continue;
       }
       ++pc;

@@ -7,6 +7,7 @@
 // phases of every GPU add up to its time.
 #include <array>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,28 @@ class Programs {
   // communication it waits for when a compute lane waits for its communication lane).
   void add_recv(int gpu, int id, Phase phase = Phase::Bubble);
 
+  // Teams: lanes whose operations are the same in kind and order (the compute lanes of a
+  // pipeline stage, or their communication lanes). A team operation means that operation on each
+  // member lane, in member order; it is stored once for the team, so a stage's thousands of
+  // operations are not copied onto each of its GPUs, and the team runs them member by member
+  // without the event queue. Teams and partitions stay until clear_teams(); reset() clears
+  // their operations. A lane is in one team at most.
+  [[nodiscard]] int add_team(std::vector<int> lanes);
+  // Disjoint groups of a team's member indices (0-based, each sorted) for team_collective.
+  [[nodiscard]] int add_partition(std::vector<std::vector<int>> groups);
+  void clear_teams();
+  // Local work on every member: one duration for all, or one a member (durations <= 0 add
+  // nothing, as in add_local).
+  void team_local(int team, Phase phase, TimeNs duration);
+  void team_local(int team, Phase phase, std::span<const TimeNs> per_member);
+  // One collective per group of `partition` (over the team's members), `per_group` its times.
+  void team_collective(int team, int partition, std::span<const TimeNs> per_group, Phase phase);
+  // Team messages: a fresh id, then member i of the sending team sends to member i of the
+  // receiving one (teams of one size).
+  [[nodiscard]] int new_team_message();
+  void team_send(int team, int message, TimeNs transfer_ns);
+  void team_recv(int team, int message, Phase phase = Phase::Bubble);
+
   // Runs every program from `start_ns` to its end.
   void run(Engine& engine, TimeNs start_ns);
 
@@ -83,6 +106,36 @@ class Programs {
     Phase wait_phase = Phase::Bubble;
     int wait_label = 0;
   };
+  // Team operations, stored while no lane operation has been added since reset(); later ones go
+  // straight onto the member lanes (append_team_op), so the order on every lane is the order of
+  // the calls either way.
+  struct TeamOp {
+    Kind kind;
+    Phase phase;
+    int target;         // partition or team message
+    int label;
+    std::uint32_t at;   // durations: pool[at, at + n)
+    std::uint32_t n;    // 1: the same on every member (a local) or the transfer (a send)
+  };
+  struct Team {
+    std::vector<int> lanes;
+    std::vector<TeamOp> ops;
+    std::vector<TimeNs> pool;
+  };
+  struct TeamMessage {
+    std::vector<TimeNs> ready;  // [member]: arrival time at the receiver
+    bool sent = false;
+    int waiting = -1;           // team blocked on it
+    Phase wait_phase = Phase::Bubble;
+    int lane_base = -1;         // the lane messages it became, lane_base + member
+  };
+  void add_team_op(int team, TeamOp op, std::span<const TimeNs> durations);
+  // The lane operations of team operation `op` of `team`, appended to its member lanes.
+  void append_team_op(const Team& team, const TeamOp& op, const TimeNs* durations);
+  // Replaces the stored team operations by their lane operations, before the lanes' own.
+  void expand_teams();
+  // Runs the stored team operations from clock_ on; false (a deadlock) if some team never ends.
+  bool run_teams(std::uint64_t& events);
   void step(Engine& engine, int lane);
   // The same programs without the event queue: each lane runs until it blocks, and the lane
   // that completes a collective or delivers a message resumes the blocked ones. Every time is a
@@ -94,6 +147,17 @@ class Programs {
 
   bool record_ = false;
   int label_ = 0;
+  std::vector<Team> teams_;
+  std::vector<int> team_of_lane_;
+  std::vector<std::vector<std::vector<int>>> partitions_;
+  std::vector<TeamMessage> team_messages_;
+  std::size_t used_team_messages_ = 0;
+  bool lane_ops_ = false;        // a lane operation was added since reset(): team ones expand
+  bool team_ops_ = false;        // some team operation is stored
+  bool team_zero_send_ = false;  // a stored team message delivered at its send time
+  std::vector<char> continuing_;  // [lane]: its team operations ended in local work
+  std::vector<std::size_t> team_pc_;
+  std::vector<int> runnable_teams_;
   int gpus_ = 0;
   std::vector<std::vector<Op>> program_;
   std::vector<CollectiveState> collectives_;
