@@ -226,10 +226,29 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
     for (std::size_t k = 0; k < dispatch[l].size(); ++k) {
       const LayerDispatch& d = dispatch[l][k];
       const std::vector<int> members = groups_.ep_group(stage, static_cast<int>(k));
+      // Copies each pair of the group moves, once for every token size below: a count times an
+      // integral token size below 2^53 is exact, so the bytes are those dispatch_byte_matrix
+      // sums slot by slot, to the bit.
+      std::vector<std::int64_t> pair_copies(static_cast<std::size_t>(d.gpus) * d.gpus, 0);
+      std::int64_t most_copies = 0;
+      for (int src = 0; src < d.gpus; ++src)
+        for (int sl = 0; sl < d.num_slots; ++sl) {
+          const std::int64_t n = d.buffered[static_cast<std::size_t>(src) * d.num_slots + sl];
+          pair_copies[static_cast<std::size_t>(src) * d.gpus + sl / S] += n;
+        }
+      for (std::int64_t c : pair_copies) most_copies = std::max(most_copies, c);
+      auto byte_matrix = [&](double token_bytes) {
+        if (token_bytes != std::floor(token_bytes) || token_bytes < 0 ||
+            static_cast<double>(most_copies) * token_bytes >= 9007199254740992.0)  // 2^53
+          return dispatch_byte_matrix(d, S, token_bytes);
+        std::vector<double> b(pair_copies.size());
+        for (std::size_t i = 0; i < b.size(); ++i) b[i] = pair_copies[i] != 0 ? static_cast<double>(pair_copies[i]) * token_bytes : 0.0;
+        return b;
+      };
       // Bytes each pair of the group moves in one micro-batch's exchange at `token_bytes` per copy.
       std::vector<double> copies;
       if (dispatch_.hierarchical) {
-        copies = dispatch_byte_matrix(d, S, 1.0);
+        copies = byte_matrix(1.0);
         if (M > 1)
           for (double& x : copies) x *= per_mb;
       }
@@ -237,7 +256,7 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
         if (dispatch_.hierarchical)
           return hierarchical_exchange(copies, members, cluster_.spec().gpus_per_node, model_.top_k, token_bytes,
                                        dispatch_.max_nodes_per_token);
-        std::vector<double> b = dispatch_byte_matrix(d, S, token_bytes);
+        std::vector<double> b = byte_matrix(token_bytes);
         if (M > 1)
           for (double& x : b) x *= per_mb;
         return b;

@@ -30,9 +30,24 @@ PortLoad::PortLoad(const Cluster& cluster, bool per_gpu) : cluster_(cluster), pe
   fabric_ns_.assign(g, 0.0);
 }
 
+PortLoad::PortLoad(const Cluster& cluster, std::span<const int> gpus)
+    : cluster_(cluster), members_(gpus), per_gpu_(false) {
+  send_.assign(gpus.size() * kNumPorts, 0.0);
+  recv_.assign(gpus.size() * kNumPorts, 0.0);
+  bundle_bytes_.assign(2 * static_cast<std::size_t>(cluster.num_bundles()), 0.0);
+}
+
 void PortLoad::add(int src_gpu, int dst_gpu, double bytes) {
+  if (!members_.empty()) throw std::logic_error("network: add by GPU to a group's load");
+  add_at(static_cast<std::size_t>(src_gpu), static_cast<std::size_t>(dst_gpu), src_gpu, dst_gpu, bytes);
+}
+
+void PortLoad::add_member(std::size_t s, std::size_t d, double bytes) {
+  add_at(s, d, members_[s], members_[d], bytes);
+}
+
+void PortLoad::add_at(std::size_t s, std::size_t d, int src_gpu, int dst_gpu, double bytes) {
   const Route& r = cluster_.route(src_gpu, dst_gpu);
-  const auto s = static_cast<std::size_t>(src_gpu), d = static_cast<std::size_t>(dst_gpu);
   send_[s * kNumPorts + static_cast<std::size_t>(r.src_port)] += bytes;
   recv_[d * kNumPorts + static_cast<std::size_t>(r.dst_port)] += bytes;
   const bool intra = r.src_port == Port::Intra, nic = r.src_port == Port::Nic;
@@ -66,16 +81,9 @@ TimeNs PortLoad::bundle_time(int directed_bundle) const {
 }
 
 TimeNs PortLoad::gpu_time(int gpu, bool bundles) const {
-  TimeNs t = 0;
+  if (!members_.empty()) throw std::logic_error("network: gpu_time of a group's load");
   const auto g = static_cast<std::size_t>(gpu);
-  for (int p = 0; p < kNumPorts; ++p) {
-    const double v = std::max(send_[g * kNumPorts + static_cast<std::size_t>(p)],
-                              recv_[g * kNumPorts + static_cast<std::size_t>(p)]);
-    if (v <= 0.0) continue;
-    const double bw = cluster_.port_gbps(gpu, static_cast<Port>(p));
-    if (bw <= 0.0) throw std::logic_error("network: traffic on a port the cluster does not have");
-    t = std::max(t, transfer_ns(v, bw));
-  }
+  TimeNs t = port_time(g, gpu);
   if (bundles && per_gpu_) {
     for (std::size_t db = 0; db < bundle_bytes_.size(); ++db) {
       if (gpu_bundles_[g * bundle_bytes_.size() + db] != 0)
@@ -85,9 +93,26 @@ TimeNs PortLoad::gpu_time(int gpu, bool bundles) const {
   return t;
 }
 
+TimeNs PortLoad::port_time(std::size_t g, int gpu) const {
+  TimeNs t = 0;
+  for (int p = 0; p < kNumPorts; ++p) {
+    const double v = std::max(send_[g * kNumPorts + static_cast<std::size_t>(p)],
+                              recv_[g * kNumPorts + static_cast<std::size_t>(p)]);
+    if (v <= 0.0) continue;
+    const double bw = cluster_.port_gbps(gpu, static_cast<Port>(p));
+    if (bw <= 0.0) throw std::logic_error("network: traffic on a port the cluster does not have");
+    t = std::max(t, transfer_ns(v, bw));
+  }
+  return t;
+}
+
 TimeNs PortLoad::max_time() const {
   TimeNs t = 0;
-  for (int i = 0; i < cluster_.num_gpus(); ++i) t = std::max(t, gpu_time(i, false));
+  if (members_.empty()) {
+    for (int i = 0; i < cluster_.num_gpus(); ++i) t = std::max(t, port_time(static_cast<std::size_t>(i), i));
+  } else {
+    for (std::size_t e = 0; e < members_.size(); ++e) t = std::max(t, port_time(e, members_[e]));
+  }
   for (std::size_t db = 0; db < bundle_bytes_.size(); ++db)
     t = std::max(t, bundle_time(static_cast<int>(db)));
   return t;
@@ -125,12 +150,13 @@ TimeNs AnalyticalNetwork::all_to_all_v(const std::vector<double>& bytes) const {
 
 TimeNs AnalyticalNetwork::all_to_all_v(const std::vector<double>& bytes, const std::vector<int>& gpus) const {
   const std::size_t n = gpus.size();
-  PortLoad load(cluster_, false);
+  // Arrays of the group only: untouched GPUs would add nothing to max_time.
+  PortLoad load(cluster_, std::span<const int>(gpus));
   for (std::size_t s = 0; s < n; ++s) {
     for (std::size_t d = 0; d < n; ++d) {
       const double b = bytes[s * n + d];
       if (s == d || b <= 0.0) continue;
-      load.add(gpus[s], gpus[d], b);
+      load.add_member(s, d, b);
     }
   }
   const TimeNs worst = load.max_time();

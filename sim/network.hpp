@@ -3,6 +3,7 @@
 // replace the analytical one without touching the iteration model.
 #include <memory>
 #include <string>
+#include <span>
 #include <vector>
 
 #include "sim/cluster.hpp"
@@ -89,6 +90,11 @@ class PortLoad {
   // `per_gpu`: also keep what each GPU's messages used (gpu_latency, gpu_time with bundles);
   // an exchange timed as a whole does not need it.
   PortLoad(const Cluster& cluster, bool per_gpu);
+  // A load of one exchange among `gpus` only (per_gpu off): its arrays are that group's, not
+  // the cluster's (an expert-parallel group of 64 among 2,048 GPUs); add_member adds to it.
+  PortLoad(const Cluster& cluster, std::span<const int> gpus);
+  // A message from the group's s-th GPU to its d-th (s != d), as add.
+  void add_member(std::size_t s, std::size_t d, double bytes);
   // A GPU-to-GPU message along Cluster::route (src != dst). Both ends are marked as using the
   // route's source port class for the latency.
   void add(int src_gpu, int dst_gpu, double bytes);
@@ -107,7 +113,12 @@ class PortLoad {
 
  private:
   [[nodiscard]] TimeNs bundle_time(int directed_bundle) const;
+  // Adds to the ports of entries s and d of send_ / recv_ (GPUs src and dst).
+  void add_at(std::size_t s, std::size_t d, int src_gpu, int dst_gpu, double bytes);
+  // The busiest port of entry e (GPU `gpu`).
+  [[nodiscard]] TimeNs port_time(std::size_t e, int gpu) const;
   const Cluster& cluster_;
+  std::span<const int> members_;      // a group's load: the GPU of each entry (empty: entry = GPU)
   std::vector<double> send_, recv_;   // [gpu * kNumPorts + port]
   std::vector<double> bundle_bytes_;  // [2 b]: leaving leaf b; [2 b + 1]: entering it
   std::vector<char> gpu_bundles_;     // [gpu * 2 bundles + directed bundle]: crossed by its messages

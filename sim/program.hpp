@@ -155,7 +155,9 @@ class Programs {
   bool lane_ops_ = false;        // a lane operation was added since reset(): team ones expand
   bool team_ops_ = false;        // some team operation is stored
   bool team_zero_send_ = false;  // a stored team message delivered at its send time
-  std::vector<char> continuing_;  // [lane]: its team operations ended in local work
+  // [lane]: its team operations ended in local work (not char: a char store may alias anything,
+  // which kept run_teams' loops reloading their pointers).
+  std::vector<std::uint32_t> continuing_;
   std::vector<std::size_t> team_pc_;
   std::vector<int> runnable_teams_;
   int gpus_ = 0;

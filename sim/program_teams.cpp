@@ -52,6 +52,26 @@ void Programs::add_team_op(int team, TeamOp op, std::span<const TimeNs> duration
     append_team_op(t, op, durations.data());
     return;
   }
+  if (op.kind == Kind::Local && !record_ && !t.ops.empty() && t.ops.back().kind == Kind::Local &&
+      t.ops.back().phase == op.phase) {
+    // Back-to-back local work of one phase is one operation, as in add_local (the same sums and
+    // runs of local work), member by member where either differs between members.
+    TeamOp& prev = t.ops.back();
+    if (prev.n == 1 && op.n == 1) {
+      t.pool[prev.at] += durations[0];
+      return;
+    }
+    const std::size_t n = t.lanes.size();
+    const TimeNs p0 = t.pool[prev.at];
+    if (prev.n == 1) t.pool.resize(prev.at + n, p0);
+    for (std::size_t i = 0; i < n; ++i) {
+      TimeNs& a = t.pool[prev.at + i];
+      const TimeNs b = durations[op.n == 1 ? 0 : i];
+      a = std::max<TimeNs>(a, 0) + std::max<TimeNs>(b, 0);
+    }
+    prev.n = static_cast<std::uint32_t>(n);
+    return;
+  }
   t.pool.insert(t.pool.end(), durations.begin(), durations.end());
   t.ops.push_back(op);
   team_ops_ = true;
@@ -146,7 +166,7 @@ void Programs::expand_teams() {
   team_ops_ = false;
 }
 
-bool Programs::run_teams(std::uint64_t& events) {
+bool Programs::run_teams(std::uint64_t& events_out) {
   // The same sums and maxima as run_direct on the expanded lanes, and the same event count: one
   // a member's run of local work, one a collective, one a receive that waits.
   const std::size_t T = teams_.size();
@@ -159,7 +179,8 @@ bool Programs::run_teams(std::uint64_t& events) {
   }
   TimeNs* clock = clock_.data();
   std::array<TimeNs, kNumPhases>* busy = busy_.data();
-  char* in_run = continuing_.data();
+  std::uint32_t* in_run = continuing_.data();
+  std::uint64_t events = 0;  // a local: events_out may alias the arrays below
   auto deliver = [&](const TeamMessage& m, const Team& to, Phase phase) {
     const int ph = static_cast<int>(phase);
     for (std::size_t i = 0; i < to.lanes.size(); ++i) {
@@ -197,7 +218,7 @@ bool Programs::run_teams(std::uint64_t& events) {
       }
       // The members' runs of local work end here.
       for (std::size_t i = 0; i < n; ++i) {
-        char& r = in_run[static_cast<std::size_t>(lanes[i])];
+        std::uint32_t& r = in_run[static_cast<std::size_t>(lanes[i])];
         events += static_cast<std::uint64_t>(r);
         r = 0;
       }
@@ -246,6 +267,7 @@ bool Programs::run_teams(std::uint64_t& events) {
     // it once, here).
     for (std::size_t i = 0; i < n; ++i) events += static_cast<std::uint64_t>(in_run[static_cast<std::size_t>(lanes[i])]);
   }
+  events_out += events;
   return finished == T;
 }
 
