@@ -74,8 +74,11 @@ std::uint32_t MaxMinSolver::next_stamp() {
 
 int MaxMinSolver::add_link(double capacity) {
   if (!(capacity > 0.0) || !std::isfinite(capacity)) throw std::invalid_argument("maxmin: link capacity must be > 0");
+  if (on_link_.size() > cap_.size())
+    on_link_[cap_.size()].clear();  // kept by reset(): reuse its memory
+  else
+    on_link_.emplace_back();
   cap_.push_back(capacity);
-  on_link_.emplace_back();
   usage_.push_back(0.0);
   max_.push_back(0.0);
   max_exact_.push_back(1);
@@ -326,7 +329,23 @@ void MaxMinSolver::solve(const std::vector<int>& flows) {
   }
 }
 
+void MaxMinSolver::collect_added(std::vector<int>& set) {
+  const std::uint32_t whole = next_stamp();  // links whose every flow is in the set
+  for (int f : pending_add_) {
+    if (state_[static_cast<std::size_t>(f)] != State::Active) continue;
+    if (!in_set(f)) add_to_set(f, set);  // covers a flow with no links
+    for (int l : links_of(f)) {
+      if (link_stamp_[static_cast<std::size_t>(l)] == whole) continue;
+      link_stamp_[static_cast<std::size_t>(l)] = whole;
+      for (const LinkEntry& e : on_link_[static_cast<std::size_t>(l)]) {
+        if (!in_set(e.flow)) add_to_set(e.flow, set);
+      }
+    }
+  }
+}
+
 const std::vector<int>& MaxMinSolver::update() {
+  if (fresh_path_ && active_ == 0) return update_fresh();
   changed_.clear();
   last_resolved_ = 0;
   std::vector<int> dirty;
@@ -365,18 +384,8 @@ const std::vector<int>& MaxMinSolver::update() {
     set_stamp_ = 1;
   }
   std::vector<int> set;
-  const std::uint32_t whole = next_stamp();  // links whose every flow is in the set
-  for (int f : pending_add_) {
-    if (state_[static_cast<std::size_t>(f)] != State::Active) continue;
-    if (!in_set(f)) add_to_set(f, set);  // covers a flow with no links
-    for (int l : links_of(f)) {
-      if (link_stamp_[static_cast<std::size_t>(l)] == whole) continue;
-      link_stamp_[static_cast<std::size_t>(l)] = whole;
-      for (const LinkEntry& e : on_link_[static_cast<std::size_t>(l)]) {
-        if (!in_set(e.flow)) add_to_set(e.flow, set);
-      }
-    }
-  }
+  collect_added(set);
+  const std::uint32_t whole = stamp_;  // collect_added's: links whose every flow is in the set
   std::vector<int> broken;
   for (int l : dirty) {
     if (link_stamp_[static_cast<std::size_t>(l)] == whole || !sat_before_[static_cast<std::size_t>(l)]) continue;
@@ -455,6 +464,150 @@ const std::vector<int>& MaxMinSolver::update() {
     if (rate_[static_cast<std::size_t>(set[i])] != before[i]) changed_.push_back(set[i]);
   }
   return changed_;
+}
+
+void MaxMinSolver::reset() {
+  cap_.clear();
+  usage_.clear();
+  max_.clear();
+  max_exact_.clear();
+  link_stamp_.clear();
+  sat_before_.clear();
+  max_before_.clear();
+  raised_.clear();
+  rem_.clear();
+  unfrozen_.clear();
+  csr_.clear();
+  cnt_.clear();
+  heap_.reset();
+  off_.assign(1, 0);
+  links_.clear();
+  pos_.clear();
+  rate_.clear();
+  fcap_.clear();
+  state_.clear();
+  in_set_.clear();
+  flow_stamp_.clear();
+  set_stamp_ = 0;
+  stamp_ = 0;
+  pending_add_.clear();
+  pending_remove_.clear();
+  changed_.clear();
+  left_ = 0;
+  active_ = 0;
+  last_resolved_ = 0;
+  total_resolved_ = 0;
+}
+
+// From no active flows (an exchange's first update): every added flow is re-solved. These are the
+// general path's steps in its order wherever the order reaches a result (the set's order fixes
+// the order of each link's sum of rates), without what a solve from empty never needs: candidate
+// lists (every flow on a touched link is in the set), old rates, and the certificate repair,
+// which finds nothing to add when no active flow lies outside the set.
+const std::vector<int>& MaxMinSolver::update_fresh() {
+  changed_.clear();
+  for (int f : pending_remove_) state_[static_cast<std::size_t>(f)] = State::Removed;  // none was active
+  // Size each link's list once: an exchange puts thousands of flows on a NIC.
+  std::fill(cnt_.begin(), cnt_.end(), 0);  // solve() leaves counts behind
+  for (int f : pending_add_) {
+    if (state_[static_cast<std::size_t>(f)] != State::Pending) continue;
+    for (int l : links_of(f)) ++cnt_[static_cast<std::size_t>(l)];
+  }
+  for (std::size_t l = 0; l < cap_.size(); ++l) {
+    on_link_[l].reserve(static_cast<std::size_t>(cnt_[l]));
+    cnt_[l] = 0;
+  }
+  for (int f : pending_add_) {
+    const auto fi = static_cast<std::size_t>(f);
+    if (state_[fi] != State::Pending) continue;
+    attach(f);
+    state_[fi] = State::Active;
+    ++active_;
+  }
+  if (++set_stamp_ == 0) {
+    std::fill(in_set_.begin(), in_set_.end(), 0U);
+    set_stamp_ = 1;
+  }
+  set_.clear();
+  collect_added(set_);
+  if (!set_.empty()) fill_fresh(set_);
+  // Every flow of the set changed (added flows always count); reported in id order, which the
+  // caller walks through its own per-flow arrays far faster than the set's order.
+  for (int f : pending_add_) {
+    if (state_[static_cast<std::size_t>(f)] == State::Active) changed_.push_back(f);
+  }
+  pending_add_.clear();
+  pending_remove_.clear();
+  total_resolved_ += set_.size();
+  last_resolved_ = set_.size();
+  return changed_;
+}
+
+// solve() for a set holding every active flow, each at rate 0.
+void MaxMinSolver::fill_fresh(const std::vector<int>& flows) {
+  const std::uint32_t st = next_stamp();
+  capped_.clear();
+  for (std::size_t f = 0; f < state_.size(); ++f) {
+    if (state_[f] == State::Active && std::isfinite(fcap_[f])) capped_.emplace_back(fcap_[f], static_cast<int>(f));
+  }
+  std::sort(capped_.begin(), capped_.end());
+  heap_.clear();
+  for (std::size_t li = 0; li < cap_.size(); ++li) {
+    if (on_link_[li].empty()) continue;
+    const int l = static_cast<int>(li);
+    (void)link_max(l);  // as solve(): a rescan also refreshes the running sum
+    unfrozen_[li] = static_cast<int>(on_link_[li].size());
+    rem_[li] = std::max(0.0, cap_[li] - usage_[li]);
+    heap_.set(l, rem_[li] / unfrozen_[li]);
+  }
+  left_ = flows.size();
+  std::size_t ci = 0;
+  double level = 0.0;
+  const auto frozen = [&](int f) { return flow_stamp_[static_cast<std::size_t>(f)] == st; };
+  while (left_ > 0) {
+    while (!heap_.empty()) {
+      const int top = heap_.top();
+      const auto ti = static_cast<std::size_t>(top);
+      if (unfrozen_[ti] == 0) {
+        heap_.pop();
+        continue;
+      }
+      const double share = rem_[ti] / unfrozen_[ti];
+      if (share <= heap_.top_key()) break;
+      heap_.set(top, share);
+    }
+    while (ci < capped_.size() && frozen(capped_[ci].second)) ++ci;
+    const double link_share = heap_.empty() ? std::numeric_limits<double>::infinity()
+                                            : std::max(rem_[static_cast<std::size_t>(heap_.top())] /
+                                                           unfrozen_[static_cast<std::size_t>(heap_.top())],
+                                                       level);
+    const double cap_share = ci < capped_.size() ? capped_[ci].first : std::numeric_limits<double>::infinity();
+    if (!std::isfinite(link_share) && !std::isfinite(cap_share)) throw std::logic_error("maxmin: unbounded flow");
+    if (cap_share <= link_share) {
+      level = std::max(level, cap_share);
+      freeze(capped_[ci].second, cap_share);
+      continue;
+    }
+    const int l = heap_.top();
+    const auto li = static_cast<std::size_t>(l);
+    heap_.pop();
+    level = link_share;
+    // Flows frozen at one level all subtract the same value, so their order changes no sum.
+    for (const LinkEntry& e : on_link_[li]) {
+      if (!frozen(e.flow)) freeze(e.flow, level);
+    }
+    unfrozen_[li] = 0;
+  }
+  // Commit as set_rate() from 0 would, in the set's order.
+  for (int f : flows) {
+    const double r = rate_[static_cast<std::size_t>(f)];
+    if (r == 0.0) continue;
+    for (int l : links_of(f)) {
+      const auto li = static_cast<std::size_t>(l);
+      usage_[li] += r;
+      if (r > max_[li]) max_[li] = r;
+    }
+  }
 }
 
 }  // namespace moesim
