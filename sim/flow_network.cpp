@@ -338,14 +338,17 @@ void FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs bound_ns, std:
   MaxMinSolver& solver = w.solver;
   solver.reset();
   for (double gbps : link_gbps_) solver.add_link(gbps > 0.0 ? gbps : 1.0);  // unused links need a capacity
+  std::size_t entries = 0;
   for (const Flow& f : flows) {
+    entries += f.links.size();
     for (int l : f.links) {
       if (!(link_gbps_[static_cast<std::size_t>(l)] > 0.0)) {
         throw std::logic_error("network: traffic on a link without bandwidth");
       }
     }
-    solver.add_flow(f.links);
   }
+  solver.reserve(n, entries);
+  for (const Flow& f : flows) solver.add_flow(f.links);
 
   // Fluid state: each flow's bytes left at `since`, drained at `rate` from then on.
   std::vector<double>& left = w.left;
@@ -411,6 +414,7 @@ TimeNs FlowNetwork::all_to_all_v(const std::vector<double>& bytes, const std::ve
   PortLoad load(cluster_, false);
   thread_local std::vector<Flow> flows;  // kept: a large exchange has millions
   flows.clear();
+  flows.reserve(n * n);
   for (std::size_t s = 0; s < n; ++s) {
     for (std::size_t d = 0; d < n; ++d) {
       const double b = bytes[s * n + d];

@@ -5,6 +5,10 @@
 #include <stdexcept>
 
 namespace moesim {
+namespace {
+constexpr std::size_t kAhead = 16;  // prefetch distance, in list entries
+}  // namespace
+
 void IndexedMinHeap::set(int id, double key) {
   const auto i = static_cast<std::size_t>(id);
   key_[i] = key;
@@ -92,6 +96,18 @@ int MaxMinSolver::add_link(double capacity) {
   cnt_.push_back(0);
   heap_.grow(cap_.size());
   return num_links() - 1;
+}
+
+void MaxMinSolver::reserve(std::size_t flows, std::size_t link_entries) {
+  links_.reserve(links_.size() + link_entries);
+  pos_.reserve(pos_.size() + link_entries);
+  off_.reserve(off_.size() + flows);
+  rate_.reserve(rate_.size() + flows);
+  fcap_.reserve(fcap_.size() + flows);
+  state_.reserve(state_.size() + flows);
+  in_set_.reserve(in_set_.size() + flows);
+  flow_stamp_.reserve(flow_stamp_.size() + flows);
+  pending_add_.reserve(pending_add_.size() + flows);
 }
 
 int MaxMinSolver::add_flow(std::span<const int> links, double cap) {
@@ -507,16 +523,6 @@ void MaxMinSolver::reset() {
 const std::vector<int>& MaxMinSolver::update_fresh() {
   changed_.clear();
   for (int f : pending_remove_) state_[static_cast<std::size_t>(f)] = State::Removed;  // none was active
-  // Size each link's list once: an exchange puts thousands of flows on a NIC.
-  std::fill(cnt_.begin(), cnt_.end(), 0);  // solve() leaves counts behind
-  for (int f : pending_add_) {
-    if (state_[static_cast<std::size_t>(f)] != State::Pending) continue;
-    for (int l : links_of(f)) ++cnt_[static_cast<std::size_t>(l)];
-  }
-  for (std::size_t l = 0; l < cap_.size(); ++l) {
-    on_link_[l].reserve(static_cast<std::size_t>(cnt_[l]));
-    cnt_[l] = 0;
-  }
   for (int f : pending_add_) {
     const auto fi = static_cast<std::size_t>(f);
     if (state_[fi] != State::Pending) continue;
@@ -524,28 +530,21 @@ const std::vector<int>& MaxMinSolver::update_fresh() {
     state_[fi] = State::Active;
     ++active_;
   }
-  if (++set_stamp_ == 0) {
-    std::fill(in_set_.begin(), in_set_.end(), 0U);
-    set_stamp_ = 1;
-  }
-  set_.clear();
-  collect_added(set_);
-  if (!set_.empty()) fill_fresh(set_);
-  // Every flow of the set changed (added flows always count); reported in id order, which the
-  // caller walks through its own per-flow arrays far faster than the set's order.
+  // The set is every active flow; all of it changed (added flows always count). Reported in id
+  // order, which the caller walks through its own per-flow arrays far faster than the set's.
+  if (active_ > 0) fill_fresh();
   for (int f : pending_add_) {
     if (state_[static_cast<std::size_t>(f)] == State::Active) changed_.push_back(f);
   }
   pending_add_.clear();
   pending_remove_.clear();
-  total_resolved_ += set_.size();
-  last_resolved_ = set_.size();
+  total_resolved_ += active_;
+  last_resolved_ = active_;
   return changed_;
 }
 
 // solve() for a set holding every active flow, each at rate 0.
-void MaxMinSolver::fill_fresh(const std::vector<int>& flows) {
-  const std::uint32_t st = next_stamp();
+void MaxMinSolver::fill_fresh() {
   capped_.clear();
   for (std::size_t f = 0; f < state_.size(); ++f) {
     if (state_[f] == State::Active && std::isfinite(fcap_[f])) capped_.emplace_back(fcap_[f], static_cast<int>(f));
@@ -560,10 +559,24 @@ void MaxMinSolver::fill_fresh(const std::vector<int>& flows) {
     rem_[li] = std::max(0.0, cap_[li] - usage_[li]);
     heap_.set(l, rem_[li] / unfrozen_[li]);
   }
-  left_ = flows.size();
+  // Unfrozen flows carry rate -1 (every flow is in the set): the check reads the line that
+  // freezing writes anyway, one cache miss fewer per flow than a stamp.
+  for (std::size_t f = 0; f < state_.size(); ++f) {
+    if (state_[f] == State::Active) rate_[f] = -1.0;
+  }
+  left_ = active_;
   std::size_t ci = 0;
   double level = 0.0;
-  const auto frozen = [&](int f) { return flow_stamp_[static_cast<std::size_t>(f)] == st; };
+  const auto frozen = [&](int f) { return rate_[static_cast<std::size_t>(f)] >= 0.0; };
+  const auto freeze_at = [&](int f, double r) {
+    rate_[static_cast<std::size_t>(f)] = r;
+    --left_;
+    for (int fl : links_of(f)) {
+      const auto li = static_cast<std::size_t>(fl);
+      rem_[li] = std::max(0.0, rem_[li] - r);  // as freeze()
+      --unfrozen_[li];
+    }
+  };
   while (left_ > 0) {
     while (!heap_.empty()) {
       const int top = heap_.top();
@@ -585,7 +598,7 @@ void MaxMinSolver::fill_fresh(const std::vector<int>& flows) {
     if (!std::isfinite(link_share) && !std::isfinite(cap_share)) throw std::logic_error("maxmin: unbounded flow");
     if (cap_share <= link_share) {
       level = std::max(level, cap_share);
-      freeze(capped_[ci].second, cap_share);
+      freeze_at(capped_[ci].second, cap_share);
       continue;
     }
     const int l = heap_.top();
@@ -593,19 +606,62 @@ void MaxMinSolver::fill_fresh(const std::vector<int>& flows) {
     heap_.pop();
     level = link_share;
     // Flows frozen at one level all subtract the same value, so their order changes no sum.
-    for (const LinkEntry& e : on_link_[li]) {
-      if (!frozen(e.flow)) freeze(e.flow, level);
+    const std::vector<LinkEntry>& list = on_link_[li];
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      // A NIC's incoming flows lie far apart in memory: fetch ahead (a flow's link list once
+      // its offset has arrived).
+      if (i + 2 * kAhead < list.size()) {
+        const auto ahead = static_cast<std::size_t>(list[i + 2 * kAhead].flow);
+        __builtin_prefetch(&off_[ahead]);
+        __builtin_prefetch(&rate_[ahead], 1);
+      }
+      if (i + kAhead < list.size()) __builtin_prefetch(&links_[off_[static_cast<std::size_t>(list[i + kAhead].flow)]]);
+      if (!frozen(list[i].flow)) freeze_at(list[i].flow, level);
     }
     unfrozen_[li] = 0;
   }
-  // Commit as set_rate() from 0 would, in the set's order.
-  for (int f : flows) {
+  // Commit as set_rate() from 0 would in the set's order: each link's running sum adds its
+  // flows' rates in the order the set holds them. Where every flow on a link got the same rate
+  // (the rule in a symmetric exchange) the order changes no bit, and the sum is taken in id
+  // order, walking the flows in memory order; only the other links need the set's order.
+  for (std::size_t li = 0; li < cap_.size(); ++li) {
+    max_before_[li] = -1.0;  // the link's first rate, once seen
+    rem_[li] = usage_[li];   // its running sum in id order
+    raised_[li] = 0;         // rates differ on it
+  }
+  for (std::size_t f = 0; f < state_.size(); ++f) {
+    if (state_[f] != State::Active) continue;
+    const double r = rate_[f];
+    for (std::size_t i = off_[f]; i < off_[f + 1]; ++i) {
+      const auto li = static_cast<std::size_t>(links_[i]);
+      if (max_before_[li] < 0.0)
+        max_before_[li] = r;
+      else if (r != max_before_[li])
+        raised_[li] = 1;
+      if (r == 0.0) continue;  // set_rate() from 0 to 0 adds nothing
+      rem_[li] += r;
+      if (r > max_[li]) max_[li] = r;  // the largest does not depend on the order
+    }
+  }
+  bool mixed = false;
+  for (std::size_t li = 0; li < cap_.size(); ++li) {
+    if (raised_[li])
+      mixed = true;
+    else
+      usage_[li] = rem_[li];
+  }
+  if (!mixed) return;
+  if (++set_stamp_ == 0) {
+    std::fill(in_set_.begin(), in_set_.end(), 0U);
+    set_stamp_ = 1;
+  }
+  set_.clear();
+  collect_added(set_);
+  for (int f : set_) {
     const double r = rate_[static_cast<std::size_t>(f)];
     if (r == 0.0) continue;
     for (int l : links_of(f)) {
-      const auto li = static_cast<std::size_t>(l);
-      usage_[li] += r;
-      if (r > max_[li]) max_[li] = r;
+      if (raised_[static_cast<std::size_t>(l)]) usage_[static_cast<std::size_t>(l)] += r;
     }
   }
 }

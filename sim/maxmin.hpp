@@ -81,6 +81,8 @@ class MaxMinSolver {
   // A flow over distinct existing links (at least one, or a finite cap), at most `cap`; returns
   // its id (0, 1, ...). Its rate is 0 until the next update().
   int add_flow(std::span<const int> links, double cap = kNoCap);
+  // Room for `flows` more flows crossing `link_entries` links in all (a speed hint).
+  void reserve(std::size_t flows, std::size_t link_entries);
   // Removes an active or pending flow; its links are freed at the next update().
   void remove_flow(int flow);
 
@@ -123,7 +125,7 @@ class MaxMinSolver {
   [[nodiscard]] bool certified(int flow);
   void solve(const std::vector<int>& flows);
   const std::vector<int>& update_fresh();
-  void fill_fresh(const std::vector<int>& flows);
+  void fill_fresh();
   // The starting set of an update: added flows with every flow sharing a link with them.
   void collect_added(std::vector<int>& set);
   void freeze(int flow, double r);
