@@ -127,7 +127,7 @@ class EndQueue {
 
  private:
   static constexpr double kNone = -1.0;  // not queued (ends are >= 0)
-  static constexpr std::size_t kSampleFrom = 1 << 14, kSamples = 256, kScans = 8;
+  static constexpr std::size_t kSampleFrom = 1 << 12, kSamples = 256, kScans = 8;
   [[nodiscard]] bool stale(const std::pair<double, int>& e) const {
     return end_[static_cast<std::size_t>(e.second)] != e.first;
   }
