@@ -86,7 +86,8 @@ class EndQueue {
     }
     return min_;
   }
-  // Removes every flow ending at or before `horizon` into `out`, in (end, id) order.
+  // Removes every flow ending at or before `horizon` into `out`, in (end, id) order (a batch
+  // that empties the queue may come in another order).
   void pop_through(double horizon, std::vector<std::pair<double, int>>& out) {
     out.clear();
     if (!heap_on_) {
@@ -169,8 +170,9 @@ class EndQueue {
         next = std::min(next, e);
       }
     }
-    // Scanned in id order: most batches of a symmetric exchange are sorted already.
-    if (!std::is_sorted(out.begin() + static_cast<std::ptrdiff_t>(popped), out.end()))
+    // Scanned in id order: most batches of a symmetric exchange are sorted already. The last
+    // batch is left in id order: nothing follows it whose result its order could reach.
+    if (live_ > 0 && !std::is_sorted(out.begin() + static_cast<std::ptrdiff_t>(popped), out.end()))
       std::sort(out.begin() + static_cast<std::ptrdiff_t>(popped), out.end());
     if (heap_on_) {
       std::make_heap(heap_.begin(), heap_.end(), std::greater<>());
@@ -389,8 +391,8 @@ void FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs bound_ns, std:
       last_end = std::max(last_end, at);
       if (!last) solver.remove_flow(f);
     }
+    if (last) break;
     now = batch.back().first;  // capacity is released at the last end of a batch: never early
-    if (ends.empty()) break;
     ++last_.events;
     reshare();
   }

@@ -657,7 +657,14 @@ void MaxMinSolver::fill_fresh() {
   }
   set_.clear();
   collect_added(set_);
-  for (int f : set_) {
+  for (std::size_t i = 0; i < set_.size(); ++i) {
+    if (i + 2 * kAhead < set_.size()) {  // the set's order is scattered in memory: fetch ahead
+      const auto ahead = static_cast<std::size_t>(set_[i + 2 * kAhead]);
+      __builtin_prefetch(&off_[ahead]);
+      __builtin_prefetch(&rate_[ahead]);
+    }
+    if (i + kAhead < set_.size()) __builtin_prefetch(&links_[off_[static_cast<std::size_t>(set_[i + kAhead])]]);
+    const int f = set_[i];
     const double r = rate_[static_cast<std::size_t>(f)];
     if (r == 0.0) continue;
     for (int l : links_of(f)) {
