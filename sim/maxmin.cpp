@@ -105,8 +105,6 @@ void MaxMinSolver::reserve(std::size_t flows, std::size_t link_entries) {
   rate_.reserve(rate_.size() + flows);
   fcap_.reserve(fcap_.size() + flows);
   state_.reserve(state_.size() + flows);
-  in_set_.reserve(in_set_.size() + flows);
-  flow_stamp_.reserve(flow_stamp_.size() + flows);
   pending_add_.reserve(pending_add_.size() + flows);
 }
 
@@ -120,14 +118,14 @@ int MaxMinSolver::add_flow(std::span<const int> links, double cap) {
     }
   }
   const int f = num_flows();
-  links_.insert(links_.end(), links.begin(), links.end());
-  pos_.resize(links_.size(), 0);
+  for (int l : links) {
+    links_.push_back(l);
+    pos_.push_back(0);
+  }
   off_.push_back(links_.size());
   rate_.push_back(0.0);
   fcap_.push_back(cap);
   state_.push_back(State::Pending);
-  in_set_.push_back(0);
-  flow_stamp_.push_back(0);
   pending_add_.push_back(f);
   return f;
 }
@@ -361,6 +359,9 @@ void MaxMinSolver::collect_added(std::vector<int>& set) {
 }
 
 const std::vector<int>& MaxMinSolver::update() {
+  // Marks of the flows added since, sized here at once rather than per flow.
+  in_set_.resize(state_.size(), 0U);
+  flow_stamp_.resize(state_.size(), 0U);
   if (fresh_path_ && active_ == 0) return update_fresh();
   changed_.clear();
   last_resolved_ = 0;
