@@ -93,8 +93,9 @@ class FlowNetwork final : public NetworkModel {
     std::span<const int> links;
     double bytes = 0.0;
   };
-  // Finish time of each flow (ns from the common start).
-  [[nodiscard]] std::vector<double> simulate(const std::vector<Flow>& flows, TimeNs bound_ns) const;
+  // Runs the flows to their ends; the finish time of each (ns from the common start) goes to
+  // `finish` unless it is null.
+  void simulate(const std::vector<Flow>& flows, TimeNs bound_ns, std::vector<double>* finish) const;
   // Appends the flows of one GPU-to-GPU message (one per equal-cost path, or one over the
   // bundle links); returns how many.
   std::size_t add_message(std::vector<Flow>& flows, int src_gpu, int dst_gpu, double bytes) const;

@@ -5,6 +5,10 @@
 #include <stdexcept>
 
 namespace moesim {
+namespace {
+constexpr std::size_t kAhead = 16;  // prefetch distance, in list entries
+}  // namespace
+
 void IndexedMinHeap::set(int id, double key) {
   const auto i = static_cast<std::size_t>(id);
   key_[i] = key;
@@ -74,8 +78,11 @@ std::uint32_t MaxMinSolver::next_stamp() {
 
 int MaxMinSolver::add_link(double capacity) {
   if (!(capacity > 0.0) || !std::isfinite(capacity)) throw std::invalid_argument("maxmin: link capacity must be > 0");
+  if (on_link_.size() > cap_.size())
+    on_link_[cap_.size()].clear();  // kept by reset(): reuse its memory
+  else
+    on_link_.emplace_back();
   cap_.push_back(capacity);
-  on_link_.emplace_back();
   usage_.push_back(0.0);
   max_.push_back(0.0);
   max_exact_.push_back(1);
@@ -91,6 +98,16 @@ int MaxMinSolver::add_link(double capacity) {
   return num_links() - 1;
 }
 
+void MaxMinSolver::reserve(std::size_t flows, std::size_t link_entries) {
+  links_.reserve(links_.size() + link_entries);
+  pos_.reserve(pos_.size() + link_entries);
+  off_.reserve(off_.size() + flows);
+  rate_.reserve(rate_.size() + flows);
+  fcap_.reserve(fcap_.size() + flows);
+  state_.reserve(state_.size() + flows);
+  pending_add_.reserve(pending_add_.size() + flows);
+}
+
 int MaxMinSolver::add_flow(std::span<const int> links, double cap) {
   if (!(cap > 0.0)) throw std::invalid_argument("maxmin: flow cap must be > 0");
   if (links.empty() && !std::isfinite(cap)) throw std::invalid_argument("maxmin: a flow needs a link or a cap");
@@ -101,14 +118,14 @@ int MaxMinSolver::add_flow(std::span<const int> links, double cap) {
     }
   }
   const int f = num_flows();
-  links_.insert(links_.end(), links.begin(), links.end());
-  pos_.resize(links_.size(), 0);
+  for (int l : links) {
+    links_.push_back(l);
+    pos_.push_back(0);
+  }
   off_.push_back(links_.size());
   rate_.push_back(0.0);
   fcap_.push_back(cap);
   state_.push_back(State::Pending);
-  in_set_.push_back(0);
-  flow_stamp_.push_back(0);
   pending_add_.push_back(f);
   return f;
 }
@@ -326,7 +343,26 @@ void MaxMinSolver::solve(const std::vector<int>& flows) {
   }
 }
 
+void MaxMinSolver::collect_added(std::vector<int>& set) {
+  const std::uint32_t whole = next_stamp();  // links whose every flow is in the set
+  for (int f : pending_add_) {
+    if (state_[static_cast<std::size_t>(f)] != State::Active) continue;
+    if (!in_set(f)) add_to_set(f, set);  // covers a flow with no links
+    for (int l : links_of(f)) {
+      if (link_stamp_[static_cast<std::size_t>(l)] == whole) continue;
+      link_stamp_[static_cast<std::size_t>(l)] = whole;
+      for (const LinkEntry& e : on_link_[static_cast<std::size_t>(l)]) {
+        if (!in_set(e.flow)) add_to_set(e.flow, set);
+      }
+    }
+  }
+}
+
 const std::vector<int>& MaxMinSolver::update() {
+  // Marks of the flows added since, sized here at once rather than per flow.
+  in_set_.resize(state_.size(), 0U);
+  flow_stamp_.resize(state_.size(), 0U);
+  if (fresh_path_ && active_ == 0) return update_fresh();
   changed_.clear();
   last_resolved_ = 0;
   std::vector<int> dirty;
@@ -365,18 +401,8 @@ const std::vector<int>& MaxMinSolver::update() {
     set_stamp_ = 1;
   }
   std::vector<int> set;
-  const std::uint32_t whole = next_stamp();  // links whose every flow is in the set
-  for (int f : pending_add_) {
-    if (state_[static_cast<std::size_t>(f)] != State::Active) continue;
-    if (!in_set(f)) add_to_set(f, set);  // covers a flow with no links
-    for (int l : links_of(f)) {
-      if (link_stamp_[static_cast<std::size_t>(l)] == whole) continue;
-      link_stamp_[static_cast<std::size_t>(l)] = whole;
-      for (const LinkEntry& e : on_link_[static_cast<std::size_t>(l)]) {
-        if (!in_set(e.flow)) add_to_set(e.flow, set);
-      }
-    }
-  }
+  collect_added(set);
+  const std::uint32_t whole = stamp_;  // collect_added's: links whose every flow is in the set
   std::vector<int> broken;
   for (int l : dirty) {
     if (link_stamp_[static_cast<std::size_t>(l)] == whole || !sat_before_[static_cast<std::size_t>(l)]) continue;
@@ -455,6 +481,197 @@ const std::vector<int>& MaxMinSolver::update() {
     if (rate_[static_cast<std::size_t>(set[i])] != before[i]) changed_.push_back(set[i]);
   }
   return changed_;
+}
+
+void MaxMinSolver::reset() {
+  cap_.clear();
+  usage_.clear();
+  max_.clear();
+  max_exact_.clear();
+  link_stamp_.clear();
+  sat_before_.clear();
+  max_before_.clear();
+  raised_.clear();
+  rem_.clear();
+  unfrozen_.clear();
+  csr_.clear();
+  cnt_.clear();
+  heap_.reset();
+  off_.assign(1, 0);
+  links_.clear();
+  pos_.clear();
+  rate_.clear();
+  fcap_.clear();
+  state_.clear();
+  in_set_.clear();
+  flow_stamp_.clear();
+  set_stamp_ = 0;
+  stamp_ = 0;
+  pending_add_.clear();
+  pending_remove_.clear();
+  changed_.clear();
+  left_ = 0;
+  active_ = 0;
+  last_resolved_ = 0;
+  total_resolved_ = 0;
+}
+
+// From no active flows (an exchange's first update): every added flow is re-solved. These are the
+// general path's steps in its order wherever the order reaches a result (the set's order fixes
+// the order of each link's sum of rates), without what a solve from empty never needs: candidate
+// lists (every flow on a touched link is in the set), old rates, and the certificate repair,
+// which finds nothing to add when no active flow lies outside the set.
+const std::vector<int>& MaxMinSolver::update_fresh() {
+  changed_.clear();
+  for (int f : pending_remove_) state_[static_cast<std::size_t>(f)] = State::Removed;  // none was active
+  for (int f : pending_add_) {
+    const auto fi = static_cast<std::size_t>(f);
+    if (state_[fi] != State::Pending) continue;
+    attach(f);
+    state_[fi] = State::Active;
+    ++active_;
+  }
+  // The set is every active flow; all of it changed (added flows always count). Reported in id
+  // order, which the caller walks through its own per-flow arrays far faster than the set's.
+  if (active_ > 0) fill_fresh();
+  for (int f : pending_add_) {
+    if (state_[static_cast<std::size_t>(f)] == State::Active) changed_.push_back(f);
+  }
+  pending_add_.clear();
+  pending_remove_.clear();
+  total_resolved_ += active_;
+  last_resolved_ = active_;
+  return changed_;
+}
+
+// solve() for a set holding every active flow, each at rate 0.
+void MaxMinSolver::fill_fresh() {
+  capped_.clear();
+  for (std::size_t f = 0; f < state_.size(); ++f) {
+    if (state_[f] == State::Active && std::isfinite(fcap_[f])) capped_.emplace_back(fcap_[f], static_cast<int>(f));
+  }
+  std::sort(capped_.begin(), capped_.end());
+  heap_.clear();
+  for (std::size_t li = 0; li < cap_.size(); ++li) {
+    if (on_link_[li].empty()) continue;
+    const int l = static_cast<int>(li);
+    (void)link_max(l);  // as solve(): a rescan also refreshes the running sum
+    unfrozen_[li] = static_cast<int>(on_link_[li].size());
+    rem_[li] = std::max(0.0, cap_[li] - usage_[li]);
+    heap_.set(l, rem_[li] / unfrozen_[li]);
+  }
+  // Unfrozen flows carry rate -1 (every flow is in the set): the check reads the line that
+  // freezing writes anyway, one cache miss fewer per flow than a stamp.
+  for (std::size_t f = 0; f < state_.size(); ++f) {
+    if (state_[f] == State::Active) rate_[f] = -1.0;
+  }
+  left_ = active_;
+  std::size_t ci = 0;
+  double level = 0.0;
+  const auto frozen = [&](int f) { return rate_[static_cast<std::size_t>(f)] >= 0.0; };
+  const auto freeze_at = [&](int f, double r) {
+    rate_[static_cast<std::size_t>(f)] = r;
+    --left_;
+    for (int fl : links_of(f)) {
+      const auto li = static_cast<std::size_t>(fl);
+      rem_[li] = std::max(0.0, rem_[li] - r);  // as freeze()
+      --unfrozen_[li];
+    }
+  };
+  while (left_ > 0) {
+    while (!heap_.empty()) {
+      const int top = heap_.top();
+      const auto ti = static_cast<std::size_t>(top);
+      if (unfrozen_[ti] == 0) {
+        heap_.pop();
+        continue;
+      }
+      const double share = rem_[ti] / unfrozen_[ti];
+      if (share <= heap_.top_key()) break;
+      heap_.set(top, share);
+    }
+    while (ci < capped_.size() && frozen(capped_[ci].second)) ++ci;
+    const double link_share = heap_.empty() ? std::numeric_limits<double>::infinity()
+                                            : std::max(rem_[static_cast<std::size_t>(heap_.top())] /
+                                                           unfrozen_[static_cast<std::size_t>(heap_.top())],
+                                                       level);
+    const double cap_share = ci < capped_.size() ? capped_[ci].first : std::numeric_limits<double>::infinity();
+    if (!std::isfinite(link_share) && !std::isfinite(cap_share)) throw std::logic_error("maxmin: unbounded flow");
+    if (cap_share <= link_share) {
+      level = std::max(level, cap_share);
+      freeze_at(capped_[ci].second, cap_share);
+      continue;
+    }
+    const int l = heap_.top();
+    const auto li = static_cast<std::size_t>(l);
+    heap_.pop();
+    level = link_share;
+    // Flows frozen at one level all subtract the same value, so their order changes no sum.
+    const std::vector<LinkEntry>& list = on_link_[li];
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      // A NIC's incoming flows lie far apart in memory: fetch ahead (a flow's link list once
+      // its offset has arrived).
+      if (i + 2 * kAhead < list.size()) {
+        const auto ahead = static_cast<std::size_t>(list[i + 2 * kAhead].flow);
+        __builtin_prefetch(&off_[ahead]);
+        __builtin_prefetch(&rate_[ahead], 1);
+      }
+      if (i + kAhead < list.size()) __builtin_prefetch(&links_[off_[static_cast<std::size_t>(list[i + kAhead].flow)]]);
+      if (!frozen(list[i].flow)) freeze_at(list[i].flow, level);
+    }
+    unfrozen_[li] = 0;
+  }
+  // Commit as set_rate() from 0 would in the set's order: each link's running sum adds its
+  // flows' rates in the order the set holds them. Where every flow on a link got the same rate
+  // (the rule in a symmetric exchange) the order changes no bit, and the sum is taken in id
+  // order, walking the flows in memory order; only the other links need the set's order.
+  for (std::size_t li = 0; li < cap_.size(); ++li) {
+    max_before_[li] = -1.0;  // the link's first rate, once seen
+    rem_[li] = usage_[li];   // its running sum in id order
+    raised_[li] = 0;         // rates differ on it
+  }
+  for (std::size_t f = 0; f < state_.size(); ++f) {
+    if (state_[f] != State::Active) continue;
+    const double r = rate_[f];
+    for (std::size_t i = off_[f]; i < off_[f + 1]; ++i) {
+      const auto li = static_cast<std::size_t>(links_[i]);
+      if (max_before_[li] < 0.0)
+        max_before_[li] = r;
+      else if (r != max_before_[li])
+        raised_[li] = 1;
+      if (r == 0.0) continue;  // set_rate() from 0 to 0 adds nothing
+      rem_[li] += r;
+      if (r > max_[li]) max_[li] = r;  // the largest does not depend on the order
+    }
+  }
+  bool mixed = false;
+  for (std::size_t li = 0; li < cap_.size(); ++li) {
+    if (raised_[li])
+      mixed = true;
+    else
+      usage_[li] = rem_[li];
+  }
+  if (!mixed) return;
+  if (++set_stamp_ == 0) {
+    std::fill(in_set_.begin(), in_set_.end(), 0U);
+    set_stamp_ = 1;
+  }
+  set_.clear();
+  collect_added(set_);
+  for (std::size_t i = 0; i < set_.size(); ++i) {
+    if (i + 2 * kAhead < set_.size()) {  // the set's order is scattered in memory: fetch ahead
+      const auto ahead = static_cast<std::size_t>(set_[i + 2 * kAhead]);
+      __builtin_prefetch(&off_[ahead]);
+      __builtin_prefetch(&rate_[ahead]);
+    }
+    if (i + kAhead < set_.size()) __builtin_prefetch(&links_[off_[static_cast<std::size_t>(set_[i + kAhead])]]);
+    const int f = set_[i];
+    const double r = rate_[static_cast<std::size_t>(f)];
+    if (r == 0.0) continue;
+    for (int l : links_of(f)) {
+      if (raised_[static_cast<std::size_t>(l)]) usage_[static_cast<std::size_t>(l)] += r;
+    }
+  }
 }
 
 }  // namespace moesim

@@ -44,6 +44,12 @@ class IndexedMinHeap {
   void pop() { erase(heap_.front()); }
   void erase(int id);
   void clear();
+  // Forgets every id but keeps the memory.
+  void reset() {
+    heap_.clear();
+    pos_.clear();
+    key_.clear();
+  }
 
  private:
   static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
@@ -75,12 +81,22 @@ class MaxMinSolver {
   // A flow over distinct existing links (at least one, or a finite cap), at most `cap`; returns
   // its id (0, 1, ...). Its rate is 0 until the next update().
   int add_flow(std::span<const int> links, double cap = kNoCap);
+  // Room for `flows` more flows crossing `link_entries` links in all (a speed hint).
+  void reserve(std::size_t flows, std::size_t link_entries);
   // Removes an active or pending flow; its links are freed at the next update().
   void remove_flow(int flow);
 
   // Applies the pending additions and removals and recomputes the rates they may affect.
   // Returns the active flows whose rate changed (added flows included), in a deterministic order.
   const std::vector<int>& update();
+
+  // Forgets every link and flow but keeps the memory, so that one solver serves many exchanges
+  // without allocating (and page-faulting) its arrays again.
+  void reset();
+  // The first update() from no active flows takes a leaner path (no certificate to repair, no
+  // candidate lists to build) with bit-identical rates and sums; off only to test against the
+  // general path.
+  void set_fresh_path(bool on) { fresh_path_ = on; }
 
   [[nodiscard]] double rate(int flow) const { return rate_[static_cast<std::size_t>(flow)]; }
   [[nodiscard]] bool active(int flow) const { return state_[static_cast<std::size_t>(flow)] == State::Active; }
@@ -108,6 +124,10 @@ class MaxMinSolver {
   [[nodiscard]] bool saturated(int link) const;
   [[nodiscard]] bool certified(int flow);
   void solve(const std::vector<int>& flows);
+  const std::vector<int>& update_fresh();
+  void fill_fresh();
+  // The starting set of an update: added flows with every flow sharing a link with them.
+  void collect_added(std::vector<int>& set);
   void freeze(int flow, double r);
   void set_rate(int flow, double r);
   [[nodiscard]] std::uint32_t next_stamp();
@@ -120,7 +140,7 @@ class MaxMinSolver {
   double tol_;
   // Links.
   std::vector<double> cap_;
-  std::vector<std::vector<LinkEntry>> on_link_;
+  std::vector<std::vector<LinkEntry>> on_link_;  // may be longer than cap_ after reset()
   std::vector<double> usage_;  // sum of the rates, kept up to date incrementally
   std::vector<double> max_;    // largest rate; an upper bound while max_exact_ is 0
   std::vector<char> max_exact_;
@@ -158,6 +178,8 @@ class MaxMinSolver {
   std::vector<std::pair<double, int>> capped_;
   std::size_t left_ = 0;
   std::size_t active_ = 0;  // flows in State::Active
+  bool fresh_path_ = true;
+  std::vector<int> set_;  // update_fresh()'s set
 
   std::size_t last_resolved_ = 0;
   std::uint64_t total_resolved_ = 0;
