@@ -47,51 +47,106 @@ std::vector<std::int64_t> expert_loads(const std::int64_t* counts, int gpus, int
   return loads;
 }
 
+namespace {
+// dispatch_even's buffers, kept between calls so that a layer costs no allocation. One per thread:
+// compare --jobs runs policies on several threads.
+struct EvenScratch {
+  std::vector<int> first, holder;  // expert e's slots are holder[first[e], first[e + 1]), ascending
+  std::vector<std::int64_t> accepted_src;
+  std::vector<std::pair<std::int64_t, int>> rem;  // (-remainder, source)
+  std::vector<int> targets;
+};
+
+// n * limit / total and its remainder, with counts 0 <= n <= total and limit <= total: in 64
+// bits when total^2 fits (exact, the same as the 128-bit path), else in 128 bits.
+constexpr std::int64_t kSquareFits = 3037000499;  // floor(sqrt(2^63 - 1))
+}  // namespace
+
 void dispatch_even(const Placement& p, int layer, int experts, const std::int64_t* counts,
                    const EvenDispatchOptions& opt, LayerDispatch& out) {
   const int G = p.gpus, slots = p.num_slots();
   out.reset(G, slots);
-  const auto replicas = expert_slots(p, layer, experts);
-  std::vector<std::int64_t> accepted_src(G);
-  std::vector<int> targets;
+  static thread_local EvenScratch sc;
+  // The slots of each expert in slot order, as expert_slots lists them, without a vector each.
+  const auto& layout = p.expert_of_slot[layer];
+  sc.first.assign(static_cast<std::size_t>(experts) + 1, 0);
+  for (int x : layout)
+    if (x >= 0 && x < experts) ++sc.first[static_cast<std::size_t>(x) + 1];
+  for (int e = 0; e < experts; ++e) sc.first[e + 1] += sc.first[e];
+  sc.holder.resize(static_cast<std::size_t>(sc.first[experts]));
+  sc.targets.assign(sc.first.begin(), sc.first.end() - 1);  // a cursor per expert, for the fill
+  for (int s = 0; s < static_cast<int>(layout.size()); ++s)
+    if (layout[s] >= 0 && layout[s] < experts) sc.holder[sc.targets[layout[s]]++] = s;
+  sc.accepted_src.resize(G);
+  auto& accepted_src = sc.accepted_src;
+  auto& rem = sc.rem;
+  auto& targets = sc.targets;
   for (int e = 0; e < experts; ++e) {
     std::int64_t total = 0;
     for (int g = 0; g < G; ++g) total += counts[static_cast<std::size_t>(g) * experts + e];
     out.routed += total;
-    const auto& reps = replicas[e];
-    const auto r = static_cast<std::int64_t>(reps.size());
+    const int* reps = sc.holder.data() + sc.first[e];
+    const int nreps = sc.first[e + 1] - sc.first[e];
+    const auto r = static_cast<std::int64_t>(nreps);
     std::int64_t limit = r == 0 ? 0 : opt.replica_capacity < 0 ? total : std::min(total, r * opt.replica_capacity);
     out.dropped += total - limit;
     if (limit == 0) continue;
     // Proportional shares by largest remainder, ties to the lower source.
     std::int64_t given = 0;
-    std::vector<std::pair<std::int64_t, int>> rem;
-    for (int g = 0; g < G; ++g) {
-      const std::int64_t n = counts[static_cast<std::size_t>(g) * experts + e];
-      const std::int64_t q = limit == total ? n : static_cast<std::int64_t>((static_cast<Wide>(n) * limit) / total);
-      accepted_src[g] = q;
-      given += q;
-      if (limit != total) rem.emplace_back(-static_cast<std::int64_t>((static_cast<Wide>(n) * limit) % total), g);
+    if (limit == total) {
+      for (int g = 0; g < G; ++g) accepted_src[g] = counts[static_cast<std::size_t>(g) * experts + e];
+      given = total;
+    } else {
+      rem.clear();
+      const bool narrow = total <= kSquareFits;
+      for (int g = 0; g < G; ++g) {
+        const std::int64_t n = counts[static_cast<std::size_t>(g) * experts + e];
+        std::int64_t q = 0, rm = 0;
+        if (narrow) {
+          q = n * limit / total;
+          rm = n * limit % total;
+        } else {
+          q = static_cast<std::int64_t>((static_cast<Wide>(n) * limit) / total);
+          rm = static_cast<std::int64_t>((static_cast<Wide>(n) * limit) % total);
+        }
+        accepted_src[g] = q;
+        given += q;
+        rem.emplace_back(-rm, g);
+      }
+      // The limit - given largest remainders get one more. (-remainder, source) pairs are
+      // distinct, so the first d of the sorted order are a set that nth_element finds as well.
+      const auto d = static_cast<std::size_t>(std::min<std::int64_t>(limit - given, static_cast<std::int64_t>(rem.size())));
+      if (d > 0 && d < rem.size()) std::nth_element(rem.begin(), rem.begin() + static_cast<std::ptrdiff_t>(d - 1), rem.end());
+      for (std::size_t i = 0; i < d; ++i) accepted_src[rem[i].second]++;
+      given += static_cast<std::int64_t>(d);
     }
-    std::sort(rem.begin(), rem.end());
-    for (std::size_t i = 0; given < limit && i < rem.size(); ++i, ++given) accepted_src[rem[i].second]++;
     for (int g = 0; g < G; ++g) {
       const std::int64_t n = accepted_src[g];
       if (n == 0) continue;
-      targets.clear();
+      const int* tg = reps;
+      std::int64_t k = nreps;
       if (opt.prefer_local_node) {
+        targets.clear();
         const int node = g / opt.gpus_per_node;
-        for (int s : reps)
-          if (p.gpu_of_slot(s) / opt.gpus_per_node == node) targets.push_back(s);
+        for (int i = 0; i < nreps; ++i)
+          if (p.gpu_of_slot(reps[i]) / opt.gpus_per_node == node) targets.push_back(reps[i]);
+        if (!targets.empty()) {
+          tg = targets.data();
+          k = static_cast<std::int64_t>(targets.size());
+        }
       }
-      if (targets.empty()) targets = reps;
-      const auto k = static_cast<std::int64_t>(targets.size());
+      const std::size_t row = static_cast<std::size_t>(g) * slots;
+      if (k == 1) {
+        out.accepted[row + tg[0]] += n;
+        out.buffered[row + tg[0]] += n;
+        continue;
+      }
       const std::int64_t base = n / k, extra = n % k;
       for (std::int64_t i = 0; i < k; ++i) {
         // The remainder starts at an offset that depends on the source: no replica is favoured.
         const std::int64_t j = (i + g) % k;
         const std::int64_t v = base + (i < extra ? 1 : 0);
-        const std::size_t idx = static_cast<std::size_t>(g) * slots + targets[j];
+        const std::size_t idx = row + tg[j];
         out.accepted[idx] += v;
         out.buffered[idx] += v;
       }
