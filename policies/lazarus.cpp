@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
-#include <limits>
 #include <numeric>
 
 #include "policies/common.hpp"
@@ -45,18 +44,18 @@ void apportion(std::int64_t total, const std::int64_t* w, std::size_t n, std::in
     out[0] = total;
     return;
   }
-  // 64-bit products and quotients where no product can overflow (weights >= 0, max * total and
-  // the sum in range): exactly what the 128-bit path gives.
-  const bool narrow = lo >= 0 && sum <= std::numeric_limits<std::int64_t>::max() &&
-                      hi <= std::numeric_limits<std::int64_t>::max() / total;
-  const auto sum64 = static_cast<std::int64_t>(sum);
+  // Non-negative weights, a sum below 2^32 and products at most 2^62: ExactDivider's range, the
+  // same quotients as the 128-bit path without a division per weight.
+  constexpr std::int64_t kProducts = std::int64_t{1} << 62;
+  const bool narrow = lo >= 0 && sum < (Wide{1} << 32) && hi <= kProducts / total;
+  const ExactDivider by_sum(static_cast<std::int64_t>(sum));
   std::int64_t given = 0;
   rem.clear();
   for (std::size_t i = 0; i < n; ++i) {
     if (narrow) {
-      const std::int64_t prod = w[i] * total;
-      out[i] = prod / sum64;
-      rem.emplace_back(-(prod % sum64), i);
+      std::int64_t r = 0;
+      by_sum.divmod(w[i] * total, out[i], r);
+      rem.emplace_back(-r, i);
     } else {
       const Wide prod = static_cast<Wide>(w[i]) * total;
       out[i] = static_cast<std::int64_t>(prod / sum);
@@ -141,7 +140,12 @@ class LazarusPolicy final : public Policy {
 
   void dispatch(int layer, const std::int64_t* counts, const Placement& pl, LayerDispatch& out) override {
     const int G = pl.gpus, S = pl.slots_per_gpu, slots = pl.num_slots(), E = ctx_.experts;
-    out.reset(G, slots);
+    // Expert-major counts in, slot-major results out, transposed back at the end (as
+    // dispatch_even: a column of a row-major matrix is L1-hostile at 256 experts).
+    by_expert_.resize(static_cast<std::size_t>(G) * E);
+    transpose(counts, G, E, by_expert_.data());
+    by_slot_.assign(static_cast<std::size_t>(slots) * G, 0);
+    std::int64_t routed = 0, dropped = 0;
     const auto cap = static_cast<std::int64_t>(std::ceil(capacity_factor_ * ctx_.top_k *
                                                          static_cast<double>(ctx_.tokens_per_gpu) * G /
                                                          static_cast<double>(slots)));
@@ -159,24 +163,23 @@ class LazarusPolicy final : public Policy {
     left.resize(G);
     send_.resize(G);
     for (int e = 0; e < E; ++e) {
+      const std::int64_t* col = by_expert_.data() + static_cast<std::size_t>(e) * G;
       std::int64_t total = 0;
       for (int g = 0; g < G; ++g) {
-        left[g] = counts[static_cast<std::size_t>(g) * E + e];
+        left[g] = col[g];
         total += left[g];
       }
-      out.routed += total;
+      routed += total;
       const int* rs = holder_.data() + first_[e];
       const auto nrs = static_cast<std::size_t>(first_[e + 1] - first_[e]);
       if (nrs == 0) {
-        out.dropped += total;
+        dropped += total;
         continue;
       }
       rem_.assign(nrs, cap);
       split_.resize(nrs);
       auto give = [&](int g, std::size_t i, std::int64_t n) {
-        const std::size_t idx = static_cast<std::size_t>(g) * slots + rs[i];
-        out.accepted[idx] += n;
-        out.buffered[idx] += n;
+        by_slot_[static_cast<std::size_t>(rs[i]) * G + g] += n;
         rem_[i] -= n;
         left[g] -= n;
       };
@@ -192,11 +195,13 @@ class LazarusPolicy final : public Policy {
       for (int g = 0; g < G; ++g) rest += left[g];
       for (auto c : rem_) room += c;
       const std::int64_t fit = std::min(rest, room);
-      out.dropped += rest - fit;
+      dropped += rest - fit;
       if (fit == 0) continue;
       if (fit == rest) std::copy(left.begin(), left.end(), send_.begin());
       else apportion(fit, left.data(), left.size(), send_.data(), order_);
-      for (int g = 0; g < G; ++g) {
+      for (int g = 0; g < G && nrs == 1; ++g)  // one replica: it takes the whole share
+        if (send_[g] > 0) give(g, 0, send_[g]);
+      for (int g = 0; g < G && nrs > 1; ++g) {
         if (send_[g] == 0) continue;
         // Within the remaining capacity: floor(n * rem_i / sum rem) <= rem_i, and a remainder
         // unit goes only where the exact share was fractional, hence below rem_i.
@@ -206,6 +211,14 @@ class LazarusPolicy final : public Policy {
       }
       for (int g = 0; g < G; ++g) left[g] = 0;
     }
+    // Every cell written, so no zero fill first (what reset() would do).
+    out.gpus = G;
+    out.num_slots = slots;
+    out.accepted.resize(static_cast<std::size_t>(G) * slots);
+    transpose(by_slot_.data(), slots, G, out.accepted.data());
+    out.buffered = out.accepted;
+    out.routed = routed;
+    out.dropped = dropped;
   }
 
   [[nodiscard]] PolicyDecision after_iteration(int iteration, const IterationCounts& counts,
@@ -300,7 +313,7 @@ class LazarusPolicy final : public Policy {
   LoadHistory history_;  // [layer] last load_window loads
   // dispatch's buffers, reused between layers.
   std::vector<int> first_, holder_, cursor_;
-  std::vector<std::int64_t> left_, send_, rem_, split_;
+  std::vector<std::int64_t> left_, send_, rem_, split_, by_expert_, by_slot_;
   std::vector<std::pair<std::int64_t, std::size_t>> order_;
 };
 
