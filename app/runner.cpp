@@ -116,15 +116,16 @@ ExpertSample sample_experts(std::int64_t iteration, const IterationCounts& count
     for (int src = 0; src < sh.gpus; ++src)
       for (int e = 0; e < sh.experts; ++e) x.routed[base + static_cast<std::size_t>(e)] += c[static_cast<std::size_t>(src) * sh.experts + e];
     const std::vector<int>& slots = placement.expert_of_slot[static_cast<std::size_t>(l)];
-    for (std::size_t slot = 0; slot < slots.size(); ++slot) {
-      const int e = slots[slot];
-      if (e < 0) continue;
-      ++x.replicas[base + static_cast<std::size_t>(e)];
-      for (const LayerDispatch& d : dispatch[static_cast<std::size_t>(l)])
-        for (int src = 0; src < d.gpus; ++src)
-          x.processed[base + static_cast<std::size_t>(e)] +=
-              d.accepted[static_cast<std::size_t>(src) * static_cast<std::size_t>(d.num_slots) + slot];
-    }
+    for (const int e : slots)
+      if (e >= 0) ++x.replicas[base + static_cast<std::size_t>(e)];
+    // Row by row (a column walk of the [src][slot] matrices thrashed the cache); integer sums,
+    // so the order does not change them.
+    for (const LayerDispatch& d : dispatch[static_cast<std::size_t>(l)])
+      for (int src = 0; src < d.gpus; ++src) {
+        const std::int64_t* row = d.accepted.data() + static_cast<std::size_t>(src) * static_cast<std::size_t>(d.num_slots);
+        for (std::size_t slot = 0; slot < slots.size(); ++slot)
+          if (slots[slot] >= 0) x.processed[base + static_cast<std::size_t>(slots[slot])] += row[slot];
+      }
   }
   return x;
 }

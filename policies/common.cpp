@@ -47,56 +47,153 @@ std::vector<std::int64_t> expert_loads(const std::int64_t* counts, int gpus, int
   return loads;
 }
 
+namespace {
+// dispatch_even's buffers, kept between calls so that a layer costs no allocation. One per thread:
+// compare --jobs runs policies on several threads.
+struct EvenScratch {
+  std::vector<int> first, holder;  // expert e's slots are holder[first[e], first[e + 1]), ascending
+  std::vector<std::int64_t> accepted_src;
+  std::vector<std::pair<std::int64_t, int>> rem;  // (-remainder, source)
+  std::vector<int> targets, node_of_slot, node_of_gpu;
+  std::vector<std::int64_t> by_expert;  // counts transposed: [expert][source]
+  std::vector<std::int64_t> by_slot;    // accepted, transposed: [slot][source]
+};
+
+// Up to this total, n * limit (n, limit <= total) is at most 2^62, within ExactDivider's range
+// (as is the total, below 2^32).
+constexpr std::int64_t kSquareFits = std::int64_t{1} << 31;
+}  // namespace
+
+void transpose(const std::int64_t* __restrict in, int rows, int cols, std::int64_t* __restrict out) {
+  // 8 x 8 blocks: each block reads 8 lines and writes 8 lines, all of them cached.
+  constexpr int B = 8;
+  const auto R = static_cast<std::size_t>(rows), C = static_cast<std::size_t>(cols);
+  for (std::size_t r0 = 0; r0 < R; r0 += B)
+    for (std::size_t c0 = 0; c0 < C; c0 += B) {
+      const std::size_t r1 = std::min(r0 + B, R), c1 = std::min(c0 + B, C);
+      for (std::size_t c = c0; c < c1; ++c)
+        for (std::size_t r = r0; r < r1; ++r) out[c * R + r] = in[r * C + c];
+    }
+}
+
 void dispatch_even(const Placement& p, int layer, int experts, const std::int64_t* counts,
                    const EvenDispatchOptions& opt, LayerDispatch& out) {
   const int G = p.gpus, slots = p.num_slots();
-  out.reset(G, slots);
-  const auto replicas = expert_slots(p, layer, experts);
-  std::vector<std::int64_t> accepted_src(G);
-  std::vector<int> targets;
+  static thread_local EvenScratch tls;
+  EvenScratch& sc = tls;  // one TLS lookup, not one per access in the loops
+  // Expert-major counts in, slot-major results out (transposed back at the end): a source's
+  // cells are 8 bytes apart instead of a row apart, which at 256 experts maps every row of a
+  // column to the same few L1 sets.
+  sc.by_expert.resize(static_cast<std::size_t>(G) * experts);
+  transpose(counts, G, experts, sc.by_expert.data());
+  sc.by_slot.assign(static_cast<std::size_t>(slots) * G, 0);
+  // The slots of each expert in slot order, as expert_slots lists them, without a vector each.
+  const auto& layout = p.expert_of_slot[layer];
+  sc.first.assign(static_cast<std::size_t>(experts) + 1, 0);
+  for (int x : layout)
+    if (x >= 0 && x < experts) ++sc.first[static_cast<std::size_t>(x) + 1];
+  for (int e = 0; e < experts; ++e) sc.first[e + 1] += sc.first[e];
+  sc.holder.resize(static_cast<std::size_t>(sc.first[experts]));
+  sc.targets.assign(sc.first.begin(), sc.first.end() - 1);  // a cursor per expert, for the fill
+  for (int s = 0; s < static_cast<int>(layout.size()); ++s)
+    if (layout[s] >= 0 && layout[s] < experts) sc.holder[sc.targets[layout[s]]++] = s;
+  sc.accepted_src.resize(G);
+  if (opt.prefer_local_node) {
+    sc.node_of_slot.resize(static_cast<std::size_t>(slots));
+    for (int s = 0; s < slots; ++s) sc.node_of_slot[s] = p.gpu_of_slot(s) / opt.gpus_per_node;
+    // Nodes looked up, not divided, in the loops below.
+    sc.node_of_gpu.resize(static_cast<std::size_t>(G));
+    for (int g = 0; g < G; ++g) sc.node_of_gpu[g] = g / opt.gpus_per_node;
+  }
+  auto& accepted_src = sc.accepted_src;
+  auto& rem = sc.rem;
+  auto& targets = sc.targets;
+  std::int64_t routed = 0, dropped = 0;
   for (int e = 0; e < experts; ++e) {
+    const std::int64_t* col = sc.by_expert.data() + static_cast<std::size_t>(e) * G;
     std::int64_t total = 0;
-    for (int g = 0; g < G; ++g) total += counts[static_cast<std::size_t>(g) * experts + e];
-    out.routed += total;
-    const auto& reps = replicas[e];
-    const auto r = static_cast<std::int64_t>(reps.size());
+    for (int g = 0; g < G; ++g) total += col[g];
+    routed += total;
+    const int* reps = sc.holder.data() + sc.first[e];
+    const int nreps = sc.first[e + 1] - sc.first[e];
+    const auto r = static_cast<std::int64_t>(nreps);
     std::int64_t limit = r == 0 ? 0 : opt.replica_capacity < 0 ? total : std::min(total, r * opt.replica_capacity);
-    out.dropped += total - limit;
+    dropped += total - limit;
     if (limit == 0) continue;
     // Proportional shares by largest remainder, ties to the lower source.
     std::int64_t given = 0;
-    std::vector<std::pair<std::int64_t, int>> rem;
-    for (int g = 0; g < G; ++g) {
-      const std::int64_t n = counts[static_cast<std::size_t>(g) * experts + e];
-      const std::int64_t q = limit == total ? n : static_cast<std::int64_t>((static_cast<Wide>(n) * limit) / total);
-      accepted_src[g] = q;
-      given += q;
-      if (limit != total) rem.emplace_back(-static_cast<std::int64_t>((static_cast<Wide>(n) * limit) % total), g);
+    if (limit == total) {
+      std::copy(col, col + G, accepted_src.begin());
+      given = total;
+    } else {
+      rem.clear();
+      // Counts are >= 0 (n <= total), so with total^2 in range every n * limit fits in 64 bits
+      // and is at most 2^62, and a total below 2^32 lets ExactDivider replace the idiv; else 128 bits.
+      std::int64_t lowest = 0;
+      for (int g = 0; g < G; ++g) lowest = std::min(lowest, col[g]);
+      const bool narrow = lowest >= 0 && total <= kSquareFits;
+      const ExactDivider by_total(total);
+      for (int g = 0; g < G; ++g) {
+        const std::int64_t n = col[g];
+        std::int64_t q = 0, rm = 0;
+        if (narrow) {
+          by_total.divmod(n * limit, q, rm);
+        } else {
+          q = static_cast<std::int64_t>((static_cast<Wide>(n) * limit) / total);
+          rm = static_cast<std::int64_t>((static_cast<Wide>(n) * limit) % total);
+        }
+        accepted_src[g] = q;
+        given += q;
+        rem.emplace_back(-rm, g);
+      }
+      // The limit - given largest remainders get one more. (-remainder, source) pairs are
+      // distinct, so the first d of the sorted order are a set that nth_element finds as well.
+      const auto d = static_cast<std::size_t>(std::min<std::int64_t>(limit - given, static_cast<std::int64_t>(rem.size())));
+      if (d > 0 && d < rem.size()) std::nth_element(rem.begin(), rem.begin() + static_cast<std::ptrdiff_t>(d - 1), rem.end());
+      for (std::size_t i = 0; i < d; ++i) accepted_src[rem[i].second]++;
+      given += static_cast<std::int64_t>(d);
     }
-    std::sort(rem.begin(), rem.end());
-    for (std::size_t i = 0; given < limit && i < rem.size(); ++i, ++given) accepted_src[rem[i].second]++;
+    int targets_node = -1;
     for (int g = 0; g < G; ++g) {
       const std::int64_t n = accepted_src[g];
       if (n == 0) continue;
-      targets.clear();
+      const int* tg = reps;
+      std::int64_t k = nreps;
       if (opt.prefer_local_node) {
-        const int node = g / opt.gpus_per_node;
-        for (int s : reps)
-          if (p.gpu_of_slot(s) / opt.gpus_per_node == node) targets.push_back(s);
+        // The local replicas depend only on the source's node: listed once per node and expert.
+        const int node = sc.node_of_gpu[g];
+        if (node != targets_node) {
+          targets_node = node;
+          targets.clear();
+          for (int i = 0; i < nreps; ++i)
+            if (sc.node_of_slot[reps[i]] == node) targets.push_back(reps[i]);
+        }
+        if (!targets.empty()) {
+          tg = targets.data();
+          k = static_cast<std::int64_t>(targets.size());
+        }
       }
-      if (targets.empty()) targets = reps;
-      const auto k = static_cast<std::int64_t>(targets.size());
+      std::int64_t* acc = sc.by_slot.data() + g;
+      if (k == 1) {
+        acc[static_cast<std::size_t>(tg[0]) * G] += n;
+        continue;
+      }
       const std::int64_t base = n / k, extra = n % k;
       for (std::int64_t i = 0; i < k; ++i) {
         // The remainder starts at an offset that depends on the source: no replica is favoured.
         const std::int64_t j = (i + g) % k;
-        const std::int64_t v = base + (i < extra ? 1 : 0);
-        const std::size_t idx = static_cast<std::size_t>(g) * slots + targets[j];
-        out.accepted[idx] += v;
-        out.buffered[idx] += v;
+        acc[static_cast<std::size_t>(tg[j]) * G] += base + (i < extra ? 1 : 0);
       }
     }
   }
+  // Every cell written, so no zero fill first (what reset() would do).
+  out.gpus = G;
+  out.num_slots = slots;
+  out.accepted.resize(static_cast<std::size_t>(G) * slots);
+  transpose(sc.by_slot.data(), slots, G, out.accepted.data());
+  out.buffered = out.accepted;
+  out.routed = routed;
+  out.dropped = dropped;
 }
 
 std::vector<Movement> placement_moves(const PolicyContext& ctx, const Placement& from, const Placement& to,

@@ -14,6 +14,31 @@ namespace moesim {
 // GPUs holding each expert of `layer` (distinct, ascending), and its slots.
 [[nodiscard]] std::vector<std::vector<int>> expert_slots(const Placement& p, int layer, int experts);
 
+// Division by one divisor many times, exact: a floating-point quotient corrected by the exact
+// 64-bit remainder (a 64-bit idiv per cell dominated the dispatch). For 0 <= p < 2^62 and
+// 0 < d < 2^32 the estimate is within 1 of floor(p / d), and the loops make it exact.
+struct ExactDivider {
+  std::int64_t d = 1;
+  double inv = 1.0;
+  explicit ExactDivider(std::int64_t divisor) : d(divisor), inv(1.0 / static_cast<double>(divisor)) {}
+  // q = p / d and r = p % d (C++'s, equal to floor and mod for p >= 0).
+  void divmod(std::int64_t p, std::int64_t& q, std::int64_t& r) const {
+    q = static_cast<std::int64_t>(static_cast<double>(p) * inv);
+    r = p - q * d;
+    while (r < 0) {
+      --q;
+      r += d;
+    }
+    while (r >= d) {
+      ++q;
+      r -= d;
+    }
+  }
+};
+
+// out[c * rows + r] = in[r * cols + c]: a rows x cols matrix transposed, in cache-sized blocks.
+void transpose(const std::int64_t* in, int rows, int cols, std::int64_t* out);
+
 struct EvenDispatchOptions {
   // Per-replica capacity in assignments, summed over all sources; < 0: unlimited.
   std::int64_t replica_capacity = -1;

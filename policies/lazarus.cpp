@@ -26,25 +26,48 @@ namespace {
 
 __extension__ using Wide = __int128;
 
-// Largest-remainder apportionment of `total` over `weights`: floor shares, then one each to the
-// largest remainders, ties to the lower index. With total <= sum(weights) no share exceeds its
-// weight. All zero when the weights sum to 0.
-std::vector<std::int64_t> apportion(std::int64_t total, const std::vector<std::int64_t>& weights) {
-  std::vector<std::int64_t> out(weights.size(), 0);
+// Largest-remainder apportionment of `total` over `w[0, n)` into `out[0, n)`: floor shares, then
+// one each to the largest remainders, ties to the lower index. With total <= sum(w) no share
+// exceeds its weight. All zero when the weights sum to 0. `rem` is scratch.
+void apportion(std::int64_t total, const std::int64_t* w, std::size_t n, std::int64_t* out,
+               std::vector<std::pair<std::int64_t, std::size_t>>& rem) {
+  std::fill(out, out + n, std::int64_t{0});
   Wide sum = 0;
-  for (auto w : weights) sum += w;
-  if (sum <= 0 || total <= 0) return out;
-  std::int64_t given = 0;
-  std::vector<std::pair<std::int64_t, std::size_t>> rem;  // (-remainder, index)
-  for (std::size_t i = 0; i < weights.size(); ++i) {
-    const Wide prod = static_cast<Wide>(weights[i]) * total;
-    out[i] = static_cast<std::int64_t>(prod / sum);
-    given += out[i];
-    rem.emplace_back(-static_cast<std::int64_t>(prod % sum), i);
+  std::int64_t lo = 0, hi = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    sum += w[i];
+    lo = std::min(lo, w[i]);
+    hi = std::max(hi, w[i]);
   }
-  std::sort(rem.begin(), rem.end());
-  for (std::size_t i = 0; given < total && i < rem.size(); ++i, ++given) out[rem[i].second]++;
-  return out;
+  if (sum <= 0 || total <= 0) return;
+  if (n == 1) {  // w * total / w, remainder 0
+    out[0] = total;
+    return;
+  }
+  // Non-negative weights, a sum below 2^32 and products at most 2^62: ExactDivider's range, the
+  // same quotients as the 128-bit path without a division per weight.
+  constexpr std::int64_t kProducts = std::int64_t{1} << 62;
+  const bool narrow = lo >= 0 && sum < (Wide{1} << 32) && hi <= kProducts / total;
+  const ExactDivider by_sum(static_cast<std::int64_t>(sum));
+  std::int64_t given = 0;
+  rem.clear();
+  for (std::size_t i = 0; i < n; ++i) {
+    if (narrow) {
+      std::int64_t r = 0;
+      by_sum.divmod(w[i] * total, out[i], r);
+      rem.emplace_back(-r, i);
+    } else {
+      const Wide prod = static_cast<Wide>(w[i]) * total;
+      out[i] = static_cast<std::int64_t>(prod / sum);
+      rem.emplace_back(-static_cast<std::int64_t>(prod % sum), i);
+    }
+    given += out[i];
+  }
+  // The first total - given of the sorted (-remainder, index) pairs, all distinct: the same set
+  // nth_element selects, without sorting the rest.
+  const auto d = static_cast<std::size_t>(std::min<std::int64_t>(total - given, static_cast<std::int64_t>(n)));
+  if (d > 0 && d < n) std::nth_element(rem.begin(), rem.begin() + static_cast<std::ptrdiff_t>(d - 1), rem.end());
+  for (std::size_t i = 0; i < d; ++i) out[rem[i].second]++;
 }
 
 class LazarusPolicy final : public Policy {
@@ -117,57 +140,85 @@ class LazarusPolicy final : public Policy {
 
   void dispatch(int layer, const std::int64_t* counts, const Placement& pl, LayerDispatch& out) override {
     const int G = pl.gpus, S = pl.slots_per_gpu, slots = pl.num_slots(), E = ctx_.experts;
-    out.reset(G, slots);
+    // Expert-major counts in, slot-major results out, transposed back at the end (as
+    // dispatch_even: a column of a row-major matrix is L1-hostile at 256 experts).
+    by_expert_.resize(static_cast<std::size_t>(G) * E);
+    transpose(counts, G, E, by_expert_.data());
+    by_slot_.assign(static_cast<std::size_t>(slots) * G, 0);
+    std::int64_t routed = 0, dropped = 0;
     const auto cap = static_cast<std::int64_t>(std::ceil(capacity_factor_ * ctx_.top_k *
                                                          static_cast<double>(ctx_.tokens_per_gpu) * G /
                                                          static_cast<double>(slots)));
-    const auto reps = expert_slots(pl, layer, E);
-    std::vector<std::int64_t> left(G);
+    // Expert e's slots in slot order: holder_[first_[e], first_[e + 1]) (expert_slots, flat).
+    const auto& layout = pl.expert_of_slot[layer];
+    first_.assign(static_cast<std::size_t>(E) + 1, 0);
+    for (int x : layout)
+      if (x >= 0 && x < E) ++first_[static_cast<std::size_t>(x) + 1];
+    for (int e = 0; e < E; ++e) first_[e + 1] += first_[e];
+    holder_.resize(static_cast<std::size_t>(first_[E]));
+    cursor_.assign(first_.begin(), first_.end() - 1);
+    for (int s = 0; s < static_cast<int>(layout.size()); ++s)
+      if (layout[s] >= 0 && layout[s] < E) holder_[static_cast<std::size_t>(cursor_[layout[s]]++)] = s;
+    std::vector<std::int64_t>& left = left_;
+    left.resize(G);
+    send_.resize(G);
     for (int e = 0; e < E; ++e) {
+      const std::int64_t* col = by_expert_.data() + static_cast<std::size_t>(e) * G;
       std::int64_t total = 0;
       for (int g = 0; g < G; ++g) {
-        left[g] = counts[static_cast<std::size_t>(g) * E + e];
+        left[g] = col[g];
         total += left[g];
       }
-      out.routed += total;
-      const auto& rs = reps[e];
-      if (rs.empty()) {
-        out.dropped += total;
+      routed += total;
+      const int* rs = holder_.data() + first_[e];
+      const auto nrs = static_cast<std::size_t>(first_[e + 1] - first_[e]);
+      if (nrs == 0) {
+        dropped += total;
         continue;
       }
-      std::vector<std::int64_t> rem(rs.size(), cap);
+      rem_.assign(nrs, cap);
+      split_.resize(nrs);
       auto give = [&](int g, std::size_t i, std::int64_t n) {
-        const std::size_t idx = static_cast<std::size_t>(g) * slots + rs[i];
-        out.accepted[idx] += n;
-        out.buffered[idx] += n;
-        rem[i] -= n;
+        by_slot_[static_cast<std::size_t>(rs[i]) * G + g] += n;
+        rem_[i] -= n;
         left[g] -= n;
       };
       // Local first: a source's replicas of the expert, in slot order, up to their capacity.
-      for (std::size_t i = 0; i < rs.size(); ++i) {
+      for (std::size_t i = 0; i < nrs; ++i) {
         const int g = rs[i] / S;
-        give(g, i, std::min(left[g], rem[i]));
+        give(g, i, std::min(left[g], rem_[i]));
       }
       // The rest: what fits is shared among the sources in proportion to what they have left
       // (so drops hit every source alike), then each source's share is spread over the replicas
       // in proportion to their remaining capacity, sources in order.
       std::int64_t rest = 0, room = 0;
       for (int g = 0; g < G; ++g) rest += left[g];
-      for (auto c : rem) room += c;
+      for (auto c : rem_) room += c;
       const std::int64_t fit = std::min(rest, room);
-      out.dropped += rest - fit;
+      dropped += rest - fit;
       if (fit == 0) continue;
-      const std::vector<std::int64_t> send = fit == rest ? left : apportion(fit, left);
-      for (int g = 0; g < G; ++g) {
-        if (send[g] == 0) continue;
+      if (fit == rest) std::copy(left.begin(), left.end(), send_.begin());
+      else apportion(fit, left.data(), left.size(), send_.data(), order_);
+      for (int g = 0; g < G && nrs == 1; ++g)  // one replica: it takes the whole share
+        if (send_[g] > 0) give(g, 0, send_[g]);
+      for (int g = 0; g < G && nrs > 1; ++g) {
+        if (send_[g] == 0) continue;
         // Within the remaining capacity: floor(n * rem_i / sum rem) <= rem_i, and a remainder
         // unit goes only where the exact share was fractional, hence below rem_i.
-        const std::vector<std::int64_t> split = apportion(send[g], rem);
-        for (std::size_t i = 0; i < rs.size(); ++i)
-          if (split[i] > 0) give(g, i, split[i]);
+        apportion(send_[g], rem_.data(), nrs, split_.data(), order_);
+        for (std::size_t i = 0; i < nrs; ++i)
+          if (split_[i] > 0) give(g, i, split_[i]);
       }
       for (int g = 0; g < G; ++g) left[g] = 0;
     }
+    // Every cell written, so no zero fill first (what reset() would do).
+    out.gpus = G;
+    out.num_slots = slots;
+    out.accepted.resize(static_cast<std::size_t>(G) * slots);
+    transpose(by_slot_.data(), slots, G, out.accepted.data());
+    out.buffered = out.accepted;
+    out.routed = routed;
+    out.dropped = dropped;
   }
 
   [[nodiscard]] PolicyDecision after_iteration(int iteration, const IterationCounts& counts,
@@ -260,6 +311,10 @@ class LazarusPolicy final : public Policy {
   std::int64_t interval_ = 50;
   std::int64_t load_window_ = 50;
   LoadHistory history_;  // [layer] last load_window loads
+  // dispatch's buffers, reused between layers.
+  std::vector<int> first_, holder_, cursor_;
+  std::vector<std::int64_t> left_, send_, rem_, split_, by_expert_, by_slot_;
+  std::vector<std::pair<std::int64_t, std::size_t>> order_;
 };
 
 }  // namespace

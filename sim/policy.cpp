@@ -24,19 +24,27 @@ SyncPlan default_sync_plan(const PolicyContext& ctx, const Placement& placement,
   const bool offload = ctx.training->optimizer_offload;
   const int S = placement.slots_per_gpu;
   const int wbytes = dtype_bytes(ctx.model->dtype);
+  // Scratch kept between calls (one per thread: compare --jobs): no allocation per expert.
+  static thread_local std::vector<int> first, holder, cursor, h;
+  const int E = ctx.experts;
   for (const auto& layer : placement.expert_of_slot) {
-    std::vector<std::vector<int>> holders(ctx.experts);
-    for (int sl = 0; sl < static_cast<int>(layer.size()); ++sl) {
-      const int e = layer[sl];
-      if (e < 0) continue;
-      const int g = sl / S;
-      if (holders[e].empty() || holders[e].back() != g) holders[e].push_back(g);
-    }
-    for (int e = 0; e < ctx.experts; ++e) {
-      auto& h = holders[e];
+    // Expert e's slots, ascending, are holder[first[e], first[e + 1]); their GPUs are then
+    // ascending too, and duplicates adjacent.
+    first.assign(static_cast<std::size_t>(E) + 1, 0);
+    for (int e : layer)
+      if (e >= 0) ++first[static_cast<std::size_t>(e) + 1];
+    for (int e = 0; e < E; ++e) first[e + 1] += first[e];
+    holder.resize(static_cast<std::size_t>(first[E]));
+    cursor.assign(first.begin(), first.end() - 1);
+    for (int sl = 0; sl < static_cast<int>(layer.size()); ++sl)
+      if (layer[sl] >= 0) holder[static_cast<std::size_t>(cursor[layer[sl]]++)] = sl;
+    for (int e = 0; e < E; ++e) {
+      h.clear();
+      for (int i = first[e]; i < first[e + 1]; ++i) {
+        const int g = holder[i] / S;
+        if (h.empty() || h.back() != g) h.push_back(g);
+      }
       if (h.empty()) continue;
-      std::sort(h.begin(), h.end());
-      h.erase(std::unique(h.begin(), h.end()), h.end());
       const double share = shard_over_replicas ? ctx.expert_params / static_cast<double>(h.size()) : ctx.expert_params;
       if (shard_over_replicas && h.size() > 1) {
         plan.grad_collectives.push_back({Collective::ReduceScatter, ctx.expert_grad_bytes, h, "expert gradients"});
