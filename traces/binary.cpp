@@ -14,6 +14,15 @@
 
 #include "core/error.hpp"
 
+// Carry-less multiplication for the CRC where the compiler can target it and the CPU has it
+// (checked at run time); elsewhere the tables alone, with the same results.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MOESIM_CRC_CLMUL 1
+#include <immintrin.h>
+#else
+#define MOESIM_CRC_CLMUL 0
+#endif
+
 namespace moesim {
 
 // The format is little-endian and the reader converts with plain copies; a big-endian port would
@@ -45,6 +54,71 @@ constexpr CrcTables make_crc_tables() {
 }
 
 constexpr CrcTables kCrc = make_crc_tables();
+
+#if MOESIM_CRC_CLMUL
+// The same CRC by carry-less multiplication (Gopal et al., "Fast CRC computation for generic
+// polynomials using PCLMULQDQ", Intel 2009; the constants and steps of zlib's crc32_simd.c): four
+// 16-byte lanes folded 64 bytes at a time, about 10x the tables' speed, which kept the reader
+// under 1 GB/s. `c` is the inverted running state; len >= 64 and a multiple of 16.
+#define MOESIM_CLMUL_TARGET __attribute__((target("pclmul,sse4.1")))
+
+MOESIM_CLMUL_TARGET inline __m128i clmul_load(const unsigned char* q) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+}
+
+// x folded 128 bits forward by the constants k, plus the next 16 bytes.
+MOESIM_CLMUL_TARGET inline __m128i clmul_fold(__m128i x, __m128i k, __m128i next) {
+  return _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x11), _mm_clmulepi64_si128(x, k, 0x00)), next);
+}
+
+MOESIM_CLMUL_TARGET std::uint32_t crc32_clmul(const unsigned char* buf, std::size_t len,
+                                                                     std::uint32_t c) {
+  const __m128i k1k2 = _mm_set_epi64x(0x01c6e41596, 0x0154442bd4);
+  const __m128i k3k4 = _mm_set_epi64x(0x00ccaa009e, 0x01751997d0);
+  const __m128i k5k0 = _mm_set_epi64x(0, 0x0163cd6124);
+  const __m128i poly = _mm_set_epi64x(0x01f7011641, 0x01db710641);
+  __m128i x1 = _mm_xor_si128(clmul_load(buf), _mm_cvtsi32_si128(static_cast<int>(c)));
+  __m128i x2 = clmul_load(buf + 16);
+  __m128i x3 = clmul_load(buf + 32);
+  __m128i x4 = clmul_load(buf + 48);
+  buf += 64;
+  len -= 64;
+  while (len >= 64) {
+    x1 = clmul_fold(x1, k1k2, clmul_load(buf));
+    x2 = clmul_fold(x2, k1k2, clmul_load(buf + 16));
+    x3 = clmul_fold(x3, k1k2, clmul_load(buf + 32));
+    x4 = clmul_fold(x4, k1k2, clmul_load(buf + 48));
+    buf += 64;
+    len -= 64;
+  }
+  x1 = clmul_fold(x1, k3k4, x2);
+  x1 = clmul_fold(x1, k3k4, x3);
+  x1 = clmul_fold(x1, k3k4, x4);
+  while (len >= 16) {
+    x1 = clmul_fold(x1, k3k4, clmul_load(buf));
+    buf += 16;
+    len -= 16;
+  }
+  // 128 bits to 64, then Barrett reduction to 32.
+  const __m128i mask32 = _mm_setr_epi32(~0, 0, ~0, 0);
+  __m128i x2r = _mm_clmulepi64_si128(x1, k3k4, 0x10);
+  x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), x2r);
+  x2r = _mm_srli_si128(x1, 4);
+  x1 = _mm_and_si128(x1, mask32);
+  x1 = _mm_xor_si128(_mm_clmulepi64_si128(x1, k5k0, 0x00), x2r);
+  __m128i t = _mm_and_si128(x1, mask32);
+  t = _mm_clmulepi64_si128(t, poly, 0x10);
+  t = _mm_and_si128(t, mask32);
+  t = _mm_clmulepi64_si128(t, poly, 0x00);
+  x1 = _mm_xor_si128(x1, t);
+  return static_cast<std::uint32_t>(_mm_extract_epi32(x1, 1));
+}
+
+bool have_clmul() {
+  static const bool ok = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+  return ok;
+}
+#endif
 
 std::uint32_t load_u32(const unsigned char* p) {
   std::uint32_t v = 0;
@@ -223,23 +297,47 @@ class BinaryTrace final : public TraceSource {
  public:
   BinaryTrace(std::string path, FilePtr f, const BinaryTraceInfo& info)
       : path_(std::move(path)), f_(std::move(f)), info_(info) {
-    const auto block = static_cast<std::size_t>(info_.iteration_bytes);
-    buf_.resize(std::max(kBlockBytes, block));
-    data_bytes_ = block - 4;
+    buf_.resize(kReadBytes);
+    data_bytes_ = static_cast<std::size_t>(info_.iteration_bytes) - 4;
     reset();
   }
 
   [[nodiscard]] TraceShape shape() const override { return info_.shape; }
 
+  // The counts are read in pieces of at most kReadBytes, and each piece is checksummed and
+  // converted while it is still in the cache: one pass over the data after the kernel's copy.
+  // The checks run when the whole iteration is in, in the order they always had: checksum,
+  // then negative and too large counts, so a corrupt file gets the same message.
   bool next(IterationCounts& out) override {
     if (index_ == info_.iterations) return false;
-    const std::size_t block = data_bytes_ + 4;
-    const std::uint64_t offset = kBinaryTraceHeaderBytes + static_cast<std::uint64_t>(index_) * block;
-    if (len_ - pos_ < block) refill(block, offset);
-    const unsigned char* p = buf_.data() + pos_;
+    const std::uint64_t offset = kBinaryTraceHeaderBytes + static_cast<std::uint64_t>(index_) * (data_bytes_ + 4);
+    if (out.counts.size() != cell_count(info_.shape) || out.shape.layers != info_.shape.layers ||
+        out.shape.gpus != info_.shape.gpus || out.shape.experts != info_.shape.experts) {
+      out.reset(info_.shape);
+    }
+    const auto elem = static_cast<std::size_t>(info_.element_bytes);
+    std::int64_t* dst = out.counts.data();
+    std::uint32_t computed = 0;
+    Extremes ext;
+    std::size_t done = 0;  // bytes of this iteration's counts already converted
+    while (done < data_bytes_) {
+      if (len_ - pos_ < elem) refill(elem, offset, done);
+      std::size_t take = std::min(data_bytes_ - done, len_ - pos_);
+      take -= take % elem;
+      const unsigned char* p = buf_.data() + pos_;
+      computed = crc32(p, take, computed);
+      if (elem == 4) {
+        widen_int32(p, take / 4, dst + done / 4, ext);
+      } else {
+        copy_int64(p, take / 8, dst + done / 8, ext);
+      }
+      pos_ += take;
+      done += take;
+    }
+    if (len_ - pos_ < 4) refill(4, offset, done);
+    const std::uint32_t stored = load_u32(buf_.data() + pos_);
+    pos_ += 4;
 
-    const std::uint32_t stored = load_u32(p + data_bytes_);
-    const std::uint32_t computed = crc32(p, data_bytes_);
     if (stored != computed) {
       throw InputError(
           fmt::format("{}: byte offset {}: checksum mismatch in iteration {}: stored 0x{:08X}, "
@@ -248,41 +346,12 @@ class BinaryTrace final : public TraceSource {
     }
     const std::uint32_t le = stored;
     running_crc_ = crc32(&le, 4, running_crc_);
-
-    if (out.counts.size() != cell_count(info_.shape) || out.shape.layers != info_.shape.layers ||
-        out.shape.gpus != info_.shape.gpus || out.shape.experts != info_.shape.experts) {
-      out.reset(info_.shape);
-    }
-    const std::size_t n = out.counts.size();
-    std::int64_t* dst = out.counts.data();
-    std::int64_t min_value = 0;
-    if (info_.element_bytes == 4) {
-      // memcpy per element: unaligned-safe, and compilers turn the loop into vector sign-extends.
-      std::int32_t lo = 0;
-      for (std::size_t i = 0; i < n; ++i) {
-        std::int32_t v = 0;
-        std::memcpy(&v, p + 4 * i, 4);
-        dst[i] = v;
-        lo = std::min(lo, v);
-      }
-      min_value = lo;
-    } else {
-      std::memcpy(dst, p, n * 8);
-      std::int64_t max_value = 0;
-      double total = 0.0;  // only compared with the ceiling: rounding does not matter
-      for (std::size_t i = 0; i < n; ++i) {
-        min_value = std::min(min_value, dst[i]);
-        max_value = std::max(max_value, dst[i]);
-        total += static_cast<double>(dst[i]);
-      }
-      if (min_value >= 0 && max_value > kMaxCellCount) report_too_large(out, offset);
-      if (min_value >= 0 && total > kMaxIterationCount)
-        throw InputError(fmt::format("{}: byte offset {}: iteration {} routes {:.4g} assignments in all, more "
-                                     "than the {:.4g} (2^44) one iteration may hold",
-                                     path_, offset, index_, total, kMaxIterationCount));
-    }
-    if (min_value < 0) report_negative(out, offset);
-    pos_ += block;
+    if (ext.min < 0) report_negative(out, offset);
+    if (ext.max > kMaxCellCount) report_too_large(out, offset);
+    if (ext.total > kMaxIterationCount)
+      throw InputError(fmt::format("{}: byte offset {}: iteration {} routes {:.4g} assignments in all, more "
+                                   "than the {:.4g} (2^44) one iteration may hold",
+                                   path_, offset, index_, ext.total, kMaxIterationCount));
     ++index_;
     // Checked with the last iteration, not on the call after it: consumers that read exactly the
     // announced number of iterations (the writers) never make that call.
@@ -305,6 +374,45 @@ class BinaryTrace final : public TraceSource {
   [[nodiscard]] std::string describe() const override { return fmt::format("binary({})", path_); }
 
  private:
+  // Large enough that a read call costs little next to copying its bytes, small enough that the
+  // piece is still in the L2 cache when it is checksummed and converted.
+  static constexpr std::size_t kReadBytes = std::size_t{256} << 10;
+
+  // Of the counts seen so far: the least, and for int64 the largest and the sum (int32 counts
+  // cannot reach the ceilings). Only compared with limits, so the sum's rounding does not matter.
+  struct Extremes {
+    std::int64_t min = 0;
+    std::int64_t max = 0;
+    double total = 0.0;
+  };
+
+  // memcpy per element: unaligned-safe, and compilers turn the loop into vector sign-extends.
+  static void widen_int32(const unsigned char* p, std::size_t n, std::int64_t* dst, Extremes& ext) {
+    std::int32_t lo = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      std::int32_t v = 0;
+      std::memcpy(&v, p + 4 * i, 4);
+      dst[i] = v;
+      lo = std::min(lo, v);
+    }
+    ext.min = std::min<std::int64_t>(ext.min, lo);
+  }
+
+  static void copy_int64(const unsigned char* p, std::size_t n, std::int64_t* dst, Extremes& ext) {
+    std::memcpy(dst, p, n * 8);
+    std::int64_t lo = 0;
+    std::int64_t hi = 0;
+    double total = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+      lo = std::min(lo, dst[i]);
+      hi = std::max(hi, dst[i]);
+      total += static_cast<double>(dst[i]);
+    }
+    ext.min = std::min(ext.min, lo);
+    ext.max = std::max(ext.max, hi);
+    ext.total += total;
+  }
+
   void reset() {
     std::clearerr(f_.get());
     pos_ = len_ = 0;
@@ -312,9 +420,9 @@ class BinaryTrace final : public TraceSource {
     running_crc_ = 0;
   }
 
-  // Moves the unread tail to the front and fills the buffer; the file offset of buf_[pos_] is
-  // `offset`, that of an iteration needing `need` bytes.
-  void refill(std::size_t need, std::uint64_t offset) {
+  // Moves the unread tail to the front and fills the buffer, which must then hold `need` bytes.
+  // The iteration being read starts at file offset `offset`, and `done` of its bytes are consumed.
+  void refill(std::size_t need, std::uint64_t offset, std::size_t done) {
     const std::size_t keep = len_ - pos_;
     if (keep > 0 && pos_ > 0) std::memmove(buf_.data(), buf_.data() + pos_, keep);
     pos_ = 0;
@@ -326,13 +434,13 @@ class BinaryTrace final : public TraceSource {
     }
     if (std::ferror(f_.get()) != 0) {
       throw InputError(
-          fmt::format("{}: read error at byte offset {} (iteration {})", path_, offset + len_, index_));
+          fmt::format("{}: read error at byte offset {} (iteration {})", path_, offset + done + len_, index_));
     }
     if (len_ < need) {
       throw InputError(
           fmt::format("{}: short read at byte offset {}: expected {} bytes for iteration {}, found {} "
                       "(the file was truncated)",
-                      path_, offset, need, index_, len_));
+                      path_, offset, data_bytes_ + 4, index_, done + len_));
     }
   }
 
@@ -363,7 +471,7 @@ class BinaryTrace final : public TraceSource {
   FilePtr f_;
   BinaryTraceInfo info_;
   std::vector<unsigned char> buf_;
-  std::size_t data_bytes_ = 0;
+  std::size_t data_bytes_ = 0;  // one iteration's counts, without its CRC
   std::size_t pos_ = 0;  // next unread byte in buf_
   std::size_t len_ = 0;  // valid bytes in buf_
   std::int64_t index_ = 0;
@@ -557,6 +665,14 @@ class BinaryWriter {
 std::uint32_t crc32(const void* data, std::size_t n, std::uint32_t prev) {
   const auto* p = static_cast<const unsigned char*>(data);
   std::uint32_t c = ~prev;
+#if MOESIM_CRC_CLMUL
+  if (n >= 64 && have_clmul()) {
+    const std::size_t whole = n & ~std::size_t{15};
+    c = crc32_clmul(p, whole, c);
+    p += whole;
+    n -= whole;
+  }
+#endif
   while (n >= 16) {
     const std::uint32_t a = load_u32(p) ^ c;
     const std::uint32_t b = load_u32(p + 4);
@@ -569,6 +685,13 @@ std::uint32_t crc32(const void* data, std::size_t n, std::uint32_t prev) {
     p += 16;
     n -= 16;
   }
+  while (n-- > 0) c = (c >> 8) ^ kCrc[0][(c ^ *p++) & 0xFFU];
+  return ~c;
+}
+
+std::uint32_t crc32_portable(const void* data, std::size_t n, std::uint32_t prev) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::uint32_t c = ~prev;
   while (n-- > 0) c = (c >> 8) ^ kCrc[0][(c ^ *p++) & 0xFFU];
   return ~c;
 }
