@@ -66,7 +66,8 @@ std::vector<IterationCounts> iterations(const TraceShape& shape, int n, bool big
 
 }  // namespace
 
-TEST_CASE("binary reader: the fast CRC equals the byte-wise one on every length and alignment", "[trace-formats]") {
+TEST_CASE("binary reader: the fast CRC equals the byte-wise one on every length and alignment",
+          "[trace-formats]") {
   std::mt19937_64 rng(3);
   std::vector<unsigned char> buf(5000);
   for (auto& b : buf) b = static_cast<unsigned char>(rng());
@@ -127,8 +128,9 @@ TEST_CASE("binary reader: errors past the first piece keep their offsets", "[tra
     auto t = moesim::open_binary_trace(p, shape);
     IterationCounts c;
     REQUIRE(t->next(c));
-    CHECK_THAT(error_of([&] { (void)t->next(c); }),
-               Contains(p + ": byte offset " + std::to_string(64 + block) + ": checksum mismatch in iteration 1"));
+    CHECK_THAT(
+        error_of([&] { (void)t->next(c); }),
+        Contains(p + ": byte offset " + std::to_string(64 + block) + ": checksum mismatch in iteration 1"));
   }
   SECTION("a negative count late in the iteration, with a matching CRC") {
     const std::uint32_t crc = moesim::crc32(bytes.data() + 64 + block, block - 4);
@@ -142,9 +144,9 @@ TEST_CASE("binary reader: errors past the first piece keep their offsets", "[tra
     const std::size_t src_gpu = cell / 1031 % 97;
     const std::size_t expert = cell % 1031;
     CHECK_THAT(error_of([&] { (void)t->next(c); }),
-               Contains(p + ": byte offset " + std::to_string(at) + ": iteration 1, layer " + std::to_string(layer) +
-                        ", src_gpu " + std::to_string(src_gpu) + ", expert " + std::to_string(expert) +
-                        ": count -9 is negative"));
+               Contains(p + ": byte offset " + std::to_string(at) + ": iteration 1, layer " +
+                        std::to_string(layer) + ", src_gpu " + std::to_string(src_gpu) + ", expert " +
+                        std::to_string(expert) + ": count -9 is negative"));
   }
   SECTION("truncated a few pieces into an iteration") {
     const std::string p = d.file("cut.bin");

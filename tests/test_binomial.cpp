@@ -225,7 +225,8 @@ TEST_CASE("binomial: the stream is pinned on every path", "[binomial]") {
   std::mt19937_64 rng(2026);
   std::uint64_t h = 0xCBF29CE484222325ULL;
   for (int rep = 0; rep < 60; ++rep) {
-    for (const auto& [n, p] : pinned_cases()) h = fnv1a(h, static_cast<std::uint64_t>(sample_binomial(rng, n, p)));
+    for (const auto& [n, p] : pinned_cases())
+      h = fnv1a(h, static_cast<std::uint64_t>(sample_binomial(rng, n, p)));
   }
   h = fnv1a(h, rng());  // the engine's position after the draws
   CHECK(h == 0x1dd3d428eb5100d6ULL);
@@ -260,7 +261,8 @@ TEST_CASE("binomial: a batch is the same draws as one call each", "[binomial]") 
     std::vector<std::int64_t> n(count);
     for (auto& v : n) {
       const std::uint64_t kind = rng() % 5;
-      v = kind == 0 ? 0 : kind == 1 ? static_cast<std::int64_t>(rng() % 40) : kind == 2 ? static_cast<std::int64_t>(rng() % 16384) : static_cast<std::int64_t>(rng() % 4'000'000);
+      const std::uint64_t range = kind == 1 ? 40 : kind == 2 ? 16384 : 4'000'000;
+      v = kind == 0 ? 0 : static_cast<std::int64_t>(rng() % range);
     }
     const double ps[] = {0.0, 1.0, 1e-6, 0.003, 0.02, 0.3, 0.5, 0.7, 0.999, -0.1, 1.5};
     const double p = trial < 11 ? ps[trial] : static_cast<double>(rng() >> 11) * 0x1.0p-53;

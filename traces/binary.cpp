@@ -68,11 +68,11 @@ MOESIM_CLMUL_TARGET inline __m128i clmul_load(const unsigned char* q) {
 
 // x folded 128 bits forward by the constants k, plus the next 16 bytes.
 MOESIM_CLMUL_TARGET inline __m128i clmul_fold(__m128i x, __m128i k, __m128i next) {
-  return _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x11), _mm_clmulepi64_si128(x, k, 0x00)), next);
+  return _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x11), _mm_clmulepi64_si128(x, k, 0x00)),
+                       next);
 }
 
-MOESIM_CLMUL_TARGET std::uint32_t crc32_clmul(const unsigned char* buf, std::size_t len,
-                                                                     std::uint32_t c) {
+MOESIM_CLMUL_TARGET std::uint32_t crc32_clmul(const unsigned char* buf, std::size_t len, std::uint32_t c) {
   const __m128i k1k2 = _mm_set_epi64x(0x01c6e41596, 0x0154442bd4);
   const __m128i k3k4 = _mm_set_epi64x(0x00ccaa009e, 0x01751997d0);
   const __m128i k5k0 = _mm_set_epi64x(0, 0x0163cd6124);
@@ -310,7 +310,8 @@ class BinaryTrace final : public TraceSource {
   // then negative and too large counts, so a corrupt file gets the same message.
   bool next(IterationCounts& out) override {
     if (index_ == info_.iterations) return false;
-    const std::uint64_t offset = kBinaryTraceHeaderBytes + static_cast<std::uint64_t>(index_) * (data_bytes_ + 4);
+    const std::uint64_t offset =
+        kBinaryTraceHeaderBytes + static_cast<std::uint64_t>(index_) * (data_bytes_ + 4);
     if (out.counts.size() != cell_count(info_.shape) || out.shape.layers != info_.shape.layers ||
         out.shape.gpus != info_.shape.gpus || out.shape.experts != info_.shape.experts) {
       out.reset(info_.shape);
@@ -349,9 +350,10 @@ class BinaryTrace final : public TraceSource {
     if (ext.min < 0) report_negative(out, offset);
     if (ext.max > kMaxCellCount) report_too_large(out, offset);
     if (ext.total > kMaxIterationCount)
-      throw InputError(fmt::format("{}: byte offset {}: iteration {} routes {:.4g} assignments in all, more "
-                                   "than the {:.4g} (2^44) one iteration may hold",
-                                   path_, offset, index_, ext.total, kMaxIterationCount));
+      throw InputError(
+          fmt::format("{}: byte offset {}: iteration {} routes {:.4g} assignments in all, more "
+                      "than the {:.4g} (2^44) one iteration may hold",
+                      path_, offset, index_, ext.total, kMaxIterationCount));
     ++index_;
     // Checked with the last iteration, not on the call after it: consumers that read exactly the
     // announced number of iterations (the writers) never make that call.
@@ -433,8 +435,8 @@ class BinaryTrace final : public TraceSource {
       if (got == 0) break;
     }
     if (std::ferror(f_.get()) != 0) {
-      throw InputError(
-          fmt::format("{}: read error at byte offset {} (iteration {})", path_, offset + done + len_, index_));
+      throw InputError(fmt::format("{}: read error at byte offset {} (iteration {})", path_,
+                                   offset + done + len_, index_));
     }
     if (len_ < need) {
       throw InputError(
@@ -445,14 +447,15 @@ class BinaryTrace final : public TraceSource {
   }
 
   [[noreturn]] void report_too_large(const IterationCounts& c, std::uint64_t offset) const {
-    const auto it = std::find_if(c.counts.begin(), c.counts.end(), [](std::int64_t v) { return v > kMaxCellCount; });
+    const auto it =
+        std::find_if(c.counts.begin(), c.counts.end(), [](std::int64_t v) { return v > kMaxCellCount; });
     const auto cell = static_cast<std::size_t>(it - c.counts.begin());
     const auto e = static_cast<std::size_t>(info_.shape.experts);
     const auto g = static_cast<std::size_t>(info_.shape.gpus);
-    throw InputError(fmt::format("{}: byte offset {}: iteration {}, layer {}, src_gpu {}, expert {}: count {} is "
-                                 "above the {} (2^40) one cell may hold",
-                                 path_, offset + cell * 8, index_, cell / (g * e), cell / e % g, cell % e, *it,
-                                 kMaxCellCount));
+    throw InputError(fmt::format(
+        "{}: byte offset {}: iteration {}, layer {}, src_gpu {}, expert {}: count {} is "
+        "above the {} (2^40) one cell may hold",
+        path_, offset + cell * 8, index_, cell / (g * e), cell / e % g, cell % e, *it, kMaxCellCount));
   }
 
   [[noreturn]] void report_negative(const IterationCounts& c, std::uint64_t offset) const {
@@ -472,8 +475,8 @@ class BinaryTrace final : public TraceSource {
   BinaryTraceInfo info_;
   std::vector<unsigned char> buf_;
   std::size_t data_bytes_ = 0;  // one iteration's counts, without its CRC
-  std::size_t pos_ = 0;  // next unread byte in buf_
-  std::size_t len_ = 0;  // valid bytes in buf_
+  std::size_t pos_ = 0;         // next unread byte in buf_
+  std::size_t len_ = 0;         // valid bytes in buf_
   std::int64_t index_ = 0;
   std::uint32_t running_crc_ = 0;
 };

@@ -12,7 +12,9 @@ namespace {
 // never 0 or 1 (so the logs and divisions below are safe), and independent of the standard
 // library's generate_canonical.
 template <class Rng>
-double uniform_open(Rng& rng) { return (static_cast<double>(rng() >> 12) + 0.5) * 0x1.0p-52; }
+double uniform_open(Rng& rng) {
+  return (static_cast<double>(rng() >> 12) + 0.5) * 0x1.0p-52;
+}
 
 // Remainder of Stirling's formula: log(k!) - [(k + 1/2) log(k + 1) - (k + 1) + log(2 pi) / 2].
 // Tabulated below 10 (computed to 17 digits with mpmath), where the series converges slowly;
@@ -202,8 +204,7 @@ std::int64_t btrd_outside(Rng& rng, const BtrdP& P, const BtrdN& d, double v) {
   const double md = static_cast<double>(m);
   const double kd = static_cast<double>(k);
   const double nm = nd - md + 1.0;
-  const double h =
-      (md + 0.5) * std::log((md + 1.0) / (odds * nm)) + stirling_tail(m) + stirling_tail(n - m);
+  const double h = (md + 0.5) * std::log((md + 1.0) / (odds * nm)) + stirling_tail(m) + stirling_tail(n - m);
   const double nk = nd - kd + 1.0;
   const double log_ratio = h + (nd + 1.0) * std::log(nm / nk) +
                            (kd + 0.5) * std::log(nk * odds / (kd + 1.0)) - stirling_tail(k) -
