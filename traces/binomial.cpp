@@ -132,8 +132,9 @@ inline std::int64_t btrd_box_k(double v, double a, double b, double c, double in
 }
 
 // One try of BTRD for a v outside the central box: the draw, or -1 when (u, v) is rejected.
+// `alpha` is (2.83 + 5.1 / b) sd and `inv_npq` 1 / (n p q), computed once for all the tries.
 template <class Rng>
-std::int64_t btrd_outside(Rng& rng, const BtrdP& P, const BtrdN& d, double v) {
+std::int64_t btrd_outside(Rng& rng, const BtrdP& P, const BtrdN& d, double alpha, double inv_npq, double v) {
   const double nd = d.nd;
   const double b = d.b;
   const double a = d.a;
@@ -155,7 +156,6 @@ std::int64_t btrd_outside(Rng& rng, const BtrdP& P, const BtrdN& d, double v) {
   if (!(x >= 0.0 && x < nd + 1.0)) return -1;
   const auto k = static_cast<std::int64_t>(x);
   // v relative to the hat at u: v * alpha / (a / us^2 + b), with one division.
-  const double alpha = (2.83 + 5.1 / b) * d.sd;
   const double us2 = us * us;
   v *= alpha * us2 / (a + b * us2);
 
@@ -195,7 +195,6 @@ std::int64_t btrd_outside(Rng& rng, const BtrdP& P, const BtrdN& d, double v) {
   // settles most cases; otherwise evaluate it exactly through Stirling's formula.
   v = std::log(v);
   const double kmd = static_cast<double>(km);
-  const double inv_npq = 1.0 / d.npq;
   const double rho = kmd * inv_npq * (((kmd * (1.0 / 3.0) + 0.625) * kmd + 1.0 / 6.0) * inv_npq + 0.5);
   const double t = -0.5 * kmd * kmd * inv_npq;
   if (v < t - rho) return k;
@@ -215,9 +214,11 @@ std::int64_t btrd_outside(Rng& rng, const BtrdP& P, const BtrdN& d, double v) {
 // BTRD from its first v on: tries until one is accepted, each further try with a fresh v.
 template <class Rng>
 std::int64_t btrd_finish(Rng& rng, const BtrdP& P, const BtrdN& d, double v) {
+  const double alpha = (2.83 + 5.1 / d.b) * d.sd;
+  const double inv_npq = 1.0 / d.npq;
   for (;;) {
     if (btrd_in_box(v, d.b, d.v_r_b)) return btrd_box_k(v, d.a, d.b, d.c, d.inv_v_r);
-    const std::int64_t k = btrd_outside(rng, P, d, v);
+    const std::int64_t k = btrd_outside(rng, P, d, alpha, inv_npq, v);
     if (k >= 0) return k;
     v = uniform_open(rng);
   }
@@ -232,7 +233,10 @@ std::int64_t sample_one(Rng& rng, std::int64_t n, double p) {
   // BTRD's constants are valid from n p >= 10 on; below, inversion is exact and short.
   if (static_cast<double>(n) * p < 10.0) return binomial_inversion(rng, n, p / (1.0 - p), std::log1p(-p));
   const BtrdP P = btrd_p(p);
-  return btrd_finish(rng, P, btrd_n(P, n), uniform_open(rng));
+  const BtrdN d = btrd_n(P, n);
+  const double v = uniform_open(rng);
+  if (btrd_in_box(v, d.b, d.v_r_b)) return btrd_box_k(v, d.a, d.b, d.c, d.inv_v_r);
+  return btrd_finish(rng, P, d, v);
 }
 
 // The batch in chunks: first every draw's BTRD set-up, in a loop without branches, then the
