@@ -195,3 +195,84 @@ TEST_CASE("binomial: deterministic given the engine state", "[binomial]") {
   }
   CHECK(got == std::vector<std::int64_t>{4, 597, 14, 1032, 0, 139, 0, 0, 18, 1815});
 }
+
+namespace {
+
+// FNV-1a over 64-bit values: a compact fingerprint of a long stream of draws.
+std::uint64_t fnv1a(std::uint64_t h, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) {
+    h ^= (v >> (8 * i)) & 0xFFU;
+    h *= 0x100000001B3ULL;
+  }
+  return h;
+}
+
+// (n, p) over every path of the sampler: inversion, BTRD with the log-factorial table (n <=
+// 16384), BTRD with Hoermann's evaluation near and far from the mode, p > 1/2, and edge cases.
+std::vector<std::pair<std::int64_t, double>> pinned_cases() {
+  std::vector<std::pair<std::int64_t, double>> v;
+  for (std::int64_t n : {0LL, 1LL, 7LL, 40LL, 300LL, 5000LL, 16384LL, 16385LL, 200'000LL, 3'932'160LL}) {
+    for (double p : {0.0, 1e-7, 0.0009, 0.004, 0.03, 0.2, 0.5, 0.61, 0.97, 1.0}) v.emplace_back(n, p);
+  }
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("binomial: the stream is pinned on every path", "[binomial]") {
+  // Every synthetic trace (and the regression baseline) depends on this stream: a faster
+  // implementation must reproduce it bit for bit, including how many engine outputs it uses.
+  std::mt19937_64 rng(2026);
+  std::uint64_t h = 0xCBF29CE484222325ULL;
+  for (int rep = 0; rep < 60; ++rep) {
+    for (const auto& [n, p] : pinned_cases())
+      h = fnv1a(h, static_cast<std::uint64_t>(sample_binomial(rng, n, p)));
+  }
+  h = fnv1a(h, rng());  // the engine's position after the draws
+  CHECK(h == 0x1dd3d428eb5100d6ULL);
+}
+
+TEST_CASE("binomial: Mt64 is std::mt19937_64", "[binomial]") {
+  for (std::uint64_t seed : {0ULL, 1ULL, 5489ULL, 0xFFFFFFFFFFFFFFFFULL}) {
+    std::mt19937_64 a(seed);
+    moesim::Mt64 b(seed);
+    bool same = true;
+    for (int i = 0; i < 5000; ++i) same = same && a() == b();  // several refills
+    CHECK(same);
+    // Reseeding starts over, as std's does.
+    a.seed(seed + 7);
+    b.seed(seed + 7);
+    CHECK(a() == b());
+  }
+  std::mt19937_64 a;
+  moesim::Mt64 b;
+  CHECK(a() == b());  // the default seed
+  // std distributions draw the same from it.
+  std::normal_distribution<double> na;
+  std::normal_distribution<double> nb;
+  for (int i = 0; i < 100; ++i) CHECK(na(a) == nb(b));
+}
+
+TEST_CASE("binomial: a batch is the same draws as one call each", "[binomial]") {
+  std::mt19937_64 rng(11);
+  for (int trial = 0; trial < 300; ++trial) {
+    // Counts of every kind in one batch: nothing left, inversion, the table, Hoermann's path.
+    const std::size_t count = 1 + rng() % 150;
+    std::vector<std::int64_t> n(count);
+    for (auto& v : n) {
+      const std::uint64_t kind = rng() % 5;
+      const std::uint64_t range = kind == 1 ? 40 : kind == 2 ? 16384 : 4'000'000;
+      v = kind == 0 ? 0 : static_cast<std::int64_t>(rng() % range);
+    }
+    const double ps[] = {0.0, 1.0, 1e-6, 0.003, 0.02, 0.3, 0.5, 0.7, 0.999, -0.1, 1.5};
+    const double p = trial < 11 ? ps[trial] : static_cast<double>(rng() >> 11) * 0x1.0p-53;
+    moesim::Mt64 one(static_cast<std::uint64_t>(trial));
+    moesim::Mt64 batch(static_cast<std::uint64_t>(trial));
+    std::vector<std::int64_t> want(count);
+    for (std::size_t i = 0; i < count; ++i) want[i] = sample_binomial(one, n[i], p);
+    std::vector<std::int64_t> got(count, -1);
+    moesim::sample_binomial_batch(batch, p, n.data(), got.data(), count);
+    REQUIRE(got == want);
+    REQUIRE(one() == batch());  // the engine is left at the same position
+  }
+}

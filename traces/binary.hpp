@@ -1,7 +1,8 @@
 #pragma once
 // The native binary trace format (layout in docs/trace-format.md, "Binary format"): a 64-byte
 // header, then every iteration's counts stored contiguously, each followed by its CRC-32. It is
-// read one iteration at a time in large blocks, so memory does not grow with the trace length.
+// read in pieces of 256 KiB, each checksummed and converted while in the cache, so memory does not
+// grow with the trace length.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -27,6 +28,9 @@ struct BinaryTraceInfo {
 // CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320, as zlib's crc32): pass the previous result
 // to continue a running checksum; crc32("123456789") == 0xCBF43926.
 [[nodiscard]] std::uint32_t crc32(const void* data, std::size_t n, std::uint32_t prev = 0);
+// The same, one table lookup per byte and nothing else: the reference crc32's fast paths are
+// tested against.
+[[nodiscard]] std::uint32_t crc32_portable(const void* data, std::size_t n, std::uint32_t prev = 0);
 
 // "2 MoE layers, 4 GPUs, 8 experts".
 [[nodiscard]] std::string describe_shape(const TraceShape& s);

@@ -3,8 +3,11 @@
 // raw std::mt19937_64 outputs (whose sequence the C++ standard fixes), never a std distribution,
 // so synthetic traces do not depend on the standard library's binomial algorithm. It is also
 // cheap to call with a new (n, p) every time, which the trace generator does for every draw.
+#include <cstddef>
 #include <cstdint>
 #include <random>
+
+#include "traces/mt64.hpp"
 
 namespace moesim {
 
@@ -16,5 +19,12 @@ namespace moesim {
 // p >= 1 gives n; these consume no random numbers. The result always lies in [0, n].
 // Deterministic given the engine state.
 [[nodiscard]] std::int64_t sample_binomial(std::mt19937_64& rng, std::int64_t n, double p);
+// The same draw from Mt64, whose output sequence is std::mt19937_64's: same results.
+[[nodiscard]] std::int64_t sample_binomial(Mt64& rng, std::int64_t n, double p);
+
+// out[i] = sample_binomial(rng, n[i], p) for i = 0 .. count - 1, in that order: the same results
+// and the same engine state after as those calls, faster for many draws with one p (the
+// synthetic generator's draws for one expert from every source GPU).
+void sample_binomial_batch(Mt64& rng, double p, const std::int64_t* n, std::int64_t* out, std::size_t count);
 
 }  // namespace moesim
