@@ -56,8 +56,10 @@ Scenario scenario(const std::string& file, std::vector<std::string> overrides, c
 // over the extra CPU time they take. Targets: >= 20 iterations/s (analytical), >= 2 (flow),
 // start-up <= 2 s, peak RSS <= 1 GB (peak_rss_bytes is the process's, so run one row at a time
 // for that figure).
-void deepseek(benchmark::State& state, const std::string& policy, const std::string& network, int extra) {
-  const std::vector<std::string> base{"network.model=" + network, "run.stop_at_convergence=false"};
+void deepseek(benchmark::State& state, const std::string& policy, const std::string& network, int extra,
+              const std::vector<std::string>& layout = {}) {
+  std::vector<std::string> base{"network.model=" + network, "run.stop_at_convergence=false"};
+  base.insert(base.end(), layout.begin(), layout.end());
   auto with_iterations = [&](int n) {
     std::vector<std::string> o = base;
     o.push_back("run.max_iterations=" + std::to_string(n));
@@ -98,6 +100,32 @@ MOESIM_DEEPSEEK(lazarus, "lazarus")
 MOESIM_DEEPSEEK(prophet, "prophet:extra_slots=0")
 BENCHMARK_CAPTURE(deepseek, static, std::string("static:capacity_factor=1.25"), std::string("flow"), 2)
     ->Name("BM_DeepSeekV3_2048_Flow/static")
+    ->UseManualTime()
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+
+// Iterations per second against GPUs (the table in docs/model.md): DeepSeek-V3 with its
+// 2,048-GPU layout (PP 16 x EP 64, data parallelism derived) at 2,048 and 4,096 GPUs, fewer
+// stages below (PP 8 at 512, PP 2 at 128) and PP 1 x EP 16 with 16 slots a GPU at 16 GPUs.
+// GPU memory is unbounded (hbm_bytes 1e15): this times the simulator, not whether the model
+// fits. static-cf1.25, analytical network.
+void BM_Scale_DeepSeekV3(benchmark::State& state) {
+  const int gpus = static_cast<int>(state.range(0));
+  std::vector<std::string> layout{"cluster.nodes=" + std::to_string(gpus / 8), "cluster.gpu.hbm_bytes=1e15"};
+  if (gpus == 16) {
+    layout.insert(layout.end(), {"parallelism.pipeline=1", "parallelism.expert=16", "placement.slots_per_gpu=16"});
+  } else if (gpus < 1024) {
+    layout.push_back("parallelism.pipeline=" + std::to_string(gpus / 64));
+  }
+  deepseek(state, "static:capacity_factor=1.25", "analytical", 4, layout);
+  state.counters["gpus"] = gpus;
+}
+BENCHMARK(BM_Scale_DeepSeekV3)
+    ->Arg(16)
+    ->Arg(128)
+    ->Arg(512)
+    ->Arg(2048)
+    ->Arg(4096)
     ->UseManualTime()
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);

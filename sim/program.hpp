@@ -119,6 +119,7 @@ class Programs {
   };
   struct Team {
     std::vector<int> lanes;
+    int base = -1;  // lanes are base, base + 1, ...: run_teams indexes them directly
     std::vector<TeamOp> ops;
     std::vector<TimeNs> pool;
   };
@@ -136,6 +137,10 @@ class Programs {
   void expand_teams();
   // Runs the stored team operations from clock_ on; false (a deadlock) if some team never ends.
   bool run_teams(std::uint64_t& events);
+  // One team from its pc until it blocks or ends; `Lanes` maps a member to its lane. Returns
+  // whether it ended.
+  template <class Lanes>
+  bool run_team(std::size_t t, const Lanes& lane_of, std::uint64_t& events);
   void step(Engine& engine, int lane);
   // The same programs without the event queue: each lane runs until it blocks, and the lane
   // that completes a collective or delivers a message resumes the blocked ones. Every time is a
@@ -150,6 +155,7 @@ class Programs {
   std::vector<Team> teams_;
   std::vector<int> team_of_lane_;
   std::vector<std::vector<std::vector<int>>> partitions_;
+  std::vector<int> partition_members_;  // [partition]: 1 + its largest member index
   std::vector<TeamMessage> team_messages_;
   std::size_t used_team_messages_ = 0;
   bool lane_ops_ = false;        // a lane operation was added since reset(): team ones expand

@@ -16,11 +16,23 @@ int Programs::add_team(std::vector<int> lanes) {
     if (team_of_lane_[l] >= 0) throw std::logic_error("Programs: a lane is in two teams");
     team_of_lane_[l] = static_cast<int>(teams_.size());
   }
-  teams_.push_back(Team{std::move(lanes), {}, {}});
+  bool contiguous = !lanes.empty();
+  for (std::size_t i = 1; i < lanes.size(); ++i) contiguous &= lanes[i] == lanes[0] + static_cast<int>(i);
+  const int base = contiguous ? lanes[0] : -1;
+  teams_.push_back(Team{std::move(lanes), base, {}, {}});
   return static_cast<int>(teams_.size()) - 1;
 }
 
 int Programs::add_partition(std::vector<std::vector<int>> groups) {
+  int members = 0;
+  for (const auto& g : groups) {
+    if (g.empty()) throw std::logic_error("Programs: an empty group in a partition");
+    for (int m : g) {
+      if (m < 0) throw std::logic_error("Programs: a negative member in a partition");
+      members = std::max(members, m + 1);
+    }
+  }
+  partition_members_.push_back(members);
   partitions_.push_back(std::move(groups));
   return static_cast<int>(partitions_.size()) - 1;
 }
@@ -29,6 +41,7 @@ void Programs::clear_teams() {
   teams_.clear();
   team_of_lane_.clear();
   partitions_.clear();
+  partition_members_.clear();
   team_ops_ = false;
 }
 
@@ -94,9 +107,8 @@ void Programs::team_collective(int team, int partition, std::span<const TimeNs> 
   const auto& groups = partitions_.at(static_cast<std::size_t>(partition));
   if (per_group.size() != groups.size()) throw std::logic_error("Programs: team_collective needs one time a group");
   const std::size_t n = teams_.at(static_cast<std::size_t>(team)).lanes.size();
-  for (const auto& g : groups)
-    for (int m : g)
-      if (m < 0 || static_cast<std::size_t>(m) >= n) throw std::logic_error("Programs: a partition names no member");
+  if (static_cast<std::size_t>(partition_members_[static_cast<std::size_t>(partition)]) > n)
+    throw std::logic_error("Programs: a partition names no member of the team");
   if (groups.empty()) return;
   add_team_op(team, TeamOp{Kind::Collective, phase, partition, 0, 0, 0}, per_group);
 }
@@ -166,6 +178,90 @@ void Programs::expand_teams() {
   team_ops_ = false;
 }
 
+template <class Lanes>
+bool Programs::run_team(std::size_t t, const Lanes& lane_of, std::uint64_t& events) {
+  TimeNs* clock = clock_.data();
+  std::array<TimeNs, kNumPhases>* busy = busy_.data();
+  std::uint32_t* in_run = continuing_.data();
+  auto deliver = [&](const TeamMessage& m, std::size_t to, Phase phase) {
+    const Team& r = teams_[to];
+    const int ph = static_cast<int>(phase);
+    if (r.lanes.size() != m.ready.size()) throw std::logic_error("Programs: a team message between teams of two sizes");
+    for (std::size_t i = 0; i < r.lanes.size(); ++i) {
+      const auto lane = static_cast<std::size_t>(r.lanes[i]);
+      if (m.ready[i] > clock[lane]) {
+        busy[lane][ph] += m.ready[i] - clock[lane];
+        clock[lane] = m.ready[i];
+        ++events;
+      }
+    }
+  };
+  const Team& team = teams_[t];
+  const std::size_t n = team.lanes.size();
+  std::size_t pc = team_pc_[t];
+  while (pc < team.ops.size()) {
+    const TeamOp& op = team.ops[pc++];
+    const TimeNs* d = team.pool.data() + op.at;
+    const int ph = static_cast<int>(op.phase);
+    if (op.kind == Kind::Local) {
+      for (std::size_t i = 0; i < n; ++i) {
+        const TimeNs x = d[op.n == 1 ? 0 : i];
+        if (x <= 0) continue;
+        const std::size_t lane = lane_of(i);
+        busy[lane][ph] += x;
+        clock[lane] += x;
+        in_run[lane] = 1;
+      }
+      continue;
+    }
+    // The members' runs of local work end here.
+    for (std::size_t i = 0; i < n; ++i) {
+      std::uint32_t& r = in_run[lane_of(i)];
+      events += r;
+      r = 0;
+    }
+    if (op.kind == Kind::Collective) {
+      const auto& groups = partitions_[static_cast<std::size_t>(op.target)];
+      for (std::size_t g = 0; g < groups.size(); ++g) {
+        TimeNs last = clock[lane_of(static_cast<std::size_t>(groups[g].front()))];
+        for (int m : groups[g]) last = std::max(last, clock[lane_of(static_cast<std::size_t>(m))]);
+        for (int m : groups[g]) {
+          const std::size_t lane = lane_of(static_cast<std::size_t>(m));
+          busy[lane][static_cast<int>(Phase::Wait)] += last - clock[lane];
+          busy[lane][ph] += d[g];
+          clock[lane] = last + d[g];
+        }
+      }
+      events += groups.size();  // each group's members leave together
+      continue;
+    }
+    TeamMessage& m = team_messages_[static_cast<std::size_t>(op.target)];
+    if (op.kind == Kind::Send) {
+      m.ready.resize(n);
+      for (std::size_t i = 0; i < n; ++i) m.ready[i] = clock[lane_of(i)] + d[0];
+      m.sent = true;
+      if (m.waiting >= 0) {
+        deliver(m, static_cast<std::size_t>(m.waiting), m.wait_phase);
+        runnable_teams_.push_back(m.waiting);
+        m.waiting = -1;
+      }
+      continue;
+    }
+    if (!m.sent) {
+      m.waiting = static_cast<int>(t);
+      m.wait_phase = op.phase;
+      team_pc_[t] = pc;
+      return false;
+    }
+    deliver(m, t, op.phase);
+  }
+  team_pc_[t] = pc;
+  // A run of local work at the end goes on into the lane's own operations (run_direct counts
+  // it once, here).
+  for (std::size_t i = 0; i < n; ++i) events += in_run[lane_of(i)];
+  return true;
+}
+
 bool Programs::run_teams(std::uint64_t& events_out) {
   // The same sums and maxima as run_direct on the expanded lanes, and the same event count: one
   // a member's run of local work, one a collective, one a receive that waits.
@@ -177,95 +273,21 @@ bool Programs::run_teams(std::uint64_t& events_out) {
     team_messages_[m].sent = false;
     team_messages_[m].waiting = -1;
   }
-  TimeNs* clock = clock_.data();
-  std::array<TimeNs, kNumPhases>* busy = busy_.data();
-  std::uint32_t* in_run = continuing_.data();
-  std::uint64_t events = 0;  // a local: events_out may alias the arrays below
-  auto deliver = [&](const TeamMessage& m, const Team& to, Phase phase) {
-    const int ph = static_cast<int>(phase);
-    for (std::size_t i = 0; i < to.lanes.size(); ++i) {
-      const auto lane = static_cast<std::size_t>(to.lanes[i]);
-      if (m.ready[i] > clock[lane]) {
-        busy[lane][ph] += m.ready[i] - clock[lane];
-        clock[lane] = m.ready[i];
-        ++events;
-      }
-    }
-  };
+  std::uint64_t events = 0;  // a local: events_out may alias the arrays run_team writes
   std::size_t finished = 0;
   while (!runnable_teams_.empty()) {
     const auto t = static_cast<std::size_t>(runnable_teams_.back());
     runnable_teams_.pop_back();
     const Team& team = teams_[t];
-    const std::size_t n = team.lanes.size();
-    const int* lanes = team.lanes.data();
-    std::size_t pc = team_pc_[t];
-    bool blocked = false;
-    while (pc < team.ops.size() && !blocked) {
-      const TeamOp& op = team.ops[pc++];
-      const TimeNs* d = team.pool.data() + op.at;
-      const int ph = static_cast<int>(op.phase);
-      if (op.kind == Kind::Local) {
-        for (std::size_t i = 0; i < n; ++i) {
-          const TimeNs x = d[op.n == 1 ? 0 : i];
-          if (x <= 0) continue;
-          const auto lane = static_cast<std::size_t>(lanes[i]);
-          busy[lane][ph] += x;
-          clock[lane] += x;
-          in_run[lane] = 1;
-        }
-        continue;
-      }
-      // The members' runs of local work end here.
-      for (std::size_t i = 0; i < n; ++i) {
-        std::uint32_t& r = in_run[static_cast<std::size_t>(lanes[i])];
-        events += static_cast<std::uint64_t>(r);
-        r = 0;
-      }
-      if (op.kind == Kind::Collective) {
-        const auto& groups = partitions_[static_cast<std::size_t>(op.target)];
-        for (std::size_t g = 0; g < groups.size(); ++g) {
-          TimeNs last = clock[static_cast<std::size_t>(lanes[static_cast<std::size_t>(groups[g].front())])];
-          for (int m : groups[g]) last = std::max(last, clock[static_cast<std::size_t>(lanes[static_cast<std::size_t>(m)])]);
-          for (int m : groups[g]) {
-            const auto lane = static_cast<std::size_t>(lanes[static_cast<std::size_t>(m)]);
-            busy[lane][static_cast<int>(Phase::Wait)] += last - clock[lane];
-            busy[lane][ph] += d[g];
-            clock[lane] = last + d[g];
-          }
-        }
-        events += groups.size();  // each group's members leave together
-        continue;
-      }
-      TeamMessage& m = team_messages_[static_cast<std::size_t>(op.target)];
-      if (op.kind == Kind::Send) {
-        m.ready.resize(n);
-        for (std::size_t i = 0; i < n; ++i) m.ready[i] = clock[static_cast<std::size_t>(lanes[i])] + d[0];
-        m.sent = true;
-        if (m.waiting >= 0) {
-          const Team& to = teams_[static_cast<std::size_t>(m.waiting)];
-          if (to.lanes.size() != n) throw std::logic_error("Programs: a team message between teams of two sizes");
-          deliver(m, to, m.wait_phase);
-          runnable_teams_.push_back(m.waiting);
-          m.waiting = -1;
-        }
-        continue;
-      }
-      if (!m.sent) {
-        m.waiting = static_cast<int>(t);
-        m.wait_phase = op.phase;
-        blocked = true;
-        continue;
-      }
-      if (m.ready.size() != n) throw std::logic_error("Programs: a team message between teams of two sizes");
-      deliver(m, team, op.phase);
+    bool ended = false;
+    if (team.base >= 0) {
+      const auto base = static_cast<std::size_t>(team.base);
+      ended = run_team(t, [base](std::size_t i) { return base + i; }, events);
+    } else {
+      const int* lanes = team.lanes.data();
+      ended = run_team(t, [lanes](std::size_t i) { return static_cast<std::size_t>(lanes[i]); }, events);
     }
-    team_pc_[t] = pc;
-    if (blocked) continue;
-    ++finished;
-    // A run of local work at the end goes on into the lane's own operations (run_direct counts
-    // it once, here).
-    for (std::size_t i = 0; i < n; ++i) events += static_cast<std::uint64_t>(in_run[static_cast<std::size_t>(lanes[i])]);
+    finished += ended ? 1 : 0;
   }
   events_out += events;
   return finished == T;
