@@ -117,7 +117,7 @@ void BM_Scale_DeepSeekV3(benchmark::State& state) {
   } else if (gpus < 1024) {
     layout.push_back("parallelism.pipeline=" + std::to_string(gpus / 64));
   }
-  deepseek(state, "static:capacity_factor=1.25", "analytical", 4, layout);
+  deepseek(state, "static:capacity_factor=1.25", "analytical", 8, layout);
   state.counters["gpus"] = gpus;
 }
 BENCHMARK(BM_Scale_DeepSeekV3)
