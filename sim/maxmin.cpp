@@ -223,6 +223,23 @@ void MaxMinSolver::collect_broken(int link, double max_before, std::vector<int>&
   }
 }
 
+double MaxMinSolver::settle_top_share(double level) {
+  while (!heap_.empty()) {
+    const int top = heap_.top();
+    const auto ti = static_cast<std::size_t>(top);
+    if (unfrozen_[ti] == 0) {
+      heap_.pop();
+      continue;
+    }
+    const double share = rem_[ti] / unfrozen_[ti];
+    if (share <= heap_.top_key()) break;
+    heap_.set(top, share);
+  }
+  if (heap_.empty()) return std::numeric_limits<double>::infinity();
+  const auto t = static_cast<std::size_t>(heap_.top());
+  return std::max(rem_[t] / unfrozen_[t], level);
+}
+
 void MaxMinSolver::freeze(int flow, double r) {
   rate_[static_cast<std::size_t>(flow)] = r;
   flow_stamp_[static_cast<std::size_t>(flow)] = stamp_;
@@ -296,24 +313,8 @@ void MaxMinSolver::solve(const std::vector<int>& flows) {
   double level = 0.0;
   const auto frozen = [&](int f) { return flow_stamp_[static_cast<std::size_t>(f)] == st; };
   while (left_ > 0) {
-    // Bring the top link's key up to date (keys only lag behind by going up).
-    while (!heap_.empty()) {
-      const int top = heap_.top();
-      const auto ti = static_cast<std::size_t>(top);
-      if (unfrozen_[ti] == 0) {
-        heap_.pop();
-        continue;
-      }
-      const double share = rem_[ti] / unfrozen_[ti];
-      if (share <= heap_.top_key()) break;
-      heap_.set(top, share);
-    }
+    const double link_share = settle_top_share(level);
     while (ci < capped_.size() && frozen(capped_[ci].second)) ++ci;
-    // Levels never go down; rounding in the subtractions could otherwise make them dip.
-    const double link_share = heap_.empty() ? std::numeric_limits<double>::infinity()
-                                            : std::max(rem_[static_cast<std::size_t>(heap_.top())] /
-                                                           unfrozen_[static_cast<std::size_t>(heap_.top())],
-                                                       level);
     const double cap_share = ci < capped_.size() ? capped_[ci].first : std::numeric_limits<double>::infinity();
     if (!std::isfinite(link_share) && !std::isfinite(cap_share)) throw std::logic_error("maxmin: unbounded flow");
     if (cap_share <= link_share) {
@@ -579,22 +580,8 @@ void MaxMinSolver::fill_fresh() {
     }
   };
   while (left_ > 0) {
-    while (!heap_.empty()) {
-      const int top = heap_.top();
-      const auto ti = static_cast<std::size_t>(top);
-      if (unfrozen_[ti] == 0) {
-        heap_.pop();
-        continue;
-      }
-      const double share = rem_[ti] / unfrozen_[ti];
-      if (share <= heap_.top_key()) break;
-      heap_.set(top, share);
-    }
+    const double link_share = settle_top_share(level);
     while (ci < capped_.size() && frozen(capped_[ci].second)) ++ci;
-    const double link_share = heap_.empty() ? std::numeric_limits<double>::infinity()
-                                            : std::max(rem_[static_cast<std::size_t>(heap_.top())] /
-                                                           unfrozen_[static_cast<std::size_t>(heap_.top())],
-                                                       level);
     const double cap_share = ci < capped_.size() ? capped_[ci].first : std::numeric_limits<double>::infinity();
     if (!std::isfinite(link_share) && !std::isfinite(cap_share)) throw std::logic_error("maxmin: unbounded flow");
     if (cap_share <= link_share) {

@@ -129,6 +129,10 @@ class MaxMinSolver {
   // The starting set of an update: added flows with every flow sharing a link with them.
   void collect_added(std::vector<int>& set);
   void freeze(int flow, double r);
+  // Brings the top link's key up to date (keys only lag behind by going up) and returns the
+  // share it offers, never below `level` (rounding in the subtractions could make it dip);
+  // infinity when no link is left.
+  [[nodiscard]] double settle_top_share(double level);
   void set_rate(int flow, double r);
   [[nodiscard]] std::uint32_t next_stamp();
   [[nodiscard]] bool in_set(int flow) const { return in_set_[static_cast<std::size_t>(flow)] == set_stamp_; }

@@ -15,6 +15,7 @@
 #include "tests/file_fixture.hpp"
 #include "traces/binary.hpp"
 #include "traces/trace.hpp"
+#include "tests/trace_fixture.hpp"
 
 using Catch::Matchers::Contains;
 using moesim::IterationCounts;
@@ -25,22 +26,7 @@ using moesim::testing::TempDir;
 
 namespace {
 
-class VectorTrace final : public TraceSource {
- public:
-  explicit VectorTrace(std::vector<IterationCounts> its) : its_(std::move(its)) {}
-  [[nodiscard]] TraceShape shape() const override { return its_.front().shape; }
-  bool next(IterationCounts& out) override {
-    if (pos_ >= its_.size()) return false;
-    out = its_[pos_++];
-    return true;
-  }
-  void rewind() override { pos_ = 0; }
-  [[nodiscard]] std::string describe() const override { return "vector"; }
-
- private:
-  std::vector<IterationCounts> its_;
-  std::size_t pos_ = 0;
-};
+using moesim::testing::VectorTrace;
 
 std::string error_of(const std::function<void()>& f) {
   try {

@@ -24,6 +24,7 @@
 #include "traces/binary.hpp"
 #include "traces/importers.hpp"
 #include "traces/trace.hpp"
+#include "tests/trace_fixture.hpp"
 
 using Catch::Matchers::Contains;
 using moesim::ConvertRequest;
@@ -43,23 +44,7 @@ void write_bytes(const std::string& p, const std::string& bytes) {
       .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-// A trace held in memory, for exact expectations.
-class VectorTrace final : public TraceSource {
- public:
-  explicit VectorTrace(std::vector<IterationCounts> its) : its_(std::move(its)) {}
-  [[nodiscard]] TraceShape shape() const override { return its_.front().shape; }
-  bool next(IterationCounts& out) override {
-    if (pos_ >= its_.size()) return false;
-    out = its_[pos_++];
-    return true;
-  }
-  void rewind() override { pos_ = 0; }
-  [[nodiscard]] std::string describe() const override { return "vector"; }
-
- private:
-  std::vector<IterationCounts> its_;
-  std::size_t pos_ = 0;
-};
+using moesim::testing::VectorTrace;
 
 std::vector<IterationCounts> drain(TraceSource& t) {
   std::vector<IterationCounts> out;
