@@ -58,6 +58,11 @@ struct Study {
   [[nodiscard]] Scenario scenario(const StudyRun& r) const;
 };
 
+// A study's size: every point's scenario is loaded (and checked) before anything runs, so a grid
+// of 10^8 points would take minutes and gigabytes before a word is printed.
+inline constexpr std::uint64_t kMaxStudyPoints = 10000;
+inline constexpr std::uint64_t kMaxStudyRuns = 100000;  // points x seeds
+
 // Reads and validates a study: strict keys, and every point's scenario is loaded once, so a bad
 // grid value fails before anything runs (the error names the study file, line and key).
 [[nodiscard]] Study load_study(const std::string& file);

@@ -2,18 +2,69 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include "core/error.hpp"
 
 namespace moesim {
 
+namespace {
+
+// The offset of the first byte that does not begin a valid UTF-8 sequence; npos when all are.
+std::size_t utf8_error(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t n = 0;
+    unsigned min = 0;
+    if ((c & 0xE0) == 0xC0) {
+      n = 1;
+      min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2;
+      min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3;
+      min = 0x10000;
+    } else {
+      return i;
+    }
+    unsigned cp = c & (0x3FU >> n);
+    for (std::size_t k = 1; k <= n; ++k) {
+      if (i + k >= s.size()) return i;
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (d & 0x3FU);
+    }
+    // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8 either.
+    if (cp < min || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return i;
+    i += n + 1;
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace
+
 std::string yaml_kind(const YAML::Node& n) {
   switch (n.Type()) {
     case YAML::NodeType::Null: return "null";
-    case YAML::NodeType::Scalar: return fmt::format("'{}'", n.Scalar());
+    case YAML::NodeType::Scalar: {
+      // Quoted input is capped: a 50 MB scalar must not become a 50 MB message.
+      const std::string& v = n.Scalar();
+      if (v.size() <= 60) return fmt::format("'{}'", v);
+      return fmt::format("'{}...' ({} characters)", v.substr(0, 57), v.size());
+    }
     case YAML::NodeType::Sequence: return "a list";
     case YAML::NodeType::Map: return "a mapping";
     default: return "nothing";
@@ -164,6 +215,11 @@ std::string Cfg::get_string(const std::string& key, const std::string& def) {
   YAML::Node n = get(key);
   if (!n || n.IsNull()) return def;
   if (!n.IsScalar()) fail(key, fmt::format("expected a string, found {}", yaml_kind(n)));
+  // Strings reach summary.json and file names; JSON needs UTF-8 (a `--set` value is not checked
+  // by load_yaml_string).
+  if (const std::size_t bad = utf8_error(n.Scalar()); bad != std::string_view::npos) {
+    fail(key, fmt::format("the string is not valid UTF-8 (byte {} of it)", bad));
+  }
   return n.Scalar();
 }
 
@@ -291,6 +347,14 @@ std::string apply_override(YAML::Node& root, const std::string& assignment) {
 }
 
 YAML::Node load_yaml_string(const std::string& text, const std::string& origin) {
+  if (const std::size_t bad = utf8_error(text); bad != std::string_view::npos) {
+    const auto end = text.begin() + static_cast<std::ptrdiff_t>(bad);
+    const auto line = 1 + std::count(text.begin(), end, '\n');
+    const std::size_t nl = bad == 0 ? std::string::npos : text.rfind('\n', bad - 1);
+    const std::size_t col = bad - (nl == std::string::npos ? 0 : nl + 1) + 1;
+    throw InputError(fmt::format("{}:{}:{}: the file is not valid UTF-8 (byte offset {}); YAML files must be UTF-8",
+                                 origin, line, col, bad));
+  }
   try {
     YAML::Node n = YAML::Load(text);
     return n;
@@ -301,8 +365,13 @@ YAML::Node load_yaml_string(const std::string& text, const std::string& origin) 
 }
 
 YAML::Node load_yaml_file(const std::string& file) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(file, ec)) {
+    throw InputError(fmt::format("{}: cannot open file: it is a directory", file));
+  }
   std::ifstream in(file);
-  if (!in) throw InputError(fmt::format("{}: cannot open file", file));
+  // The OS reason (no such file, permission denied) is what the user needs to fix it.
+  if (!in) throw InputError(fmt::format("{}: cannot open file: {}", file, std::strerror(errno)));
   std::stringstream ss;
   ss << in.rdbuf();
   return load_yaml_string(ss.str(), file);

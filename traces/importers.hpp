@@ -96,6 +96,14 @@ struct OpenedTrace {
   bool spread = false;  // counts were drawn by the spreading rule (so cycling draws afresh)
 };
 
+// One iteration of a trace holds at most this many layer x source GPU x expert counts (1 GiB of
+// int64; DeepSeek-V3 on 2,048 GPUs needs 58 x 2,048 x 256 = 30.4 M). open_trace_file refuses a
+// larger shape, inferred or given, before anything of that size is allocated.
+inline constexpr std::int64_t kMaxTraceCells = std::int64_t{1} << 27;
+// Throws InputError naming `where` when L x G x E is above kMaxTraceCells (no overflow: each
+// factor is an int).
+void check_trace_cells(const TraceShape& shape, const std::string& where);
+
 // Opens any supported trace file or folder as a TraceSource of the options' shape.
 [[nodiscard]] OpenedTrace open_trace_file(const std::string& path, const ImportOptions& options);
 

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -92,9 +93,15 @@ Study load_study_text(const std::string& text, const std::string& origin) {
         throw InputError(fmt::format("{}: expected a non-empty list of values, found {}", where, yaml_kind(kv.second)));
       }
       std::vector<YAML::Node> values;
+      std::map<std::string, YAML::Node> written;  // a repeated value would give one run file but two rows
       for (const auto& v : kv.second) {
         if (v.IsNull()) {
           throw InputError(fmt::format("{}: key 'grid.{}': a grid value cannot be null", mark_text(origin, v), key));
+        }
+        const auto [first, fresh] = written.emplace(assignment_value(v), v);
+        if (!fresh) {
+          throw InputError(fmt::format("{}: key 'grid.{}': value {} is listed twice (first at line {}); list each once",
+                                       mark_text(origin, v), key, yaml_kind(v), first->second.Mark().line + 1));
         }
         values.push_back(v);
       }
@@ -118,6 +125,25 @@ Study load_study_text(const std::string& text, const std::string& origin) {
   st.own_policies = !policies.empty();
   c.finish();
 
+  // Every point is loaded up front (below): the grid's size is checked before any is built, with
+  // no overflow (each factor is at most the ceiling).
+  {
+    std::uint64_t points = 1;
+    for (const auto& a : axes) {
+      points *= a.second.size();
+      if (points > kMaxStudyPoints) break;
+    }
+    const std::uint64_t runs = points * std::max<std::uint64_t>(st.seeds.size(), 1);
+    if (points > kMaxStudyPoints || runs > kMaxStudyRuns) {
+      std::string sizes;
+      for (const auto& a : axes) sizes += fmt::format("{}{} {}", sizes.empty() ? "" : " x ", a.second.size(), a.first);
+      const std::string count = points > kMaxStudyPoints ? fmt::format("more than {}", kMaxStudyPoints)
+                                                         : fmt::format("{}", points);
+      c.fail("grid", fmt::format("the grid has {} points ({}) and {} seeds; a study may have at most {} points and "
+                                 "{} runs (split it into several studies)",
+                                 count, sizes, st.seeds.size(), kMaxStudyPoints, kMaxStudyRuns));
+    }
+  }
   // Points: the cartesian product of the axes, the last key varying fastest.
   expand_points(st, axes, origin, located);
 

@@ -36,6 +36,17 @@ inline std::string at_byte(const std::string& path, std::uint64_t offset) {
   return fmt::format("{}: byte offset {}", path, offset);
 }
 
+// Input quoted in a message: at most 60 characters, so that a 50 MB line without line breaks
+// does not become a 50 MB message.
+inline std::string quoted(std::string_view s) {
+  if (s.size() <= 60) return std::string(s);
+  return fmt::format("{}... ({} characters)", s.substr(0, 57), s.size());
+}
+
+// In-memory count matrices (JSON, CSV, long CSV) hold at most this many layer x expert cells
+// (256 MiB of doubles; DeepSeek-V3's 58 x 256 needs 14,848).
+inline constexpr std::int64_t kMaxMatrixCells = std::int64_t{1} << 25;
+
 inline std::size_t cells(int layers, int experts) {
   return static_cast<std::size_t>(layers) * static_cast<std::size_t>(experts);
 }
@@ -88,10 +99,10 @@ inline bool parse_number(std::string_view f, double& v) {
 // A count field: a finite number >= 0 (fractions allowed: normalised loads are common).
 inline double parse_count(std::string_view f, const std::string& where, const std::string& column) {
   double v = 0;
-  if (!parse_number(f, v)) fail(where, fmt::format("{}: '{}' is not a number", column, f));
+  if (!parse_number(f, v)) fail(where, fmt::format("{}: '{}' is not a number", column, quoted(f)));
   if (!std::isfinite(v) || v < 0 || v > kMaxExactCount) {
     fail(where, fmt::format("{}: count {} is out of range; counts must be finite and >= 0 (at most 2^53)",
-                            column, f));
+                            column, quoted(f)));
   }
   return v;
 }
@@ -138,6 +149,10 @@ inline void check_dims(const std::string& where, std::int64_t layers, std::int64
   if (layers < 1 || experts < 1 || layers > (1 << 24) || experts > (1 << 24)) {
     fail(where, fmt::format("a load matrix needs 1..2^24 layers and experts; found {} layers, {} experts",
                             layers, experts));
+  }
+  if (layers * experts > kMaxMatrixCells) {
+    fail(where, fmt::format("{} layers x {} experts = {} cells; a load matrix holds at most 2^25 ({})", layers,
+                            experts, layers * experts, kMaxMatrixCells));
   }
 }
 

@@ -111,6 +111,16 @@ TraceFormat detect_trace_format(const std::string& path) {
   return TraceFormat::load_matrix_csv;
 }
 
+void check_trace_cells(const TraceShape& s, const std::string& where) {
+  // Each factor is below 2^31, so the product of the first two fits; the third is checked by division.
+  const std::int64_t lg = std::int64_t{std::max(s.layers, 0)} * std::max(s.gpus, 0);
+  if (lg > 0 && std::max(s.experts, 0) > kMaxTraceCells / lg) {
+    fail(where, fmt::format("the trace shape {} layers x {} GPUs x {} experts has more than 2^27 ({}) counts per "
+                            "iteration, the most a trace may hold",
+                            s.layers, s.gpus, s.experts, kMaxTraceCells));
+  }
+}
+
 OpenedTrace open_trace_file(const std::string& path, const ImportOptions& o) {
   OpenedTrace out;
   out.format = detect_trace_format(path);
@@ -128,6 +138,7 @@ OpenedTrace open_trace_file(const std::string& path, const ImportOptions& o) {
   spread.iterations = o.iterations;
   const auto finish_spread = [&](std::unique_ptr<CountMatrixSource> m) {
     require_shape(TraceShape{m->layers(), o.shape.gpus, m->experts()}, o.shape, path, o.shape_from);
+    check_trace_cells(TraceShape{m->layers(), spread.gpus, m->experts()}, path);
     if (o.shape.gpus == 0) {
       throw InputError(
           fmt::format("{}: the {} input has no source-GPU detail: give the number of source GPUs to "
@@ -142,6 +153,7 @@ OpenedTrace open_trace_file(const std::string& path, const ImportOptions& o) {
   // A per-source input: used as recorded, or re-spread when a batch size is given.
   const auto per_source = [&](std::unique_ptr<TraceSource> t, std::int64_t iterations,
                               const std::string& where) {
+    check_trace_cells(t->shape(), where);
     if (o.tokens_per_gpu) {
       const TraceShape s = t->shape();
       require_shape(TraceShape{s.layers, o.shape.gpus, s.experts}, o.shape, where, o.shape_from);
@@ -167,6 +179,7 @@ OpenedTrace open_trace_file(const std::string& path, const ImportOptions& o) {
       if (o.shape.layers != 0) s.layers = o.shape.layers;
       if (o.shape.experts != 0) s.experts = o.shape.experts;
       if (o.shape.gpus != 0 && !o.tokens_per_gpu) s.gpus = o.shape.gpus;
+      check_trace_cells(s, path);
       if (s.layers < 1 || s.gpus < 1 || s.experts < 1 || x.iterations < 1) {
         // Let the reader name the problem (empty file, no rows, bad header) with its line.
         (void)open_csv_trace(path,

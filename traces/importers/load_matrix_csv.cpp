@@ -58,7 +58,7 @@ std::unique_ptr<CountMatrixSource> load_matrix_csv(const std::string& path) {
     std::size_t c = 0;
     if (has_step) {
       std::int64_t s = 0;
-      if (!parse_int(f[0], s)) fail(where, fmt::format("column 'step': '{}' is not an integer", f[0]));
+      if (!parse_int(f[0], s)) fail(where, fmt::format("column 'step': '{}' is not an integer", quoted(f[0])));
       if (data.empty() && s != 0) fail(where, fmt::format("the first step is {}; steps start at 0", s));
       if (s != step) {
         if (s != step + 1) {
@@ -78,7 +78,7 @@ std::unique_ptr<CountMatrixSource> load_matrix_csv(const std::string& path) {
     }
     if (has_layer) {
       std::int64_t l = 0;
-      if (!parse_int(f[c], l)) fail(where, fmt::format("column 'layer': '{}' is not an integer", f[c]));
+      if (!parse_int(f[c], l)) fail(where, fmt::format("column 'layer': '{}' is not an integer", quoted(f[c])));
       if (l != row_in_step) {
         fail(where,
              fmt::format("layer {} is out of order; expected layer {} (rows list layers 0, 1, 2, ... in "

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "traces/importers/common.hpp"
+#include "traces/importers/json.hpp"
 
 namespace moesim {
 
@@ -27,16 +28,7 @@ constexpr std::array<std::string_view, 8> kMatrixKeys = {
     "tokens_per_expert"};
 
 std::unique_ptr<CountMatrixSource> load_matrix_json(const std::string& path) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) fail(path, "cannot open: it is a directory, not a file");
-  std::ifstream in(path, std::ios::in | std::ios::binary);
-  if (!in) fail(path, fs::exists(path, ec) ? "cannot open: not readable" : "cannot open: no such file");
-  json root;
-  try {
-    root = json::parse(in);
-  } catch (const json::parse_error& e) {
-    fail(at_byte(path, e.byte), fmt::format("invalid JSON: {}", e.what()));
-  }
+  const json root = read_json_file(path);
   const json* m = &root;
   std::string ptr;  // JSON pointer of the matrix, for messages
   if (root.is_object()) {
@@ -56,12 +48,14 @@ std::unique_ptr<CountMatrixSource> load_matrix_json(const std::string& path) {
         if (v.is_array()) arrays.push_back(k);
       }
       if (arrays.size() != 1) {
-        fail(path, fmt::format("cannot find the load matrix: the object has {} array members ({}); expected "
+        const std::size_t n = arrays.size();
+        if (n > 8) arrays.resize(8);  // the message names a few, not a whole file of keys
+        fail(path, fmt::format("cannot find the load matrix: the object has {} array members ({}{}); expected "
                                "the root array or one of the keys {}",
-                               arrays.size(), fmt::join(arrays, ", "), fmt::join(kMatrixKeys, ", ")));
+                               n, fmt::join(arrays, ", "), n > 8 ? ", ..." : "", fmt::join(kMatrixKeys, ", ")));
       }
       ptr = "/" + arrays.front();
-      m = &root[arrays.front()];
+      m = &root.at(arrays.front());
     }
   }
   const auto where = [&](const std::string& sub) { return fmt::format("{}: at {}{}", path, ptr, sub); };
@@ -79,8 +73,9 @@ std::unique_ptr<CountMatrixSource> load_matrix_json(const std::string& path) {
   const std::size_t layers = with_steps ? first.size() : m->size();
   const std::size_t experts = with_steps ? first[0].size() : first.size();
   check_dims(where(""), static_cast<std::int64_t>(layers), static_cast<std::int64_t>(experts));
+  // Grown as values are read, not reserved from the first step's shape: steps * layers * experts
+  // taken from a short file can ask for a terabyte before a later step turns out shorter.
   std::vector<double> data;
-  data.reserve(steps * layers * experts);
   const auto read_layer = [&](const json& row, const std::string& at) {
     if (!row.is_array() || row.size() != experts) {
       fail(where(at),
@@ -92,7 +87,7 @@ std::unique_ptr<CountMatrixSource> load_matrix_json(const std::string& path) {
       const double x = v.is_number() ? v.get<double>() : -1.0;
       if (!v.is_number() || !std::isfinite(x) || x < 0 || x > kMaxExactCount) {
         fail(where(fmt::format("{}/{}", at, e)),
-             fmt::format("expected a count (a number >= 0), found {}", v.dump()));
+             fmt::format("expected a count (a number >= 0), found {}", brief(v)));
       }
       data.push_back(x);
     }

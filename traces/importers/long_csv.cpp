@@ -31,8 +31,8 @@ std::unique_ptr<CountMatrixSource> long_csv(const std::string& path,
     const auto it = std::find(columns.begin(), columns.end(), name);
     if (it == columns.end()) {
       fail(r.where(),
-           fmt::format("the header '{}' has no column '{}'; a long CSV needs layer, expert and count", line,
-                       name));
+           fmt::format("the header '{}' has no column '{}'; a long CSV needs layer, expert and count",
+                       quoted(line), name));
     }
     return static_cast<std::size_t>(it - columns.begin());
   };
@@ -80,10 +80,10 @@ std::unique_ptr<CountMatrixSource> long_csv(const std::string& path,
     Row row{};
     row.line = r.line();
     if (!parse_int(f[c_layer], row.layer) || row.layer < 0) {
-      fail(where, fmt::format("column 'layer': '{}' is not an integer >= 0", f[c_layer]));
+      fail(where, fmt::format("column 'layer': '{}' is not an integer >= 0", quoted(f[c_layer])));
     }
     if (!parse_int(f[c_expert], row.expert) || row.expert < 0 || row.expert >= (1 << 24)) {
-      fail(where, fmt::format("column 'expert': '{}' is not an integer in 0..2^24-1", f[c_expert]));
+      fail(where, fmt::format("column 'expert': '{}' is not an integer in 0..2^24-1", quoted(f[c_expert])));
     }
     row.count = parse_count(f[c_count], where, "column 'count'");
     rows.push_back(row);

@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "traces/importers/common.hpp"
+#include "traces/importers/json.hpp"
 
 namespace moesim {
 
@@ -135,6 +136,16 @@ bool rank_number(const std::string& stem, std::int64_t& out) {
   return i < stem.size() && parse_int(std::string_view(stem).substr(i), out);
 }
 
+// A shape for a message: short when it is a list of a few numbers, its size otherwise.
+std::string brief_shape(const json& shape) {
+  if (shape.is_array() && shape.size() <= 8) {
+    std::string s = "[";
+    for (const json& d : shape) s += (s.size() > 1 ? ", " : "") + brief(d);
+    return s + "]";
+  }
+  return brief(shape);
+}
+
 struct SafetensorsEntry {
   std::int64_t iteration = 0, layer = 0;
   TensorRef ref;
@@ -163,16 +174,12 @@ std::vector<SafetensorsEntry> read_safetensors_index(const std::string& path, st
   std::string text(static_cast<std::size_t>(n), '\0');
   if (std::fread(text.data(), 1, text.size(), f) != text.size())
     fail(at_byte(path, 8), "short read in the header");
-  json h;
-  try {
-    h = json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail(at_byte(path, 8 + e.byte), fmt::format("the safetensors header is not valid JSON: {}", e.what()));
-  }
+  const json h = parse_json_bounded(text, path, 8);
   if (!h.is_object()) fail(at_byte(path, 8), "the safetensors header must be a JSON object");
   const std::uint64_t data_start = 8 + n;
   const std::uint64_t data_size = size - data_start;
   std::vector<SafetensorsEntry> out;
+  std::vector<std::tuple<std::uint64_t, std::uint64_t, std::string>> spans;  // begin, end, key
   for (const auto& [key, t] : h.items()) {
     if (key == "__metadata__") continue;
     const std::string where = fmt::format("{} (header), tensor '{}'", at_byte(path, 8), key);
@@ -211,17 +218,17 @@ std::vector<SafetensorsEntry> read_safetensors_index(const std::string& path, st
       const auto d = shape[i].get<std::uint64_t>();
       if (i + 1 < shape.size() && d != 1) {
         fail(where, fmt::format("shape {} is not a vector of expert counts ([experts] or [1, experts])",
-                                shape.dump()));
+                                brief_shape(shape)));
       }
       if (i + 1 == shape.size()) len = static_cast<std::int64_t>(std::min<std::uint64_t>(d, 1U << 25));
     }
     if (len < 1 || len > (1 << 24))
-      fail(where, fmt::format("shape {} has no expert counts (or too many)", shape.dump()));
+      fail(where, fmt::format("shape {} has no expert counts (or too many)", brief_shape(shape)));
     if (experts == 0) experts = static_cast<int>(len);
     if (len != experts) {
       fail(where, fmt::format(
                       "shape {} holds {} counts; the other tensors (or meta_info.json's num_experts) have {}",
-                      shape.dump(), len, experts));
+                      brief_shape(shape), len, experts));
     }
     const auto begin = t["data_offsets"][0].get<std::uint64_t>();
     const auto end = t["data_offsets"][1].get<std::uint64_t>();
@@ -232,8 +239,20 @@ std::vector<SafetensorsEntry> read_safetensors_index(const std::string& path, st
     e.ref.offset = data_start + begin;
     e.ref.present = true;
     out.push_back(e);
+    spans.push_back({begin, end, key});
   }
   if (out.empty()) fail(at_byte(path, 8), "the file holds no count tensors");
+  // Tensors sharing bytes would let a small file stand for any number of counts (every tensor
+  // at offset 0): the data must be as large as the counts it claims.
+  std::sort(spans.begin(), spans.end());
+  for (std::size_t i = 1; i < spans.size(); ++i) {
+    if (std::get<0>(spans[i]) < std::get<1>(spans[i - 1])) {
+      fail(at_byte(path, 8), fmt::format("tensors '{}' and '{}' overlap (data_offsets [{}, {}] and [{}, {}]); "
+                                         "each tensor must have its own bytes",
+                                         std::get<2>(spans[i - 1]), std::get<2>(spans[i]), std::get<0>(spans[i - 1]),
+                                         std::get<1>(spans[i - 1]), std::get<0>(spans[i]), std::get<1>(spans[i])));
+    }
+  }
   return out;
 }
 
@@ -247,20 +266,14 @@ TrtllmStats trtllm_stats(const std::string& dir) {
   int experts = 0;
   std::optional<std::int64_t> meta_layers;
   {
-    std::ifstream in(meta, std::ios::binary);
-    json m;
-    try {
-      m = json::parse(in);
-    } catch (const json::parse_error& e) {
-      fail(at_byte(meta.string(), e.byte), fmt::format("invalid JSON: {}", e.what()));
-    }
+    const json m = read_json_file(meta.string());
     if (!m.is_object()) fail(meta.string(), "expected a JSON object");
     // Lenient: only the keys used are checked; others (num_experts_per_token, ...) are ignored.
     const auto positive = [&](const char* key) -> std::optional<std::int64_t> {
       if (!m.contains(key)) return std::nullopt;
-      const json& v = m[key];
+      const json& v = m.at(key);
       if (!v.is_number_integer() || v.get<std::int64_t>() < 1 || v.get<std::int64_t>() > (1 << 24)) {
-        fail(meta.string(), fmt::format("'{}' must be an integer in 1..2^24, found {}", key, v.dump()));
+        fail(meta.string(), fmt::format("'{}' must be an integer in 1..2^24, found {}", key, brief(v)));
       }
       return v.get<std::int64_t>();
     };
@@ -307,6 +320,30 @@ TrtllmStats trtllm_stats(const std::string& dir) {
   if (meta_layers && *meta_layers != static_cast<std::int64_t>(layer_ids.size())) {
     fail(meta.string(), fmt::format("num_layers is {} but the rank files record {} layers ({})", *meta_layers,
                                     layer_ids.size(), fmt::join(layer_ids, ",")));
+  }
+  // Every rank needs a tensor per (iteration, layer): check the counts before the index of
+  // iterations x layers x ranks is allocated (keys 0_0, 1_1, 2_2, ... would make it quadratic).
+  const std::uint64_t per_rank_needed = static_cast<std::uint64_t>(iteration_ids.size()) * layer_ids.size();
+  if (std::any_of(per_rank.begin(), per_rank.end(), [&](const auto& p) { return p.size() != per_rank_needed; })) {
+    std::vector<std::set<std::pair<std::int64_t, std::int64_t>>> have(ranks.size());
+    for (std::size_t r = 0; r < ranks.size(); ++r) {
+      for (const auto& e : per_rank[r]) have[r].emplace(e.iteration, e.layer);
+    }
+    // The first gap in [iteration][layer][rank] order; found after at most one pass over the tensors.
+    for (const std::int64_t it : iteration_ids) {
+      for (const std::int64_t l : layer_ids) {
+        for (std::size_t r = 0; r < ranks.size(); ++r) {
+          if (have[r].count({it, l}) != 0) continue;
+          const std::vector<std::int64_t> shown(layer_ids.begin(),
+                                                layer_ids.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(layer_ids.size(), 16)));
+          fail(ranks[r].path,
+               fmt::format("no tensor '{}_{}': every rank must record every iteration ({}..{}) and layer "
+                           "({}{}) that any rank records",
+                           it, l, iteration_ids.front(), iteration_ids.back(), fmt::join(shown, ","),
+                           layer_ids.size() > 16 ? fmt::format(", ... {} layers", layer_ids.size()) : ""));
+        }
+      }
+    }
   }
   std::unordered_map<std::int64_t, std::size_t> it_pos, layer_pos;
   for (std::size_t i = 0; i < iteration_ids.size(); ++i) it_pos[iteration_ids[i]] = i;

@@ -1,0 +1,9 @@
+// Load matrices in CSV (rows layers, columns experts, optional step/layer header).
+#include "fuzz/common.hpp"
+#include "fuzz/fuzz_matrix.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  using namespace moesim;
+  const std::string path = fuzz::write_file("matrix.csv", fuzz::as_view(data, size));
+  return fuzz::guarded([&] { fuzz::drain_matrix(*open_load_matrix_csv(path)); });
+}
