@@ -121,9 +121,12 @@ TEST_CASE("TensorRT-LLM: iterations x layers is checked before the index is allo
   std::string data;
   const int n = 3000;
   for (int i = 0; i < n; ++i) {
-    header += (i ? "," : "") + std::string("\"") + std::to_string(i) + "_" + std::to_string(i) +
-              R"(":{"dtype":"I64","shape":[1],"data_offsets":[)" + std::to_string(8 * i) + "," +
-              std::to_string(8 * i + 8) + "]}";
+    // Appended piece by piece: GCC 12's -Wrestrict misreads a chain of temporaries here.
+    if (i > 0) header += ',';
+    header += '"';
+    header += std::to_string(i) + "_" + std::to_string(i);
+    header += R"(":{"dtype":"I64","shape":[1],"data_offsets":[)";
+    header += std::to_string(8 * i) + "," + std::to_string(8 * i + 8) + "]}";
     data += i64s({1});
   }
   header += "}";
