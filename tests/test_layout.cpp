@@ -13,6 +13,7 @@
 #include "app/scenario.hpp"
 #include "core/error.hpp"
 #include "sim/layout.hpp"
+#include "tests/error_fixture.hpp"
 #include "tests/file_fixture.hpp"
 #include "tests/network_fixture.hpp"
 
@@ -51,15 +52,7 @@ std::string pos(const std::string& text, const std::string& needle, const std::s
 }
 
 std::string load_error(const std::string& text, const std::vector<std::string>& overrides = {}) {
-  try {
-    (void)load_scenario_text(text, kOrigin, overrides, std::nullopt);
-  } catch (const InputError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL("expected moesim::InputError, got another exception: " << e.what());
-  }
-  FAIL("expected moesim::InputError, nothing was thrown");
-  return {};
+  return moesim::testing::input_error([&] { (void)load_scenario_text(text, kOrigin, overrides, std::nullopt); });
 }
 
 Scenario load(const std::string& text) { return load_scenario_text(text, kOrigin, {}, std::nullopt); }
