@@ -4,6 +4,7 @@
 #include <boost/program_options.hpp>
 #include <algorithm>
 #include <charconv>
+#include <filesystem>
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -48,7 +49,7 @@ constexpr const char* kUsage =
     "  moesim validate collectives [--cluster PRESET] [--nodes N] [--nics-per-node N]\n"
     "  moesim validate dispatch [--cluster PRESET]\n"
     "  moesim trace stats TRACE [--json] [--shape L,G,E] [--top N]   describe a trace\n"
-    "  moesim list            presets (GPUs, clusters, models) and registered policies\n"
+    "  moesim list [--json]   presets (GPUs, clusters, models) and registered policies\n"
     "  moesim --help | --version\n"
     "  moesim COMMAND --help  options of one command\n"
     "\n"
@@ -160,17 +161,41 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
       }
     }
   }
+  // The destinations are claimed before the simulation, so an unwritable --out or --timeline fails
+  // in a second, not after the whole run. The scenario's name becomes a folder under out/: it
+  // must not lead anywhere else.
+  const std::string out = vm.count("out") ? vm["out"].as<std::string>() : "out/" + file_safe(s.name);
+  std::vector<std::string> replaceable = output_folder_names();
+  std::optional<std::string> timeline_in_folder;  // its name, when --timeline names a file in --out
+  std::optional<AtomicFile> timeline_file;
+  if (vm.count("timeline")) {
+    const std::string t = vm["timeline"].as<std::string>();
+    namespace fs = std::filesystem;
+    const fs::path tp = fs::weakly_canonical(fs::absolute(t)), op = fs::weakly_canonical(fs::absolute(out));
+    if (tp.parent_path() == op) {
+      // Inside the folder that is replaced as a whole: it is written as one of the set.
+      timeline_in_folder = tp.filename().string();
+      replaceable.push_back(*timeline_in_folder);
+    } else if (std::mismatch(op.begin(), op.end(), tp.begin(), tp.end()).first == op.end()) {
+      throw InputError(fmt::format("--timeline {}: lies in a subfolder of --out {}, which each run replaces as a "
+                                   "whole; name a file directly in it or outside it",
+                                   t, out));
+    } else {
+      timeline_file.emplace(t);
+    }
+  }
+  OutputFolder folder(out, replaceable);
   const std::int64_t total = static_cast<std::int64_t>(s.policies.size()) * s.run.max_iterations;
   Progress bar = vm.count("quiet") ? Progress(s.name, total, "iterations", false, stderr)
                                    : Progress(s.name, total, "iterations");
   ro.on_iteration = bar.iteration_hook(s);  // empty when disabled or stderr is not a terminal
   std::vector<PolicyResult> results = run_scenario(s, ro);
   bar.finish();
-  // The scenario's name becomes a folder under out/: it must not lead anywhere else.
-  const std::string out = vm.count("out") ? vm["out"].as<std::string>() : "out/" + file_safe(s.name);
-  write_outputs(out, s, results, compare);
+  write_outputs(folder, s, results, compare);
+  if (timeline_in_folder) folder.write(*timeline_in_folder, timeline_json(s, results));
+  folder.commit();
+  if (timeline_file) timeline_file->commit(timeline_json(s, results));
   if (vm.count("timeline")) {
-    write_file_atomic(vm["timeline"].as<std::string>(), timeline_json(s, results));
     std::int64_t ran = 0;
     for (const PolicyResult& r : results) ran = std::max(ran, r.iterations_run);
     for (const std::int64_t i : ro.timeline_iterations) {
@@ -191,10 +216,24 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
 
 int cmd_list(const std::vector<std::string>& args) {
   if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
-    std::cout << "moesim list: the GPU, cluster and model presets and the registered policies; no options\n";
+    std::cout << "moesim list [--json]: the GPU, cluster and model presets and the registered policies with their\n"
+                 "descriptions; --json prints the same as one JSON object (docs/outputs.md)\n";
     return 0;
   }
-  if (!args.empty()) throw InputError(fmt::format("moesim list: unexpected argument '{}'; it takes none", args[0]));
+  const bool as_json = !args.empty() && args[0] == "--json";
+  if (args.size() > (as_json ? 1U : 0U))
+    throw InputError(fmt::format("moesim list: unexpected argument '{}'; it takes only --json", args[as_json ? 1 : 0]));
+  if (as_json) {
+    nlohmann::ordered_json policies = nlohmann::ordered_json::array();
+    for (const auto& p : policy_registry()) policies.push_back({{"name", p.name}, {"description", p.description}});
+    const nlohmann::ordered_json j{{"moesim_version", "0.1.0"},
+                                   {"gpu_presets", gpu_preset_names()},
+                                   {"cluster_presets", cluster_preset_names()},
+                                   {"model_presets", model_preset_names()},
+                                   {"policies", policies}};
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
   auto print = [](const char* what, const std::vector<std::string>& names) {
     std::cout << what << ":";
     for (const auto& n : names) std::cout << " " << n;

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 
 #include "app/convergence_band.hpp"
 #include "core/error.hpp"
@@ -21,21 +20,18 @@ double best_ttc_ns(const std::vector<PolicyResult>& results) {
 }
 }  // namespace
 
-nlohmann::json summary_json(const Scenario& s, const std::vector<PolicyResult>& results) {
+nlohmann::json results_json(const std::vector<PolicyResult>& results) {
   using nlohmann::json;
-  json scen = s.to_json();
-  json pols = json::array();
   json res = json::array();
   const double best = best_ttc_ns(results);
   const ConvergenceBand band = convergence_band(results);
   for (std::size_t ri = 0; ri < results.size(); ++ri) {
     const PolicyResult& r = results[ri];
-    json p = r.parameters;
-    pols.push_back({{"label", r.label}, {"name", r.name}, {"parameters", p}});
     json phases;
     for (int i = 0; i < kNumPhases; ++i) phases[std::string(to_string(static_cast<Phase>(i))) + "_ns"] = r.mean_phase_ns[i];
     json j{{"label", r.label},
            {"policy", r.name},
+           {"status", r.oom ? "oom" : r.converged ? "converged" : "not_converged"},
            {"converged", r.converged},
            {"iterations_to_converge", r.converged ? json(r.iterations_to_converge) : json(nullptr)},
            {"time_to_convergence_ns", r.converged ? json(r.time_to_convergence_ns) : json(nullptr)},
@@ -74,15 +70,27 @@ nlohmann::json summary_json(const Scenario& s, const std::vector<PolicyResult>& 
     if (!band.forms.empty()) j["convergence_band"] = band_json(band, r, ri);
     res.push_back(j);
   }
-  scen["policies"] = pols;
-  json out{{"moesim_version", "0.1.0"}, {"scenario", scen}, {"results", res}};
+  json out{{"results", res}};
   if (!band.forms.empty()) out["convergence_band"] = band_json(band);
+  return out;
+}
+
+nlohmann::json summary_json(const Scenario& s, const std::vector<PolicyResult>& results) {
+  using nlohmann::json;
+  json scen = s.to_json();
+  json pols = json::array();
+  for (const PolicyResult& r : results)
+    pols.push_back({{"label", r.label}, {"name", r.name}, {"parameters", json(r.parameters)}});
+  scen["policies"] = pols;
+  json out = results_json(results);
+  out["moesim_version"] = "0.1.0";
+  out["scenario"] = scen;
   return out;
 }
 
 std::string iterations_csv(const std::vector<PolicyResult>& results) {
   std::string out =
-      "policy,iteration,iteration_ns,compute_ns,a2a_ns,grad_sync_ns,optimizer_ns,movement_ns,wait_ns,"
+      "label,iteration,iteration_ns,compute_ns,a2a_ns,grad_sync_ns,optimizer_ns,movement_ns,wait_ns,"
       "pipeline_bubble_ns,tp_comm_ns,exposed_comm_ns,critical_gpu,tokens_routed,tokens_dropped,survival,a2a_bytes,grad_sync_bytes,moved_bytes,"
       "expert_load_imbalance,progress,end_ns\n";
   for (const auto& r : results) {
@@ -100,7 +108,7 @@ std::string iterations_csv(const std::vector<PolicyResult>& results) {
 }
 
 std::string experts_csv(const std::vector<PolicyResult>& results) {
-  std::string out = "policy,iteration,layer,expert,tokens_routed,tokens_processed,replicas\n";
+  std::string out = "label,iteration,layer,expert,tokens_routed,tokens_processed,replicas\n";
   for (const auto& r : results) {
     const auto E = static_cast<std::size_t>(std::max(r.experts, 1));
     for (const ExpertSample& x : r.expert_samples) {
@@ -113,35 +121,107 @@ std::string experts_csv(const std::vector<PolicyResult>& results) {
   return out;
 }
 
-std::string compare_csv(const std::vector<PolicyResult>& results) {
-  std::string out =
-      "policy,name,status,iterations_to_converge,time_to_convergence_s,ratio_to_best,mean_iteration_ns,"
-      "p99_iteration_ns,compute_ns,a2a_ns,grad_sync_ns,optimizer_ns,movement_ns,wait_ns,pipeline_bubble_ns,"
-      "tp_comm_ns,exposed_comm_ns,drop_rate,"
-      "moved_bytes_per_iteration,a2a_bytes_per_iteration,peak_gpu_memory_bytes";
-  // With the convergence band: each policy's range of times to convergence over the forms.
-  const ConvergenceBand band = convergence_band(results);
-  out += band.forms.empty() ? "\n" : ",min_time_to_convergence_s,max_time_to_convergence_s\n";
-  const double best = best_ttc_ns(results);
-  for (std::size_t ri = 0; ri < results.size(); ++ri) {
-    const PolicyResult& r = results[ri];
-    const bool ok = r.converged && !r.oom;
-    fmt::format_to(std::back_inserter(out), "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}", r.label,
-                   r.name,
-                   r.oom ? "oom" : r.converged ? "converged" : "not_converged",
-                   ok ? std::to_string(r.iterations_to_converge) : "",
-                   ok ? fmt::format("{}", ns_to_s(r.time_to_convergence_ns)) : "",
-                   ok && best > 0 ? fmt::format("{}", static_cast<double>(r.time_to_convergence_ns) / best) : "",
-                   r.mean_iteration_ns, r.p99_iteration_ns, r.mean_phase_ns[0], r.mean_phase_ns[1], r.mean_phase_ns[2],
-                   r.mean_phase_ns[3], r.mean_phase_ns[4], r.mean_phase_ns[5], r.mean_phase_ns[6], r.mean_phase_ns[7],
-                   r.mean_exposed_comm_ns, r.drop_rate, r.mean_moved_bytes, r.mean_a2a_bytes, r.peak_gpu_memory_bytes);
-    if (!band.forms.empty()) {
-      const auto s = [](const std::optional<TimeNs>& t) { return t ? fmt::format("{}", ns_to_s(*t)) : std::string(); };
-      fmt::format_to(std::back_inserter(out), ",{},{}", s(band.min_ns[ri]), s(band.max_ns[ri]));
+std::string csv_cell(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+namespace {
+// For both JSON flavours: the rows keep their column order (ordered_json), summaries do not.
+template <class Json>
+std::string any_json_cell(const Json& v) {
+  if (v.is_null()) return "";
+  if (v.is_boolean()) return v.template get<bool>() ? "true" : "false";
+  if (v.is_number_integer()) return fmt::format("{}", v.template get<std::int64_t>());
+  if (v.is_number_unsigned()) return fmt::format("{}", v.template get<std::uint64_t>());
+  if (v.is_number_float()) return fmt::format("{}", v.template get<double>());
+  if (v.is_string()) return csv_cell(v.template get<std::string>());
+  return csv_cell(v.dump());
+}
+
+}  // namespace
+
+std::string json_cell(const nlohmann::json& v) { return any_json_cell(v); }
+
+std::string result_status(const nlohmann::json& result) {
+  // From the flags, not the "status" field: run files written before it existed are still read.
+  if (result.value("oom", false)) return "oom";
+  return result.value("converged", false) ? "converged" : "not_converged";
+}
+
+nlohmann::ordered_json compare_row(const nlohmann::json& x, bool banded) {
+  using nlohmann::json;
+  nlohmann::ordered_json row;
+  const std::string status = result_status(x);
+  const bool ok = status == "converged";
+  row["label"] = x.at("label");
+  row["policy"] = x.at("policy");
+  row["status"] = status;
+  for (const char* m : {"iterations_to_converge", "time_to_convergence_s", "ratio_to_best"})
+    row[m] = ok ? x.value(m, json(nullptr)) : json(nullptr);
+  row["mean_iteration_ns"] = x.at("mean_iteration_ns");
+  row["p99_iteration_ns"] = x.at("p99_iteration_ns");
+  for (int i = 0; i < kNumPhases; ++i) {
+    const std::string key = std::string(to_string(static_cast<Phase>(i))) + "_ns";
+    row[key] = x.at("mean_phase_ns").at(key);
+  }
+  row["exposed_comm_ns"] = x.at("mean_exposed_comm_ns");
+  row["drop_rate"] = x.at("drop_rate");
+  row["moved_bytes_per_iteration"] = x.at("mean_moved_bytes_per_iteration");
+  row["a2a_bytes_per_iteration"] = x.at("mean_a2a_bytes_per_iteration");
+  row["peak_gpu_memory_bytes"] = x.at("peak_gpu_memory_bytes");
+  if (banded) {
+    const json band = x.value("convergence_band", json::object());
+    row["min_time_to_convergence_s"] = band.value("min_time_to_convergence_s", json(nullptr));
+    row["max_time_to_convergence_s"] = band.value("max_time_to_convergence_s", json(nullptr));
+  }
+  return row;
+}
+
+std::vector<std::string> compare_columns(bool banded) {
+  std::vector<std::string> c{"label", "policy", "status", "iterations_to_converge", "time_to_convergence_s",
+                             "ratio_to_best", "mean_iteration_ns", "p99_iteration_ns"};
+  for (int i = 0; i < kNumPhases; ++i) c.push_back(std::string(to_string(static_cast<Phase>(i))) + "_ns");
+  for (const char* k : {"exposed_comm_ns", "drop_rate", "moved_bytes_per_iteration", "a2a_bytes_per_iteration",
+                        "peak_gpu_memory_bytes"})
+    c.emplace_back(k);
+  if (banded) c.insert(c.end(), {"min_time_to_convergence_s", "max_time_to_convergence_s"});
+  return c;
+}
+
+nlohmann::ordered_json compare_rows(const nlohmann::json& summary) {
+  nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+  const bool banded = summary.contains("convergence_band");
+  for (const auto& x : summary.at("results")) rows.push_back(compare_row(x, banded));
+  return rows;
+}
+
+std::string rows_csv(const nlohmann::ordered_json& rows) {
+  if (rows.empty()) return "";
+  std::string out;
+  for (const auto& [key, unused] : rows.front().items()) {
+    (void)unused;
+    if (!out.empty()) out += ',';
+    out += csv_cell(key);
+  }
+  out += "\n";
+  for (const auto& row : rows) {
+    bool first = true;
+    for (const auto& [key, value] : row.items()) {
+      (void)key;
+      if (!first) out += ',';
+      first = false;
+      out += any_json_cell(value);
     }
     out += "\n";
   }
   return out;
+}
+
+std::string compare_csv(const std::vector<PolicyResult>& results) {
+  return rows_csv(compare_rows(results_json(results)));
 }
 
 std::string summary_table(const Scenario& s, const std::vector<PolicyResult>& results) {
@@ -251,43 +331,35 @@ std::string file_safe(const std::string& s) {
   return out;
 }
 
-void write_file_atomic(const std::string& path, const std::string& content) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw InputError(fmt::format("{}: cannot write", tmp));
-    f << content;
-    f.flush();
-    if (!f) throw InputError(fmt::format("{}: write failed", tmp));
+std::vector<std::pair<std::string, std::string>> output_files(const Scenario& s,
+                                                              const std::vector<PolicyResult>& results,
+                                                              bool comparison) {
+  const nlohmann::json summary = summary_json(s, results);
+  std::vector<std::pair<std::string, std::string>> files;
+  files.emplace_back("summary.json", summary.dump(2) + "\n");
+  files.emplace_back("iterations.csv", iterations_csv(results));
+  bool sampled = false;
+  for (const auto& r : results) sampled = sampled || !r.expert_samples.empty();
+  if (sampled) files.emplace_back("experts.csv", experts_csv(results));
+  if (comparison) {
+    // Both from the same rows, so the CSV and the JSON carry the same fields under the same names.
+    const nlohmann::ordered_json rows = compare_rows(summary);
+    files.emplace_back("compare.csv", rows_csv(rows));
+    files.emplace_back("compare.json", rows.dump(2) + "\n");
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) throw InputError(fmt::format("{}: cannot rename to {}: {}", tmp, path, ec.message()));
+  return files;
+}
+
+void write_outputs(OutputFolder& folder, const Scenario& s, const std::vector<PolicyResult>& results,
+                   bool comparison) {
+  for (const auto& [name, content] : output_files(s, results, comparison)) folder.write(name, content);
 }
 
 void write_outputs(const std::string& dir, const Scenario& s, const std::vector<PolicyResult>& results,
                    bool comparison) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) throw InputError(fmt::format("--out {}: cannot create directory: {}", dir, ec.message()));
-  // Render both before writing either, so a failure leaves no mismatched pair.
-  const std::string summary = summary_json(s, results).dump(2) + "\n";
-  const std::string csv = iterations_csv(results);
-  bool sampled = false;
-  for (const auto& r : results) sampled = sampled || !r.expert_samples.empty();
-  const std::string experts_path = (std::filesystem::path(dir) / "experts.csv").string();
-  if (sampled) {
-    write_file_atomic(experts_path, experts_csv(results));
-  } else {
-    std::filesystem::remove(experts_path, ec);  // a stale one would be plotted against these results
-  }
-  if (comparison) {
-    nlohmann::json rows = summary_json(s, results)["results"];
-    write_file_atomic((std::filesystem::path(dir) / "compare.csv").string(), compare_csv(results));
-    write_file_atomic((std::filesystem::path(dir) / "compare.json").string(), rows.dump(2) + "\n");
-  }
-  write_file_atomic((std::filesystem::path(dir) / "iterations.csv").string(), csv);
-  write_file_atomic((std::filesystem::path(dir) / "summary.json").string(), summary);
+  OutputFolder folder(dir, output_folder_names());
+  write_outputs(folder, s, results, comparison);
+  folder.commit();
 }
 
 }  // namespace moesim

@@ -69,17 +69,17 @@ def num(value, path, column):
 def policies_in_order(rows):
     seen = []
     for r in rows:
-        if r["policy"] not in seen:
-            seen.append(r["policy"])
+        if r["label"] not in seen:
+            seen.append(r["label"])
     return seen
 
 
 def load_iterations(path):
-    cols = ["policy", "iteration", "tokens_routed", "tokens_dropped", "progress", "end_ns"]
+    cols = ["label", "iteration", "tokens_routed", "tokens_dropped", "progress", "end_ns"]
     rows = read_csv(path, cols)
     by_policy = {}
     for r in rows:
-        d = by_policy.setdefault(r["policy"], {"end_s": [], "progress": [], "drop": [], "iteration": []})
+        d = by_policy.setdefault(r["label"], {"end_s": [], "progress": [], "drop": [], "iteration": []})
         routed = num(r["tokens_routed"], path, "tokens_routed")
         dropped = num(r["tokens_dropped"], path, "tokens_dropped")
         d["iteration"].append(int(num(r["iteration"], path, "iteration")))
@@ -125,7 +125,7 @@ def fmt_cell(col, value):
 
 
 REPORT_COLUMNS = [  # (compare.csv column, header in the report)
-    ("policy", "policy"),
+    ("label", "policy"),
     ("status", "status"),
     ("iterations_to_converge", "iterations"),
     ("time_to_convergence_s", "time to convergence (s)"),

@@ -6,7 +6,7 @@ from plot_common import *  # noqa: F401,F403 (file names, CSV and figure helpers
 
 def plot_ttc(plt, compare, iters, path, csv_path):
     fig, ax = new_figure(plt)
-    labels = [r["policy"] for r in compare]
+    labels = [r["label"] for r in compare]
     xs = list(range(len(labels)))
     top = 0.0
     for x, r in zip(xs, compare):
@@ -21,7 +21,7 @@ def plot_ttc(plt, compare, iters, path, csv_path):
         status = r["status"]
         if status == "converged" and r["time_to_convergence_s"] != "":
             continue
-        ran = iters.get(r["policy"], {}).get("end_s", [])
+        ran = iters.get(r["label"], {}).get("end_s", [])
         ran_s = ran[-1] if ran else 0.0
         text = "OOM" if status == "oom" else "not converged"
         if ran_s > 0:
@@ -39,7 +39,7 @@ def plot_ttc(plt, compare, iters, path, csv_path):
 
 def plot_breakdown(plt, compare, path, csv_path):
     fig, ax = new_figure(plt)
-    labels = [r["policy"] for r in compare]
+    labels = [r["label"] for r in compare]
     xs = list(range(len(labels)))
     bottoms = [0.0] * len(labels)
     for col, name, colour in PHASES:
@@ -88,13 +88,13 @@ def plot_drop(plt, iters, order, path):
 def load_experts(path):
     """experts.csv -> {policy: {"iterations": [...], "layers": L, "experts": E,
     "routed"/"processed"/"replicas": {(iteration, layer, expert): value}}}."""
-    cols = ["policy", "iteration", "layer", "expert", "tokens_routed", "tokens_processed", "replicas"]
+    cols = ["label", "iteration", "layer", "expert", "tokens_routed", "tokens_processed", "replicas"]
     rows = read_csv(path, cols)
     if not rows:
         raise InputError(f"{path}: no rows")
     out = {}
     for r in rows:
-        d = out.setdefault(r["policy"], {"iterations": [], "layers": 0, "experts": 0,
+        d = out.setdefault(r["label"], {"iterations": [], "layers": 0, "experts": 0,
                                          "routed": {}, "processed": {}, "replicas": {}})
         it = int(num(r["iteration"], path, "iteration"))
         layer = int(num(r["layer"], path, "layer"))
@@ -194,11 +194,11 @@ def draw_compare(plt, results_dir, plots_dir, prefix=""):
     for p in (compare_csv, iterations_csv):
         if not os.path.isfile(p):
             raise InputError(f"{p}: missing (write it with `moesim compare SCENARIO --out {results_dir}`)")
-    compare = read_csv(compare_csv, ["policy", "status", "time_to_convergence_s"] + [c for c, _, _ in PHASES])
+    compare = read_csv(compare_csv, ["label", "status", "time_to_convergence_s"] + [c for c, _, _ in PHASES])
     if not compare:
         raise InputError(f"{compare_csv}: no rows")
     iters = load_iterations(iterations_csv)
-    order = [r["policy"] for r in compare if r["policy"] in iters]
+    order = [r["label"] for r in compare if r["label"] in iters]
     order += [p for p in iters if p not in order]
     os.makedirs(plots_dir, exist_ok=True)
     drawn, notes = [], []
@@ -229,7 +229,7 @@ def draw_compare(plt, results_dir, plots_dir, prefix=""):
 def compare_table(report, compare):
     report.table([h for _, h in REPORT_COLUMNS],
                  [[fmt_cell(c, r.get(c, "")) for c, _ in REPORT_COLUMNS] for r in compare],
-                 right=[i for i, (c, _) in enumerate(REPORT_COLUMNS) if c not in ("policy", "status")])
+                 right=[i for i, (c, _) in enumerate(REPORT_COLUMNS) if c not in ("label", "status")])
     report.para("Times are simulated; per-phase times are means per iteration on the critical GPU.")
 
 

@@ -9,7 +9,7 @@ from plot_compare import compare_table, draw_compare
 
 def load_study(results_dir):
     path = os.path.join(results_dir, "study.csv")
-    rows = read_csv(path, ["point", "seed", "policy", "name", "status", "time_to_convergence_s",
+    rows = read_csv(path, ["point", "seed", "label", "policy", "status", "time_to_convergence_s",
                            "iterations_to_converge", "mean_iteration_ns", "drop_rate", "run_id"]
                     + [c for c, _, _ in PHASES])
     if not rows:
@@ -34,8 +34,8 @@ def study_groups(path, rows, grid_keys):
     """Rows grouped by (point, policy) in first-seen order, each with its seeds' figures."""
     groups = {}
     for r in rows:
-        key = (r["point"], r["policy"])
-        g = groups.setdefault(key, {"rows": [], "label": r["policy"] + (
+        key = (r["point"], r["label"])
+        g = groups.setdefault(key, {"rows": [], "label": r["label"] + (
             " @ " + ", ".join(f"{k}={r[k]}" for k in grid_keys) if grid_keys else "")})
         g["rows"].append(r)
     for g in groups.values():
@@ -81,8 +81,8 @@ def plot_study_ttc(plt, groups, path):
 def plot_study_params(plt, path_csv, rows, grid_keys, params, path):
     """Per policy name, mean time to convergence over the one or two keys/parameters it varies."""
     panels = []
-    for name in dict.fromkeys(r["name"] for r in rows):
-        mine = [r for r in rows if r["name"] == name]
+    for name in dict.fromkeys(r["policy"] for r in rows):
+        mine = [r for r in rows if r["policy"] == name]
         dims = [k for k in grid_keys + params if len({r.get(k, "") for r in mine}) > 1]
         if 1 <= len(dims) <= 2:
             panels.append((name, mine, dims))
@@ -155,10 +155,10 @@ def plot_study_tradeoff(plt, groups, path):
     fig, ax = new_figure(plt, 8.0, 5.0)
     ax.grid(True, alpha=0.3)
     pts = [g for g in groups if g["iterations"] is not None]
-    names = list(dict.fromkeys(g["rows"][0]["name"] for g in pts))
+    names = list(dict.fromkeys(g["rows"][0]["policy"] for g in pts))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, name in enumerate(names):
-        mine = [g for g in pts if g["rows"][0]["name"] == name]
+        mine = [g for g in pts if g["rows"][0]["policy"] == name]
         ax.scatter([g["iter_ms"] for g in mine], [g["iterations"] for g in mine], s=22, label=name,
                    color=colours[i % len(colours)], marker="osD^v<>"[i % 7])
     if pts:

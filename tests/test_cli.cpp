@@ -45,7 +45,7 @@ TEST_CASE("same inputs and seed give bit-identical outputs", "[cli][determinism]
   // The CSV has one row per policy and iteration, plus the header.
   std::string csv = read_file(a / "iterations.csv");
   CHECK(std::count(csv.begin(), csv.end(), '\n') == 1 + 5 * 40);
-  CHECK(csv.rfind("policy,iteration,iteration_ns,compute_ns,a2a_ns,grad_sync_ns,optimizer_ns,movement_ns,wait_ns", 0) == 0);
+  CHECK(csv.rfind("label,iteration,iteration_ns,compute_ns,a2a_ns,grad_sync_ns,optimizer_ns,movement_ns,wait_ns", 0) == 0);
 }
 
 TEST_CASE("bad input exits 2 with the file and key, and writes nothing", "[cli]") {

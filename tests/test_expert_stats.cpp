@@ -79,7 +79,7 @@ TEST_CASE("experts.csv has one row per policy, sample, layer and expert", "[outp
   std::istringstream in(csv);
   std::string line;
   std::getline(in, line);
-  CHECK(line == "policy,iteration,layer,expert,tokens_routed,tokens_processed,replicas");
+  CHECK(line == "label,iteration,layer,expert,tokens_routed,tokens_processed,replicas");
   std::size_t rows = 0;
   while (std::getline(in, line)) ++rows;
   CHECK(rows == results.size() * 2 * static_cast<std::size_t>(s.model.num_moe_layers() * s.model.experts));

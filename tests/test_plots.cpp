@@ -155,7 +155,7 @@ TEST_CASE("plot.py rejects a missing folder or missing results with exit status 
   CHECK(shell("python3 " + kPlotScript + " " + empty.string() + " > " + log.string() + " 2>&1") == 2);
   CHECK(read_file(log).find("compare.csv") != std::string::npos);
 
-  std::ofstream(empty / "compare.csv") << "policy,status\n";
+  std::ofstream(empty / "compare.csv") << "label,status\n";
   CHECK(shell("python3 " + kPlotScript + " " + empty.string() + " > " + log.string() + " 2>&1") == 2);
   CHECK(read_file(log).find("iterations.csv") != std::string::npos);
 

@@ -186,7 +186,7 @@ TEST_CASE("the study table does not depend on --jobs", "[sweep]") {
   std::getline(lines, row1);
   std::getline(lines, row2);
   std::getline(lines, row3);
-  CHECK(header.rfind("point,trace.skew,cluster.nodes,seed,policy,name,capacity_factor,interval,status,"
+  CHECK(header.rfind("point,trace.skew,cluster.nodes,seed,label,policy,capacity_factor,interval,status,"
                      "iterations_to_converge,time_to_convergence_s,ratio_to_best,mean_iteration_ns,",
                      0) == 0);
   CHECK(row1.rfind("0,0.5,8,1,static:capacity_factor=1,static,1,,not_converged,,,,", 0) == 0);

@@ -49,42 +49,23 @@ json yaml_to_json(const YAML::Node& n) {
   return json(nullptr);
 }
 
-std::string csv_cell(const std::string& s) {
-  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
-  std::string q = "\"";
-  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return q + "\"";
-}
-
-// Numbers as compare.csv writes them: shortest round-trip text.
-std::string json_cell(const json& v) {
-  if (v.is_null()) return "";
-  if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
-  if (v.is_number_integer()) return fmt::format("{}", v.get<std::int64_t>());
-  if (v.is_number_unsigned()) return fmt::format("{}", v.get<std::uint64_t>());
-  if (v.is_number_float()) return fmt::format("{}", v.get<double>());
-  if (v.is_string()) return csv_cell(v.get<std::string>());
-  return csv_cell(v.dump());
-}
-
 }  // namespace
 
 StudyTable collect_study(const Study& study, const std::string& out) {
-  static const char* kMetrics[] = {"status", "iterations_to_converge", "time_to_convergence_s", "ratio_to_best",
-                                   "mean_iteration_ns", "p99_iteration_ns"};
   StudyTable t;
+  // The metric columns are compare.csv's (compare_row), so a study row reads like a compare row.
+  std::vector<std::string> metrics;
+  for (const std::string& k : compare_columns(false))
+    if (k != "label" && k != "policy") metrics.push_back(k);
   std::vector<std::string> header{"point"};
   for (const auto& k : study.grid_keys) header.push_back(k);
   header.push_back("seed");
+  header.push_back("label");
   header.push_back("policy");
-  header.push_back("name");
   const std::size_t param_at = header.size();
   for (const auto& p : study.param_columns) header.push_back(p);
-  for (const char* m : kMetrics) header.emplace_back(m);
-  for (int i = 0; i < kNumPhases; ++i) header.push_back(std::string(to_string(static_cast<Phase>(i))) + "_ns");
-  for (const char* m : {"drop_rate", "moved_bytes_per_iteration", "a2a_bytes_per_iteration", "peak_gpu_memory_bytes",
-                        "run_id"})
-    header.emplace_back(m);
+  for (const auto& m : metrics) header.push_back(m);
+  header.emplace_back("run_id");
   // A parameter named like another column gets a prefix, so every column name is unique.
   for (std::size_t i = param_at; i < param_at + study.param_columns.size(); ++i)
     if (std::count(header.begin(), header.end(), header[i]) > 1) header[i] = "param." + header[i];
@@ -115,41 +96,24 @@ StudyTable collect_study(const Study& study, const std::string& out) {
     const json& results = run["results"];
     const json& pols = run["scenario"]["policies"];
     for (std::size_t i = 0; i < results.size(); ++i) {
-      const json& x = results[i];
+      const nlohmann::ordered_json c = compare_row(results[i], false);
       const json params = i < pols.size() ? pols[i].value("parameters", json::object()) : json::object();
       std::vector<std::string> cells{std::to_string(r.point)};
       for (const auto& [k, v] : p.values) cells.push_back(csv_cell(v));
       cells.push_back(std::to_string(r.seed));
-      cells.push_back(json_cell(x["label"]));
-      cells.push_back(json_cell(x["policy"]));
+      cells.push_back(json_cell(c["label"]));
+      cells.push_back(json_cell(c["policy"]));
       json param_values = json::object();
       for (const auto& name : study.param_columns) {
         const json v = params.contains(name) ? params[name] : json(nullptr);
         cells.push_back(json_cell(v));
         param_values[name] = v;
       }
-      const bool oom = x.value("oom", false);
-      const bool ok = x.value("converged", false) && !oom;
-      cells.emplace_back(oom ? "oom" : ok ? "converged" : "not_converged");
-      for (const char* m : {"iterations_to_converge", "time_to_convergence_s", "ratio_to_best"})
-        cells.push_back(ok ? json_cell(x[m]) : "");
-      cells.push_back(json_cell(x["mean_iteration_ns"]));
-      cells.push_back(json_cell(x["p99_iteration_ns"]));
-      for (int ph = 0; ph < kNumPhases; ++ph)
-        cells.push_back(json_cell(x["mean_phase_ns"][std::string(to_string(static_cast<Phase>(ph))) + "_ns"]));
-      cells.push_back(json_cell(x["drop_rate"]));
-      cells.push_back(json_cell(x["mean_moved_bytes_per_iteration"]));
-      cells.push_back(json_cell(x["mean_a2a_bytes_per_iteration"]));
-      cells.push_back(json_cell(x["peak_gpu_memory_bytes"]));
+      json row{{"point", r.point}, {"grid", grid}, {"seed", r.seed}, {"parameters", param_values}, {"run_id", r.id}};
+      for (const auto& [k, v] : c.items()) row[k] = json(v);
+      for (const auto& m : metrics) cells.push_back(json_cell(row[m]));
       cells.push_back(r.id);
       add_line(cells);
-
-      json row = x;
-      row["point"] = r.point;
-      row["grid"] = grid;
-      row["seed"] = r.seed;
-      row["parameters"] = param_values;
-      row["run_id"] = r.id;
       rows.push_back(std::move(row));
       ++t.rows;
     }
@@ -173,8 +137,13 @@ StudyTable write_study_table(const Study& study, const std::string& out) {
   std::error_code ec;
   fs::create_directories(out, ec);
   if (ec) throw InputError(fmt::format("--out {}: cannot create directory: {}", out, ec.message()));
-  write_file_atomic((fs::path(out) / "study.csv").string(), t.csv);
-  write_file_atomic((fs::path(out) / "study.json").string(), t.json.dump(1) + "\n");
+  // Both written and synced before either is renamed: a kill leaves at most the two renames'
+  // moment in which one is new and the other from the sweep before.
+  AtomicFile csv((fs::path(out) / "study.csv").string()), js((fs::path(out) / "study.json").string());
+  csv.stage(t.csv);
+  js.stage(t.json.dump(1) + "\n");
+  csv.publish();
+  js.publish();
   return t;
 }
 

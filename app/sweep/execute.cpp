@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "app/outputs.hpp"
@@ -83,9 +84,17 @@ SweepReport run_sweep(const Study& study, const SweepOptions& opts) {
   for (const auto& r : study.runs)
     if (static_cast<int>(r.index % static_cast<std::size_t>(ranks)) == opts.rank) mine.push_back(&r);
 
+  // Temporaries of sweeps that were killed; a live sweep's own are kept (remove_stale_temporaries).
+  remove_stale_temporaries(opts.out);
+  remove_stale_temporaries((fs::path(opts.out) / "runs").string());
+
   SweepReport report;
   std::vector<const StudyRun*> todo;
+  std::set<std::string> queued;
   for (const StudyRun* r : mine) {
+    // Repeated grid values give runs of one id: one computation and one run file serve them all
+    // (two threads must never write the same file).
+    if (!queued.insert(r->id).second) continue;
     if (read_complete_run(study, opts.out, *r).is_null()) {
       todo.push_back(r);
     } else {
@@ -93,7 +102,7 @@ SweepReport run_sweep(const Study& study, const SweepOptions& opts) {
     }
   }
   const std::string title = ranks > 1 ? fmt::format("sweep (rank {} of {})", opts.rank, ranks) : "sweep";
-  Progress bar(title, static_cast<std::int64_t>(mine.size()), "runs", opts.progress && stderr_is_terminal(), stderr);
+  Progress bar(title, static_cast<std::int64_t>(queued.size()), "runs", opts.progress && stderr_is_terminal(), stderr);
   bar.skip(static_cast<std::int64_t>(report.skipped.size()));
 
   std::atomic<std::size_t> next{0};
@@ -116,7 +125,8 @@ SweepReport run_sweep(const Study& study, const SweepOptions& opts) {
         }
         const std::vector<PolicyResult> results = run_scenario(s, ro);
         // The details first: a run counts as done once its run file exists, so a killed sweep never
-        // leaves a done run without its details.
+        // leaves a done run without its details. Each is complete or absent (OutputFolder,
+        // AtomicFile), and a rerun replaces a details folder left without its run file.
         if (opts.details) write_outputs((fs::path(opts.out) / "runs" / r.id).string(), s, results, true);
         write_file_atomic(run_file_path(opts.out, r), run_file_content(study, r, s, results));
         done[k] = 1;
