@@ -10,7 +10,6 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
-#include <set>
 #include <thread>
 
 #include "app/outputs.hpp"
@@ -90,11 +89,7 @@ SweepReport run_sweep(const Study& study, const SweepOptions& opts) {
 
   SweepReport report;
   std::vector<const StudyRun*> todo;
-  std::set<std::string> queued;
   for (const StudyRun* r : mine) {
-    // Repeated grid values give runs of one id: one computation and one run file serve them all
-    // (two threads must never write the same file).
-    if (!queued.insert(r->id).second) continue;
     if (read_complete_run(study, opts.out, *r).is_null()) {
       todo.push_back(r);
     } else {
@@ -102,7 +97,7 @@ SweepReport run_sweep(const Study& study, const SweepOptions& opts) {
     }
   }
   const std::string title = ranks > 1 ? fmt::format("sweep (rank {} of {})", opts.rank, ranks) : "sweep";
-  Progress bar(title, static_cast<std::int64_t>(queued.size()), "runs", opts.progress && stderr_is_terminal(), stderr);
+  Progress bar(title, static_cast<std::int64_t>(mine.size()), "runs", opts.progress && stderr_is_terminal(), stderr);
   bar.skip(static_cast<std::int64_t>(report.skipped.size()));
 
   std::atomic<std::size_t> next{0};
