@@ -189,14 +189,15 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   f.commit(content);
 }
 
-OutputFolder::OutputFolder(std::string dir, std::vector<std::string> replaceable) : dir_(std::move(dir)) {
+OutputFolder::OutputFolder(std::string dir, std::vector<std::string> replaceable, bool remove_stale)
+    : dir_(std::move(dir)) {
   const fs::path target = folder_target(dir_);
   check_replaceable(dir_, target, replaceable);
   const fs::path parent = parent_of(target);
   std::error_code ec;
   fs::create_directories(parent, ec);
   if (ec) throw InputError(fmt::format("{}: cannot create folder {}: {}", dir_, parent.string(), ec.message()));
-  remove_stale_temporaries(parent.string());
+  if (remove_stale) remove_stale_temporaries(parent.string());
   staging_ = hidden_sibling(target, "new");
   if (::mkdir(staging_.c_str(), 0777) != 0) {
     const int err = errno;

@@ -45,7 +45,9 @@ void write_file_atomic(const std::string& path, const std::string& content);
 // destination is reported before the simulation starts.
 class OutputFolder {
  public:
-  OutputFolder(std::string dir, std::vector<std::string> replaceable);
+  // `remove_stale`: also clear dead writers' temporaries beside it (a scan of the parent folder;
+  // a sweep does it once for all its runs instead).
+  OutputFolder(std::string dir, std::vector<std::string> replaceable, bool remove_stale = true);
   ~OutputFolder();
   OutputFolder(const OutputFolder&) = delete;
   OutputFolder& operator=(const OutputFolder&) = delete;

@@ -171,7 +171,13 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
   if (vm.count("timeline")) {
     const std::string t = vm["timeline"].as<std::string>();
     namespace fs = std::filesystem;
-    const fs::path tp = fs::weakly_canonical(fs::absolute(t)), op = fs::weakly_canonical(fs::absolute(out));
+    const auto resolved = [](const std::string& p) {
+      std::error_code ec;
+      fs::path r = fs::weakly_canonical(fs::absolute(p), ec);
+      if (ec) r = fs::absolute(p).lexically_normal();
+      return r.has_filename() ? r : r.parent_path();  // "o/" is the folder o
+    };
+    const fs::path tp = resolved(t), op = resolved(out);
     if (tp.parent_path() == op) {
       // Inside the folder that is replaced as a whole: it is written as one of the set.
       timeline_in_folder = tp.filename().string();

@@ -122,7 +122,11 @@ SweepReport run_sweep(const Study& study, const SweepOptions& opts) {
         // The details first: a run counts as done once its run file exists, so a killed sweep never
         // leaves a done run without its details. Each is complete or absent (OutputFolder,
         // AtomicFile), and a rerun replaces a details folder left without its run file.
-        if (opts.details) write_outputs((fs::path(opts.out) / "runs" / r.id).string(), s, results, true);
+        if (opts.details) {
+          OutputFolder folder((fs::path(opts.out) / "runs" / r.id).string(), output_folder_names(), false);
+          write_outputs(folder, s, results, true);
+          folder.commit();
+        }
         write_file_atomic(run_file_path(opts.out, r), run_file_content(study, r, s, results));
         done[k] = 1;
         bar.advance();
