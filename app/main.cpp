@@ -65,9 +65,12 @@ po::options_description run_options(bool compare) {
   d.add_options()
       ("help,h", "show this help")
       ("out,o", po::value<std::string>(), compare ? "directory for compare.csv, compare.json, summary.json, "
-                                                   "iterations.csv and experts.csv (default: out/<scenario name>)"
+                                                   "iterations.csv and experts.csv (default: out/<scenario name>); "
+                                                   "written whole or not at all, replacing an earlier one "
+                                                   "(docs/outputs.md)"
                                                  : "directory for summary.json, iterations.csv and experts.csv "
-                                                   "(default: out/<scenario name>)")
+                                                   "(default: out/<scenario name>); written whole or not at all, "
+                                                   "replacing an earlier one (docs/outputs.md)")
       ("seed", po::value<std::string>(), "seed for the synthetic trace and any randomised policy, an integer in "
                                          "[0, 2^62]; overrides the scenario's `seed`")
       ("set", po::value<std::vector<std::string>>()->composing(),
