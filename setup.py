@@ -12,6 +12,9 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# setuptools' own files (egg-info, build/lib...) under build/setuptools, not in the source tree.
+SETUPTOOLS_DIR = os.path.join("build", "setuptools")
+os.makedirs(os.path.join(ROOT, SETUPTOOLS_DIR), exist_ok=True)
 
 
 class CMakeBuild(build_ext):
@@ -36,6 +39,6 @@ setup(
     packages=["moesim"],
     ext_modules=[Extension("moesim._moesim", sources=[])],
     cmdclass={"build_ext": CMakeBuild},
-    options={"build": {"build_base": os.path.join("build", "setuptools")}},
+    options={"build": {"build_base": SETUPTOOLS_DIR}, "egg_info": {"egg_base": SETUPTOOLS_DIR}},
     python_requires=">=3.9",
 )
