@@ -117,7 +117,7 @@ def _typed_rows(text):
             return float(v)
 
     for col in rows[0].keys():
-        if col in ("policy", "name", "status"):
+        if col in ("label", "policy", "status"):
             continue
         try:
             values = [number(r[col]) for r in rows]
@@ -138,7 +138,7 @@ def _pandas(what):
 
 class Result(dict):
     """summary.json as a dict: "moesim_version", "scenario" (resolved, with each policy's
-    parameters) and "results" (one dict per policy, the rows of compare.json). The per-iteration
+    parameters) and "results" (one dict per policy). compare_rows() is compare.json. The per-iteration
     and per-expert tables are read on demand: iterations(), experts(), and with pandas
     iterations_df(), experts_df(), compare_df(). str() is the command line's table."""
 
@@ -155,7 +155,7 @@ class Result(dict):
 
     @property
     def results(self):
-        """One dict per policy: compare.json."""
+        """One dict per policy: summary.json's results."""
         return self["results"]
 
     def iterations(self):
@@ -167,8 +167,10 @@ class Result(dict):
         return self._rows("experts_csv")
 
     def compare_rows(self):
-        """compare.csv as a list of dicts (flat: one row per policy)."""
-        return self._rows("compare_csv")
+        """compare.json: one flat dict per policy, the fields of compare.csv (docs/outputs.md)."""
+        if "compare_json" not in self._cache:
+            self._cache["compare_json"] = json.loads(self._out.compare_json())
+        return self._cache["compare_json"]
 
     def iterations_df(self):
         return _pandas("iterations_df()").DataFrame(self.iterations())

@@ -97,6 +97,7 @@ PYBIND11_MODULE(_moesim, m) {
       .def("iterations_csv", [](const RunOutput& o) { return iterations_csv(o.results); })
       .def("experts_csv", [](const RunOutput& o) { return experts_csv(o.results); })
       .def("compare_csv", [](const RunOutput& o) { return compare_csv(o.results); })
+      .def("compare_json", [](const RunOutput& o) { return compare_rows(summary_json(o.scenario, o.results)).dump(); })
       .def("summary_table", [](const RunOutput& o) { return summary_table(o.scenario, o.results); })
       .def("timeline_json", [](const RunOutput& o) { return timeline_json(o.scenario, o.results); })
       .def("write", [](const RunOutput& o, const std::string& dir) {

@@ -107,7 +107,8 @@ def test_compare_equals_the_command_line(tmp_path, small, moesim_binary):
     with open(out / "compare.json") as f:
         rows = json.load(f)
     assert dict(r) == summary
-    assert r.results == rows
+    assert r.results == summary["results"]
+    assert r.compare_rows() == rows
     # The tables: every cell as the CLI wrote it (the Python lists hold numbers).
     cli_iters = read_csv(out / "iterations.csv")
     assert len(r.iterations()) == len(cli_iters) == 3 * 9
@@ -149,7 +150,8 @@ def test_dataframes_when_pandas_is_installed(small):
     df = r.iterations_df()
     assert len(df) == 3 * 4
     assert list(df["iteration"][:4]) == [0, 1, 2, 3]
-    assert list(r.compare_df()["policy"]) == ["static-cf1", "static-dropless", "symi"]
+    assert list(r.compare_df()["label"]) == ["static-cf1", "static-dropless", "symi"]
+    assert list(r.compare_df()["policy"]) == ["static", "static", "symi"]
 
 
 def test_importable_from_the_interpreter_on_path():

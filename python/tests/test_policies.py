@@ -9,11 +9,11 @@ static_twin.register()
 
 
 def strip_names(rows):
-    return [{k: v for k, v in r.items() if k != "policy"} for r in rows]
+    return [{k: v for k, v in r.items() if k != "label"} for r in rows]
 
 
 def iterations_of(result, label):
-    return [r for r in result.iterations() if r["policy"] == label]
+    return [r for r in result.iterations() if r["label"] == label]
 
 
 @pytest.mark.parametrize("params", [
