@@ -1,5 +1,6 @@
 #include "app/runner.hpp"
 
+#include "app/sim_memory.hpp"
 #include "app/staged_policy.hpp"
 
 #include <fmt/format.h>
@@ -202,15 +203,16 @@ World make_world(const Scenario& s, const Cluster* cluster, const TraceShape& sh
 
 void check_scenario(const Scenario& s) {
   check_memory(s);
+  check_simulator_memory(s, 1);
   const LayoutGroups groups(s.layout, s.cluster.num_gpus(), s.model.layers);
   for (std::size_t i = 0; i < s.policies.size(); ++i) (void)StagedPolicy(s, groups, i);
 }
 
 std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts) {
+  check_memory(s);
+  check_simulator_memory(s, opts.jobs);
   Cluster cluster(s.cluster);
   const int G = cluster.num_gpus();
-
-  check_memory(s);
 
   const LayoutGroups groups(s.layout, G, s.model.layers);
   // Every policy of the scenario, built before any runs: a bad parameter in the last one must

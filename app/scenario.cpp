@@ -143,6 +143,7 @@ RunSpec load_run(Cfg c) {
   RunSpec r;
   r.max_iterations = c.get_int("max_iterations", r.max_iterations, 1, 100000000);
   r.stop_at_convergence = c.get_bool("stop_at_convergence", r.stop_at_convergence);
+  r.max_memory_bytes = c.get_double("max_memory_bytes", 0.0, 1e6, 1e18);
   c.finish();
   return r;
 }

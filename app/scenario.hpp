@@ -32,6 +32,8 @@ struct TraceConfig {
 struct RunSpec {
   std::int64_t max_iterations = 5000;
   bool stop_at_convergence = true;
+  // The simulator's own memory a run may need (app/sim_memory.hpp); 0: 3/4 of physical memory.
+  double max_memory_bytes = 0.0;
 };
 
 // Slow GPUs: a permanent speed factor, or a straggler window.

@@ -27,8 +27,15 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 # by), so the test that starts mpirun runs without leak checking; the rest with it.
 (cd "$BUILD" && ctest --output-on-failure -j "$(nproc)" -E mpirun &&
    ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0" ctest --output-on-failure -R mpirun)
+# Determinism across builds: the Release binary and this one, --jobs 1 and 2, byte for byte.
+release="${RELEASE_BUILD_DIR:-$ROOT/build}/moesim"
+if [ -x "$release" ]; then
+  bash "$ROOT/scripts/check_determinism.sh" "$release" "$BUILD/moesim"
+else
+  echo "sanitize.sh: no Release binary at $release: determinism across builds not checked"
+fi
 tested=$(date +%s)
-echo "sanitize.sh: build $((built - start)) s, tests $((tested - built)) s"
+echo "sanitize.sh: build $((built - start)) s, tests and determinism $((tested - built)) s"
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   FUZZ_BUILD_DIR="$BUILD" FUZZ_BUILD_TESTS=ON bash "$ROOT/scripts/fuzz.sh" "$FUZZ_SECONDS"
   echo "sanitize.sh: fuzzing $(( $(date +%s) - tested )) s"

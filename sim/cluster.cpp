@@ -6,7 +6,6 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
-#include <queue>
 #include <tuple>
 
 #include "core/error.hpp"
@@ -27,22 +26,10 @@ namespace {
 // hardware latencies (NVLink 0.6 us, PCI 1.0 us, LL protocol).
 constexpr double kNvlinkHopNs = 600.0;
 constexpr double kPciHopNs = 1000.0;
-// More equal-cost paths than this between two GPUs is an error (an explicit graph with a
-// combinatorial number of shortest paths); a fat tree has one per spine.
-constexpr std::size_t kMaxEqualCostPaths = 4096;
 // A bundle binds when its capacity is below the GPU links beneath by more than rounding.
 constexpr double kBindingTolerance = 1e-9;
 
 using Vertex = ClusterGraph::vertex_descriptor;
-
-// Routing cost: first whether the path leaves the source's node (a message between two GPUs of
-// one node stays in the node whenever the node has a path, as NCCL's P2P and shared-memory
-// transports do, whatever the NIC latency; every path between nodes leaves, so they compare on
-// the rest), then latency in integer picoseconds (so that equal latencies tie exactly), then hops.
-using Cost = std::tuple<int, std::int64_t, int>;
-constexpr Cost kInfinite{std::numeric_limits<int>::max(), std::numeric_limits<std::int64_t>::max(),
-                         std::numeric_limits<int>::max()};
-std::int64_t latency_ps(double ns) { return std::llround(ns * 1000.0); }
 
 std::string vertex_label(const VertexProps& v) {
   return v.where.empty() ? fmt::format("'{}'", v.name) : fmt::format("'{}' ({})", v.name, v.where);
@@ -290,7 +277,8 @@ void Cluster::finish_build() {
     bundle_binding_[b] = bundle_gbps_[b] < down * (1.0 - kBindingTolerance) ? 1 : 0;
   }
   check_reachable();
-  routes_.resize(g);
+  routes_ = std::vector<SourceRoutes>(g);  // not resize: a deque does not move noexcept
+  searches_.resize(kRouteSearches);
 }
 
 // GPUs do not forward, so GPU s reaches GPU d when they share a link or touch the same
@@ -318,14 +306,23 @@ void Cluster::check_reachable() const {
     std::sort(groups[i].begin(), groups[i].end());
     groups[i].erase(std::unique(groups[i].begin(), groups[i].end()), groups[i].end());
   }
+  // GPUs touching each group; one touched by every GPU (any switched cluster) settles all pairs
+  // at once, so the pairwise check below runs only on clusters without a common fabric.
+  std::map<std::size_t, std::vector<std::size_t>> members;
+  for (std::size_t i = 0; i < g; ++i)
+    for (const std::size_t c : groups[i]) members[c].push_back(i);
+  for (const auto& [c, m] : members)
+    if (m.size() == g) return;
+  std::vector<std::size_t> seen(g, g);  // seen[d] == s: d is reachable from s
   for (std::size_t s = 0; s < g; ++s) {
+    for (const std::size_t c : groups[s])
+      for (const std::size_t d : members[c]) seen[d] = s;
+    for (auto [it, end] = boost::out_edges(gpu_vertex_[s], graph_); it != end; ++it) {
+      const VertexProps& o = graph_[boost::target(*it, graph_)];
+      if (o.kind == VertexKind::Gpu) seen[static_cast<std::size_t>(o.index)] = s;
+    }
     for (std::size_t d = 0; d < g; ++d) {
-      if (s == d) continue;
-      const auto& a = groups[s];
-      const auto& b = groups[d];
-      bool ok = std::find_first_of(a.begin(), a.end(), b.begin(), b.end()) != a.end();
-      if (!ok) ok = boost::edge(gpu_vertex_[s], gpu_vertex_[d], graph_).second;
-      if (ok) continue;
+      if (s == d || seen[d] == s) continue;
       const VertexProps& vd = graph_[gpu_vertex_[d]];
       const VertexProps& vs = graph_[gpu_vertex_[s]];
       throw InputError(fmt::format(
@@ -335,129 +332,6 @@ void Cluster::check_reachable() const {
           vertex_label(vs)));
     }
   }
-}
-
-void Cluster::compute_routes(int src_gpu) const {
-  const auto nv = boost::num_vertices(graph_);
-  const Vertex src = gpu_vertex_[static_cast<std::size_t>(src_gpu)];
-  // Dijkstra on (latency, hops), keeping every equal-cost predecessor edge; GPUs other than the
-  // source are not expanded (they do not forward).
-  std::vector<Cost> cost(nv, kInfinite);
-  std::vector<char> done(nv, 0);
-  std::vector<std::vector<ClusterGraph::edge_descriptor>> pred(nv);
-  using Item = std::pair<Cost, Vertex>;
-  std::priority_queue<Item, std::vector<Item>, std::greater<>> queue;
-  const int src_node = spec_.node_of(src_gpu);
-  cost[src] = {0, 0, 0};
-  queue.emplace(cost[src], src);
-  while (!queue.empty()) {
-    const auto [c, v] = queue.top();
-    queue.pop();
-    if (done[v]) continue;
-    done[v] = 1;
-    if (v != src && graph_[v].kind == VertexKind::Gpu) continue;
-    for (auto [it, end] = boost::out_edges(v, graph_); it != end; ++it) {
-      const Vertex w = boost::target(*it, graph_);
-      const EdgeProps& ep = graph_[*it];
-      // Whether the path has left the source's node: it reached a NIC or network switch, or a GPU
-      // or host of another node (node switches are inside a node by definition).
-      const VertexProps& wp = graph_[w];
-      const bool away = wp.kind == VertexKind::Nic || wp.kind == VertexKind::Fabric ||
-                        (wp.kind == VertexKind::Gpu && spec_.node_of(wp.index) != src_node) ||
-                        (wp.kind == VertexKind::Host && wp.index != src_node);
-      const Cost next{std::max(std::get<0>(c), away ? 1 : 0),
-                      std::get<1>(c) + latency_ps(ep.latency_ns), std::get<2>(c) + 1};
-      if (next < cost[w]) {
-        cost[w] = next;
-        pred[w].assign(1, *it);
-        queue.emplace(next, w);
-      } else if (next == cost[w]) {
-        pred[w].push_back(*it);
-      }
-    }
-  }
-  for (auto& p : pred) {
-    std::sort(p.begin(), p.end(), [&](const auto& x, const auto& y) { return graph_[x].id < graph_[y].id; });
-  }
-
-  SourceRoutes& out = routes_[static_cast<std::size_t>(src_gpu)];
-  const std::size_t g = gpu_vertex_.size();
-  out.route.assign(g, Route{});
-  out.first_path.assign(1, 0);
-  out.path_start.assign(1, 0);
-  out.links.clear();
-  std::vector<int> rev;  // the path being enumerated, destination first
-  for (std::size_t d = 0; d < g; ++d) {
-    if (static_cast<int>(d) != src_gpu) {
-      const Vertex dst = gpu_vertex_[d];
-      if (cost[dst] == kInfinite) {
-        throw InputError(fmt::format("cluster '{}': GPU {} cannot reach GPU {}", spec_.name, src_gpu, d));
-      }
-      Route& r = out.route[d];
-      r.bottleneck_gbps = std::numeric_limits<double>::infinity();
-      const std::size_t first = out.path_start.size() - 1;
-      // Depth-first over the predecessor edges, lowest edge id first: path 0 has the lowest ids.
-      auto walk = [&](auto&& self, Vertex cur) -> void {
-        if (cur == src) {
-          if (out.path_start.size() - 1 - first >= kMaxEqualCostPaths) {
-            throw InputError(fmt::format("cluster '{}': more than {} equal-cost paths from GPU {} to GPU {}",
-                                         spec_.name, kMaxEqualCostPaths, src_gpu, d));
-          }
-          double fabric = 0.0, lat = 0.0;
-          Vertex at = src;
-          for (auto it = rev.rbegin(); it != rev.rend(); ++it) {
-            const auto& e = edge_of_id_[static_cast<std::size_t>(*it)];
-            const EdgeProps& ep = graph_[e];
-            const Vertex a = boost::source(e, graph_), b = boost::target(e, graph_);
-            const Vertex next = a == at ? b : a;
-            out.links.push_back(2 * ep.id + (at < next ? 0 : 1));
-            lat += ep.latency_ns;
-            r.bottleneck_gbps = std::min(r.bottleneck_gbps, ep.gbps);
-            if (graph_[at].kind != VertexKind::Gpu && graph_[next].kind != VertexKind::Gpu)
-              fabric += ep.latency_ns;
-            if (ep.bundle >= 0 && first == out.path_start.size() - 1) {
-              if (at == bundle_leaf_[static_cast<std::size_t>(ep.bundle)])
-                r.up_bundle = ep.bundle;
-              else
-                r.down_bundle = ep.bundle;
-            }
-            at = next;
-          }
-          if (first == out.path_start.size() - 1) {
-            r.latency_ns = lat;
-            r.hops = static_cast<int>(rev.size());
-            r.src_port = graph_[edge_of_id_[static_cast<std::size_t>(rev.back())]].port;
-            r.dst_port = graph_[edge_of_id_[static_cast<std::size_t>(rev.front())]].port;
-          }
-          r.fabric_latency_ns = std::max(r.fabric_latency_ns, fabric);
-          out.path_start.push_back(out.links.size());
-          return;
-        }
-        for (const auto& e : pred[cur]) {
-          rev.push_back(graph_[e].id);
-          const Vertex a = boost::source(e, graph_), b = boost::target(e, graph_);
-          self(self, a == cur ? b : a);
-          rev.pop_back();
-        }
-      };
-      walk(walk, dst);
-      r.paths = static_cast<int>(out.path_start.size() - 1 - first);
-    }
-    out.first_path.push_back(out.path_start.size() - 1);
-  }
-}
-
-const Route& Cluster::route(int src_gpu, int dst_gpu) const {
-  auto& r = routes_[static_cast<std::size_t>(src_gpu)];
-  if (r.route.empty()) compute_routes(src_gpu);
-  return r.route[static_cast<std::size_t>(dst_gpu)];
-}
-
-std::span<const int> Cluster::path_links(int src_gpu, int dst_gpu, int path) const {
-  auto& r = routes_[static_cast<std::size_t>(src_gpu)];
-  if (r.route.empty()) compute_routes(src_gpu);
-  const std::size_t p = r.first_path[static_cast<std::size_t>(dst_gpu)] + static_cast<std::size_t>(path);
-  return {r.links.data() + r.path_start[p], r.path_start[p + 1] - r.path_start[p]};
 }
 
 }  // namespace moesim

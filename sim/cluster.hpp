@@ -11,9 +11,13 @@
 // latency of the switch-to-switch links on it.
 #include <boost/graph/adjacency_list.hpp>
 
+#include <cstdint>
+#include <deque>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "models/specs.hpp"
@@ -106,7 +110,6 @@ class Cluster {
   void apply_link_factors();
   void finish_build();
   void check_reachable() const;
-  void compute_routes(int src_gpu) const;
   ClusterGraph::vertex_descriptor add_vertex(VertexKind kind, int index, std::string name,
                                              std::string where = {});
   void add_edge(ClusterGraph::vertex_descriptor a, ClusterGraph::vertex_descriptor b, Port port, double gbps,
@@ -123,13 +126,38 @@ class Cluster {
   std::vector<ClusterGraph::vertex_descriptor> bundle_leaf_;
   std::vector<double> bundle_gbps_;
   std::vector<char> bundle_binding_;
-  struct SourceRoutes {
-    std::vector<Route> route;             // [dst]
-    std::vector<std::size_t> first_path;  // [dst .. dst + 1]: indices into path_start
-    std::vector<std::size_t> path_start;  // [path .. path + 1]: indices into links
-    std::vector<int> links;
+  // Routes are found per (source, destination) pair on first use (sim/cluster_routes.cpp), so
+  // memory grows with the pairs that talk, not with GPUs squared. A pair's links are kept in
+  // blocks that never move: the spans path_links hands out stay valid.
+  struct PairRoute {
+    Route route;
+    const int* data = nullptr;  // paths + 1 offsets into the links after them, then the links
+    int dst = -1;
   };
-  mutable std::vector<SourceRoutes> routes_;  // [src], filled lazily
+  struct SourceRoutes {
+    std::deque<PairRoute> pairs;           // stable addresses
+    std::vector<std::uint32_t> table;      // open addressing: index into pairs + 1, 0 empty
+    std::vector<std::unique_ptr<int[]>> blocks;
+    std::size_t block_size = 0, block_used = 0;
+  };
+  // A Dijkstra from one source, resumed when a farther destination is asked for: a vertex's
+  // equal-cost predecessors are all known once it is settled (every edge adds a hop).
+  struct RouteSearch {
+    using Cost = std::tuple<int, std::int64_t, int>;
+    int src = -1;
+    std::uint64_t used = 0;
+    std::vector<Cost> cost;
+    std::vector<char> done;
+    std::vector<std::vector<ClusterGraph::edge_descriptor>> pred;
+    std::vector<std::pair<Cost, ClusterGraph::vertex_descriptor>> heap;
+  };
+  static constexpr std::size_t kRouteSearches = 8;  // searches kept, least recently used replaced
+  [[nodiscard]] const PairRoute& pair_route(int src_gpu, int dst_gpu) const;
+  [[nodiscard]] const PairRoute& find_route(int src_gpu, int dst_gpu) const;
+  RouteSearch& search_to(int src_gpu, int dst_gpu) const;
+  mutable std::vector<SourceRoutes> routes_;  // [src]
+  mutable std::vector<RouteSearch> searches_;
+  mutable std::uint64_t search_clock_ = 0;
 };
 
 }  // namespace moesim

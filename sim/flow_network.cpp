@@ -267,54 +267,38 @@ FlowNetwork::FlowNetwork(const Cluster& cluster, double end_window)
   }
 }
 
-void FlowNetwork::compute_bundled(int src_gpu) const {
-  Bundled& out = bundled_[static_cast<std::size_t>(src_gpu)];
-  const int g = cluster_.num_gpus();
-  out.links.clear();
-  out.start.assign(1, 0);
-  out.ok.assign(static_cast<std::size_t>(g), 0);
-  for (int d = 0; d < g; ++d) {
-    const int paths = d == src_gpu ? 0 : cluster_.route(src_gpu, d).paths;
-    if (paths > 1) {
-      const auto first = cluster_.path_links(src_gpu, d, 0);
-      const std::size_t mark = out.links.size();
-      bool ok = true;
-      std::vector<int> seen;
-      for (std::size_t k = 0; k < first.size() && ok; ++k) {
-        bool same = true;
-        for (int p = 1; p < paths; ++p) same = same && cluster_.path_links(src_gpu, d, p)[k] == first[k];
-        if (same) {
-          out.links.push_back(first[k]);
-          continue;
-        }
-        // Every path crosses a different uplink of the same leaf, in the same direction, and
-        // together they are all of that leaf's uplinks, of one bandwidth.
-        const int db = link_bundle_[static_cast<std::size_t>(first[k])];
-        ok = db >= 0 && bundle_uplinks_[static_cast<std::size_t>(db / 2)] == paths;
-        seen.clear();
-        for (int p = 0; p < paths && ok; ++p) {
-          const int l = cluster_.path_links(src_gpu, d, p)[k];
-          ok = link_bundle_[static_cast<std::size_t>(l)] == db &&
-               std::find(seen.begin(), seen.end(), l) == seen.end();
-          seen.push_back(l);
-        }
-        out.links.push_back(bundle_base_ + db);
-      }
-      if (ok)
-        out.ok[static_cast<std::size_t>(d)] = 1;
-      else
-        out.links.resize(mark);
-    }
-    out.start.push_back(out.links.size());
-  }
-}
-
 std::span<const int> FlowNetwork::bundled_links(int src_gpu, int dst_gpu) const {
-  Bundled& b = bundled_[static_cast<std::size_t>(src_gpu)];
-  if (b.start.empty()) compute_bundled(src_gpu);
-  const auto d = static_cast<std::size_t>(dst_gpu);
-  if (b.ok[d] == 0) return {};
-  return {b.links.data() + b.start[d], b.start[d + 1] - b.start[d]};
+  auto& known = bundled_[static_cast<std::size_t>(src_gpu)];
+  auto [at, added] = known.try_emplace(dst_gpu);
+  std::vector<int>& out = at->second;
+  if (added) {
+    // Empty: the message's paths do not differ in the uplinks of one bundle only.
+    const int paths = cluster_.route(src_gpu, dst_gpu).paths;
+    const auto first = cluster_.path_links(src_gpu, dst_gpu, 0);
+    bool ok = paths > 1;
+    std::vector<int> seen;
+    for (std::size_t k = 0; k < first.size() && ok; ++k) {
+      bool same = true;
+      for (int p = 1; p < paths; ++p) same = same && cluster_.path_links(src_gpu, dst_gpu, p)[k] == first[k];
+      if (same) {
+        out.push_back(first[k]);
+        continue;
+      }
+      // Every path crosses a different uplink of the same leaf, in the same direction, and
+      // together they are all of that leaf's uplinks, of one bandwidth.
+      const int db = link_bundle_[static_cast<std::size_t>(first[k])];
+      ok = db >= 0 && bundle_uplinks_[static_cast<std::size_t>(db / 2)] == paths;
+      seen.clear();
+      for (int p = 0; p < paths && ok; ++p) {
+        const int l = cluster_.path_links(src_gpu, dst_gpu, p)[k];
+        ok = link_bundle_[static_cast<std::size_t>(l)] == db && std::find(seen.begin(), seen.end(), l) == seen.end();
+        seen.push_back(l);
+      }
+      out.push_back(bundle_base_ + db);
+    }
+    if (!ok) out.clear();
+  }
+  return {out.data(), out.size()};
 }
 
 std::size_t FlowNetwork::add_message(std::vector<Flow>& flows, int src_gpu, int dst_gpu, double bytes) const {

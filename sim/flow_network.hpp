@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "sim/network.hpp"
@@ -101,7 +102,6 @@ class FlowNetwork final : public NetworkModel {
   std::size_t add_message(std::vector<Flow>& flows, int src_gpu, int dst_gpu, double bytes) const;
   // The message's path with its uplinks replaced by bundle links; empty when it cannot be.
   [[nodiscard]] std::span<const int> bundled_links(int src_gpu, int dst_gpu) const;
-  void compute_bundled(int src_gpu) const;
 
   const Cluster& cluster_;
   double end_window_;
@@ -114,12 +114,9 @@ class FlowNetwork final : public NetworkModel {
   bool bundles_on_ = false;     // every leaf's uplinks have one bandwidth: use bundle links
   std::vector<int> link_bundle_;     // per edge link: 2 b (up) or 2 b + 1 (down) of bundle b, or -1
   std::vector<int> bundle_uplinks_;  // per bundle: its uplinks, 0 when they differ in bandwidth
-  struct Bundled {
-    std::vector<int> links;
-    std::vector<std::size_t> start;  // [dst .. dst + 1]
-    std::vector<char> ok;            // [dst]
-  };
-  mutable std::vector<Bundled> bundled_;  // [src], filled lazily
+  // [src]: per destination asked for, the bundled links (filled lazily; a node map, so the
+  // spans handed out stay valid).
+  mutable std::vector<std::unordered_map<int, std::vector<int>>> bundled_;
   mutable RunStats last_;
 };
 
