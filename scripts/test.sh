@@ -11,10 +11,11 @@ BUILD_TARGETS=""  # everything: the quickstart builds only the CLI
 source "$ROOT/scripts/setup.sh"
 cd "$BUILD_DIR"
 ctest --output-on-failure -j "$(nproc)" "$@"
-# examples/embed against the installed package and as add_subdirectory; not when ctest was given
-# a selection (`scripts/test.sh -R name`), which asks for those tests only.
+# examples/embed against the installed package and as add_subdirectory, then every command of
+# docs/tutorial.md; not when ctest was given a selection (`scripts/test.sh -R name`).
 if [ $# -eq 0 ]; then
   bash "$ROOT/scripts/test_embed.sh"
+  bash "$ROOT/scripts/test_tutorial.sh"
 fi
 if [ "${MOESIM_SANITIZERS:-OFF}" = "ON" ]; then
   bash "$ROOT/scripts/sanitize.sh"
