@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <system_error>
 
 #include "core/error.hpp"
 
@@ -30,6 +31,15 @@ constexpr const char* kReportUsage =
 
 std::string plot_script() {
   if (const char* env = std::getenv("MOESIM_PLOT_SCRIPT"); env != nullptr && *env != '\0') return env;
+#ifdef MOESIM_PLOT_SCRIPT_FROM_BIN
+  // An installed CLI (cmake --install) uses the copy installed with it, so it needs no source tree.
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto installed = exe.parent_path() / MOESIM_PLOT_SCRIPT_FROM_BIN;
+    if (std::filesystem::is_regular_file(installed, ec)) return installed.lexically_normal().string();
+  }
+#endif
 #ifdef MOESIM_PLOT_SCRIPT_PATH
   return MOESIM_PLOT_SCRIPT_PATH;
 #else

@@ -52,14 +52,14 @@ endif()
 if(MOESIM_HAVE_CUDA)
   message(STATUS "moesim: building the CUDA kernels with ${CMAKE_CUDA_COMPILER} "
                  "(architectures ${CMAKE_CUDA_ARCHITECTURES})")
-  file(GLOB MOESIM_CUDA_SOURCES CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/kernels/*.cu")
-  list(REMOVE_ITEM MOESIM_CUDA_SOURCES "${CMAKE_SOURCE_DIR}/kernels/nccl_collectives.cu")
+  file(GLOB MOESIM_CUDA_SOURCES CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/kernels/*.cu")
+  list(REMOVE_ITEM MOESIM_CUDA_SOURCES "${PROJECT_SOURCE_DIR}/kernels/nccl_collectives.cu")
   add_library(moesim_cuda MODULE ${MOESIM_CUDA_SOURCES})
-  target_include_directories(moesim_cuda PRIVATE "${CMAKE_SOURCE_DIR}")
+  target_include_directories(moesim_cuda PRIVATE "${PROJECT_SOURCE_DIR}")
   # Beside the executables, where make_cuda_backend() looks first; only the factory is exported.
   set_target_properties(moesim_cuda PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON
                                                CUDA_EXTENSIONS OFF PREFIX "lib"
-                                               LIBRARY_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}"
+                                               LIBRARY_OUTPUT_DIRECTORY "${PROJECT_BINARY_DIR}"
                                                CUDA_VISIBILITY_PRESET hidden CXX_VISIBILITY_PRESET hidden)
   # Host code gets the project's warnings but -Wpedantic, which rejects the line markers of
   # nvcc's generated host code; device code is checked by nvcc itself.
@@ -86,11 +86,11 @@ if(MOESIM_HAVE_CUDA)
             PATH_SUFFIXES include)
   find_library(MOESIM_NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${CUDAToolkit_LIBRARY_DIR} PATHS ${_moesim_nccl_hints}
                PATH_SUFFIXES lib lib64 lib/x86_64-linux-gnu)
-  add_library(moesim_nccl MODULE "${CMAKE_SOURCE_DIR}/kernels/nccl_collectives.cu")
-  target_include_directories(moesim_nccl PRIVATE "${CMAKE_SOURCE_DIR}")
+  add_library(moesim_nccl MODULE "${PROJECT_SOURCE_DIR}/kernels/nccl_collectives.cu")
+  target_include_directories(moesim_nccl PRIVATE "${PROJECT_SOURCE_DIR}")
   set_target_properties(moesim_nccl PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON
                                                CUDA_EXTENSIONS OFF PREFIX "lib"
-                                               LIBRARY_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}"
+                                               LIBRARY_OUTPUT_DIRECTORY "${PROJECT_BINARY_DIR}"
                                                CUDA_VISIBILITY_PRESET hidden CXX_VISIBILITY_PRESET hidden)
   target_compile_options(moesim_nccl PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=${_moesim_host_warnings}>)
   if(MOESIM_WERROR)

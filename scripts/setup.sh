@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages moesim needs (only the missing ones), then configures and builds.
 # Sourced by scripts/quickstart.sh and scripts/test.sh; BUILD_DIR defaults to build/.
+# BUILD_TARGETS (space-separated) builds only those targets and what they need; default: all.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
@@ -24,5 +25,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 WERROR=OFF
 [ "${CI:-}" = "true" ] && WERROR=ON
-cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DMOESIM_WERROR="${MOESIM_WERROR:-$WERROR}" >/dev/null
-cmake --build "$BUILD_DIR" -j "$(nproc)"
+# With ccache (scripts/test.sh installs it) a second build of the same sources, such as
+# scripts/test_embed.sh's add_subdirectory build, reuses these objects.
+launcher=()
+command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DMOESIM_WERROR="${MOESIM_WERROR:-$WERROR}" \
+      "${launcher[@]}" >/dev/null
+read -r -a targets <<< "${BUILD_TARGETS:-}"
+build_args=()
+if [ ${#targets[@]} -gt 0 ]; then build_args=(--target "${targets[@]}"); fi
+cmake --build "$BUILD_DIR" -j "$(nproc)" "${build_args[@]}"

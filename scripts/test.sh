@@ -4,10 +4,19 @@
 # and runs it, and runs each fuzz target for FUZZ_SECONDS (default 60): see scripts/sanitize.sh.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-[ "${MOESIM_SANITIZERS:-OFF}" = "ON" ] && export EXTRA_PACKAGES="clang libclang-rt-14-dev"
+# ccache: scripts/test_embed.sh's second build of the library hits the first one's objects.
+export EXTRA_PACKAGES="ccache"
+[ "${MOESIM_SANITIZERS:-OFF}" = "ON" ] && EXTRA_PACKAGES+=" clang libclang-rt-14-dev"
+BUILD_TARGETS=""  # everything: the quickstart builds only the CLI
 source "$ROOT/scripts/setup.sh"
 cd "$BUILD_DIR"
 ctest --output-on-failure -j "$(nproc)" "$@"
+# examples/embed against the installed package and as add_subdirectory, then every command of
+# docs/tutorial.md; not when ctest was given a selection (`scripts/test.sh -R name`).
+if [ $# -eq 0 ]; then
+  bash "$ROOT/scripts/test_embed.sh"
+  bash "$ROOT/scripts/test_tutorial.sh"
+fi
 if [ "${MOESIM_SANITIZERS:-OFF}" = "ON" ]; then
   bash "$ROOT/scripts/sanitize.sh"
 fi
