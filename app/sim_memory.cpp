@@ -79,12 +79,12 @@ void check_simulator_memory(const Scenario& s, int jobs) {
   if (m.total() <= limit) return;
   throw InputError(fmt::format(
       "{}: run.max_memory_bytes: the simulator would need about {:.2f} GB of memory (trace {:.2f}, dispatch {:.2f}, "
-      "routes {:.2f}, results {:.2f}, program {:.2f}) for {} GPUs, {} MoE layers x {} experts, {} policies{}; the "
+      "routes {:.2f}, results {:.2f}, program {:.2f}) for {} GPUs, {} MoE layers x {} experts, {} {}{}; the "
       "limit is {:.2f} GB ({}); use fewer GPUs or policies, lower run.max_iterations or --jobs, or raise "
       "run.max_memory_bytes",
       s.file, m.total() / 1e9, m.trace_bytes / 1e9, m.dispatch_bytes / 1e9, m.routes_bytes / 1e9,
       m.results_bytes / 1e9, m.fixed_bytes / 1e9, s.cluster.num_gpus(), s.model.num_moe_layers(), s.model.experts,
-      s.policies.size(), jobs > 1 ? fmt::format(" on {} threads", jobs) : "", limit / 1e9,
+      s.policies.size(), s.policies.size() == 1 ? "policy" : "policies", jobs > 1 ? fmt::format(" on {} threads", jobs) : "", limit / 1e9,
       s.run.max_memory_bytes > 0 ? "the scenario's" : "the default, 3/4 of this machine's memory"));
 }
 
