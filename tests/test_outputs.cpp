@@ -221,10 +221,11 @@ TEST_CASE("moesim list --json lists what moesim list prints", "[outputs][cli]") 
   CHECK(j["gpu_presets"].get<std::vector<std::string>>() == gpu_preset_names());
   CHECK(j["cluster_presets"].get<std::vector<std::string>>() == cluster_preset_names());
   CHECK(j["model_presets"].get<std::vector<std::string>>() == model_preset_names());
-  REQUIRE(j["policies"].size() == policy_registry().size());
+  const std::vector<PolicyInfo> registry = policy_registry();  // a copy: run-time entries may be added
+  REQUIRE(j["policies"].size() == registry.size());
   const std::string text = read_file(d.file("list.txt"));
-  for (std::size_t i = 0; i < policy_registry().size(); ++i) {
-    const PolicyInfo& p = policy_registry()[i];
+  for (std::size_t i = 0; i < registry.size(); ++i) {
+    const PolicyInfo& p = registry[i];
     CHECK(j["policies"][i]["name"] == p.name);
     CHECK(j["policies"][i]["description"] == p.description);
     CHECK_THAT(text, Catch::Contains(fmt::format("  {:<12} {}\n", p.name, p.description)));
