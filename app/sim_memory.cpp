@@ -18,7 +18,7 @@ namespace {
 // docs/model.md ("The simulator's own memory").
 constexpr double kFixedBytes = 48e6;  // the binary, its libraries, presets, allocator slack
 constexpr double kCountBytes = 8.0;           // one int64 count of a trace or dispatch matrix
-constexpr double kPairRouteBytes = 64.0 + 8;  // a stored route and its share of the lookup table
+constexpr double kPairRouteBytes = 64.0 + 16;  // a stored route and its share of the lookup table
 constexpr double kGraphBytesPerGpu = 600.0;   // a GPU's vertices (GPU, NIC share, switches) and edges
 constexpr double kRowBytes = 256.0;           // one per-iteration row of a policy's results
 constexpr double kReplayBudgetBytes = 256.0 * 1024 * 1024;  // runner.cpp's replay cache budget

@@ -135,8 +135,9 @@ class Cluster {
     int dst = -1;
   };
   struct SourceRoutes {
-    std::deque<PairRoute> pairs;           // stable addresses
-    std::vector<std::uint32_t> table;      // open addressing: index into pairs + 1, 0 empty
+    std::deque<PairRoute> pairs;             // stable addresses
+    std::vector<const PairRoute*> table;     // open addressing by destination; null: empty
+    std::vector<const PairRoute*> dense;     // [dst], once the source talks to many GPUs
     std::vector<std::unique_ptr<int[]>> blocks;
     std::size_t block_size = 0, block_used = 0;
   };

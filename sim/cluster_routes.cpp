@@ -54,14 +54,12 @@ const Cluster::PairRoute& Cluster::pair_route(int src_gpu, int dst_gpu) const {
   static const PairRoute kSelf{Route{}, kNoLinks, -1};
   if (src_gpu == dst_gpu) return kSelf;
   const SourceRoutes& r = routes_[static_cast<std::size_t>(src_gpu)];
-  if (!r.table.empty()) {
+  if (!r.dense.empty()) {
+    if (const PairRoute* p = r.dense[static_cast<std::size_t>(dst_gpu)]) return *p;
+  } else if (!r.table.empty()) {
     const std::size_t mask = r.table.size() - 1;
-    for (std::size_t h = slot_of(dst_gpu, mask);; h = (h + 1) & mask) {
-      const std::uint32_t i = r.table[h];
-      if (i == 0) break;
-      const PairRoute& p = r.pairs[i - 1];
-      if (p.dst == dst_gpu) return p;
-    }
+    for (std::size_t h = slot_of(dst_gpu, mask); r.table[h] != nullptr; h = (h + 1) & mask)
+      if (r.table[h]->dst == dst_gpu) return *r.table[h];
   }
   return find_route(src_gpu, dst_gpu);
 }
@@ -195,20 +193,32 @@ const Cluster::PairRoute& Cluster::find_route(int src_gpu, int dst_gpu) const {
   std::copy(links.begin(), links.end(), data + starts.size());
   out.pairs.push_back(PairRoute{r, data, dst_gpu});
 
-  // Keep the table at most half full.
-  if (2 * out.pairs.size() > out.table.size()) {
-    out.table.assign(std::max<std::size_t>(16, 2 * out.table.size()), 0);
-    const std::size_t mask = out.table.size() - 1;
-    for (std::size_t i = 0; i < out.pairs.size(); ++i) {
-      std::size_t h = slot_of(out.pairs[i].dst, mask);
-      while (out.table[h] != 0) h = (h + 1) & mask;
-      out.table[h] = static_cast<std::uint32_t>(i + 1);
-    }
+  const PairRoute* added = &out.pairs.back();
+  // A source that talks to more than an eighth of the GPUs (an all-to-all over all of them)
+  // indexes its routes directly, which costs less than the routes themselves.
+  const std::size_t g = gpu_vertex_.size();
+  if (out.dense.empty() && 8 * out.pairs.size() > g) {
+    out.dense.assign(g, nullptr);
+    for (const PairRoute& p : out.pairs) out.dense[static_cast<std::size_t>(p.dst)] = &p;
+    std::vector<const PairRoute*>().swap(out.table);
+  } else if (!out.dense.empty()) {
+    out.dense[static_cast<std::size_t>(dst_gpu)] = added;
   } else {
-    const std::size_t mask = out.table.size() - 1;
-    std::size_t h = slot_of(dst_gpu, mask);
-    while (out.table[h] != 0) h = (h + 1) & mask;
-    out.table[h] = static_cast<std::uint32_t>(out.pairs.size());
+    // Keep the table at most half full.
+    if (2 * out.pairs.size() > out.table.size()) {
+      out.table.assign(std::max<std::size_t>(16, 2 * out.table.size()), nullptr);
+      for (const PairRoute& p : out.pairs) {
+        const std::size_t mask = out.table.size() - 1;
+        std::size_t h = slot_of(p.dst, mask);
+        while (out.table[h] != nullptr) h = (h + 1) & mask;
+        out.table[h] = &p;
+      }
+    } else {
+      const std::size_t mask = out.table.size() - 1;
+      std::size_t h = slot_of(dst_gpu, mask);
+      while (out.table[h] != nullptr) h = (h + 1) & mask;
+      out.table[h] = added;
+    }
   }
   return out.pairs.back();
 }

@@ -32,8 +32,8 @@ TEST_CASE("estimate: each part as the structures it counts, worked out by hand",
   // Per policy and layer: 16 GPUs x (16 x 2 group slots) x 2 matrices x 8 bytes = 8,192, plus the
   // placement 16 x 2 x 4 = 128; 2 policies x 2 layers.
   CHECK(m.dispatch_bytes == 4.0 * (8192.0 + 128.0));
-  // Graph 16 x 600 bytes; pairs 16 x (16 + 1 + 8) at 72 bytes.
-  CHECK(m.routes_bytes == 16 * 600.0 + 16.0 * 25 * 72);
+  // Graph 16 x 600 bytes; pairs 16 x (16 + 1 + 8) at 80 bytes.
+  CHECK(m.routes_bytes == 16 * 600.0 + 16.0 * 25 * 80);
   CHECK(m.total() > m.fixed_bytes);
 }
 
