@@ -12,6 +12,7 @@
 #include "app/scenario.hpp"
 #include "app/sweep.hpp"
 #include "traces/importers.hpp"
+#include "traces/trace.hpp"
 
 using moesim::testing::input_error;
 using moesim::testing::TempDir;
@@ -77,6 +78,19 @@ TEST_CASE("long CSV: layers x experts above the ceiling is refused before alloca
   const std::string p = d.write("long.csv", text);
   CHECK_THAT(input_error([&] { (void)open_long_csv(p, {}); }),
              Catch::Contains(p) && Catch::Contains("8 layers x 16777216 experts") && Catch::Contains("at most 2^25"));
+}
+
+TEST_CASE("native CSV trace: a layer index with leading zeros cannot make a 9 GB shape", "[fuzz][traces]") {
+  // fuzz_csv_trace's finding: layer 1,134,134,288 written as 00...01134134288 gave a shape of
+  // 1.1 billion cells, which the reader allocated (9 GB) before any check.
+  TempDir d;
+  const std::string p = d.write("t.csv", "# a comment\niteration,layer,src_gpu,expert,tokens\n5," +
+                                             std::string(40, '0') + "1134134288,0,0,1\n");
+  const TraceShape s = scan_csv_trace_shape(p);
+  CHECK(s.layers == 1134134289);
+  CHECK_THAT(input_error([&] { (void)open_csv_trace(p, s); }),
+             Catch::Contains(p) && Catch::Contains("1134134289 layers x 1 GPUs x 1 experts") &&
+                 Catch::Contains("2^27"));
 }
 
 TEST_CASE("CSV messages quote at most 60 characters of the input", "[fuzz][importers]") {

@@ -17,6 +17,7 @@
 
 #include "core/error.hpp"
 #include "traces/binomial.hpp"
+#include "traces/importers.hpp"
 
 namespace moesim {
 
@@ -508,6 +509,8 @@ std::unique_ptr<TraceSource> make_synthetic_trace(const TraceShape& shape,
 
 std::unique_ptr<TraceSource> open_csv_trace(const std::string& path, const TraceShape& expected) {
   validate_shape(expected, path);
+  // Before the reader allocates an iteration (and its line index) of that shape.
+  check_trace_cells(expected, path);
   return std::make_unique<CsvTrace>(path, expected);
 }
 
