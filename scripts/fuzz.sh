@@ -4,6 +4,8 @@
 # Seeds come from fuzz/corpus/NAME (left untouched); what the fuzzer adds goes to
 # FUZZ_BUILD_DIR/corpus/NAME, and an input that fails to FUZZ_BUILD_DIR/artifacts/. Exit status 1
 # when any target found something (each still runs), with its reproducer named.
+# FUZZ_RUNS=N runs N inputs per target from seed FUZZ_SEED (default 1) instead of SECONDS: the same
+# inputs every time, so a CI pass is reproducible (scripts/sanitize.sh uses it).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SECONDS_EACH="${1:-60}"
@@ -38,9 +40,15 @@ for t in "${targets[@]}"; do
   work="$BUILD/corpus/$name"
   mkdir -p "$work"
   log="$BUILD/artifacts/$name.log"
-  echo "fuzz.sh: $t for ${SECONDS_EACH}s"
+  if [ -n "${FUZZ_RUNS:-}" ]; then
+    bound=(-runs="$FUZZ_RUNS" -seed="${FUZZ_SEED:-1}")
+    echo "fuzz.sh: $t for $FUZZ_RUNS inputs from seed ${FUZZ_SEED:-1}"
+  else
+    bound=(-max_total_time="$SECONDS_EACH")
+    echo "fuzz.sh: $t for ${SECONDS_EACH}s"
+  fi
   # 2 GB of RSS and 10 s per input: past either is a finding (unbounded allocation, a hang).
-  if "$BUILD/$t" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 -max_len=65536 \
+  if "$BUILD/$t" "${bound[@]}" -rss_limit_mb=2048 -timeout=10 -max_len=65536 \
        -print_final_stats=1 -artifact_prefix="$BUILD/artifacts/$name-" "$work" "$ROOT/fuzz/corpus/$name" \
        >"$log" 2>&1; then
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
@@ -55,4 +63,4 @@ if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz.sh: findings in ${failed[*]}" >&2
   exit 1
 fi
-echo "fuzz.sh: every target ran ${SECONDS_EACH}s without a finding"
+echo "fuzz.sh: every target ran without a finding"
