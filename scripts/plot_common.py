@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 
 PHASES = [  # (column in compare.csv / iterations.csv, legend label, colour)
@@ -34,6 +35,108 @@ PLOT_STUDY_TRADEOFF = "study_tradeoff.png"
 
 # Per-expert samples written by moesim run/compare (--expert-stats) and sweep --details.
 EXPERTS_CSV = "experts.csv"
+
+
+# ---- styles, labels and scales that hold up to 20 policies (issue 17) --------------------------
+
+# Ten colours (matplotlib's tab10, which a colour-blind reader can mostly tell apart) and seven
+# markers. Policy i gets colour i mod 10 and marker i mod 7: 10 and 7 are coprime, so the first
+# lcm(10, 7) = 70 policies all get distinct (colour, marker) pairs, and policies 10 apart (same
+# colour) also differ in line style.
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+def policy_style(i):
+    """The (colour, marker, line style) of the i-th policy, as matplotlib keyword arguments."""
+    return {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[i % len(MARKERS)],
+            "linestyle": LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)]}
+
+
+# A ratio of largest to smallest positive value above this draws the axis on a log scale.
+LOG_SCALE_RATIO = 30.0
+
+
+def wants_log(values):
+    """True when the positive values span more than LOG_SCALE_RATIO (about a decade and a half)."""
+    pos = [v for v in values if v is not None and v > 0]
+    return len(pos) >= 2 and max(pos) / min(pos) > LOG_SCALE_RATIO
+
+
+def scale_axis(ax, values, label, axis="y"):
+    """Labels the axis and, where wants_log(values), puts it on a log scale and says so in the
+    label. Returns whether it is logarithmic."""
+    log = wants_log(values)
+    setter = ax.set_yscale if axis == "y" else ax.set_xscale
+    (ax.set_ylabel if axis == "y" else ax.set_xlabel)(label + (", log scale" if log else ""))
+    if log:
+        setter("log")
+    return log
+
+
+def wrap_label(text, width):
+    """A label broken into lines of at most `width` characters where it can be: after a space,
+    '-', '_', ':', ',', '=' or '/'; a run longer than `width` with none of them is cut."""
+    parts = re.findall(r"[^ \-_:,=/]*[ \-_:,=/]?", text)
+    lines, cur = [], ""
+    for part in (p for p in parts if p):
+        while len(part) > width:  # a run with no break: cut it
+            if cur:
+                lines.append(cur.rstrip())
+                cur = ""
+            lines.append(part[:width])
+            part = part[width:]
+        if len(cur) + len(part.rstrip()) > width and cur:
+            lines.append(cur.rstrip())
+            cur = ""
+        cur += part
+    if cur:
+        lines.append(cur.rstrip())
+    return "\n".join(lines)
+
+
+def label_layout(n, labels):
+    """How n category labels are drawn under a bar chart: (figure width in inches, font size in
+    points, rotation in degrees, wrapped labels). The figure widens with n from 8 in up to 16 in.
+    Up to 6 short labels stand level, wrapped at 14 characters; more stand upright (90 degrees),
+    wrapped at 24, and the font (9 pt down to 6 pt) is chosen so that a label's stacked lines
+    take at most 90 % of its share of the axis (about 0.8 of the figure's width over n)."""
+    width = min(16.0, max(8.0, 2.0 + 0.55 * n))
+    share_pt = 0.8 * width / max(n, 1) * 72.0
+    if n <= 6 and max((len(l) for l in labels), default=0) <= 28:
+        text = [wrap_label(l, 14) for l in labels]
+        return width, 9.0, 0, text
+    text = [wrap_label(l, 24) for l in labels]
+    lines = max(t.count("\n") + 1 for t in text) if text else 1
+    size = max(6.0, min(9.0, 0.9 * share_pt / (1.2 * lines)))
+    return width, size, 90, text
+
+
+def set_category_labels(ax, labels, positions=None):
+    """Category tick labels on the x axis that fit: wrapped, and upright and shrunk as
+    label_layout says."""
+    positions = list(range(len(labels))) if positions is None else positions
+    _, size, rotation, text = label_layout(len(labels), labels)
+    ax.set_xticks(positions)
+    ax.set_xticklabels(text, rotation=rotation, ha="center", va="top", fontsize=size,
+                       multialignment="right" if rotation else "center")
+
+
+def legend_outside(ax, n, title=None):
+    """A legend beside the axes, in two columns past 12 entries and smaller type past 8, its
+    labels wrapped, so that 20 policies fit beside the picture."""
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, [wrap_label(l, 24) for l in labels], fontsize=8 if n <= 8 else 7,
+              ncol=1 if n <= 12 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0), title=title,
+              borderaxespad=0.0, frameon=False)
+
+
+def bar_figure(plt, n, longest, height=4.8):
+    """A figure for n bars with labels of up to `longest` characters (label_layout's width)."""
+    width = label_layout(n, ["x" * longest] * n)[0]
+    return new_figure(plt, width, height)
 
 
 class InputError(Exception):

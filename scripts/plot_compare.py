@@ -5,83 +5,106 @@ from plot_common import *  # noqa: F401,F403 (file names, CSV and figure helpers
 
 
 def plot_ttc(plt, compare, iters, path, csv_path):
-    fig, ax = new_figure(plt)
     labels = [r["label"] for r in compare]
+    fig, ax = bar_figure(plt, len(labels), max(len(l) for l in labels))
     xs = list(range(len(labels)))
-    top = 0.0
+    heights = {}  # x -> (bar height in s, converged)
     for x, r in zip(xs, compare):
-        status = r["status"]
-        if status == "converged" and r["time_to_convergence_s"] != "":
-            v = num(r["time_to_convergence_s"], csv_path, "time_to_convergence_s")
-            ax.bar(x, v, color="#4c72b0")
-            ax.annotate(f"{v:.1f}", (x, v), ha="center", va="bottom", fontsize=8)
-            top = max(top, v)
-    # Runs that did not converge: a hatched bar up to the simulated time they ran (a lower bound).
+        if r["status"] == "converged" and r["time_to_convergence_s"] != "":
+            heights[x] = (num(r["time_to_convergence_s"], csv_path, "time_to_convergence_s"), True)
+        else:
+            # Runs that did not converge: a hatched bar up to the simulated time they ran (a lower bound).
+            ran = iters.get(r["label"], {}).get("end_s", [])
+            heights[x] = (ran[-1] if ran else 0.0, False)
+    log = scale_axis(ax, [h for h, _ in heights.values()], "simulated time to convergence (s)")
+    small = 7 if len(labels) > 10 else 8
     for x, r in zip(xs, compare):
-        status = r["status"]
-        if status == "converged" and r["time_to_convergence_s"] != "":
+        v, converged = heights[x]
+        if converged:
+            ax.bar(x, v, color=policy_style(x)["color"])
+            ax.annotate(f"{v:.1f}", (x, v), ha="center", va="bottom", fontsize=small)
             continue
-        ran = iters.get(r["label"], {}).get("end_s", [])
-        ran_s = ran[-1] if ran else 0.0
-        text = "OOM" if status == "oom" else "not converged"
-        if ran_s > 0:
-            ax.bar(x, ran_s, color="none", edgecolor="#c44e52", hatch="//")
-            text += f"\n(> {ran_s:.1f} s run)" if status != "oom" else f"\n(after {ran_s:.1f} s)"
-        ax.annotate(text, (x, ran_s), ha="center", va="bottom", fontsize=8, color="#c44e52")
-        top = max(top, ran_s)
-    ax.set_xticks(xs)
-    ax.set_xticklabels(labels, rotation=20, ha="right")
-    ax.set_ylabel("simulated time to convergence (s)")
+        text = "OOM" if r["status"] == "oom" else "not converged"
+        if v > 0:
+            ax.bar(x, v, color="none", edgecolor="#c44e52", hatch="//")
+            text += f"\n(> {v:.1f} s run)" if r["status"] != "oom" else f"\n(after {v:.1f} s)"
+        # A bar of no height (out of memory before the first iteration) has no top, and on a log
+        # axis no place at all: its note stands on the axis' floor.
+        ax.annotate(text, (x, 0.01) if v <= 0 else (x, v), xycoords=("data", "axes fraction") if v <= 0 else "data",
+                    ha="center", va="bottom", fontsize=small, color="#c44e52", rotation=90 if len(labels) > 10 else 0)
+    set_category_labels(ax, labels, xs)
     ax.set_title("Time to convergence per policy")
-    ax.set_ylim(0, top * 1.2 if top > 0 else 1.0)
+    top = max((h for h, _ in heights.values()), default=0.0)
+    if log:
+        low = min(h for h, _ in heights.values() if h > 0)
+        ax.set_ylim(low / 2, top * 3)
+    else:
+        ax.set_ylim(0, top * 1.25 if top > 0 else 1.0)
     save(fig, path)
 
 
 def plot_breakdown(plt, compare, path, csv_path):
-    fig, ax = new_figure(plt)
     labels = [r["label"] for r in compare]
+    fig, ax = bar_figure(plt, len(labels), max(len(l) for l in labels))
     xs = list(range(len(labels)))
     bottoms = [0.0] * len(labels)
     for col, name, colour in PHASES:
         vals = [num(r[col], csv_path, col) / 1e6 for r in compare]
         ax.bar(xs, vals, bottom=bottoms, label=name, color=colour)
         bottoms = [b + v for b, v in zip(bottoms, vals)]
-    ax.set_xticks(xs)
-    ax.set_xticklabels(labels, rotation=20, ha="right")
-    ax.set_ylabel("mean time per iteration (ms)")
+    # Stacked parts cannot share a log axis (a part's share would depend on what lies under it):
+    # the axis stays linear and says so when the totals span decades.
+    spread = wants_log(bottoms)
+    set_category_labels(ax, labels, xs)
+    ax.set_ylabel("mean time per iteration (ms)" + (", linear: totals span decades" if spread else ""))
     ax.set_title("Iteration time breakdown (critical GPU)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     save(fig, path)
 
 
+def line_figure(plt, n):
+    """A figure for n lines with the legend beside it: wider past 8 entries, wider again past 12
+    (two legend columns)."""
+    return new_figure(plt, 8.0 if n <= 8 else (10.0 if n <= 12 else 12.5), 4.8)
+
+
 def plot_progress(plt, iters, order, path):
-    fig, ax = new_figure(plt)
+    fig, ax = line_figure(plt, len(order))
     ax.grid(True, axis="x", alpha=0.3)
-    for p in order:
-        d = iters[p]
-        ax.plot([0.0] + d["end_s"], [0.0] + d["progress"], label=p, linewidth=1.5)
+    for i, p in enumerate(order):
+        d = iters.get(p)
+        if not d:
+            continue
+        ax.plot([0.0] + d["end_s"], [0.0] + d["progress"], label=p, linewidth=1.4,
+                markevery=max(1, (len(d["end_s"]) + 1) // 6), markersize=4, **policy_style(i))
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="converged")
     ax.set_xlabel("simulated time (s)")
-    ax.set_ylabel("convergence progress")
+    ax.set_ylabel("convergence progress (fraction of the target)")
     ax.set_title("Convergence progress over simulated time")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
+    legend_outside(ax, len([p for p in order if p in iters]) + 1)
     save(fig, path)
 
 
 def plot_drop(plt, iters, order, path):
-    fig, ax = new_figure(plt)
+    fig, ax = line_figure(plt, len(order))
     ax.grid(True, axis="x", alpha=0.3)
-    for p in order:
-        d = iters[p]
-        ax.plot(d["end_s"], [100.0 * v for v in d["drop"]], label=p, linewidth=1.2)
+    drawn = [p for p in order if p in iters and iters[p]["end_s"]]
+    for i, p in enumerate(order):
+        d = iters.get(p)
+        if p in drawn:
+            ax.plot(d["end_s"], [100.0 * v for v in d["drop"]], label=p, linewidth=1.1,
+                    markevery=max(1, len(d["end_s"]) // 6), markersize=4, **policy_style(i))
+    # Drop rates of 0.01 % and 10 % on one page: log scale, where zero drops leave the line's gaps.
+    means = [100.0 * sum(iters[p]["drop"]) / len(iters[p]["drop"]) for p in drawn]
+    log = scale_axis(ax, means, "tokens dropped (% of routed)")
     ax.set_xlabel("simulated time (s)")
-    ax.set_ylabel("tokens dropped (% of routed)")
-    ax.set_title("Drop rate per iteration")
+    ax.set_title("Drop rate per iteration" + (" (iterations without drops are not drawn)" if log else ""))
     ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
+    if not log:
+        ax.set_ylim(bottom=0)
+    legend_outside(ax, len(drawn))
     save(fig, path)
 
 
@@ -198,7 +221,9 @@ def draw_compare(plt, results_dir, plots_dir, prefix=""):
     if not compare:
         raise InputError(f"{compare_csv}: no rows")
     iters = load_iterations(iterations_csv)
-    order = [r["label"] for r in compare if r["label"] in iters]
+    # Every entry keeps its compare.csv position as its style (colour, marker) in every picture,
+    # also when it has no iterations to draw (out of memory at the first).
+    order = [r["label"] for r in compare]
     order += [p for p in iters if p not in order]
     os.makedirs(plots_dir, exist_ok=True)
     drawn, notes = [], []
