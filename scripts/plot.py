@@ -32,7 +32,7 @@ import sys
 # Beside this file: the shared helpers and the compare and sweep halves of the pictures.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from plot_common import *  # noqa: E402,F401,F403
-from plot_compare import band_section, compare_table, draw_compare  # noqa: E402
+from plot_compare import band_section, compare_table, draw_compare, load_summary, oom_section, scenario_section  # noqa: E402,E501
 from plot_study import draw_study  # noqa: E402
 
 
@@ -82,8 +82,11 @@ def main(argv=None):
             drawn, notes = draw_study(plt, results_dir, plots_dir, args.run, report)
         else:
             compare, drawn, notes = draw_compare(plt, results_dir, plots_dir)
+            summary = load_summary(results_dir) or {}
+            scenario_section(report, summary.get("scenario"))
             report.heading("Policies")
             compare_table(report, compare)
+            oom_section(report, summary.get("results", []))
             band_section(report, results_dir)
             report.heading("Pictures")
             add_pictures(report, results_dir, plots_dir, drawn)

@@ -263,6 +263,19 @@ CAPTIONS = {
 }
 
 
+# The HTML report's style. At 1,200 px nothing is wider than the page (the Chromium test,
+# tests/report/test_report_browser.py): a long word (a label, an OOM report's numbers) breaks
+# anywhere, tables take the page's width with small type and wrapping headers, and pictures
+# shrink to the page.
+REPORT_CSS = ("*{box-sizing:border-box}"
+              "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 12px;overflow-wrap:anywhere}"
+              "div.table{max-width:100%;overflow-x:auto}"
+              "table{border-collapse:collapse;font-size:12px;width:100%}"
+              "td,th{border:1px solid #ccc;padding:2px 4px;vertical-align:top}th{font-weight:600;text-align:left}"
+              "td.r{text-align:right;white-space:nowrap}"
+              "figure{margin:1em 0}img{max-width:100%;height:auto}")
+
+
 class Report:
     """A report page as blocks, rendered to Markdown or HTML."""
 
@@ -307,8 +320,7 @@ class Report:
     def html(self):
         from html import escape
         out = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">", f"<title>{escape(self.title)}</title>",
-               "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-               "td,th{border:1px solid #ccc;padding:2px 6px}td.r{text-align:right}img{max-width:100%}</style>",
+               f"<style>{REPORT_CSS}</style>",
                "</head><body>", f"<h1>{escape(self.title)}</h1>"]
         for b in self.blocks:
             if b[0] == "h":
@@ -317,11 +329,14 @@ class Report:
                 out.append(f"<p>{escape(b[1])}</p>")
             elif b[0] == "t":
                 header, rows, right = b[1], b[2], b[3]
-                out.append("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>")
+                # In a box of its own that scrolls sideways rather than widening the page, should a
+                # table still not fit (a narrower window than the 1,200 px the test checks).
+                out.append("<div class=\"table\"><table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header)
+                           + "</tr>")
                 for r in rows:
                     out.append("<tr>" + "".join(f"<td class=\"r\">{escape(c)}</td>" if i in right
                                                 else f"<td>{escape(c)}</td>" for i, c in enumerate(r)) + "</tr>")
-                out.append("</table>")
+                out.append("</table></div>")
             elif b[0] == "i":
                 out.append(f"<figure><img src=\"{escape(b[2])}\" alt=\"{escape(b[1])}\">"
                            f"<figcaption>{escape(b[1])}</figcaption></figure>")

@@ -258,6 +258,46 @@ def compare_table(report, compare):
     report.para("Times are simulated; per-phase times are means per iteration on the critical GPU.")
 
 
+def load_summary(results_dir):
+    """summary.json of a compare folder, or None where there is none (an older folder)."""
+    path = os.path.join(results_dir, "summary.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read: {e}")
+
+
+def scenario_section(report, scenario):
+    """The scenario's name, file and description (summary.json's `scenario`)."""
+    if not scenario:
+        return
+    name, description = scenario.get("name", ""), scenario.get("description", "")
+    line = f"Scenario: {name}" + (f" ({scenario['file']})" if scenario.get("file") else "")
+    report.para(line + (f": {description}" if description else ". It has no description."))
+
+
+def oom_reasons(results):
+    """One line per result that ran out of memory: its label, the iteration and the reason
+    (summary.json's `oom_report`)."""
+    out = []
+    for r in results:
+        if r.get("status") == "oom" or r.get("oom"):
+            at = r.get("oom_iteration")
+            out.append(f"{r['label']}" + (f" (iteration {at})" if at is not None else "") + ": "
+                       + (r.get("oom_report") or "no reason recorded"))
+    return out
+
+
+def oom_section(report, results, heading="Out of memory"):
+    lines = oom_reasons(results)
+    if lines:
+        report.heading(heading, 3)
+        report.bullets(lines)
+
+
 def band_section(report, results_dir):
     """The convergence band of `compare --convergence-band` (summary.json), when the run has one."""
     path = os.path.join(results_dir, "summary.json")

@@ -2,7 +2,7 @@
 calls draw_study. Not run on its own."""
 
 from plot_common import *  # noqa: F401,F403 (file names, CSV and figure helpers, Report)
-from plot_compare import compare_table, draw_compare
+from plot_compare import compare_table, draw_compare, load_summary, oom_reasons, oom_section
 
 
 # ---- sweeps: study.csv -------------------------------------------------------------------------
@@ -16,6 +16,7 @@ def load_study(results_dir):
         raise InputError(f"{path}: no rows")
     meta_path = os.path.join(results_dir, "study.json")
     grid_keys, params, name = [], [], os.path.basename(os.path.abspath(results_dir))
+    description = ""
     if os.path.isfile(meta_path):
         try:
             with open(meta_path) as f:
@@ -25,9 +26,10 @@ def load_study(results_dir):
         grid_keys = list(meta.get("grid_keys", []))
         params = list(meta.get("param_columns", []))
         name = meta.get("study", name)
+        description = meta.get("description", "") or ""
     header = list(rows[0].keys())
     params = [p if p in header else "param." + p for p in params]
-    return path, rows, grid_keys, params, name
+    return path, rows, grid_keys, params, name, description
 
 
 def study_groups(path, rows, grid_keys):
@@ -180,8 +182,30 @@ def plot_study_tradeoff(plt, groups, path):
     save(fig, path)
 
 
+def study_oom_section(report, results_dir, rows, grid_keys):
+    """Why each run that ran out of memory did: the reason is in its run file (runs/<id>.json)."""
+    lines, cache = [], {}
+    for r in rows:
+        if r["status"] != "oom":
+            continue
+        run_file = os.path.join(results_dir, "runs", r["run_id"] + ".json")
+        if run_file not in cache:
+            try:
+                with open(run_file, encoding="utf-8") as f:
+                    cache[run_file] = json.load(f).get("results", [])
+            except (OSError, ValueError):
+                cache[run_file] = []
+        found = oom_reasons([x for x in cache[run_file] if x.get("label") == r["label"]])
+        where = ", ".join(f"{k}={r[k]}" for k in grid_keys)
+        prefix = f"seed {r['seed']}" + (f", {where}" if where else "") + ": "
+        lines += [prefix + x for x in found] or [prefix + f"{r['label']}: reason not found ({run_file} unreadable)"]
+    if lines:
+        report.heading("Out of memory", 3)
+        report.bullets(lines)
+
+
 def draw_study(plt, results_dir, plots_dir, run_id, report):
-    path, rows, grid_keys, params, name = load_study(results_dir)
+    path, rows, grid_keys, params, name, description = load_study(results_dir)
     groups = study_groups(path, rows, grid_keys)
     os.makedirs(plots_dir, exist_ok=True)
     drawn, notes = [], []
@@ -196,6 +220,7 @@ def draw_study(plt, results_dir, plots_dir, run_id, report):
     drawn += [PLOT_STUDY_BREAKDOWN, PLOT_STUDY_TRADEOFF]
 
     report.title = f"moesim study: {name}"
+    report.para(f"Study: {name}: {description}" if description else f"Study: {name}. It has no description.")
     seeds = sorted({r["seed"] for r in rows}, key=lambda x: float(x) if x.replace(".", "", 1).isdigit() else 0)
     report.para(f"{len(rows)} rows from study.csv: {len(groups)} (point, policy) pairs over seeds {', '.join(seeds)}. "
                 "Times are simulated; means are over the seeds that converged.")
@@ -210,6 +235,7 @@ def draw_study(plt, results_dir, plots_dir, run_id, report):
     report.table(["point and policy", "converged seeds", "mean time to convergence (s)", "fastest seed (s)",
                   "slowest seed (s)", "iterations", "mean iteration (ms)", "dropped (%)"], table,
                  right=range(1, 8))
+    study_oom_section(report, results_dir, rows, grid_keys)
     report.heading("Pictures")
     add_pictures(report, results_dir, plots_dir, drawn)
 
@@ -226,6 +252,7 @@ def draw_study(plt, results_dir, plots_dir, run_id, report):
         where = ", ".join(f"{k}={r0[k]}" for k in grid_keys)
         report.heading(f"One run in detail: {chosen} (seed {r0['seed']}{', ' + where if where else ''})")
         compare_table(report, compare)
+        oom_section(report, (load_summary(os.path.join(runs_dir, chosen)) or {}).get("results", []))
         for name in run_drawn:
             rel = os.path.relpath(os.path.join(plots_dir, name), results_dir).replace(os.sep, "/")
             caption = CAPTIONS[name[len(chosen) + 1:]]
