@@ -72,7 +72,15 @@ def scale_axis(ax, values, label, axis="y"):
     setter = ax.set_yscale if axis == "y" else ax.set_xscale
     (ax.set_ylabel if axis == "y" else ax.set_xlabel)(label + (", log scale" if log else ""))
     if log:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
         setter("log")
+        # Ticks at 1, 2 and 5 of each decade with plain numbers (2, 5, 10, 20), not powers of ten
+        # alone: a range of one or two decades would otherwise get a single labelled tick.
+        which = ax.yaxis if axis == "y" else ax.xaxis
+        which.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+        which.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        which.set_minor_formatter(NullFormatter())
     return log
 
 
@@ -270,9 +278,11 @@ CAPTIONS = {
 REPORT_CSS = ("*{box-sizing:border-box}"
               "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 12px;overflow-wrap:anywhere}"
               "div.table{max-width:100%;overflow-x:auto}"
-              "table{border-collapse:collapse;font-size:12px;width:100%}"
-              "td,th{border:1px solid #ccc;padding:2px 4px;vertical-align:top}th{font-weight:600;text-align:left}"
-              "td.r{text-align:right;white-space:nowrap}"
+              "table{border-collapse:collapse;font-size:11px}"
+              "td,th{border:1px solid #ccc;padding:2px 3px;vertical-align:top}"
+              "th{font-weight:600;text-align:left;overflow-wrap:normal}"
+              "td{white-space:nowrap}td:first-child{white-space:normal;min-width:8em}"
+              "td.r{text-align:right}"
               "figure{margin:1em 0}img{max-width:100%;height:auto}")
 
 
