@@ -57,7 +57,10 @@ def study_groups(path, rows, grid_keys):
 
 def plot_study_ttc(plt, groups, path):
     order = sorted(groups, key=lambda g: (g["ttc"] is None, g["ttc"][0] if g["ttc"] else 0.0))
-    fig, ax = plt.subplots(figsize=(9.0, 0.32 * len(order) + 1.6), dpi=100)
+    # Labels (policy @ grid point) wrapped at 34 characters; each row is as tall as its lines.
+    labels = [wrap_label(g["label"], 34) for g in order]
+    lines = max((t.count("\n") + 1 for t in labels), default=1)
+    fig, ax = plt.subplots(figsize=(9.0, (0.12 + 0.14 * lines) * len(order) + 1.6), dpi=100)
     ax.grid(True, axis="x", alpha=0.3)
     ys = list(range(len(order)))
     top = max((g["ttc"][2] for g in order if g["ttc"]), default=1.0)
@@ -69,13 +72,17 @@ def plot_study_ttc(plt, groups, path):
             ax.annotate(text, (hi, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
         else:
             text = "OOM" if g["oom"] else "not converged"
-            ax.annotate(text, (0, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7,
-                        color="#c44e52")
+            # At the axis' left edge, which a log axis has at no time of 0.
+            ax.annotate(text, (0.0, y), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                        textcoords="offset points", va="center", fontsize=7, color="#c44e52")
     ax.set_yticks(ys)
-    ax.set_yticklabels([g["label"] for g in order], fontsize=7)
+    ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlim(0, top * 1.25)
-    ax.set_xlabel("simulated time to convergence (s)")
+    lows = [g["ttc"][1] for g in order if g["ttc"]]
+    if scale_axis(ax, lows + [top], "simulated time to convergence (s)", axis="x"):
+        ax.set_xlim(min(lows) / 2, top * 3)
+    else:
+        ax.set_xlim(0, top * 1.25)
     ax.set_title("Time to convergence (mean over seeds; whiskers: fastest to slowest seed)", fontsize=10)
     save(fig, path)
 
@@ -158,11 +165,11 @@ def plot_study_tradeoff(plt, groups, path):
     ax.grid(True, alpha=0.3)
     pts = [g for g in groups if g["iterations"] is not None]
     names = list(dict.fromkeys(g["rows"][0]["policy"] for g in pts))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, name in enumerate(names):
         mine = [g for g in pts if g["rows"][0]["policy"] == name]
+        style = policy_style(i)
         ax.scatter([g["iter_ms"] for g in mine], [g["iterations"] for g in mine], s=22, label=name,
-                   color=colours[i % len(colours)], marker="osD^v<>"[i % 7])
+                   color=style["color"], marker=style["marker"])
     if pts:
         xs = [g["iter_ms"] for g in pts]
         lo, hi = min(xs) * 0.9, max(xs) * 1.1
@@ -178,7 +185,7 @@ def plot_study_tradeoff(plt, groups, path):
     ax.set_xlabel("mean iteration time (ms)")
     ax.set_ylabel("iterations to converge (mean over converged seeds)")
     ax.set_title("Faster iterations or fewer of them (dashed: equal time to convergence)")
-    ax.legend(fontsize=8)
+    legend_outside(ax, len(names))
     save(fig, path)
 
 
