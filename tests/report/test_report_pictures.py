@@ -195,3 +195,35 @@ def test_no_oom_section_without_oom():
     assert oom_reasons([{"label": "a", "status": "converged", "oom": False, "oom_report": None}]) == []
     assert oom_reasons([{"label": "b", "status": "oom", "oom": True, "oom_iteration": 3, "oom_report": "why"}]) \
         == ["b (iteration 3): why"]
+
+
+def test_study_report_carries_description_and_each_oom_run(tmp_path):
+    """A sweep whose grid has an out-of-memory variant: the study's description and one line per
+    (point, seed) that ran out of memory, with the reason from its run file."""
+    from conftest import ROOT, SCRIPTS, moesim_binary
+    import subprocess
+    import sys
+    binary = moesim_binary()
+    if binary is None:
+        pytest.fail("no moesim CLI: set MOESIM_BINARY (the ctest does) or build build/moesim")
+    study = tmp_path / "study.yaml"
+    study.write_text("name: tiny-oom\n"
+                     "description: two points, one variant out of memory\n"
+                     f"base: {ROOT}/scenarios/quickstart.yaml\n"
+                     "set: {run.max_iterations: 5}\n"
+                     "grid: {trace.skew: [0.5, 1.0]}\n"
+                     "policies: [oracle]\n"
+                     "policy_grid: {static: {min_capacity: [2, 100000000]}}\n"
+                     "seeds: [1]\n")
+    out = tmp_path / "out"
+    subprocess.run([binary, "sweep", str(study), "--out", str(out), "--jobs", "1", "--quiet"], check=True)
+    subprocess.run([sys.executable, os.path.join(SCRIPTS, "plot.py"), str(out), "--report"], check=True,
+                   capture_output=True)
+    md = (out / "report.md").read_text()
+    assert "Study: tiny-oom: two points, one variant out of memory\n" in md
+    oom_lines = [line for line in md.splitlines() if line.startswith("- seed 1, trace.skew=")]
+    # 2 points x 1 seed x the one out-of-memory variant.
+    assert [line.split(":")[0] for line in oom_lines] == ["- seed 1, trace.skew=0.5", "- seed 1, trace.skew=1.0"]
+    for line in oom_lines:
+        assert "static:min_capacity=100000000 (iteration 0): OOM on GPU 0" in line
+        assert "dispatch buffers" in line
