@@ -19,8 +19,9 @@ sweep --details, runs/<id>/ folders of the former kind). The pictures go to RESU
     study_time_to_convergence.png, study_parameters.png, study_breakdown.png, study_tradeoff.png,
     and <run id>_<one of the above> for one run with details (the first, or --run ID)
 
-With --report it also writes RESULTS_DIR/report.md (or report.html): the tables and the pictures,
-embedded by relative path. `moesim report RESULTS_DIR` runs this script. Needs Python 3 and
+With --report it also writes RESULTS_DIR/report.md (or report.html): the scenario's description,
+the tables, why each entry that ran out of memory did, and the pictures, embedded by relative
+path. Styles, labels and log axes that hold up to 20 policies: docs/outputs.md, "The report". `moesim report RESULTS_DIR` runs this script. Needs Python 3 and
 matplotlib (Debian: python3-matplotlib); nothing else.
 Exit status: 0 success, 2 bad input (missing folder or file, unreadable CSV).
 """

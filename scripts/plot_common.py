@@ -209,7 +209,16 @@ def new_figure(plt, width=8.0, height=4.5):
 def save(fig, path):
     fig.tight_layout()
     # Fixed metadata so that the same inputs give the same files.
-    fig.savefig(path, format="png", metadata={"Software": None})
+    # Through a hidden temporary beside it, renamed into place: a reader sees the old picture or
+    # the new one, never a part.
+    tmp = temp_path(path)
+    try:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -356,11 +365,28 @@ class Report:
         return "\n".join(out) + "\n"
 
 
+_TEMPORARIES = [0]
+
+
+def temp_path(path):
+    """A hidden temporary beside `path`, `.NAME.tmp-PID-N` as moesim's own writer names them
+    (app/atomic_files.cpp), so that moesim accepts it in an output folder and removes it once
+    its writer is gone."""
+    folder, name = os.path.split(path)
+    _TEMPORARIES[0] += 1
+    return os.path.join(folder, f".{name}.tmp-{os.getpid()}-{_TEMPORARIES[0]}")
+
+
 def write_atomic(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def add_pictures(report, results_dir, plots_dir, drawn):

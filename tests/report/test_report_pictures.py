@@ -227,3 +227,39 @@ def test_study_report_carries_description_and_each_oom_run(tmp_path):
     for line in oom_lines:
         assert "static:min_capacity=100000000 (iteration 0): OOM on GPU 0" in line
         assert "dispatch buffers" in line
+
+
+def test_pages_and_pictures_are_written_through_hidden_temporaries(tmp_path, monkeypatch):
+    """write_atomic and save go through `.NAME.tmp-PID-N` and leave nothing else behind; a
+    failed write removes its temporary and keeps the old file."""
+    target = tmp_path / "report.md"
+    target.write_text("old\n")
+    seen = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        seen.append(os.path.basename(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(pc.os, "replace", spy)
+    pc.write_atomic(str(target), "new\n")
+    assert target.read_text() == "new\n"
+    assert re_fullmatch(r"\.report\.md\.tmp-%d-\d+" % os.getpid(), seen[0])
+    fig, ax = plt.subplots()
+    pc.save(fig, str(tmp_path / "a.png"))
+    assert re_fullmatch(r"\.a\.png\.tmp-%d-\d+" % os.getpid(), seen[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "report.md"]
+
+    def broken(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pc.os, "replace", broken)
+    with pytest.raises(OSError):
+        pc.write_atomic(str(target), "newer\n")
+    assert target.read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "report.md"]
+
+
+def re_fullmatch(pattern, text):
+    import re
+    return re.fullmatch(pattern, text) is not None
