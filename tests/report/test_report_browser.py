@@ -2,7 +2,7 @@
 and a script injected into a copy of the page that, once the pictures have loaded, lists every
 element reaching past the window's width and every scroll box whose content is wider than it.
 Skipped where Chromium is absent (Debian: `apt-get install chromium`; scripts/setup.sh does not
-install it, it is about 290 MB with its libraries)."""
+install it: about 420 MB installed with its libraries)."""
 import json
 import os
 import re
@@ -42,8 +42,9 @@ def chromium():
 
 needs_chromium = pytest.mark.skipif(
     chromium() is None,
-    reason="chromium is not installed (Debian: apt-get install chromium, about 290 MB with its libraries; "
-           "scripts/setup.sh leaves it out): the HTML report's 1,200 px overflow check is skipped")
+    reason="chromium is not installed (Debian: apt-get install chromium, about 420 MB installed with the "
+           "libraries it pulls in; scripts/setup.sh leaves it out): the HTML report's 1,200 px overflow check "
+           "is skipped")
 
 
 def run_chromium(tmp_path, url, *args):
