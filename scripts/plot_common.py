@@ -108,13 +108,14 @@ def wrap_label(text, width):
 def label_layout(n, labels):
     """How n category labels are drawn under a bar chart: (figure width in inches, font size in
     points, rotation in degrees, wrapped labels). The figure widens with n from 8 in up to 16 in.
-    Up to 6 short labels stand level, wrapped at 14 characters; more stand upright (90 degrees),
+    Up to 6 short labels stand level, wrapped to their share; more stand upright (90 degrees),
     wrapped at 24, and the font (9 pt down to 6 pt) is chosen so that a label's stacked lines
     take at most 90 % of its share of the axis (about 0.8 of the figure's width over n)."""
     width = min(16.0, max(8.0, 2.0 + 0.55 * n))
     share_pt = 0.8 * width / max(n, 1) * 72.0
     if n <= 6 and max((len(l) for l in labels), default=0) <= 28:
-        text = [wrap_label(l, 14) for l in labels]
+        # Level: as many characters a line as fit the label's share at 9 pt (about 5.5 pt each).
+        text = [wrap_label(l, max(10, int(share_pt / 5.5))) for l in labels]
         return width, 9.0, 0, text
     text = [wrap_label(l, 24) for l in labels]
     lines = max(t.count("\n") + 1 for t in text) if text else 1

@@ -92,6 +92,9 @@ def test_label_layout_for_twenty():
     assert pc.label_layout(60, [LONG] * 60)[1] == 6.0
     few_width, few_size, few_rotation, _ = pc.label_layout(4, ["static", "symi", "oracle", "eplb"])
     assert (few_width, few_size, few_rotation) == (8.0, 9.0, 0)
+    # 5 level labels share 0.8 x 8 in / 5 = 92.16 pt each: int(92.16 / 5.5) = 16 characters a line.
+    _, _, rotation, text = pc.label_layout(5, ["static-cf1", "static-dropless", "static-capacity-factor-2"])
+    assert rotation == 0 and text == ["static-cf1", "static-dropless", "static-capacity-\nfactor-2"]
 
 
 def _boxes(fig, ax):
