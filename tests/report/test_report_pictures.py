@@ -103,7 +103,7 @@ def _boxes(fig, ax):
     return [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()], fig.bbox
 
 
-def test_twenty_tick_labels_do_not_overlap_and_stay_in_the_figure(tmp_path):
+def test_twenty_tick_labels_do_not_overlap_and_stay_in_the_figure(tmp_path, monkeypatch):
     """The time-to-convergence picture of 20 entries, one long label and one OOM: drawn as the
     report draws it, no two x tick labels overlap and none leaves the figure."""
     labels = [f"static-cf{i}" for i in range(18)] + [LONG, "static-out-of-memory"]
@@ -113,18 +113,14 @@ def test_twenty_tick_labels_do_not_overlap_and_stay_in_the_figure(tmp_path):
         rows.append({"label": label, "status": "oom" if oom else "converged",
                      "time_to_convergence_s": "" if oom else str(60.0 + 7 * i)})
     captured = {}
-    real_save = pc.save
 
-    def keep(fig, path):
+    def keep(fig, path):  # the figure as save() lays it out, kept open instead of written
         fig.tight_layout()
         captured["fig"] = fig
 
     import plot_compare
-    plot_compare.save = keep
-    try:
-        plot_ttc(plt, rows, {}, str(tmp_path / "ttc.png"), "compare.csv")
-    finally:
-        plot_compare.save = real_save
+    monkeypatch.setattr(plot_compare, "save", keep)
+    plot_ttc(plt, rows, {}, str(tmp_path / "ttc.png"), "compare.csv")
     fig = captured["fig"]
     ax = fig.axes[0]
     boxes, page = _boxes(fig, ax)
@@ -185,9 +181,10 @@ def test_report_is_deterministic(many_run, tmp_path):
     out, _ = many_run
     import subprocess
     import sys
+    from conftest import SCRIPTS
     again = tmp_path / "plots"
-    subprocess.run([sys.executable, os.path.join(pc.__file__.rsplit(os.sep, 1)[0], "plot.py"), out,
-                    "--out", str(again)], check=True, capture_output=True)
+    subprocess.run([sys.executable, os.path.join(SCRIPTS, "plot.py"), out, "--out", str(again)], check=True,
+                   capture_output=True)
     for name in (pc.PLOT_TTC, pc.PLOT_PROGRESS, pc.PLOT_DROP):
         with open(os.path.join(out, "plots", name), "rb") as a, open(again / name, "rb") as b:
             assert a.read() == b.read(), name
