@@ -263,3 +263,22 @@ def test_pages_and_pictures_are_written_through_hidden_temporaries(tmp_path, mon
 def re_fullmatch(pattern, text):
     import re
     return re.fullmatch(pattern, text) is not None
+
+
+def test_ttc_goes_log_when_times_span_decades(tmp_path, monkeypatch):
+    """1.5 s to 120 s (a factor of 80) and one OOM: the time-to-convergence axis is logarithmic,
+    says so, and its range holds every bar (half the smallest to three times the largest)."""
+    rows = [{"label": "fast", "status": "converged", "time_to_convergence_s": "1.5"},
+            {"label": "slow", "status": "converged", "time_to_convergence_s": "120"},
+            {"label": "oom", "status": "oom", "time_to_convergence_s": ""}]
+    captured = {}
+    import plot_compare
+    monkeypatch.setattr(plot_compare, "save", lambda fig, path: captured.setdefault("fig", fig))
+    plot_ttc(plt, rows, {}, str(tmp_path / "ttc.png"), "compare.csv")
+    ax = captured["fig"].axes[0]
+    assert ax.get_yscale() == "log"
+    assert ax.get_ylabel() == "simulated time to convergence (s), log scale"
+    assert ax.get_ylim() == pytest.approx((0.75, 360.0))
+    notes = [t.get_text() for t in ax.texts]
+    assert notes == ["1.5", "120.0", "OOM"]
+    plt.close(captured["fig"])
