@@ -128,6 +128,18 @@ class FlexMoePolicy final : public Policy {
     // (ZeRO stage 1 or 2; DeepSpeed-MoE, Rajbhandari et al., ICML 2022). false: every replica
     // holds and steps a full copy (plain data-parallel replicas).
     shard_optimizer_ = p.get_bool("shard_optimizer", true);
+    // reconstruction: FlexMoE's cost model estimates the iteration a placement gives; after the
+    // backward pass every GPU steps the optimizer shares of the replicas it holds and the
+    // updated weights are all-gathered, so the slowest step (the host's, with offload) sets the
+    // iteration. A step that leaves a cold expert with fewer holders makes each of them step a
+    // larger share. Weight of that term in the gain; 0 = ignore the optimizer step.
+    optimizer_weight_ = p.get_double("optimizer_weight", 1.0, 0.0, 1e9);
+    // reconstruction: the replicas of an expert synchronise its gradients (and, sharded, gather
+    // its weights) in one collective per (layer, expert), issued in the same order on every GPU
+    // (as the core runs them), so a GPU in overlapping replica groups waits for the others: the
+    // sync takes as long as the longest chain of collectives, which a plan lengthens when the
+    // groups stop lining up. Weight of that term in the gain; 0 = ignore the sync.
+    sync_weight_ = p.get_double("sync_weight", 1.0, 0.0, 1e9);
     if (ctx.gpus * ctx.slots_per_gpu < ctx.experts) {
       p.fail("", fmt::format("flexmoe needs at least one slot per expert: {} GPUs x {} slots < {} experts", ctx.gpus,
                              ctx.slots_per_gpu, ctx.experts));
@@ -190,6 +202,8 @@ class FlexMoePolicy final : public Policy {
     if (trigger_ == "interval" && !interval_due) return d;
     Placement next = current;
     bool changed = false;
+    if (cost_model_ && optimizer_weight_ > 0.0) init_optimizer(current);
+    if (cost_model_ && sync_weight_ > 0.0) init_sync(current);
     for (int l = 0; l < ctx_.moe_layers; ++l) {
       const std::int64_t* c = counts.layer_ptr(l);
       // Layer l of `next` is still layer l of `current` here: its loads are what the balance
@@ -225,6 +239,8 @@ class FlexMoePolicy final : public Policy {
             {"a2a_passes", a2a_passes_},
             {"drop_weight", drop_weight_},
             {"shard_optimizer", shard_optimizer_},
+            {"optimizer_weight", optimizer_weight_},
+            {"sync_weight", sync_weight_},
             {"replica_capacity", replica_capacity_}};
   }
 
@@ -351,6 +367,125 @@ class FlexMoePolicy final : public Policy {
       slot_load_[s] = run;
     }
     for (int i = 0; i < k; ++i) node_count_[R[i] / S / gpn] = 0;
+  }
+
+  // Parameters GPU g steps, over all layers of `pl`: each GPU holding an expert steps 1 / (its
+  // holding GPUs) of it when sharded, the whole expert otherwise (as default_sync_plan).
+  void init_optimizer(const Placement& pl) {
+    const int E = ctx_.experts, S = pl.slots_per_gpu;
+    opt_params_.assign(static_cast<std::size_t>(pl.gpus), 0.0);
+    std::vector<std::vector<int>> holders(static_cast<std::size_t>(E));
+    for (const auto& layer : pl.expert_of_slot) {
+      for (auto& h : holders) h.clear();
+      for (int s = 0; s < static_cast<int>(layer.size()); ++s) {
+        const int e = layer[s];
+        if (e < 0 || e >= E) continue;
+        auto& h = holders[e];
+        if (h.empty() || h.back() != s / S) h.push_back(s / S);  // slots ascend: GPUs too
+      }
+      for (const auto& h : holders) add_shares(h, 1.0);
+    }
+  }
+  void add_shares(const std::vector<int>& gpus, double sign) {
+    if (gpus.empty()) return;
+    const double share =
+        shard_optimizer_ ? ctx_.expert_params / static_cast<double>(gpus.size()) : ctx_.expert_params;
+    for (int g : gpus) opt_params_[g] += sign * share;
+  }
+  // Adds (sign 1) or removes (-1) expert e's optimizer shares under the working layout.
+  void add_expert_shares(int e, double sign) {
+    holders_.clear();
+    for (int s : slots_of_[e])
+      if (holders_.empty() || holders_.back() != s / slots_per_gpu_) holders_.push_back(s / slots_per_gpu_);
+    add_shares(holders_, sign);
+  }
+  // Seconds of the slowest GPU's expert optimizer step, as the core charges it: with offload
+  // its node's host steps every share of the node at host_adam_params_per_s after the
+  // gradients come down and before the weights go up over PCIe; without, a fused Adam through
+  // HBM (adam_hbm_bytes_per_param). The dense part is the same on every GPU and left out.
+  [[nodiscard]] double optimizer_seconds() const {
+    const ClusterSpec& cs = *ctx_.cluster;
+    const TrainingSpec& tr = *ctx_.training;
+    const int gpn = std::max(1, cs.gpus_per_node);
+    double worst = 0.0;
+    for (int g0 = 0; g0 < static_cast<int>(opt_params_.size()); g0 += gpn) {
+      const int g1 = std::min(static_cast<int>(opt_params_.size()), g0 + gpn);
+      double node = 0.0;
+      for (int g = g0; g < g1; ++g) node += opt_params_[g];
+      for (int g = g0; g < g1; ++g) {
+        double t = 0.0;
+        if (tr.optimizer_offload) {
+          if (tr.host_adam_params_per_s > 0.0) t += node / tr.host_adam_params_per_s;
+          const double pcie = cs.pcie_gbps * 1e9;
+          const double bytes = opt_params_[g] * (tr.grad_bytes_per_param + dtype_bytes(ctx_.model->dtype));
+          if (pcie > 0.0) t += bytes / pcie;
+        } else if (cs.gpu.hbm_gbps > 0.0) {
+          t += opt_params_[g] * tr.adam_hbm_bytes_per_param / (cs.gpu.hbm_gbps * 1e9);
+        }
+        worst = std::max(worst, t);
+      }
+    }
+    return worst;
+  }
+
+  void init_sync(const Placement& pl) {
+    const int E = ctx_.experts, S = pl.slots_per_gpu;
+    group_of_.assign(pl.expert_of_slot.size(), std::vector<std::vector<int>>(static_cast<std::size_t>(E)));
+    for (std::size_t l = 0; l < pl.expert_of_slot.size(); ++l) {
+      const auto& layer = pl.expert_of_slot[l];
+      for (int s = 0; s < static_cast<int>(layer.size()); ++s) {
+        const int e = layer[s];
+        if (e < 0 || e >= E) continue;
+        auto& h = group_of_[l][e];
+        if (h.empty() || h.back() != s / S) h.push_back(s / S);
+      }
+    }
+  }
+  // Layer l's groups of the working layout into group_of_.
+  void store_groups(int l) {
+    for (int e = 0; e < ctx_.experts; ++e) {
+      auto& h = group_of_[l][e];
+      h.clear();
+      for (int s : slots_of_[e])
+        if (h.empty() || h.back() != s / slots_per_gpu_) h.push_back(s / slots_per_gpu_);
+    }
+  }
+  // Ring reduce-scatter or all-gather of `bytes` over `gpus`: r - 1 steps of bytes / r each.
+  // source: per-step latency 14 us, NCCL's Simple-protocol ring over the network, 8.4 us base
+  // (NVIDIA/nccl src/graph/tuning.cc, shared/reference/hardware-and-calibration.md).
+  [[nodiscard]] double ring_seconds(const std::vector<int>& gpus, double bytes) const {
+    const int r = static_cast<int>(gpus.size());
+    const int gpn = std::max(1, ctx_.cluster->gpus_per_node);
+    const bool cross = gpus.front() / gpn != gpus.back() / gpn;
+    const double gbps = cross ? ctx_.cluster->nic_gbps() : ctx_.cluster->intra_gbps();
+    if (gbps <= 0.0) return std::numeric_limits<double>::infinity();
+    const double step_latency_s = cross ? 14e-6 : 3.4e-6;  // Simple ring: network / NVLink hop
+    return 8.4e-6 + (r - 1) * (step_latency_s + bytes / r / (gbps * 1e9));
+  }
+  // Seconds of the expert sync, as the core orders it: one collective per (layer, expert) group
+  // of two or more GPUs, in (layer, expert) order on every GPU, each starting when its last
+  // member is free. Sharded: the gradients' reduce-scatter chain and the weights' all-gather
+  // chain (same groups, after the optimizer); otherwise an all-reduce (twice the steps).
+  [[nodiscard]] double sync_seconds() {
+    double total = 0.0;
+    const int passes = 2;  // reduce-scatter + all-gather, or an all-reduce's two halves
+    for (int pass = 0; pass < passes; ++pass) {
+      const double bytes = pass == 0 ? ctx_.expert_grad_bytes : ctx_.expert_weight_bytes;
+      free_s_.assign(static_cast<std::size_t>(ctx_.gpus), 0.0);
+      double end = 0.0;
+      for (const auto& layer : group_of_) {
+        for (const auto& h : layer) {
+          if (h.size() < 2) continue;
+          double t = 0.0;
+          for (int g : h) t = std::max(t, free_s_[g]);
+          t += ring_seconds(h, bytes);
+          for (int g : h) free_s_[g] = t;
+          end = std::max(end, t);
+        }
+      }
+      total += end;
+    }
+    return total;
   }
 
   // Lowest slot of GPU g holding expert e in the working layout, or -1.
@@ -542,21 +677,48 @@ class FlexMoePolicy final : public Policy {
       for (const Change& c : changes) {
         if (lay_[c.slot] >= 0) touched_.push_back(lay_[c.slot]);
         touched_.push_back(c.expert);
-        assign_slot(c.slot, c.expert);
       }
       std::sort(touched_.begin(), touched_.end());
       touched_.erase(std::unique(touched_.begin(), touched_.end()), touched_.end());
+      const bool weigh_opt = cost_model_ && optimizer_weight_ > 0.0;
+      const bool weigh_sync = cost_model_ && sync_weight_ > 0.0;
+      const double sync_before = weigh_sync ? sync_seconds() : 0.0;
+      if (weigh_sync) groups_saved_ = group_of_[l];
+      double opt_before = 0.0;
+      if (weigh_opt) {
+        opt_before = optimizer_seconds();
+        opt_saved_ = opt_params_;
+        for (int e : touched_) add_expert_shares(e, -1.0);
+      }
+      for (const Change& c : changes) assign_slot(c.slot, c.expert);
       for (int e : touched_) refresh_expert(e);
+      if (weigh_opt)
+        for (int e : touched_) add_expert_shares(e, 1.0);
       const std::int64_t after = *std::max_element(gl.begin(), gl.end());
-      // A rejected step ends the layer's plan, so the working state need not be rolled back.
-      if (after >= before) break;
+      // A rejected step ends the layer's plan, so the layer's working state need not be rolled
+      // back; the optimizer shares span all layers and are.
+      if (after >= before) {
+        if (weigh_opt) opt_params_ = opt_saved_;
+        break;
+      }
+      if (weigh_sync) store_groups(l);
       if (cost_model_) {
         // Per iteration: the hottest GPU's assignments saved and the drops avoided, each at the
-        // per-assignment seconds (compute + all-to-all), over `interval` iterations.
+        // per-assignment seconds (compute + all-to-all), plus the slowest optimizer step's
+        // change, over `interval` iterations.
         const double saved = static_cast<double>(before - after) +
                              drop_weight_ * static_cast<double>(drops_before - drops(load));
-        const double gain = saved * seconds_per_token_ * static_cast<double>(interval_);
-        if (!(gain > cost)) break;
+        const double opt_gain = weigh_opt ? optimizer_weight_ * (opt_before - optimizer_seconds()) : 0.0;
+        const double sync_gain = weigh_sync ? sync_weight_ * (sync_before - sync_seconds()) : 0.0;
+        const double gain = (saved * seconds_per_token_ + opt_gain + sync_gain) * static_cast<double>(interval_);
+        if (!(gain > cost)) {
+          if (weigh_opt) opt_params_ = opt_saved_;
+          if (weigh_sync) {
+            // Back to the groups before the step (the working layout is not rolled back).
+            group_of_[l] = groups_saved_;
+          }
+          break;
+        }
       }
       for (const Change& c : changes) next.expert_of_slot[l][c.slot] = c.expert;
       changed = true;
@@ -575,7 +737,17 @@ class FlexMoePolicy final : public Policy {
   double a2a_passes_ = 4.0;
   double drop_weight_ = 1.0;
   bool shard_optimizer_ = true;
+  double optimizer_weight_ = 1.0;
+  double sync_weight_ = 1.0;
+  // Holding GPUs (ascending) of every (layer, expert) in the placement being planned.
+  std::vector<std::vector<std::vector<int>>> group_of_;
+  std::vector<double> free_s_;
+  std::vector<std::vector<int>> groups_saved_;
   std::int64_t replica_capacity_ = -1;
+  // Expert parameters each GPU steps over all layers in the placement being planned (layers
+  // before the current one as planned, the rest as they are).
+  std::vector<double> opt_params_, opt_saved_;
+  std::vector<int> holders_;
   double seconds_per_token_ = 0.0;
   // Working state of the layer being planned (see init_layer).
   int gpus_ = 0, slots_per_gpu_ = 0;
