@@ -21,7 +21,8 @@ namespace moesim {
 // by. Both sums are 1 - |H and H'| min(1/|H|, 1/|H'|) of the state (an expand to r + 1 holders
 // moves 1/(r + 1), a shrink from r or a migration 1/r). Each receiver is served by the
 // suppliers in order, same node first, then the lowest GPU id.
-std::vector<Movement> flexmoe_sharded_moves(const PolicyContext& ctx, const Placement& from, const Placement& to) {
+std::vector<Movement> flexmoe_sharded_moves(const PolicyContext& ctx, const Placement& from,
+                                            const Placement& to) {
   std::vector<Movement> out = placement_moves(ctx, from, to, /*with_optimizer=*/false, /*blocking=*/true);
   const int E = ctx.experts, gpn = std::max(1, ctx.cluster->gpus_per_node);
   const double O = ctx.expert_optimizer_bytes;
@@ -85,8 +86,9 @@ double flexmoe_ring_seconds(const PolicyContext& ctx, const std::vector<int>& gp
 // of two or more GPUs, in (layer, expert) order on every GPU, each starting when its last
 // member is free. Sharded: the gradients' reduce-scatter chain and the weights' all-gather
 // chain (same groups, after the optimizer); otherwise an all-reduce (twice the steps).
-double flexmoe_sync_seconds(const PolicyContext& ctx, const std::vector<std::vector<std::vector<int>>>& groups,
-                          bool sharded, std::vector<double>& free_s) {
+double flexmoe_sync_seconds(const PolicyContext& ctx,
+                            const std::vector<std::vector<std::vector<int>>>& groups, bool sharded,
+                            std::vector<double>& free_s) {
   double total = 0.0;
   const int passes = 2;  // reduce-scatter + all-gather, or an all-reduce's two halves
   for (int pass = 0; pass < passes; ++pass) {

@@ -13,12 +13,14 @@ namespace moesim {
                                                           const Placement& to);
 
 // Seconds of one ring reduce-scatter or all-gather of `bytes` over `gpus` (ascending).
-[[nodiscard]] double flexmoe_ring_seconds(const PolicyContext& ctx, const std::vector<int>& gpus, double bytes);
+[[nodiscard]] double flexmoe_ring_seconds(const PolicyContext& ctx, const std::vector<int>& gpus,
+                                          double bytes);
 
 // Seconds of the expert sync of a placement given as its replica groups, groups[layer][expert]
 // = the holding GPUs (ascending). `sharded`: reduce-scatter then all-gather, else all-reduce.
 // `free_s` is scratch.
-[[nodiscard]] double flexmoe_sync_seconds(const PolicyContext& ctx, const std::vector<std::vector<std::vector<int>>>& groups,
+[[nodiscard]] double flexmoe_sync_seconds(const PolicyContext& ctx,
+                                          const std::vector<std::vector<std::vector<int>>>& groups,
                                           bool sharded, std::vector<double>& free_s);
 
 // Seconds of the slowest GPU's expert optimizer step, `params[g]` = expert parameters GPU g steps.
