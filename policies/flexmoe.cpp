@@ -21,69 +21,13 @@
 #include <vector>
 
 #include "policies/common.hpp"
+#include "policies/flexmoe_cost.hpp"
 #include "policies/registry.hpp"
 
 namespace moesim {
 namespace {
 
 __extension__ using Wide = __int128;
-
-// The movements turning `from` into `to` when an expert's r replicas each own 1 / r of its
-// optimizer state (ZeRO-1 over the expert-data-parallel group). Every slot that gains an expert
-// receives its weights (placement_moves without optimizer state). Then, per expert whose set of
-// holding GPUs changes from H to H', the state is re-partitioned with the fewest bytes: a GPU of
-// H' needs 1/|H'| of the state if it is new, else what its shard grows by (1/|H'| - 1/|H|, when
-// positive); a GPU of H supplies its whole 1/|H| shard if it leaves, else what its shard shrinks
-// by. Both sums are 1 - |H and H'| min(1/|H|, 1/|H'|) of the state (an expand to r + 1 holders
-// moves 1/(r + 1), a shrink from r or a migration 1/r). Each receiver is served by the
-// suppliers in order, same node first, then the lowest GPU id.
-std::vector<Movement> sharded_moves(const PolicyContext& ctx, const Placement& from, const Placement& to) {
-  std::vector<Movement> out = placement_moves(ctx, from, to, /*with_optimizer=*/false, /*blocking=*/true);
-  const int E = ctx.experts, gpn = std::max(1, ctx.cluster->gpus_per_node);
-  const double O = ctx.expert_optimizer_bytes;
-  if (O <= 0.0) return out;
-  for (int l = 0; l < static_cast<int>(to.expert_of_slot.size()); ++l) {
-    if (from.expert_of_slot[l] == to.expert_of_slot[l]) continue;
-    const auto was = expert_slots(from, l, E), now = expert_slots(to, l, E);
-    for (int e = 0; e < E; ++e) {
-      auto gpus = [&](const std::vector<int>& slots) {
-        std::vector<int> g;
-        for (int s : slots)
-          if (g.empty() || g.back() != s / from.slots_per_gpu) g.push_back(s / from.slots_per_gpu);
-        return g;
-      };
-      const std::vector<int> H = gpus(was[e]), H2 = gpus(now[e]);
-      if (H == H2 || H.empty() || H2.empty()) continue;
-      const double a = O / static_cast<double>(H.size()), b = O / static_cast<double>(H2.size());
-      auto holds = [](const std::vector<int>& v, int g) { return std::binary_search(v.begin(), v.end(), g); };
-      std::vector<std::pair<int, double>> supply;
-      for (int g : H) {
-        const double give = holds(H2, g) ? a - b : a;
-        if (give > 0.0) supply.emplace_back(g, give);
-      }
-      for (int g : H2) {
-        double need = holds(H, g) ? b - a : b;
-        // Same-node suppliers first, then the rest, each in GPU order.
-        for (int pass = 0; pass < 2 && need > 1e-9 * O; ++pass) {
-          for (auto& [src, left] : supply) {
-            if (need <= 1e-9 * O) break;
-            if (left <= 1e-9 * O || (src / gpn == g / gpn) != (pass == 0)) continue;
-            const double x = std::min(need, left);
-            left -= x;
-            need -= x;
-            Movement& m = out.emplace_back();
-            m.transfer.src = Endpoint{false, src};
-            m.transfer.dst = Endpoint{false, g};
-            m.transfer.bytes = x;
-            m.blocking = true;
-            m.what = fmt::format("layer {} expert {} optimizer shard to GPU {}", l, e, g);
-          }
-        }
-      }
-    }
-  }
-  return out;
-}
 
 class FlexMoePolicy final : public Policy {
  public:
@@ -128,6 +72,18 @@ class FlexMoePolicy final : public Policy {
     // (ZeRO stage 1 or 2; DeepSpeed-MoE, Rajbhandari et al., ICML 2022). false: every replica
     // holds and steps a full copy (plain data-parallel replicas).
     shard_optimizer_ = p.get_bool("shard_optimizer", true);
+    // reconstruction: FlexMoE's cost model estimates the iteration a placement gives; after the
+    // backward pass every GPU steps the optimizer shares of the replicas it holds and the
+    // updated weights are all-gathered, so the slowest step (the host's, with offload) sets the
+    // iteration. A step that leaves a cold expert with fewer holders makes each of them step a
+    // larger share. Weight of that term in the gain; 0 = ignore the optimizer step.
+    optimizer_weight_ = p.get_double("optimizer_weight", 1.0, 0.0, 1e9);
+    // reconstruction: the replicas of an expert synchronise its gradients (and, sharded, gather
+    // its weights) in one collective per (layer, expert), issued in the same order on every GPU
+    // (as the core runs them), so a GPU in overlapping replica groups waits for the others: the
+    // sync takes as long as the longest chain of collectives, which a plan lengthens when the
+    // groups stop lining up. Weight of that term in the gain; 0 = ignore the sync.
+    sync_weight_ = p.get_double("sync_weight", 1.0, 0.0, 1e9);
     if (ctx.gpus * ctx.slots_per_gpu < ctx.experts) {
       p.fail("", fmt::format("flexmoe needs at least one slot per expert: {} GPUs x {} slots < {} experts", ctx.gpus,
                              ctx.slots_per_gpu, ctx.experts));
@@ -190,6 +146,8 @@ class FlexMoePolicy final : public Policy {
     if (trigger_ == "interval" && !interval_due) return d;
     Placement next = current;
     bool changed = false;
+    if (cost_model_ && optimizer_weight_ > 0.0) init_optimizer(current);
+    if (cost_model_ && sync_weight_ > 0.0) init_sync(current);
     for (int l = 0; l < ctx_.moe_layers; ++l) {
       const std::int64_t* c = counts.layer_ptr(l);
       // Layer l of `next` is still layer l of `current` here: its loads are what the balance
@@ -199,7 +157,7 @@ class FlexMoePolicy final : public Policy {
       changed = plan_layer(l, c, current, next) || changed;
     }
     if (!changed) return d;
-    d.movements = shard_optimizer_ ? sharded_moves(ctx_, current, next)
+    d.movements = shard_optimizer_ ? flexmoe_sharded_moves(ctx_, current, next)
                                    : placement_moves(ctx_, current, next, /*with_optimizer=*/true, /*blocking=*/true);
     d.new_placement = true;
     d.placement = std::move(next);
@@ -225,6 +183,8 @@ class FlexMoePolicy final : public Policy {
             {"a2a_passes", a2a_passes_},
             {"drop_weight", drop_weight_},
             {"shard_optimizer", shard_optimizer_},
+            {"optimizer_weight", optimizer_weight_},
+            {"sync_weight", sync_weight_},
             {"replica_capacity", replica_capacity_}};
   }
 
@@ -352,6 +312,62 @@ class FlexMoePolicy final : public Policy {
     }
     for (int i = 0; i < k; ++i) node_count_[R[i] / S / gpn] = 0;
   }
+
+  // Parameters GPU g steps, over all layers of `pl`: each GPU holding an expert steps 1 / (its
+  // holding GPUs) of it when sharded, the whole expert otherwise (as default_sync_plan).
+  void init_optimizer(const Placement& pl) {
+    const int E = ctx_.experts, S = pl.slots_per_gpu;
+    opt_params_.assign(static_cast<std::size_t>(pl.gpus), 0.0);
+    std::vector<std::vector<int>> holders(static_cast<std::size_t>(E));
+    for (const auto& layer : pl.expert_of_slot) {
+      for (auto& h : holders) h.clear();
+      for (int s = 0; s < static_cast<int>(layer.size()); ++s) {
+        const int e = layer[s];
+        if (e < 0 || e >= E) continue;
+        auto& h = holders[e];
+        if (h.empty() || h.back() != s / S) h.push_back(s / S);  // slots ascend: GPUs too
+      }
+      for (const auto& h : holders) add_shares(h, 1.0);
+    }
+  }
+  void add_shares(const std::vector<int>& gpus, double sign) {
+    if (gpus.empty()) return;
+    const double share =
+        shard_optimizer_ ? ctx_.expert_params / static_cast<double>(gpus.size()) : ctx_.expert_params;
+    for (int g : gpus) opt_params_[g] += sign * share;
+  }
+  // Adds (sign 1) or removes (-1) expert e's optimizer shares under the working layout.
+  void add_expert_shares(int e, double sign) {
+    holders_.clear();
+    for (int s : slots_of_[e])
+      if (holders_.empty() || holders_.back() != s / slots_per_gpu_) holders_.push_back(s / slots_per_gpu_);
+    add_shares(holders_, sign);
+  }
+  [[nodiscard]] double optimizer_seconds() const { return flexmoe_optimizer_seconds(ctx_, opt_params_); }
+
+  void init_sync(const Placement& pl) {
+    const int E = ctx_.experts, S = pl.slots_per_gpu;
+    group_of_.assign(pl.expert_of_slot.size(), std::vector<std::vector<int>>(static_cast<std::size_t>(E)));
+    for (std::size_t l = 0; l < pl.expert_of_slot.size(); ++l) {
+      const auto& layer = pl.expert_of_slot[l];
+      for (int s = 0; s < static_cast<int>(layer.size()); ++s) {
+        const int e = layer[s];
+        if (e < 0 || e >= E) continue;
+        auto& h = group_of_[l][e];
+        if (h.empty() || h.back() != s / S) h.push_back(s / S);
+      }
+    }
+  }
+  // Layer l's groups of the working layout into group_of_.
+  void store_groups(int l) {
+    for (int e = 0; e < ctx_.experts; ++e) {
+      auto& h = group_of_[l][e];
+      h.clear();
+      for (int s : slots_of_[e])
+        if (h.empty() || h.back() != s / slots_per_gpu_) h.push_back(s / slots_per_gpu_);
+    }
+  }
+  [[nodiscard]] double sync_seconds() { return flexmoe_sync_seconds(ctx_, group_of_, shard_optimizer_, free_s_); }
 
   // Lowest slot of GPU g holding expert e in the working layout, or -1.
   [[nodiscard]] int slot_on(int g, int e) const {
@@ -542,21 +558,48 @@ class FlexMoePolicy final : public Policy {
       for (const Change& c : changes) {
         if (lay_[c.slot] >= 0) touched_.push_back(lay_[c.slot]);
         touched_.push_back(c.expert);
-        assign_slot(c.slot, c.expert);
       }
       std::sort(touched_.begin(), touched_.end());
       touched_.erase(std::unique(touched_.begin(), touched_.end()), touched_.end());
+      const bool weigh_opt = cost_model_ && optimizer_weight_ > 0.0;
+      const bool weigh_sync = cost_model_ && sync_weight_ > 0.0;
+      const double sync_before = weigh_sync ? sync_seconds() : 0.0;
+      if (weigh_sync) groups_saved_ = group_of_[l];
+      double opt_before = 0.0;
+      if (weigh_opt) {
+        opt_before = optimizer_seconds();
+        opt_saved_ = opt_params_;
+        for (int e : touched_) add_expert_shares(e, -1.0);
+      }
+      for (const Change& c : changes) assign_slot(c.slot, c.expert);
       for (int e : touched_) refresh_expert(e);
+      if (weigh_opt)
+        for (int e : touched_) add_expert_shares(e, 1.0);
       const std::int64_t after = *std::max_element(gl.begin(), gl.end());
-      // A rejected step ends the layer's plan, so the working state need not be rolled back.
-      if (after >= before) break;
+      // A rejected step ends the layer's plan, so the layer's working state need not be rolled
+      // back; the optimizer shares span all layers and are.
+      if (after >= before) {
+        if (weigh_opt) opt_params_ = opt_saved_;
+        break;
+      }
+      if (weigh_sync) store_groups(l);
       if (cost_model_) {
         // Per iteration: the hottest GPU's assignments saved and the drops avoided, each at the
-        // per-assignment seconds (compute + all-to-all), over `interval` iterations.
+        // per-assignment seconds (compute + all-to-all), plus the slowest optimizer step's
+        // change, over `interval` iterations.
         const double saved = static_cast<double>(before - after) +
                              drop_weight_ * static_cast<double>(drops_before - drops(load));
-        const double gain = saved * seconds_per_token_ * static_cast<double>(interval_);
-        if (!(gain > cost)) break;
+        const double opt_gain = weigh_opt ? optimizer_weight_ * (opt_before - optimizer_seconds()) : 0.0;
+        const double sync_gain = weigh_sync ? sync_weight_ * (sync_before - sync_seconds()) : 0.0;
+        const double gain = (saved * seconds_per_token_ + opt_gain + sync_gain) * static_cast<double>(interval_);
+        if (!(gain > cost)) {
+          if (weigh_opt) opt_params_ = opt_saved_;
+          if (weigh_sync) {
+            // Back to the groups before the step (the working layout is not rolled back).
+            group_of_[l] = groups_saved_;
+          }
+          break;
+        }
       }
       for (const Change& c : changes) next.expert_of_slot[l][c.slot] = c.expert;
       changed = true;
@@ -575,7 +618,17 @@ class FlexMoePolicy final : public Policy {
   double a2a_passes_ = 4.0;
   double drop_weight_ = 1.0;
   bool shard_optimizer_ = true;
+  double optimizer_weight_ = 1.0;
+  double sync_weight_ = 1.0;
+  // Holding GPUs (ascending) of every (layer, expert) in the placement being planned.
+  std::vector<std::vector<std::vector<int>>> group_of_;
+  std::vector<double> free_s_;
+  std::vector<std::vector<int>> groups_saved_;
   std::int64_t replica_capacity_ = -1;
+  // Expert parameters each GPU steps over all layers in the placement being planned (layers
+  // before the current one as planned, the rest as they are).
+  std::vector<double> opt_params_, opt_saved_;
+  std::vector<int> holders_;
   double seconds_per_token_ = 0.0;
   // Working state of the layer being planned (see init_layer).
   int gpus_ = 0, slots_per_gpu_ = 0;

@@ -22,7 +22,12 @@
 
 namespace moesim {
 
-std::vector<int> symi_replica_counts(const std::vector<double>& popularity, int total_slots) {
+std::int64_t symi_scheduler_steps(int experts, int slots, int owners, int adjustments) {
+  const std::int64_t E = experts;
+  return E + static_cast<std::int64_t>(adjustments) * E + slots + E * owners;
+}
+
+std::vector<int> symi_replica_counts(const std::vector<double>& popularity, int total_slots, int* adjustments) {
   const auto E = static_cast<int>(popularity.size());
   if (E == 0) return {};
   if (total_slots < E)
@@ -44,6 +49,7 @@ std::vector<int> symi_replica_counts(const std::vector<double>& popularity, int 
     diff[i] = static_cast<double>(count[i]) - goal;
     n += count[i];
   }
+  if (adjustments != nullptr) *adjustments = static_cast<int>(n > total_slots ? n - total_slots : total_slots - n);
   // Over-allocated (only the at-least-one floor can cause it): take from the largest diff among
   // experts with more than one replica. Such an expert exists while n > slots >= E.
   while (n > total_slots) {
@@ -124,9 +130,10 @@ class SymiPolicy final : public Policy {
     // source: SwiftMoE paper section 3: optimizer state sharded over all nodes and offloaded to
     // host memory (false keeps each node's shards on its GPUs instead).
     optimizer_on_host_ = p.get_bool("optimizer_on_host", true);
-    // Assumption (not in the paper): the scheduler's own cost (popularity to Algorithm 1 to slot
-    // map), per expert and MoE layer, on every GPU.
-    scheduler_ns_per_expert_ = p.get_double("scheduler_ns_per_expert", 50.0, 0.0, 1e9);
+    // Assumption (the paper gives no timing): seconds per elementary step of the scheduler
+    // (Algorithm 1, the slot fill, the gradient-source map; symi_scheduler_steps), run on every
+    // GPU after the popularity all-reduce. What it does is from the paper; how fast is not.
+    scheduler_ns_per_step_ = p.get_double("scheduler_ns_per_step", 50.0, 0.0, 1e9);
     if (drop_tokens_ && capacity_factor_ <= 0.0) {
       p.fail("capacity_factor", "must be > 0 when drop_tokens is true (use drop_tokens: false for dropless)");
     }
@@ -324,8 +331,7 @@ class SymiPolicy final : public Policy {
         },
         plan.weight_transfers);
     // (6) The scheduler's own time.
-    const double decision =
-        scheduler_ns_per_expert_ * static_cast<double>(E) * static_cast<double>(ctx_.moe_layers);
+    const double decision = scheduler_ns_per_step_ * static_cast<double>(scheduler_steps_);
     plan.decision_ns.assign(G, static_cast<TimeNs>(std::llround(decision)));
     return plan;
   }
@@ -335,22 +341,26 @@ class SymiPolicy final : public Policy {
             {"min_capacity", min_capacity_},
             {"drop_tokens", drop_tokens_},
             {"optimizer_on_host", optimizer_on_host_},
-            {"scheduler_ns_per_expert", scheduler_ns_per_expert_},
+            {"scheduler_ns_per_step", scheduler_ns_per_step_},
             {"slot_capacity", slot_capacity_}};
   }
 
  private:
   template <typename Popularity>
-  [[nodiscard]] Placement placement_from(Popularity popularity) const {
+  [[nodiscard]] Placement placement_from(Popularity popularity) {
     Placement pl;
     pl.gpus = ctx_.gpus;
     pl.slots_per_gpu = ctx_.slots_per_gpu;
     pl.expert_of_slot.resize(ctx_.moe_layers);
     std::vector<double> p(ctx_.experts);
+    std::int64_t steps = 0;
     for (int l = 0; l < ctx_.moe_layers; ++l) {
       for (int e = 0; e < ctx_.experts; ++e) p[e] = popularity(l, e);
-      pl.expert_of_slot[l] = symi_fill_slots(symi_replica_counts(p, pl.num_slots()));
+      int adjustments = 0;
+      pl.expert_of_slot[l] = symi_fill_slots(symi_replica_counts(p, pl.num_slots(), &adjustments));
+      steps += symi_scheduler_steps(ctx_.experts, pl.num_slots(), ctx_.cluster->nodes, adjustments);
     }
+    scheduler_steps_ = steps;
     return pl;
   }
 
@@ -382,7 +392,10 @@ class SymiPolicy final : public Policy {
   std::int64_t min_capacity_ = 2;
   bool drop_tokens_ = true;
   bool optimizer_on_host_ = true;
-  double scheduler_ns_per_expert_ = 50.0;
+  double scheduler_ns_per_step_ = 50.0;
+  // Steps of the last scheduling (all layers): charged in the sync plan of the iteration whose
+  // counts it used (after_iteration runs first).
+  std::int64_t scheduler_steps_ = 0;
   std::int64_t slot_capacity_ = 0;
   // sync_plan's scratch (reused between calls).
   std::vector<std::vector<int>> cur_, nxt_, grad_dst_, held_, from_;

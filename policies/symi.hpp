@@ -1,6 +1,7 @@
 #pragma once
 // SwiftMoE / SYMI (Skiadopoulos et al., arXiv 2504.19925, NSDI 2026): the pieces of the policy
 // that tests check on their own (policies/symi.cpp holds the policy itself).
+#include <cstdint>
 #include <vector>
 
 namespace moesim {
@@ -11,7 +12,17 @@ namespace moesim {
 // expert with the largest diff that has more than one; while they fall short, one is given to the
 // expert with the smallest diff (each step updates that expert's diff). Ties go to the lowest
 // expert index. A popularity summing to 0 counts as uniform. Needs total_slots >= experts.
-[[nodiscard]] std::vector<int> symi_replica_counts(const std::vector<double>& popularity, int total_slots);
+// `adjustments`, when given, receives the number of one-replica corrections made (each scans
+// the E diffs).
+[[nodiscard]] std::vector<int> symi_replica_counts(const std::vector<double>& popularity, int total_slots,
+                                                   int* adjustments = nullptr);
+
+// Elementary steps of one layer's scheduling, as the paper's per-iteration procedure runs it
+// (shared/reference/policies.md): Algorithm 1's goals, floors and diffs (E), its corrections
+// (`adjustments` scans of the E diffs), the slot fill (one step per slot) and the gradient-source
+// map (one choice per (expert, optimizer-owner node)).
+//   steps = E + adjustments x E + slots + E x owners
+[[nodiscard]] std::int64_t symi_scheduler_steps(int experts, int slots, int owners, int adjustments);
 
 // Slots filled in expert order: all replicas of expert 0, then expert 1, ... (slot j lives on
 // GPU j / slots_per_gpu, so replica groups are runs of consecutive GPUs).

@@ -229,8 +229,37 @@ TEST_CASE("symi sync plan on 4 single-GPU nodes, by hand", "[symi]") {
   }
   CHECK(pairs.size() == 12);
   CHECK(pairs.count({0, 0}) == 0);
-  // (6) scheduler: 50 ns x 2 experts x 1 layer on every GPU.
-  CHECK(p.decision_ns == std::vector<TimeNs>{100, 100, 100, 100});
+  // (6) scheduler, last run for the initial (uniform) placement: goals 2, 2 need no correction;
+  // 2 experts + 0 x 2 + 4 slots + 2 experts x 4 owner nodes = 14 steps x 50 ns on every GPU.
+  CHECK(p.decision_ns == std::vector<TimeNs>{700, 700, 700, 700});
+}
+
+TEST_CASE("symi scheduler cost counts Algorithm 1's corrections, the fill and the gradient map", "[symi]") {
+  // The paper's per-iteration scheduling (shared/reference/policies.md): E goals, one scan of
+  // the E diffs per correction, one step per slot, one per (expert, owner node).
+  CHECK(symi_scheduler_steps(3, 8, 4, 2) == 3 + 2 * 3 + 8 + 3 * 4);
+  CHECK(symi_scheduler_steps(64, 4096, 2048, 0) == 64 + 4096 + 64 * 2048);
+  // 4 single-GPU nodes x 2 slots, 3 experts, 2 layers. Uniform counts: goals 8/3 = 2.67, floors
+  // 2, 2, 2 (6 < 8): 2 corrections. One hot expert: goals 0, 0, 8, at least one each: 1, 1, 8
+  // (10 > 8): 2 corrections. Either way 3 + 2 x 3 + 8 + 3 x 4 = 29 steps a layer, 58 in all, at
+  // 50 ns: 2900 ns on every GPU.
+  SymiFixture f(4, 1, 2, 3, 2, 10, "{name: symi}");
+  int adjustments = -1;
+  CHECK(symi_replica_counts({4, 4, 4}, 8, &adjustments) == std::vector<int>{3, 3, 2});
+  CHECK(adjustments == 2);
+  CHECK(symi_replica_counts({0, 0, 4}, 8, &adjustments) == std::vector<int>{1, 1, 6});
+  CHECK(adjustments == 2);
+  const std::vector<std::vector<std::int64_t>> matrices = {std::vector<std::int64_t>(12, 1),
+                                                            {0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1}};
+  for (const auto& m : matrices) {
+    const PolicyDecision d = f.policy->after_iteration(0, f.counts(m), f.placement);
+    const SyncPlan p = f.policy->sync_plan(0, f.placement, d.placement);
+    CHECK(p.decision_ns == std::vector<TimeNs>{2900, 2900, 2900, 2900});
+  }
+  // A balanced layer whose goals are whole numbers needs no correction: 4 experts on 8 slots.
+  int none = -1;
+  CHECK(symi_replica_counts({1, 1, 1, 1}, 8, &none) == std::vector<int>{2, 2, 2, 2});
+  CHECK(none == 0);
 }
 
 TEST_CASE("symi sync plan with the optimizer on the GPUs of 2-GPU nodes", "[symi]") {
