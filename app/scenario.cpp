@@ -7,11 +7,13 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 
 #include "app/scenario_include.hpp"
 #include "models/profile.hpp"
 #include "sim/cluster.hpp"
 #include "core/error.hpp"
+#include "traces/aux_loss.hpp"
 
 namespace moesim {
 namespace {
@@ -78,6 +80,16 @@ TraceConfig load_trace(Cfg c, std::uint64_t seed) {
   } else {
     if (c.has("path")) c.fail("path", "is only allowed with kind: csv, binary or import");
     auto& s = t.synthetic;
+    // The auxiliary-loss coefficient sets skew, drift_sigma and sampling_dispersion itself
+    // (traces/aux_loss.hpp); a key or preset that sets them too would contradict it.
+    const bool aux = c.has("aux_loss_coefficient");
+    if (aux) {
+      for (const char* k : {"preset", "skew", "drift_sigma", "sampling_dispersion"}) {
+        if (c.has(k))
+          c.fail(k, "cannot be combined with trace.aux_loss_coefficient, which sets skew, drift_sigma and "
+                    "sampling_dispersion from the coefficient (docs/trace-format.md); give one or the other");
+      }
+    }
     // A preset (calibrated to published statistics) supplies the defaults; keys override it.
     t.preset = c.get_string("preset", "");
     if (!t.preset.empty()) {
@@ -92,6 +104,17 @@ TraceConfig load_trace(Cfg c, std::uint64_t seed) {
     s.skew = c.get_double("skew", s.skew, 0.0, 10.0);
     s.drift_sigma = c.get_double("drift_sigma", s.drift_sigma, 0.0, 5.0);
     s.drift_reversion = c.get_double("drift_reversion", s.drift_reversion, 0.0, 1.0);
+    s.sampling_dispersion = c.get_double("sampling_dispersion", s.sampling_dispersion, 0.0, 1.0);
+    if (aux) {
+      // Between the published anchors only (docs/trace-format.md, "Auxiliary loss coefficient").
+      t.aux_loss_coefficient = c.get_double("aux_loss_coefficient", 0.0, aux_loss_weak_anchor().coefficient,
+                                            aux_loss_strong_anchor().coefficient);
+      try {
+        apply_aux_loss_coefficient(t.aux_loss_coefficient, s);
+      } catch (const std::invalid_argument& e) {
+        c.fail("aux_loss_coefficient", e.what());
+      }
+    }
     s.burst_prob = c.get_double("burst_prob", s.burst_prob, 0.0, 1.0);
     s.burst_factor = c.get_double("burst_factor", s.burst_factor, 1.0, 1e6);
     s.burst_rise = static_cast<int>(c.get_int("burst_rise", s.burst_rise, 1, 3));
@@ -505,6 +528,9 @@ nlohmann::json Scenario::to_json() const {
     if (trace.kind == "import") trace_j["select"] = trace.select;
   } else {
     if (!trace.preset.empty()) trace_j["preset"] = trace.preset;
+    // Only when set or mapped, so that the resolved scenario of older runs is unchanged.
+    if (trace.aux_loss_coefficient > 0.0) trace_j["aux_loss_coefficient"] = trace.aux_loss_coefficient;
+    if (trace.synthetic.sampling_dispersion != 1.0) trace_j["sampling_dispersion"] = trace.synthetic.sampling_dispersion;
     trace_j["skew"] = trace.synthetic.skew;
     trace_j["burst_prob"] = trace.synthetic.burst_prob;
     trace_j["burst_factor"] = trace.synthetic.burst_factor;

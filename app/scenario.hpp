@@ -25,6 +25,7 @@ struct TraceConfig {
   std::string path;                // resolved relative to the scenario file
   std::map<std::string, std::string> select;  // import: long-CSV selector columns
   std::string preset;                          // synthetic: calibrated generator preset
+  double aux_loss_coefficient = 0.0;           // synthetic: the coefficient mapped; 0 = none
   std::string on_end = "loop";     // loop | stop
   SyntheticTraceSpec synthetic;
 };

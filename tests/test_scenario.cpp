@@ -506,21 +506,22 @@ TEST_CASE("scenario: impossible clusters", "[scenario]") {
 TEST_CASE("scenario: static placement errors name the policy entry and the slots", "[scenario]") {
   // StaticPolicy fails with p.fail("", ...); Cfg::where("") prints only the position, not the key path
   // ('policies[0]'), so the message does not say which entry or key is at fault.
-  SECTION("slots not a multiple of the experts") {
-    const std::string text = "cluster: {preset: dgx-a100}\nmodel: {preset: gpt-small-moe}\nplacement: {slots_per_gpu: 3}\n"
+  SECTION("more slots a GPU than experts") {
+    const std::string text = "cluster: {preset: dgx-a100}\nmodel: {preset: gpt-small-moe}\nplacement: {slots_per_gpu: 17}\n"
                              "run: {max_iterations: 1}\npolicies:\n  - name: static\n";
     const std::string msg = run_error(text);
     CHECK_THAT(msg, Contains(pos(text, "name: static")));
-    CHECK_THAT(msg, Contains("static placement needs the 24 slots (8 GPUs x 3 slots) to be a multiple of the 16 "
-                             "experts"));
+    CHECK_THAT(msg, Contains("static placement with placement.slots_per_gpu 17 > 16 experts would hold an expert "
+                             "twice on one GPU; set placement.slots_per_gpu <= 16"));
     CHECK_THAT(msg, Contains("policies[0]"));
   }
-  SECTION("experts not divisible by slots_per_gpu") {
+  SECTION("spare slots (16 experts, 16 GPUs x 3 slots) are replicas, not an error") {
     const std::string text = kBase + "placement: {slots_per_gpu: 3}\npolicies:\n  - name: static\n";
-    const std::string msg = run_error(text);
-    CHECK_THAT(msg, Contains(pos(text, "name: static")));
-    CHECK_THAT(msg, Contains("static placement needs experts (16) divisible by slots_per_gpu (3)"));
-    CHECK_THAT(msg, Contains("policies[0]"));
+    Scenario s3 = load_scenario_text(text, kOrigin, {}, std::nullopt);
+    const auto r = run_scenario(s3, moesim::RunOptions{false, {}});
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].parameters["replicas_per_expert"] == 3);
+    CHECK(r[0].max_filled_slots == 48);
   }
 }
 

@@ -46,6 +46,8 @@ class SyntheticTrace final : public TraceSource {
     logp_.resize(l * e);
     cond_p_.resize(e);
     bursts_on_ = spec_.burst_prob > 0.0;
+    dispersion_on_ = spec_.sampling_dispersion < 1.0;
+    if (dispersion_on_) p_.resize(e);
     decay_on_ = spec_.skew_decay_iterations > 0.0;
     if (bursts_on_ || decay_on_) eff_logp_.resize(e);
     log_burst_factor_ = std::log(spec_.burst_factor);
@@ -72,6 +74,10 @@ class SyntheticTrace final : public TraceSource {
     }
 
     const std::int64_t n_total = spec_.tokens_per_gpu * spec_.top_k;
+    // Sub-multinomial sampling: a share 1 - sampling_dispersion of the assignments is dealt in
+    // proportion to the popularity, the rest drawn; every count's variance scales by the share.
+    const std::int64_t n_drawn =
+        dispersion_on_ ? std::llround(spec_.sampling_dispersion * static_cast<double>(n_total)) : n_total;
     const int experts = shape_.experts;
     for (int layer = 0; layer < shape_.layers; ++layer) {
       prepare_conditionals(layer);
@@ -80,7 +86,7 @@ class SyntheticTrace final : public TraceSource {
       // the outer loop so that the sources' draws with one p form a batch.
       const auto gpus = static_cast<std::size_t>(shape_.gpus);
       const auto e = static_cast<std::size_t>(experts);
-      remaining_.assign(gpus, n_total);
+      remaining_.assign(gpus, n_drawn);
       columns_.resize(e * gpus);
       for (std::size_t ex = 0; ex + 1 < e; ++ex) {
         // One batch per expert, in source order: the same draws as one sample_binomial call per
@@ -91,6 +97,7 @@ class SyntheticTrace final : public TraceSource {
       }
       // The last expert takes the remainder so every row sums exactly to n_total.
       std::copy(remaining_.begin(), remaining_.end(), columns_.data() + (e - 1) * gpus);
+      if (dispersion_on_) add_dealt(n_total - n_drawn);
       // Drawn by expert, stored by source: transposed in strips of 8 sources, so that the
       // iteration's 15 MB (DeepSeek-V3) are written in sequence and not one cache line a count.
       std::int64_t* dst = out.counts.data() + static_cast<std::size_t>(layer) * gpus * e;
@@ -124,6 +131,7 @@ class SyntheticTrace final : public TraceSource {
                            spec_.burst_prob, spec_.burst_factor, spec_.burst_rise,
                            spec_.burst_len);
     }
+    if (dispersion_on_) extra += fmt::format(", sampling_dispersion={}", spec_.sampling_dispersion);
     if (decay_on_) {
       extra += fmt::format(", skew_decay_iterations={}, skew_floor={}",
                            spec_.skew_decay_iterations, spec_.skew_floor);
@@ -203,6 +211,23 @@ class SyntheticTrace final : public TraceSource {
     return log_burst_factor_ * shape;
   }
 
+  // The dealt share: `n` assignments to every source, expert i's cumulative share rounded
+  // (systematic rounding: each count within 1 of n p_i, and they sum to n exactly).
+  void add_dealt(std::int64_t n) {
+    const auto gpus = static_cast<std::size_t>(shape_.gpus);
+    const auto e = static_cast<std::size_t>(shape_.experts);
+    double cum = 0.0;
+    std::int64_t before = 0;
+    for (std::size_t ex = 0; ex < e; ++ex) {
+      cum += p_[ex];
+      const std::int64_t upto =
+          ex + 1 == e ? n : std::clamp<std::int64_t>(std::llround(cum * static_cast<double>(n)), before, n);
+      std::int64_t* col = columns_.data() + ex * gpus;
+      for (std::size_t src = 0; src < gpus; ++src) col[src] += upto - before;
+      before = upto;
+    }
+  }
+
   // Normalised probabilities of one layer turned into the conditional probabilities of the
   // binomial chain: q_i = p_i / (p_i + ... + p_{E-1}).
   void prepare_conditionals(int layer) {
@@ -230,6 +255,7 @@ class SyntheticTrace final : public TraceSource {
     double tail = 0.0;
     for (std::size_t i = e; i-- > 0;) {
       const double p = cond_p_[i] / total;
+      if (dispersion_on_) p_[i] = p;
       tail += p;
       cond_p_[i] = tail > 0.0 ? std::clamp(p / tail, 0.0, 1.0) : 1.0;
     }
@@ -242,6 +268,7 @@ class SyntheticTrace final : public TraceSource {
   std::vector<double> base_logp_;  // [layer][expert]
   std::vector<double> logp_;       // [layer][expert], current walk state
   std::vector<double> cond_p_;     // scratch, [expert]
+  std::vector<double> p_;          // scratch, [expert]: the probabilities, with dispersion only
   std::vector<std::int64_t> remaining_;  // scratch, [source GPU]
   std::vector<std::int64_t> columns_;    // scratch, [expert][source GPU] of one layer
   std::vector<int> burst_age_;   // [layer][expert]: 0 no burst, else 1 .. burst_len
@@ -252,6 +279,7 @@ class SyntheticTrace final : public TraceSource {
   std::int64_t iteration_ = 0;     // index of the iteration being produced
   bool bursts_on_ = false;
   bool decay_on_ = false;
+  bool dispersion_on_ = false;
   bool started_ = false;
 };
 
@@ -490,6 +518,7 @@ std::unique_ptr<TraceSource> make_synthetic_trace(const TraceShape& shape,
   check("skew", spec.skew, 0.0, 10.0);
   check("drift_sigma", spec.drift_sigma, 0.0, 5.0);
   check("drift_reversion", spec.drift_reversion, 0.0, 1.0);
+  check("sampling_dispersion", spec.sampling_dispersion, 0.0, 1.0);
   check("burst_prob", spec.burst_prob, 0.0, 1.0);
   check("burst_factor", spec.burst_factor, 1.0, 1e6);
   check("skew_decay_iterations", spec.skew_decay_iterations, 0.0, 1e12);
@@ -569,79 +598,6 @@ TraceShape scan_csv_trace_shape(const std::string& path) {
   }
   return TraceShape{static_cast<int>(max_index[0] + 1), static_cast<int>(max_index[1] + 1),
                     static_cast<int>(max_index[2] + 1)};
-}
-
-// ---------------------------------------------------------------------------------------------
-// Presets (calibration in docs/trace-format.md, "Generator dynamics and presets")
-// ---------------------------------------------------------------------------------------------
-
-const std::vector<SyntheticPreset>& synthetic_presets() {
-  static const std::vector<SyntheticPreset> presets = [] {
-    std::vector<SyntheticPreset> v;
-    {
-      // GPT-Small with 16 experts top-1 (SwiftMoE, Pro-Prophet): 12 MoE layers, 16 GPUs x 2048
-      // tokens. Zipf 1.1 puts 58 % on the top 3 and 5.1 % on the bottom 3, which the walk's
-      // spread turns into about 59 % and 4 % on average; the slow walk (time constant 50
-      // iterations) makes loads grow and shrink; a burst per layer every 50 iterations or so
-      // lifts a cold expert past 16x within 3 iterations.
-      SyntheticPreset p;
-      p.name = "gpt-small-16e";
-      p.description =
-          "GPT-Small MoE, 16 experts top-1: top 3 experts > 50 % of tokens, 3 lightest < 5 %, "
-          "bursts > 16x within 3 iterations";
-      p.shape = TraceShape{12, 16, 16};
-      p.spec.tokens_per_gpu = 2048;
-      p.spec.top_k = 1;
-      p.spec.skew = 1.1;
-      p.spec.drift_sigma = 0.08;
-      p.spec.drift_reversion = 0.02;
-      p.spec.burst_prob = 0.02;
-      p.spec.burst_factor = 32.0;
-      p.spec.burst_rise = 2;
-      p.spec.burst_len = 6;
-      v.push_back(p);
-    }
-    {
-      // Qwen3-30B-A3B, 128 experts top-8 (TopoEP): 48 MoE layers, 32 GPUs x 4096 tokens.
-      // Zipf 0.54 gives max/mean about 7; a fast, strongly reverting walk (log-popularity
-      // within about 0.21 of the base, 60 % of it pulled back each iteration) turns over 18 %
-      // of the 8 hottest experts per iteration while keeping the peaks near 11.5. No bursts:
-      // none were measured, and a cold expert lifted 16x would push max/mean past the peaks.
-      SyntheticPreset p;
-      p.name = "qwen3-128e";
-      p.description =
-          "Qwen3-30B-A3B, 128 experts top-8: max/mean about 7 (peaks 9-13), 16-20 % turnover of "
-          "the 8 hottest experts per iteration";
-      p.shape = TraceShape{48, 32, 128};
-      p.spec.tokens_per_gpu = 4096;
-      p.spec.top_k = 8;
-      p.spec.skew = 0.54;
-      p.spec.drift_sigma = 0.19;
-      p.spec.drift_reversion = 0.6;
-      v.push_back(p);
-    }
-    return v;
-  }();
-  return presets;
-}
-
-std::vector<std::string> synthetic_preset_names() {
-  std::vector<std::string> names;
-  for (const auto& p : synthetic_presets()) names.push_back(p.name);
-  return names;
-}
-
-const SyntheticPreset* find_synthetic_preset(const std::string& name) {
-  for (const auto& p : synthetic_presets()) {
-    if (p.name == name) return &p;
-  }
-  return nullptr;
-}
-
-std::optional<SyntheticTraceSpec> synthetic_preset(const std::string& name) {
-  const SyntheticPreset* p = find_synthetic_preset(name);
-  if (p == nullptr) return std::nullopt;
-  return p->spec;
 }
 
 void write_csv_trace(TraceSource& src, int iterations, const std::string& path) {

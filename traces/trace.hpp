@@ -18,6 +18,9 @@ struct SyntheticTraceSpec {
   double skew = 1.0;              // Zipf exponent of the base popularity (0: uniform)
   double drift_sigma = 0.05;      // std-dev of the per-iteration log-popularity random walk
   double drift_reversion = 0.05;  // pull of the walk back to the base popularity per iteration
+  // Share of each source's assignments drawn at random (1: a multinomial); the rest is dealt in
+  // proportion to the popularity, so every count's variance is this share of the multinomial's.
+  double sampling_dispersion = 1.0;  // [0, 1]
   std::uint64_t seed = 1;
 
   // Bursts: with probability burst_prob per iteration and layer, one expert (uniform among the

@@ -15,12 +15,17 @@ class PyStatic(moesim.Policy):
         if self.drop_tokens and self.capacity_factor <= 0.0:
             p.fail("capacity_factor", "must be > 0 when drop_tokens is true (use drop_tokens: false for dropless)")
         slots = ctx.gpus * ctx.slots_per_gpu
-        if slots < ctx.experts or slots % ctx.experts != 0:
-            p.fail("", f"static placement needs the {slots} slots to be a multiple of the {ctx.experts} experts")
+        if slots < ctx.experts:
+            p.fail("", f"static placement needs at least one slot per expert: {slots} slots for {ctx.experts} experts")
+        if ctx.slots_per_gpu > ctx.experts:
+            p.fail("", "static placement would hold an expert twice on one GPU")
         self.replicas = slots // ctx.experts
-        self.group_gpus = ctx.gpus // self.replicas
-        if ctx.gpus % self.replicas != 0 or ctx.experts % ctx.slots_per_gpu != 0:
-            p.fail("", "static placement needs experts divisible by slots_per_gpu")
+        self.extra_replicas = slots % ctx.experts
+        whole_groups = self.extra_replicas == 0 and ctx.experts % ctx.slots_per_gpu == 0
+        self.group_gpus = ctx.gpus // self.replicas if whole_groups else ctx.gpus
+        self.replica_slots = [[] for _ in range(ctx.experts)]
+        for slot in range(slots):
+            self.replica_slots[slot % ctx.experts].append(slot)
 
     def initial_placement(self):
         ctx = self.ctx
@@ -35,10 +40,10 @@ class PyStatic(moesim.Policy):
         return max(int(math.ceil(raw)), self.min_capacity)
 
     def dispatch(self, layer, counts, pl, out):
-        E, S, slots = self.ctx.experts, pl.slots_per_gpu, pl.num_slots()
+        E, G, slots = self.ctx.experts, pl.gpus, pl.num_slots()
         out.reset(pl.gpus, slots)
         cap = self.capacity()
-        for group in range(self.replicas):
+        for group in range(G // self.group_gpus):
             first = group * self.group_gpus
             sources = range(first, first + self.group_gpus)
             if not self.drop_tokens:
@@ -46,7 +51,8 @@ class PyStatic(moesim.Policy):
             for src in sources:
                 for e in range(E):
                     n = counts[src * E + e]
-                    idx = src * slots + first * S + e
+                    reps = self.replica_slots[e]
+                    idx = src * slots + reps[src * len(reps) // G]
                     acc = min(n, cap)
                     out.accepted[idx] = acc
                     out.buffered[idx] = cap
@@ -59,7 +65,8 @@ class PyStatic(moesim.Policy):
     def parameters(self):
         return {"capacity_factor": self.capacity_factor, "shard_optimizer": self.shard_optimizer,
                 "min_capacity": self.min_capacity, "drop_tokens": self.drop_tokens,
-                "replicas_per_expert": self.replicas, "expert_parallel_group_gpus": self.group_gpus}
+                "replicas_per_expert": self.replicas, "experts_with_extra_replica": self.extra_replicas,
+                "expert_parallel_group_gpus": self.group_gpus}
 
 
 def register():

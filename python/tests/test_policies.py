@@ -40,6 +40,19 @@ def test_python_twin_equals_the_cpp_static_policy(small, params):
         assert all(x["tokens_dropped"] == 0 for x in b)
 
 
+@pytest.mark.parametrize("params", [{"capacity_factor": 1.0, "min_capacity": 2}, {"drop_tokens": False}])
+def test_python_twin_with_spare_slots(small, params):
+    # 4 GPUs x 5 slots for 16 experts: 4 spare slots hold extra replicas of experts 0-3.
+    small["placement"]["slots_per_gpu"] = 5
+    small["policies"] = [dict(name="static", label="cpp", **params), dict(name="py-static", label="py", **params)]
+    r = moesim.compare(small)
+    cpp, py = r["results"]
+    assert strip_names(iterations_of(r, "cpp")) == strip_names(iterations_of(r, "py"))
+    assert r["scenario"]["policies"][0]["parameters"] == r["scenario"]["policies"][1]["parameters"]
+    assert r["scenario"]["policies"][0]["parameters"]["experts_with_extra_replica"] == 4
+    assert cpp["max_filled_slots"] == py["max_filled_slots"] == 20
+
+
 def test_python_twin_under_pipeline_stages(small):
     # Two pipeline stages: one Python instance per stage, each with its stage's MoE layers.
     small["model"]["layers"] = 4
