@@ -156,11 +156,17 @@ void IterationModel::set_compute_slowdown(std::vector<double> factors) {
 
 TimeNs IterationModel::collective_ns(Collective kind, double bytes, const std::vector<int>& gpus) {
   constexpr std::size_t kMemoBound = 1 << 16;
-  auto key = std::make_tuple(static_cast<int>(kind), bytes, gpus);
+  // The look-up key is a scratch tuple whose vector keeps its capacity between calls: a hit
+  // (nearly every call after the first iteration) allocates nothing. One per thread, as
+  // compare --jobs runs models on several threads.
+  static thread_local std::tuple<int, double, std::vector<int>> key;
+  std::get<0>(key) = static_cast<int>(kind);
+  std::get<1>(key) = bytes;
+  std::get<2>(key).assign(gpus.begin(), gpus.end());
   auto it = collective_memo_.find(key);
   if (it == collective_memo_.end()) {
     if (collective_memo_.size() >= kMemoBound) collective_memo_.clear();
-    it = collective_memo_.emplace(std::move(key), network_.collective(kind, bytes, gpus).time_ns).first;
+    it = collective_memo_.emplace(key, network_.collective(kind, bytes, gpus).time_ns).first;
   }
   return it->second;
 }
@@ -231,11 +237,17 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       // sums slot by slot, to the bit.
       std::vector<std::int64_t> pair_copies(static_cast<std::size_t>(d.gpus) * d.gpus, 0);
       std::int64_t most_copies = 0;
-      for (int src = 0; src < d.gpus; ++src)
-        for (int sl = 0; sl < d.num_slots; ++sl) {
-          const std::int64_t n = d.buffered[static_cast<std::size_t>(src) * d.num_slots + sl];
-          pair_copies[static_cast<std::size_t>(src) * d.gpus + sl / S] += n;
+      for (int src = 0; src < d.gpus; ++src) {
+        // Slot sl is on GPU sl / S: runs of S slots, no division per slot.
+        const std::int64_t* row = d.buffered.data() + static_cast<std::size_t>(src) * d.num_slots;
+        std::int64_t* to = pair_copies.data() + static_cast<std::size_t>(src) * d.gpus;
+        for (int sl0 = 0, dst = 0; sl0 < d.num_slots; sl0 += S, ++dst) {
+          const int sl1 = std::min(sl0 + S, d.num_slots);
+          std::int64_t sum = to[dst];
+          for (int sl = sl0; sl < sl1; ++sl) sum += row[sl];
+          to[dst] = sum;
         }
+      }
       for (std::int64_t c : pair_copies) most_copies = std::max(most_copies, c);
       auto byte_matrix = [&](double token_bytes) {
         if (token_bytes != std::floor(token_bytes) || token_bytes < 0 ||
