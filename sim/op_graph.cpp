@@ -35,7 +35,8 @@ GraphReplay replay_graph(const OpGraph& g, const std::string& source) {
   for (std::size_t i = 0; i < n; ++i) {
     const OpGraph::Node& x = g.nodes[i];
     if (x.rank < 0 || x.rank >= g.ranks) throw InputError(fmt::format("{}: rank outside 0..{}", where(i), g.ranks - 1));
-    if (x.duration_ns < 0) throw InputError(fmt::format("{}: negative duration {} ns", where(i), x.duration_ns));
+    if (x.duration_ns < 0 || x.duration_ns > kMaxGraphNodeNs)
+      throw InputError(fmt::format("{}: duration {} ns; allowed: 0 to 2^50", where(i), x.duration_ns));
     for (std::int64_t d : x.deps) {
       if (d < 0 || static_cast<std::size_t>(d) >= n || static_cast<std::size_t>(d) == i)
         throw InputError(fmt::format("{}: dependency {} is not another node (0..{})", where(i), d, n - 1));
@@ -92,13 +93,19 @@ GraphReplay replay_graph(const OpGraph& g, const std::string& source) {
 
   std::vector<std::size_t> done;  // nodes whose end is known, to be passed on
   done.reserve(n);
+  auto after = [&](std::size_t i, TimeNs start, TimeNs d) {
+    TimeNs t = 0;
+    if (__builtin_add_overflow(start, d, &t))
+      throw InputError(fmt::format("{}: the clock passes 2^63 ns here (the graph's times add up too far)", where(i)));
+    return t;
+  };
   auto become_ready = [&](std::size_t i) {
     const OpGraph::Node& x = g.nodes[i];
     switch (x.kind) {
-      case OpGraph::Kind::Compute: end[i] = ready[i] + x.duration_ns; done.push_back(i); break;
+      case OpGraph::Kind::Compute: end[i] = after(i, ready[i], x.duration_ns); done.push_back(i); break;
       case OpGraph::Kind::Send:
         end[i] = ready[i];
-        arrival[i] = ready[i] + x.duration_ns;
+        arrival[i] = after(i, ready[i], x.duration_ns);
         done.push_back(i);
         break;
       case OpGraph::Kind::Recv: end[i] = ready[i]; done.push_back(i); break;
@@ -107,7 +114,7 @@ GraphReplay replay_graph(const OpGraph& g, const std::string& source) {
         inst_start[c] = std::max(inst_start[c], ready[i]);
         if (++arrived[c] == inst_nodes[c].size())
           for (std::size_t m : inst_nodes[c]) {
-            end[m] = inst_start[c] + x.duration_ns;
+            end[m] = after(m, inst_start[c], x.duration_ns);
             done.push_back(m);
           }
         break;

@@ -39,6 +39,10 @@ struct OpGraph {
   std::vector<std::vector<int>> collective_members;  // [instance]: its ranks, sorted
 };
 
+// The longest operation a graph may hold, 2^50 ns (about 13 days): past it a file is refused
+// rather than overflowing the clock.
+inline constexpr TimeNs kMaxGraphNodeNs = TimeNs{1} << 50;
+
 struct GraphReplay {
   std::vector<TimeNs> rank_end_ns;  // [rank]: when its last node ends (0 without nodes)
   TimeNs makespan_ns = 0;           // the largest of them

@@ -340,10 +340,20 @@ OpGraph read_chakra_et(const std::string& dir, const std::string& prefix) {
           x.deps.push_back(it->second);
         }
       std::int64_t ns = 0;
-      x.duration_ns = int_attr(n, kDurationNs, ns) ? ns : static_cast<TimeNs>(n.duration_micros()) * 1000;
-      if (x.duration_ns < 0) throw InputError(fmt::format("{}: {} ns is negative", where(kDurationNs), x.duration_ns));
+      if (int_attr(n, kDurationNs, ns)) {
+        if (ns < 0 || ns > kMaxGraphNodeNs)
+          throw InputError(fmt::format("{}: {} ns; allowed: 0 to 2^50", where(kDurationNs), ns));
+        x.duration_ns = ns;
+      } else {
+        if (n.duration_micros() > static_cast<std::uint64_t>(kMaxGraphNodeNs / 1000))
+          throw InputError(fmt::format("{}: {} us; allowed: 0 to 2^50 ns", where("duration_micros"), n.duration_micros()));
+        x.duration_ns = static_cast<TimeNs>(n.duration_micros()) * 1000;
+      }
       std::int64_t v = 0;
-      if (int_attr(n, "comm_size", v)) x.bytes = static_cast<double>(v);
+      if (int_attr(n, "comm_size", v)) {
+        if (v < 0) throw InputError(fmt::format("{}: {} bytes is negative", where("comm_size"), v));
+        x.bytes = static_cast<double>(v);
+      }
       switch (n.type()) {
         case pb::COMP_NODE:
         case pb::MEM_LOAD_NODE:
@@ -388,7 +398,11 @@ OpGraph read_chakra_et(const std::string& dir, const std::string& prefix) {
           if ((send ? src : dst) != r)
             throw InputError(fmt::format("{}: {} in rank {}'s file", where(send ? "comm_src" : "comm_dst"),
                                          send ? src : dst, r));
-          x.peer = static_cast<int>(send ? dst : src);
+          const std::int64_t peer = send ? dst : src;
+          if (peer < 0 || peer >= g.ranks)
+            throw InputError(fmt::format("{}: rank {}; allowed: 0..{}", where(send ? "comm_dst" : "comm_src"), peer,
+                                         g.ranks - 1));
+          x.peer = static_cast<int>(peer);
           x.tag = int_attr(n, "comm_tag", tag) ? tag : 0;
           if (!send) x.duration_ns = 0;
           break;
