@@ -20,6 +20,7 @@
 #include "app/report.hpp"
 #include "app/sweep.hpp"
 #include "app/trace_stats.hpp"
+#include "app/chakra_cli.hpp"
 #include "app/validate.hpp"
 #include "app/trace_convert.hpp"
 #include "app/runner.hpp"
@@ -46,6 +47,7 @@ constexpr const char* kUsage =
     "  moesim calibrate --backend reference --gpu GPU --model M --out profile.yaml   from published figures\n"
     "  moesim calibrate --backend cuda|cpu --collectives [--model M] --out profile.yaml   NCCL, >= 2 GPUs\n"
     "  moesim fit SCENARIO.yaml MEASURED.csv [--params a,b] [--out overlay.yaml] [--holdout ROWS]   fit to measured times\n"
+    "  moesim chakra export SCENARIO.yaml --out DIR | chakra replay DIR   Chakra execution traces\n"
     "  moesim validate collectives [--cluster PRESET] [--nodes N] [--nics-per-node N]\n"
     "  moesim validate dispatch [--cluster PRESET]\n"
     "  moesim trace stats TRACE [--json] [--shape L,G,E] [--top N]   describe a trace\n"
@@ -280,6 +282,7 @@ int main(int argc, char** argv) {
     if (cmd == "validate") return cmd_validate(rest);
     if (cmd == "calibrate") return cmd_calibrate(rest);
     if (cmd == "fit") return cmd_fit(rest);
+    if (cmd == "chakra") return cmd_chakra(rest);
     if (cmd == "trace" && !rest.empty() && rest[0] == "convert") return cmd_trace_convert({rest.begin() + 1, rest.end()});
     if (cmd == "trace" && !rest.empty() && rest[0] == "stats") return cmd_trace_stats({rest.begin() + 1, rest.end()});
     if (cmd == "trace" && !rest.empty() && (rest[0] == "--help" || rest[0] == "-h")) {

@@ -340,6 +340,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
       IterationRow row;
       row.iteration = it;
       row.result = model.run(engine, now, placement, dispatch, pending, sync);
+      if (record && opts.on_recorded) opts.on_recorded(r.label, it, model, row.result);
       if (record) {
         for (const IterationModel::Span& sp : model.spans()) {
           r.timeline.push_back({{"name", model.labels()[static_cast<std::size_t>(sp.label)]},

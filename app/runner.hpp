@@ -90,6 +90,11 @@ struct RunOptions {
   bool keep_rows = true;
   std::function<void(const std::string& label, std::int64_t iteration)> on_iteration;  // progress
   std::vector<std::int64_t> timeline_iterations = {};  // iterations to record for --timeline
+  // Called after each recorded iteration (timeline_iterations) with the model that ran it, while
+  // its recording is there (IterationModel::graph, spans): `moesim chakra export`.
+  std::function<void(const std::string& label, std::int64_t iteration, const IterationModel& model,
+                     const IterationResult& result)>
+      on_recorded = {};
   // Record per-expert load and replicas at iterations 0, N, 2N, ... (0: none).
   std::int64_t expert_stats_every = 0;
   // With a cap, a run that has recorded more samples keeps every other one and doubles N, so a

@@ -171,6 +171,18 @@ TimeNs IterationModel::collective_ns(Collective kind, double bytes, const std::v
   return it->second;
 }
 
+void IterationModel::note(Collective kind, double bytes) {
+  if (!record_) return;
+  CommKind k = CommKind::Unknown;
+  switch (kind) {
+    case Collective::AllReduce: k = CommKind::AllReduce; break;
+    case Collective::AllGather: k = CommKind::AllGather; break;
+    case Collective::ReduceScatter: k = CommKind::ReduceScatter; break;
+    case Collective::Broadcast: k = CommKind::Broadcast; break;
+  }
+  programs_.note_comm(k, bytes);
+}
+
 IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Placement& placement,
                                     const std::vector<LayerDispatch>& dispatch,
                                     const std::vector<Movement>& movements, const SyncPlan& sync) {
@@ -283,13 +295,16 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       const std::vector<double> bytes = exchange(combine_token_bytes_);
       lc.combine_ns.push_back(network_.all_to_all_v(bytes, members));
       lc.combine_bytes.push_back(sent_of(bytes));
+      if (record_) lc.combine_peer_bytes.push_back(bytes);
       if (dispatch_token_bytes_ != combine_token_bytes_) {
         const std::vector<double> fp8 = exchange(dispatch_token_bytes_);
         lc.dispatch_ns.push_back(network_.all_to_all_v(fp8, members));
         lc.dispatch_bytes.push_back(sent_of(fp8));
+        if (record_) lc.dispatch_peer_bytes.push_back(fp8);
       } else {
         lc.dispatch_ns.push_back(lc.combine_ns.back());
         lc.dispatch_bytes.push_back(lc.combine_bytes.back());
+        if (record_) lc.dispatch_peer_bytes.push_back(bytes);
       }
       if (chunks > 1) {
         // One chunk of the overlapped exchange moves 1/chunks of every pair's bytes.
@@ -387,6 +402,7 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
   auto add_ops = [&](const std::vector<CollectiveOp>& ops, Phase phase) {
     for (const CollectiveOp& op : ops) {
       if (op.gpus.size() < 2) continue;
+      note(op.kind, op.bytes);
       programs_.add_collective(op.gpus, collective_ns(op.kind, op.bytes, op.gpus), phase);
       res.grad_sync_bytes += op.bytes;
     }
@@ -395,6 +411,12 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
     if (ts.empty()) return;
     std::vector<TimeNs> busy = network_.transfers(ts);
     for (const Transfer& t : ts) res.grad_sync_bytes += t.bytes;
+    if (record_) {
+      // Point-to-point transfers all GPUs wait for: exported as one exchange of every GPU's share.
+      double total = 0.0;
+      for (const Transfer& t : ts) total += t.bytes;
+      programs_.note_comm(CommKind::AllToAll, total / gpus_);
+    }
     // A receiver cannot go on before its data arrived: all leave with the busiest GPU.
     programs_.add_collective(all_gpus_, *std::max_element(busy.begin(), busy.end()), phase);
   };
@@ -443,6 +465,7 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
           h = std::move(firsts);
           if (h.size() < 2) continue;
         }
+        note(Collective::AllReduce, expert_grad_bytes);
         programs_.add_collective(h, collective_ns(Collective::AllReduce, expert_grad_bytes, h), Phase::GradSync);
         res.grad_sync_bytes += expert_grad_bytes;
       }
@@ -481,6 +504,7 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
       if (params <= 0.0) continue;
       const double bytes = params * training_.grad_bytes_per_param;
       const Collective kind = layout_.zero_stage == 0 ? Collective::AllReduce : Collective::ReduceScatter;
+      note(kind, bytes);
       programs_.add_collective(dp, collective_ns(kind, bytes, dp), Phase::GradSync);
       res.grad_sync_bytes += bytes;
     }
@@ -528,6 +552,7 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
     for (const std::vector<int>& dp : dp_groups_) {
       if (dp.size() < 2) continue;
       const double bytes = stage_dense_params(groups_.stage(dp.front())) * eb;
+      note(Collective::AllGather, bytes);
       programs_.add_collective(dp, collective_ns(Collective::AllGather, bytes, dp), Phase::GradSync);
       res.grad_sync_bytes += bytes;
     }

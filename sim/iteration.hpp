@@ -93,6 +93,8 @@ class IterationModel {
   }
   [[nodiscard]] const std::vector<Span>& spans() const { return programs_.spans(); }
   [[nodiscard]] const std::vector<std::string>& labels() const { return labels_; }
+  // The recorded iteration as a dependency graph (sim/op_graph.hpp), for execution-trace export.
+  [[nodiscard]] OpGraph graph() const { return programs_.graph(labels_); }
 
   // Fixed per-GPU costs, exposed for tests and the docs' worked examples.
   [[nodiscard]] TimeNs attention_fwd_ns() const { return attention_fwd_ns_; }
@@ -116,6 +118,8 @@ class IterationModel {
   // training.layer_overhead_ns on every GPU of the stage (host-side: no GPU slowdown stretches it).
   void add_layer_overhead(int stage);
   [[nodiscard]] TimeNs collective_ns(Collective kind, double bytes, const std::vector<int>& gpus);
+  // While recording: what the next collective or send moves, for graph().
+  void note(Collective kind, double bytes);
   struct LayerCost {
     std::vector<TimeNs> dispatch_ns, combine_ns;        // [ep group]: one micro-batch's all-to-all
     std::vector<double> dispatch_bytes, combine_bytes;  // [ep group]: bytes leaving their GPU
@@ -127,6 +131,8 @@ class IterationModel {
     // (after), of the same bytes, one micro-batch (and one chunk).
     std::vector<TimeNs> etp_ag_ns, etp_rs_ns, etp_ag_chunk_ns, etp_rs_chunk_ns;
     std::vector<double> etp_bytes;
+    // While recording: [ep group] each all-to-all's members x members bytes (one micro-batch).
+    std::vector<std::vector<double>> dispatch_peer_bytes, combine_peer_bytes;
   };
   // expert_tensor > 1: the all-gather (`gather`) or reduce-scatter of every
   // expert-tensor-parallel group of `stage` around its experts (unchunked exchange).
@@ -152,7 +158,8 @@ class IterationModel {
   int zero3_done_ = -1;  // the team message of the latest gather
   // One all-to-all in every expert-parallel group of the stage.
   void add_all_to_all(int stage, const std::vector<TimeNs>& ns, const std::vector<double>& bytes,
-                      IterationResult& res, int lane_offset = 0, double share = 1.0);
+                      IterationResult& res, int lane_offset = 0, double share = 1.0,
+                      const std::vector<std::vector<double>>* peer_bytes = nullptr);
   void init_pipeline();
   // The programs' teams and partitions (sim/program.hpp) of every stage.
   void init_teams();
@@ -183,6 +190,7 @@ class IterationModel {
   double dispatch_token_bytes_ = 0.0, combine_token_bytes_ = 0.0;
   std::vector<int> moe_index_;      // [layer]: index among MoE layers, -1 for dense layers
   std::vector<int> moe_layer_ids_;  // [MoE layer]: its layer
+  double p2p_bytes_ = 0.0;  // one activation message between stages
   std::vector<TimeNs> p2p_next_ns_, p2p_prev_ns_;  // [stage]: one activation message to the next / previous stage
   std::vector<std::vector<int>> tp_groups_, dp_groups_;  // [stage * tp or dp groups]: distinct groups
   std::vector<double> stage_dense_params_;               // [stage], per GPU

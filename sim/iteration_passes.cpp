@@ -23,6 +23,7 @@ void IterationModel::init_pipeline() {
   // parallelism each tensor-parallel rank sends its 1/tp share.
   const double bytes = static_cast<double>(model_.tokens_per_gpu()) * model_.hidden * dtype_bytes(model_.dtype) /
                        layout_.tensor;
+  p2p_bytes_ = bytes;
   // Every rank of a stage sends to the same rank of the next: the same route shape on the
   // symmetric shapes moesim builds, so the stage's first rank stands for all.
   auto one = [&](int src, int dst) {
@@ -93,6 +94,7 @@ void IterationModel::add_tp_block(int stage, bool before, IterationResult& res) 
       ns.push_back(collective_ns(kind, bytes, g));
     }
   }
+  note(kind, bytes);
   programs_.team_collective(stage_team_[static_cast<std::size_t>(stage)], tp_part_[static_cast<std::size_t>(stage)], ns,
                             Phase::TpComm);
   res.tp_bytes += bytes;
@@ -115,6 +117,7 @@ void IterationModel::add_zero3(int stage, int layer, Collective kind, IterationR
     ns.push_back(collective_ns(kind, bytes, g));
     res.grad_sync_bytes += bytes;
   }
+  note(kind, bytes);
   programs_.team_collective(comm_team_[st], dp_part_[st], ns, Phase::GradSync);
   if (kind != Collective::AllGather) return;
   zero3_done_ = programs_.new_team_message();
@@ -126,6 +129,11 @@ void IterationModel::zero3_wait(int stage) {
 }
 
 namespace {
+std::vector<double> chunk_bytes(std::vector<double> bytes, int chunks) {
+  for (double& b : bytes) b /= chunks;
+  return bytes;
+}
+
 std::string layer_label(const char* what, int layer, int micro_batch, int micro_batches) {
   if (micro_batches == 1) return fmt::format("{} (layer {})", what, layer);
   return fmt::format("{} (layer {}, micro-batch {})", what, layer, micro_batch);
@@ -133,8 +141,19 @@ std::string layer_label(const char* what, int layer, int micro_batch, int micro_
 }  // namespace
 
 void IterationModel::add_all_to_all(int stage, const std::vector<TimeNs>& ns, const std::vector<double>& bytes,
-                                    IterationResult& res, int lane_offset, double share) {
+                                    IterationResult& res, int lane_offset, double share,
+                                    const std::vector<std::vector<double>>* peer_bytes) {
   const auto st = static_cast<std::size_t>(stage);
+  if (record_) {
+    // Each group's pairs (graph() makes each member's payload the sum of what it sends).
+    std::vector<std::vector<double>> pairs = peer_bytes != nullptr ? *peer_bytes : std::vector<std::vector<double>>{};
+    if (share != 1.0)
+      for (auto& m : pairs)
+        for (double& x : m) x *= share;
+    std::vector<double> totals(bytes);
+    for (double& x : totals) x *= share;
+    programs_.note_comm(CommKind::AllToAll, totals, pairs);
+  }
   programs_.team_collective(lane_offset == 0 ? stage_team_[st] : comm_team_[st], ep_part_[st], ns, Phase::AllToAll);
   for (std::size_t k = 0; k < ns.size(); ++k) res.a2a_bytes += share == 1.0 ? bytes[k] : bytes[k] * share;
 }
@@ -142,6 +161,7 @@ void IterationModel::add_all_to_all(int stage, const std::vector<TimeNs>& ns, co
 void IterationModel::add_etp(int stage, const LayerCost& lc, bool gather, IterationResult& res) {
   if (layout_.expert_tensor < 2) return;
   const std::vector<TimeNs>& ns = gather ? lc.etp_ag_ns : lc.etp_rs_ns;
+  if (record_) programs_.note_comm(gather ? CommKind::AllGather : CommKind::ReduceScatter, lc.etp_bytes);
   programs_.team_collective(stage_team_[static_cast<std::size_t>(stage)], etp_part_[static_cast<std::size_t>(stage)], ns,
                             Phase::TpComm);
   for (double b : lc.etp_bytes) res.tp_bytes += b;
@@ -154,6 +174,7 @@ void IterationModel::add_moe_block(int st, int layer, int mb, const LayerCost& l
   // The backward all-to-alls carry gradients in the model dtype, combine's first.
   const std::vector<TimeNs>& first_ns = forward ? lc.dispatch_ns : lc.combine_ns;
   const std::vector<double>& first_bytes = forward ? lc.dispatch_bytes : lc.combine_bytes;
+  const auto* first_pairs = forward ? &lc.dispatch_peer_bytes : &lc.combine_peer_bytes;
   const char* first = forward ? "forward dispatch all-to-all" : "backward combine all-to-all";
   const char* experts = forward ? "forward experts" : "backward experts";
   const char* second = forward ? "forward combine all-to-all" : "backward dispatch all-to-all";
@@ -163,13 +184,13 @@ void IterationModel::add_moe_block(int st, int layer, int mb, const LayerCost& l
   const int n = overlap_.a2a_chunks;
   if (n == 1) {
     tag(first);
-    add_all_to_all(st, first_ns, first_bytes, res);
+    add_all_to_all(st, first_ns, first_bytes, res, 0, 1.0, first_pairs);
     tag(experts);
     add_etp(st, lc, true, res);
     add_stage(st, Phase::Compute, lc.expert_ns, factor);
     add_etp(st, lc, false, res);
     tag(second);
-    add_all_to_all(st, lc.combine_ns, lc.combine_bytes, res);
+    add_all_to_all(st, lc.combine_ns, lc.combine_bytes, res, 0, 1.0, &lc.combine_peer_bytes);
     return;
   }
   // Chunked: the communication lane runs D0, then D(c) and C(c - 1) alternately, then the last
@@ -186,13 +207,13 @@ void IterationModel::add_moe_block(int st, int layer, int mb, const LayerCost& l
   programs_.team_recv(comm, start, Phase::Wait);
   auto first_a2a = [&](int c) {
     tag(first);
-    add_all_to_all(st, first_chunk, first_bytes, res, gpus_, share);
+    add_all_to_all(st, first_chunk, first_bytes, res, gpus_, share, first_pairs);
     programs_.team_send(comm, dispatched[static_cast<std::size_t>(c)], 0);
   };
   auto second_a2a = [&](int c) {
     programs_.team_recv(comm, computed[static_cast<std::size_t>(c)], Phase::Wait);
     tag(second);
-    add_all_to_all(st, lc.combine_chunk_ns, lc.combine_bytes, res, gpus_, share);
+    add_all_to_all(st, lc.combine_chunk_ns, lc.combine_bytes, res, gpus_, share, &lc.combine_peer_bytes);
   };
   first_a2a(0);
   for (int c = 1; c < n; ++c) {
@@ -208,8 +229,10 @@ void IterationModel::add_moe_block(int st, int layer, int mb, const LayerCost& l
   const int etp_part = etp_part_[static_cast<std::size_t>(st)];
   for (int c = 0; c < n; ++c) {
     programs_.team_recv(team, dispatched[static_cast<std::size_t>(c)], Phase::AllToAll);
+    if (etp > 1 && record_) programs_.note_comm(CommKind::AllGather, chunk_bytes(lc.etp_bytes, n));
     if (etp > 1) programs_.team_collective(team, etp_part, lc.etp_ag_chunk_ns, Phase::TpComm);
     add_stage(st, Phase::Compute, lc.expert_chunk_ns, factor);
+    if (etp > 1 && record_) programs_.note_comm(CommKind::ReduceScatter, chunk_bytes(lc.etp_bytes, n));
     if (etp > 1) programs_.team_collective(team, etp_part, lc.etp_rs_chunk_ns, Phase::TpComm);
     programs_.team_send(team, computed[static_cast<std::size_t>(c)], 0);
   }
@@ -235,6 +258,7 @@ void IterationModel::add_overlapped_grad_bucket(int st, double params, Iteration
     ns.push_back(collective_ns(kind, bytes, g));
     res.grad_sync_bytes += bytes;
   }
+  note(kind, bytes);
   programs_.team_collective(comm_team_[s], dp_part_[s], ns, Phase::GradSync);
 }
 
@@ -287,6 +311,7 @@ void IterationModel::add_forward(int st, int chunk, int mb, const std::vector<La
     add_stage(st, Phase::Compute, lm_head_fwd_ns_);
   } else {
     if (record_) label(fmt::format("pipeline: send activations (micro-batch {})", mb));
+    if (record_) programs_.note_comm(CommKind::PointToPoint, p2p_bytes_);
     programs_.team_send(team, message_id(true, mb, vs + 1), p2p_next_ns_[static_cast<std::size_t>(st)]);
   }
 }
@@ -347,6 +372,7 @@ void IterationModel::add_backward(int st, int chunk, int mb, const std::vector<L
   }
   if (vs > 0) {
     if (record_) label(fmt::format("pipeline: send gradients (micro-batch {})", mb));
+    if (record_) programs_.note_comm(CommKind::PointToPoint, p2p_bytes_);
     programs_.team_send(team, message_id(false, mb, vs - 1), p2p_prev_ns_[static_cast<std::size_t>(st)]);
   }
 }

@@ -32,9 +32,14 @@ void Programs::reset(int gpus, int messages, int lanes) {
   messages_.assign(static_cast<std::size_t>(messages), Message{});
   spans_.clear();
   label_ = 0;
+  notes_.clear();
+  pending_note_ = -1;
+  collective_note_.clear();
+  message_note_.clear();
   for (Team& t : teams_) {
     t.ops.clear();
     t.pool.clear();
+    t.notes.clear();
   }
   used_team_messages_ = 0;
   lane_ops_ = team_ops_ = team_zero_send_ = false;
@@ -53,8 +58,20 @@ void Programs::add_local(int gpu, Phase phase, TimeNs duration) {
   p.push_back(Op{Kind::Local, phase, duration, -1, label_});
 }
 
+void Programs::note_comm(CommKind kind, std::span<const double> bytes, std::span<const std::vector<double>> peer_bytes) {
+  if (!record_) return;
+  notes_.push_back(CommNote{kind, {bytes.begin(), bytes.end()}, {peer_bytes.begin(), peer_bytes.end()}});
+  pending_note_ = static_cast<int>(notes_.size()) - 1;
+}
+
 void Programs::add_collective(const std::vector<int>& members, TimeNs duration, Phase phase) {
+  add_collective_noted(members, duration, phase, take_note(), 0);
+}
+
+void Programs::add_collective_noted(const std::vector<int>& members, TimeNs duration, Phase phase, int note,
+                                    int group) {
   lane_ops_ = true;
+  if (record_) collective_note_.emplace_back(note, group);
   const int id = static_cast<int>(collectives_.size());
   collectives_.push_back(
       CollectiveState{static_cast<int>(members.size()), duration, phase, 0, label_, waiters_.size(), 0});
@@ -62,8 +79,14 @@ void Programs::add_collective(const std::vector<int>& members, TimeNs duration, 
   for (int g : members) program_[static_cast<std::size_t>(g)].push_back(Op{Kind::Collective, phase, duration, id, label_});
 }
 
-void Programs::add_send(int gpu, int id, TimeNs transfer_ns) {
+void Programs::add_send(int gpu, int id, TimeNs transfer_ns) { add_send_noted(gpu, id, transfer_ns, take_note()); }
+
+void Programs::add_send_noted(int gpu, int id, TimeNs transfer_ns, int note) {
   lane_ops_ = true;
+  if (record_) {
+    if (message_note_.size() <= static_cast<std::size_t>(id)) message_note_.resize(static_cast<std::size_t>(id) + 1, -1);
+    message_note_[static_cast<std::size_t>(id)] = note;
+  }
   zero_send_ |= transfer_ns <= 0;
   program_[static_cast<std::size_t>(gpu)].push_back(Op{Kind::Send, Phase::Bubble, transfer_ns, id, label_});
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "sim/engine.hpp"
+#include "sim/op_graph.hpp"
 #include "core/units.hpp"
 
 namespace moesim {
@@ -72,6 +73,14 @@ class Programs {
   void team_send(int team, int message, TimeNs transfer_ns);
   void team_recv(int team, int message, Phase phase = Phase::Bubble);
 
+  // What the next collective, team collective or send is, for exporters (OpGraph); kept only
+  // while recording. `bytes`: each member's payload, one value for all groups or one a group;
+  // `peer_bytes` (all-to-alls, may be empty): [group] a row-major members x members matrix of
+  // what each member sends each other.
+  void note_comm(CommKind kind, std::span<const double> bytes,
+                 std::span<const std::vector<double>> peer_bytes = {});
+  void note_comm(CommKind kind, double bytes) { note_comm(kind, std::span<const double>(&bytes, 1)); }
+
   // Runs every program from `start_ns` to its end.
   void run(Engine& engine, TimeNs start_ns);
 
@@ -81,6 +90,10 @@ class Programs {
     return busy_[static_cast<std::size_t>(gpu)];
   }
   [[nodiscard]] const std::vector<Span>& spans() const { return spans_; }
+  // The iteration just run with recording on, as a graph over its GPUs (ranks): each lane's
+  // operations in order, a GPU's two lanes meeting through zero-time nodes; `labels` names
+  // nodes by their label index.
+  [[nodiscard]] OpGraph graph(const std::vector<std::string>& labels) const;
 
  private:
   enum class Kind : std::uint8_t { Local, Collective, Send, Recv };
@@ -122,6 +135,7 @@ class Programs {
     int base = -1;  // lanes are base, base + 1, ...: run_teams indexes them directly
     std::vector<TeamOp> ops;
     std::vector<TimeNs> pool;
+    std::vector<int> notes;  // [op]: its note while recording
   };
   struct TeamMessage {
     std::vector<TimeNs> ready;  // [member]: arrival time at the receiver
@@ -130,9 +144,17 @@ class Programs {
     Phase wait_phase = Phase::Bubble;
     int lane_base = -1;         // the lane messages it became, lane_base + member
   };
-  void add_team_op(int team, TeamOp op, std::span<const TimeNs> durations);
+  void add_team_op(int team, TeamOp op, std::span<const TimeNs> durations, int note = -1);
   // The lane operations of team operation `op` of `team`, appended to its member lanes.
-  void append_team_op(const Team& team, const TeamOp& op, const TimeNs* durations);
+  void append_team_op(const Team& team, const TeamOp& op, const TimeNs* durations, int note);
+  void add_collective_noted(const std::vector<int>& members, TimeNs duration, Phase phase, int note, int group);
+  void add_send_noted(int gpu, int id, TimeNs transfer_ns, int note);
+  // The pending note_comm (-1: none), which the next communication operation takes.
+  [[nodiscard]] int take_note() {
+    const int n = pending_note_;
+    pending_note_ = -1;
+    return n;
+  }
   // Replaces the stored team operations by their lane operations, before the lanes' own.
   void expand_teams();
   // Runs the stored team operations from clock_ on; false (a deadlock) if some team never ends.
@@ -152,6 +174,17 @@ class Programs {
 
   bool record_ = false;
   int label_ = 0;
+  struct CommNote {
+    CommKind kind;
+    std::vector<double> bytes;
+    std::vector<std::vector<double>> peer_bytes;
+  };
+  // While recording: the notes, and which one (and which of its groups) each collective and
+  // message has.
+  std::vector<CommNote> notes_;
+  int pending_note_ = -1;
+  std::vector<std::pair<int, int>> collective_note_;  // [collective]: (note, group)
+  std::vector<int> message_note_;                     // [message]
   std::vector<Team> teams_;
   std::vector<int> team_of_lane_;
   std::vector<std::vector<std::vector<int>>> partitions_;

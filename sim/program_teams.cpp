@@ -19,7 +19,7 @@ int Programs::add_team(std::vector<int> lanes) {
   bool contiguous = !lanes.empty();
   for (std::size_t i = 1; i < lanes.size(); ++i) contiguous &= lanes[i] == lanes[0] + static_cast<int>(i);
   const int base = contiguous ? lanes[0] : -1;
-  teams_.push_back(Team{std::move(lanes), base, {}, {}});
+  teams_.push_back(Team{std::move(lanes), base, {}, {}, {}});
   return static_cast<int>(teams_.size()) - 1;
 }
 
@@ -55,14 +55,14 @@ int Programs::new_team_message() {
   return static_cast<int>(used_team_messages_++);
 }
 
-void Programs::add_team_op(int team, TeamOp op, std::span<const TimeNs> durations) {
+void Programs::add_team_op(int team, TeamOp op, std::span<const TimeNs> durations, int note) {
   Team& t = teams_.at(static_cast<std::size_t>(team));
   op.label = label_;
   op.at = static_cast<std::uint32_t>(t.pool.size());
   op.n = static_cast<std::uint32_t>(durations.size());
   if (lane_ops_) {
     // After a lane's own operations: straight onto the lanes, keeping each lane's order.
-    append_team_op(t, op, durations.data());
+    append_team_op(t, op, durations.data(), note);
     return;
   }
   if (op.kind == Kind::Local && !record_ && !t.ops.empty() && t.ops.back().kind == Kind::Local &&
@@ -87,6 +87,7 @@ void Programs::add_team_op(int team, TeamOp op, std::span<const TimeNs> duration
   }
   t.pool.insert(t.pool.end(), durations.begin(), durations.end());
   t.ops.push_back(op);
+  if (record_) t.notes.push_back(note);
   team_ops_ = true;
 }
 
@@ -110,7 +111,7 @@ void Programs::team_collective(int team, int partition, std::span<const TimeNs> 
   if (static_cast<std::size_t>(partition_members_[static_cast<std::size_t>(partition)]) > n)
     throw std::logic_error("Programs: a partition names no member of the team");
   if (groups.empty()) return;
-  add_team_op(team, TeamOp{Kind::Collective, phase, partition, 0, 0, 0}, per_group);
+  add_team_op(team, TeamOp{Kind::Collective, phase, partition, 0, 0, 0}, per_group, take_note());
 }
 
 void Programs::team_send(int team, int message, TimeNs transfer_ns) {
@@ -118,7 +119,7 @@ void Programs::team_send(int team, int message, TimeNs transfer_ns) {
     throw std::logic_error("Programs: team_send of an unknown message");
   if (!lane_ops_) team_zero_send_ |= transfer_ns <= 0;
   const TimeNs d[1] = {transfer_ns};
-  add_team_op(team, TeamOp{Kind::Send, Phase::Bubble, message, 0, 0, 0}, d);
+  add_team_op(team, TeamOp{Kind::Send, Phase::Bubble, message, 0, 0, 0}, d, take_note());
 }
 
 void Programs::team_recv(int team, int message, Phase phase) {
@@ -127,7 +128,7 @@ void Programs::team_recv(int team, int message, Phase phase) {
   add_team_op(team, TeamOp{Kind::Recv, phase, message, 0, 0, 0}, {});
 }
 
-void Programs::append_team_op(const Team& team, const TeamOp& op, const TimeNs* durations) {
+void Programs::append_team_op(const Team& team, const TeamOp& op, const TimeNs* durations, int note) {
   const int saved_label = label_;
   label_ = op.label;
   const std::size_t n = team.lanes.size();
@@ -141,7 +142,7 @@ void Programs::append_team_op(const Team& team, const TeamOp& op, const TimeNs* 
       for (std::size_t g = 0; g < groups.size(); ++g) {
         members.clear();
         for (int m : groups[g]) members.push_back(team.lanes[static_cast<std::size_t>(m)]);
-        add_collective(members, durations[g], op.phase);
+        add_collective_noted(members, durations[g], op.phase, note, static_cast<int>(g));
       }
       break;
     }
@@ -154,7 +155,7 @@ void Programs::append_team_op(const Team& team, const TeamOp& op, const TimeNs* 
       }
       for (std::size_t i = 0; i < n; ++i) {
         const int id = m.lane_base + static_cast<int>(i);
-        if (op.kind == Kind::Send) add_send(team.lanes[i], id, durations[0]);
+        if (op.kind == Kind::Send) add_send_noted(team.lanes[i], id, durations[0], note);
         else add_recv(team.lanes[i], id, op.phase);
       }
       break;
@@ -168,12 +169,14 @@ void Programs::expand_teams() {
   std::vector<std::vector<Op>> own(program_.size());
   for (std::size_t l = 0; l < program_.size(); ++l) own[l].swap(program_[l]);
   for (const Team& t : teams_)
-    for (const TeamOp& op : t.ops) append_team_op(t, op, t.pool.data() + op.at);
+    for (std::size_t k = 0; k < t.ops.size(); ++k)
+      append_team_op(t, t.ops[k], t.pool.data() + t.ops[k].at, k < t.notes.size() ? t.notes[k] : -1);
   for (std::size_t l = 0; l < program_.size(); ++l)
     program_[l].insert(program_[l].end(), own[l].begin(), own[l].end());
   for (Team& t : teams_) {
     t.ops.clear();
     t.pool.clear();
+    t.notes.clear();
   }
   team_ops_ = false;
 }
