@@ -6,6 +6,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # ccache: scripts/test_embed.sh's second build of the library hits the first one's objects.
 export EXTRA_PACKAGES="ccache"
+# CI also installs Chromium (about 420 MB with its dependencies), so that the report's headless
+# browser check (tests/report/test_report_browser.py) runs there rather than skipping.
+[ "${CI:-}" = "true" ] && EXTRA_PACKAGES+=" chromium"
 [ "${MOESIM_SANITIZERS:-OFF}" = "ON" ] && EXTRA_PACKAGES+=" clang libclang-rt-14-dev"
 BUILD_TARGETS=""  # everything: the quickstart builds only the CLI
 source "$ROOT/scripts/setup.sh"
