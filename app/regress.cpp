@@ -78,7 +78,8 @@ int cmd_regress(const std::vector<std::string>& args) {
   }
   const fs::path suite = vm["suite"].as<std::string>();
   const std::string baseline_file = vm["baseline"].as<std::string>();
-  if (!fs::is_directory(suite)) throw InputError(fmt::format("{}: not a directory", suite.string()));
+  std::error_code ec;
+  if (!fs::is_directory(suite, ec)) throw InputError(fmt::format("{}: not a directory", suite.string()));
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(suite))
     if (e.path().extension() == ".yaml") files.push_back(e.path());

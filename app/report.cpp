@@ -77,9 +77,10 @@ int cmd_report(const std::vector<std::string>& args) {
     }
   }
   if (dir.empty()) throw InputError("moesim report: missing RESULTS_DIR (see moesim report --help)");
-  if (!std::filesystem::is_directory(dir)) throw InputError(fmt::format("moesim report: {}: no such directory", dir));
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) throw InputError(fmt::format("moesim report: {}: no such directory", dir));
   const std::string script = plot_script();
-  if (!std::filesystem::is_regular_file(script))
+  if (!std::filesystem::is_regular_file(script, ec))
     throw InputError(fmt::format("moesim report: the plotting script {} is missing; set MOESIM_PLOT_SCRIPT to the "
                                  "path of scripts/plot.py",
                                  script));

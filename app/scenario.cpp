@@ -63,7 +63,9 @@ TraceConfig load_trace(Cfg c, std::uint64_t seed) {
       fp = std::filesystem::path(scenario_file).parent_path() / fp;
     }
     t.path = fp.lexically_normal().string();
-    if (!std::filesystem::exists(t.path)) c.fail("path", fmt::format("trace file '{}' does not exist", t.path));
+    std::error_code ec;  // a name the OS refuses is a named error too
+    if (!std::filesystem::exists(t.path, ec))
+      c.fail("path", fmt::format("trace file '{}' does not exist{}", t.path, ec ? " (" + ec.message() + ")" : ""));
     if (t.kind == "import") {
       // Selector columns of a long CSV (e.g. model, kind, domain of the OLMoE set).
       Cfg sel = c.child("select");

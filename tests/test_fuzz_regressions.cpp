@@ -219,3 +219,18 @@ TEST_CASE("study: repeated grid values and oversized grids are refused", "[fuzz]
                  Catch::Contains("more than 10000 points (40 cluster.nodes x 40 run.max_iterations x 40") &&
                  Catch::Contains("at most 10000 points and 100000 runs"));
 }
+
+TEST_CASE("study and scenario: a path the OS refuses (name too long) is a named error, not a library exception",
+          "[fuzz][sweep]") {
+  // fuzz_study: a 300-character base name made std::filesystem::is_regular_file throw
+  // filesystem_error (ENAMETOOLONG), which escaped as an internal error.
+  const std::string long_name(300, 'A');
+  const std::string study = "name: s\nbase: ../" + long_name + ".yaml\ngrid:\n  seed: [1]\n";
+  const std::string e = input_error([&] { (void)load_study_text(study, "/tmp/study.yaml"); });
+  CHECK_THAT(e, Catch::Contains("key 'base'") && Catch::Contains("does not exist") &&
+                    Catch::Contains("File name too long"));
+  const std::string scenario = "name: t\ncluster: {preset: swiftmoe-cloud}\nmodel: {preset: gpt-small-moe}\n"
+                               "trace: {kind: csv, path: " + long_name + ".csv}\n";
+  const std::string e2 = input_error([&] { (void)load_scenario_text(scenario, "/tmp/t.yaml", {}, std::nullopt); });
+  CHECK_THAT(e2, Catch::Contains("key 'trace.path'") && Catch::Contains("File name too long"));
+}

@@ -286,7 +286,8 @@ bool int_attr(const pb::Node& n, const char* name, std::int64_t& v) {
 
 OpGraph read_chakra_et(const std::string& dir, const std::string& prefix) {
   std::vector<RankFile> files;
-  while (fs::is_regular_file(file_of(dir, prefix, static_cast<int>(files.size()))))
+  std::error_code ec;  // the error_code forms: a name the OS refuses reads as absent
+  while (fs::is_regular_file(file_of(dir, prefix, static_cast<int>(files.size())), ec))
     files.push_back(read_rank(file_of(dir, prefix, static_cast<int>(files.size()))));
   if (files.empty()) throw InputError(fmt::format("{}: no {}.0.et in it (Chakra files are PREFIX.RANK.et)", dir, prefix));
   OpGraph g;
@@ -294,7 +295,7 @@ OpGraph read_chakra_et(const std::string& dir, const std::string& prefix) {
   // Process groups from comm_group.json; a collective without pg_name spans every rank.
   std::map<std::string, std::vector<int>> groups;
   const fs::path cg = fs::path(dir) / "comm_group.json";
-  if (fs::is_regular_file(cg)) {
+  if (fs::is_regular_file(cg, ec)) {
     std::ifstream in(cg);
     nlohmann::json j;
     try {

@@ -49,7 +49,10 @@ Study load_study_text(const std::string& text, const std::string& origin) {
     fs::path b(c.need_string("base"));
     if (b.is_relative()) b = fs::path(origin).parent_path() / b;
     st.base = b.lexically_normal().string();
-    if (!fs::is_regular_file(st.base)) c.fail("base", fmt::format("scenario file '{}' does not exist", st.base));
+    // The error_code form: a name the OS refuses (too long, a bad component) is a named error too.
+    std::error_code ec;
+    if (!fs::is_regular_file(st.base, ec))
+      c.fail("base", fmt::format("scenario file '{}' does not exist{}", st.base, ec ? " (" + ec.message() + ")" : ""));
   }
 
   std::vector<Located> located;  // every assignment with its place in the study, for errors
