@@ -10,6 +10,7 @@
 #include <iostream>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "app/calibrate.hpp"
 #include "kernels/collectives.hpp"
@@ -269,7 +270,8 @@ TEST_CASE("make_compute_model: the roofline, a matching profile, and profiles th
 
 TEST_CASE("The shipped profiles, reference and measured, cover every model preset", "[profile]") {
   const auto names = profile_preset_names();
-  for (const char* want : {"a100-sxm-80gb-reference", "h100-sxm-reference", "h100-sxm-measured"})
+  for (const char* want :
+       {"a100-sxm-80gb-reference", "h100-sxm-reference", "h100-sxm-measured", "h200-sxm-measured"})
     CHECK(std::find(names.begin(), names.end(), want) != names.end());
   for (const std::string& name : names) {
     const ComputeProfile p = load_profile(name);
@@ -619,4 +621,28 @@ TEST_CASE("moesim calibrate --collectives on the CPU twin end to end, and the sk
         cmd_calibrate({"--backend", "cuda", "--collectives", "--out", temp_path("never2.yaml")}),
         Catch::Contains("moesim calibrate --backend cuda --collectives: "));
   }
+}
+
+TEST_CASE("Measured profiles stream at 80-100 % of their GPU's datasheet HBM bandwidth", "[profile]") {
+  // The largest `stream` point of a profile measured on the GPU it names: a copy of m bytes moved
+  // in median_ns gives m / median_ns GB/s. Datasheet HBM bandwidths (source: NVIDIA H100 SXM5
+  // datasheet, 3.35 TB/s; NVIDIA H200 datasheet, 4.8 TB/s). A profile measured on another GPU, or
+  // a stream series in the wrong unit, falls outside the band (H100 measured 3.02 TB/s, H200 4.27).
+  const std::vector<std::pair<std::string, double>> cases = {{"h100-sxm-measured", 3350.0},
+                                                             {"h200-sxm-measured", 4800.0}};
+  for (const auto& [name, datasheet_gbps] : cases) {
+    INFO(name);
+    const ComputeProfile p = load_profile(name);
+    const ProfileSeries* stream = nullptr;
+    for (const ProfileSeries& s : p.series)
+      if (s.kernel == "stream") stream = &s;
+    REQUIRE(stream != nullptr);
+    REQUIRE_FALSE(stream->points.empty());
+    const ProfilePoint& last = stream->points.back();
+    CHECK(last.m >= 1.0e9);  // at least 1 GB: past every cache
+    const double gbps = last.m / last.median_ns;
+    CHECK(gbps >= 0.8 * datasheet_gbps);
+    CHECK(gbps <= datasheet_gbps);
+  }
+  CHECK_THAT(load_profile("h200-sxm-measured").device, Catch::Contains("H200"));
 }
