@@ -195,26 +195,12 @@ std::vector<Movement> reshard_moves(const PolicyContext& ctx, const ShardMap& fr
     }
   std::vector<Movement> out;
   const ClusterSpec& cs = *ctx.cluster;
-  if (offload) {
-    // Host to host: the pairs of one node need no link.
-    std::vector<double> by_node(static_cast<std::size_t>(cs.nodes) * cs.nodes, 0.0);
-    for (int s = 0; s < G; ++s)
-      for (int d = 0; d < G; ++d)
-        by_node[static_cast<std::size_t>(cs.node_of(s)) * cs.nodes + cs.node_of(d)] +=
-            bytes[static_cast<std::size_t>(s) * G + d];
-    for (int a = 0; a < cs.nodes; ++a)
-      for (int b = 0; b < cs.nodes; ++b) {
-        const double x = by_node[static_cast<std::size_t>(a) * cs.nodes + b];
-        if (a == b || x <= 0.0) continue;
-        out.push_back(Movement{Transfer{Endpoint{true, a}, Endpoint{true, b}, x}, blocking,
-                               fmt::format("re-shard optimizer state host {} -> host {}", a, b)});
-      }
-    return out;
-  }
   for (int s = 0; s < G; ++s)
     for (int d = 0; d < G; ++d) {
       const double x = bytes[static_cast<std::size_t>(s) * G + d];
-      if (s == d || x <= 0.0) continue;
+      // Offloaded state moves between hosts: free inside one node; between nodes it is charged
+      // GPU to GPU over the NIC (the network has no host-to-host transfer), its PCIe legs not.
+      if (s == d || x <= 0.0 || (offload && cs.node_of(s) == cs.node_of(d))) continue;
       out.push_back(Movement{Transfer{Endpoint{false, s}, Endpoint{false, d}, x}, blocking,
                              fmt::format("re-shard optimizer state GPU {} -> GPU {}", s, d)});
     }

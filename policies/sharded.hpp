@@ -71,8 +71,10 @@ struct ShardMap {
 
 // The movements of optimizer state (and fp32 master weights, both in expert_optimizer_bytes) that
 // turn owners `from` into `to`: per (layer, expert), every GPU whose fraction grows receives the
-// growth from the GPUs whose fraction shrinks (both in GPU order); GPU to GPU, or host to host
-// under training.optimizer_offload (nothing when both hosts are one node). Merged per (src, dst).
+// growth from the GPUs whose fraction shrinks (both in GPU order), GPU to GPU. Under
+// training.optimizer_offload the state is on the owners' hosts: nothing moves between GPUs of one
+// node, and between nodes the bytes are charged GPU to GPU (the network models no host-to-host
+// transfer; the PCIe legs are not charged). Merged per (src, dst).
 [[nodiscard]] std::vector<Movement> reshard_moves(const PolicyContext& ctx, const ShardMap& from, const ShardMap& to,
                                                   bool blocking);
 
