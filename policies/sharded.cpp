@@ -121,6 +121,11 @@ SyncPlan sharded_sync_plan(const PolicyContext& ctx, const Placement& current, c
   SyncPlan plan;
   plan.resize(G, cs.nodes);
   plan.replica_allreduce = false;  // the sparse reduce-scatter replaces it
+  // Expert-data-parallel copies of the group (a parallel layout) each shard the experts over
+  // their own GPUs, as HSDP does: the same shard's owners in every copy all-reduce it (one
+  // collective per owner rank, below), instead of the core's all-reduce of whole experts.
+  plan.copy_allreduce = false;
+  std::vector<double> owned_grad_bytes(static_cast<std::size_t>(G), 0.0);
   const bool offload = ctx.training->optimizer_offload;
   const double grad_per_param = ctx.training->grad_bytes_per_param;
   const double weight_per_param = dtype_bytes(ctx.model->dtype);
@@ -143,6 +148,7 @@ SyncPlan sharded_sync_plan(const PolicyContext& ctx, const Placement& current, c
       gather(nxt[e], owners);
       for (const Shard& o : owners) {
         const double params = o.fraction * ctx.expert_params;
+        owned_grad_bytes[o.gpu] += o.fraction * ctx.expert_grad_bytes;
         if (offload) {
           plan.host_optimizer_params[cs.node_of(o.gpu)] += params;
           plan.d2h_bytes[o.gpu] += params * grad_per_param;
@@ -155,6 +161,12 @@ SyncPlan sharded_sync_plan(const PolicyContext& ctx, const Placement& current, c
   }
   emit(grads, G, plan.gradient_transfers);
   emit(weights, G, plan.weight_transfers);
+  // A one-GPU collective: GroupPlanMap extends it to the same rank of every copy; without copies
+  // it has one member and costs nothing.
+  for (int g = 0; g < G; ++g)
+    if (owned_grad_bytes[g] > 0.0)
+      plan.grad_collectives.push_back(
+          {Collective::AllReduce, owned_grad_bytes[g], {g}, "sharded expert gradients across expert-data-parallel copies"});
   return plan;
 }
 

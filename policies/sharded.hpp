@@ -58,6 +58,10 @@ struct ShardMap {
 // on `next`, with owners `shards`:
 //  - no replica all-reduce; every GPU holding an expert in `current` sends each other owner g its
 //    fraction of the expert's gradients (gradient_transfers: the sparse reduce-scatter);
+//  - under a parallel layout with expert-data-parallel copies of the group, the copies' owners
+//    of the same rank all-reduce their shards' gradients (one grad_collectives entry per owner
+//    GPU, of the gradient bytes it owns; GroupPlanMap spans it over the copies), as HSDP shards
+//    within a group and replicates across groups; copy_allreduce is off;
 //  - each owner steps the Adam state of its fraction: on its GPU, or on its node's host under
 //    training.optimizer_offload (gradients down, weights up over PCIe, as default_sync_plan);
 //  - each owner sends its fraction of the updated weights to every other GPU holding the expert in
