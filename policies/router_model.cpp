@@ -119,7 +119,10 @@ RouteStats shift_by_bias(const std::int64_t* counts, int G, int E, const double*
   RouteStats st;
   std::vector<double> w(static_cast<std::size_t>(E));
   std::vector<double> odds(static_cast<std::size_t>(E));
-  for (int e = 0; e < E; ++e) odds[e] = std::exp(bias[e] / margin);
+  // Odds relative to the largest bias: at most 1, so that no exp overflows.
+  double top = bias[0];
+  for (int e = 1; e < E; ++e) top = std::max(top, bias[e]);
+  for (int e = 0; e < E; ++e) odds[e] = std::exp((bias[e] - top) / margin);
   for (int s = 0; s < G; ++s) {
     const std::int64_t* row = counts + static_cast<std::size_t>(s) * E;
     std::int64_t* o = out + static_cast<std::size_t>(s) * E;
@@ -127,6 +130,13 @@ RouteStats shift_by_bias(const std::int64_t* counts, int G, int E, const double*
     for (int e = 0; e < E; ++e) {
       w[e] = static_cast<double>(row[e]) * odds[e];
       total += row[e];
+    }
+    double wsum = 0.0;
+    for (int e = 0; e < E; ++e) wsum += w[e];
+    // Every expert the source chose underflowed (biases far apart): keep the gate's counts.
+    if (!(wsum > 0.0)) {
+      std::copy(row, row + E, o);
+      continue;
     }
     apportion(total, w.data(), E, o);
     for (int e = 0; e < E; ++e) st.redirected += std::max<std::int64_t>(0, o[e] - row[e]);
