@@ -2,6 +2,7 @@
 
 #include "app/sim_memory.hpp"
 #include "app/staged_policy.hpp"
+#include "traces/cross_layer.hpp"
 
 #include <fmt/format.h>
 
@@ -12,6 +13,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "models/profile.hpp"
@@ -67,6 +69,22 @@ std::unique_ptr<TraceSource> open_trace(const Scenario& s, const TraceShape& sha
   spec.tokens_per_gpu = tokens_per_source(s);
   spec.top_k = s.model.top_k;
   return make_synthetic_trace(shape, spec);
+}
+
+// The scenario's cross-layer pair profile over all MoE layers, or nullopt without one.
+std::optional<CrossLayerPairs> load_cross_layer(const Scenario& s) {
+  const CrossLayerConfig& x = s.trace.cross_layer;
+  if (!x.present) return std::nullopt;
+  if (x.path.empty()) {
+    SyntheticTraceSpec spec = s.trace.synthetic;
+    return synthetic_cross_layer(TraceShape{s.model.num_moe_layers(), 1, s.model.experts}, spec, x.affinity);
+  }
+  CrossLayerCsvOptions o;
+  o.layers = s.model.num_moe_layers();
+  o.experts = s.model.experts;
+  o.select = x.select;
+  o.map_recorded_layers = s.trace.kind == "import";
+  return load_cross_layer_csv(x.path, o);
 }
 
 // The all-reduce curves of a profile's `collectives:` section. The measured all-to-all is uniform,
@@ -205,7 +223,8 @@ void check_scenario(const Scenario& s) {
   check_memory(s);
   check_simulator_memory(s, 1);
   const LayoutGroups groups(s.layout, s.cluster.num_gpus(), s.model.layers);
-  for (std::size_t i = 0; i < s.policies.size(); ++i) (void)StagedPolicy(s, groups, i);
+  const std::optional<CrossLayerPairs> pairs = load_cross_layer(s);
+  for (std::size_t i = 0; i < s.policies.size(); ++i) (void)StagedPolicy(s, groups, i, pairs ? &*pairs : nullptr);
 }
 
 std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts) {
@@ -217,8 +236,11 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
   const LayoutGroups groups(s.layout, G, s.model.layers);
   // Every policy of the scenario, built before any runs: a bad parameter in the last one must
   // fail before the first runs.
+  const std::optional<CrossLayerPairs> pairs = load_cross_layer(s);
+  const CrossLayerPairs* cross_layer = pairs ? &*pairs : nullptr;
   std::vector<std::unique_ptr<StagedPolicy>> policies;
-  for (std::size_t i = 0; i < s.policies.size(); ++i) policies.push_back(std::make_unique<StagedPolicy>(s, groups, i));
+  for (std::size_t i = 0; i < s.policies.size(); ++i)
+    policies.push_back(std::make_unique<StagedPolicy>(s, groups, i, cross_layer));
 
   // One source per GPU of a stage: the MoE layers of a stage route its GPUs' tokens.
   const TraceShape shape{s.model.num_moe_layers(), groups.gpus_per_stage(), s.model.experts};
@@ -235,6 +257,7 @@ std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts
     TraceSource* trace = w.trace.get();
     IterationModel& model = *w.model;
     model.set_forward_only(opts.forward_only);
+    model.set_cross_layer(cross_layer);
     IterationCounts counts;
     StagedPolicy& policy = *policies[pi];
     PolicyResult r;

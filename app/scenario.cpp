@@ -125,6 +125,33 @@ TraceConfig load_trace(Cfg c, std::uint64_t seed) {
     s.skew_floor = c.get_double("skew_floor", s.skew_floor, 0.0, 1.0);
     s.seed = seed;
   }
+  if (c.has("cross_layer")) {
+    Cfg x = c.child("cross_layer");
+    CrossLayerConfig& xl = t.cross_layer;
+    xl.present = true;
+    if (x.has("path") == x.has("affinity"))
+      x.fail(x.has("path") ? "path" : "affinity",
+             "give one of path (a CSV of layer,next_layer,expert,next_expert,count) or affinity (synthetic traces)");
+    if (x.has("affinity")) {
+      if (t.kind != "synthetic") x.fail("affinity", "is only allowed with trace kind: synthetic; give a path instead");
+      xl.affinity = x.get_double("affinity", 0.0, 0.0, 1.0);
+    } else {
+      std::filesystem::path fp(x.need_string("path"));
+      const std::string& from = x.origin_of(x.path() + ".path");
+      if (fp.is_relative() && !from.empty() && from.front() != '<') fp = std::filesystem::path(from).parent_path() / fp;
+      xl.path = fp.lexically_normal().string();
+      std::error_code ec;
+      if (!std::filesystem::exists(xl.path, ec)) x.fail("path", fmt::format("cross-layer file '{}' does not exist", xl.path));
+      Cfg sel = x.child("select");
+      if (sel.node().IsMap())
+        for (auto it = sel.node().begin(); it != sel.node().end(); ++it) {
+          const std::string key = it->first.Scalar();
+          xl.select[key] = sel.get_string(key, "");
+        }
+      sel.finish();
+    }
+    x.finish();
+  }
   c.finish();
   return t;
 }
@@ -542,6 +569,12 @@ nlohmann::json Scenario::to_json() const {
     trace_j["skew_floor"] = trace.synthetic.skew_floor;
     trace_j["drift_sigma"] = trace.synthetic.drift_sigma;
     trace_j["drift_reversion"] = trace.synthetic.drift_reversion;
+  }
+  if (trace.cross_layer.present) {
+    json x;
+    if (trace.cross_layer.path.empty()) x["affinity"] = trace.cross_layer.affinity;
+    else x = {{"path", trace.cross_layer.path}, {"select", trace.cross_layer.select}};
+    trace_j["cross_layer"] = x;
   }
   json training_j{{"optimizer_offload", training.optimizer_offload},
                   {"grad_bytes_per_param", training.grad_bytes_per_param},

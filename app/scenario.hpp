@@ -20,6 +20,15 @@
 
 namespace moesim {
 
+// trace.cross_layer: a cross-layer pair profile (traces/cross_layer.hpp), generated (synthetic
+// traces, `affinity`) or read from a long CSV (`path`, `select`).
+struct CrossLayerConfig {
+  bool present = false;
+  double affinity = 0.0;  // synthetic: generated with this affinity (when path is empty)
+  std::string path;       // resolved relative to the scenario file
+  std::map<std::string, std::string> select;
+};
+
 struct TraceConfig {
   std::string kind = "synthetic";  // synthetic | csv | binary | import
   std::string path;                // resolved relative to the scenario file
@@ -28,6 +37,7 @@ struct TraceConfig {
   double aux_loss_coefficient = 0.0;           // synthetic: the coefficient mapped; 0 = none
   std::string on_end = "loop";     // loop | stop
   SyntheticTraceSpec synthetic;
+  CrossLayerConfig cross_layer;
 };
 
 struct RunSpec {

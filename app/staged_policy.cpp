@@ -34,7 +34,8 @@ PolicyContext stage_policy_context(const Scenario& s, const LayoutGroups& groups
   return ctx;
 }
 
-StagedPolicy::StagedPolicy(const Scenario& s, const LayoutGroups& groups, std::size_t index)
+StagedPolicy::StagedPolicy(const Scenario& s, const LayoutGroups& groups, std::size_t index,
+                           const CrossLayerPairs* cross_layer)
     : s_(s), groups_(groups), group_cluster_(group_cluster(s.cluster, groups.layout().expert, groups.layout().expert_tensor)),
       map_(groups, s.cluster), flat_(groups.stages() == 1 && groups.ep_groups_per_stage() == 1) {
   const PolicyEntry& e = s.policies[index];
@@ -46,6 +47,10 @@ StagedPolicy::StagedPolicy(const Scenario& s, const LayoutGroups& groups, std::s
     x.ctx = stage_policy_context(s, groups, st, group_cluster_);
     // A randomised policy draws differently on each stage, as independent planners would.
     x.ctx.seed = s.seed + static_cast<std::uint64_t>(st);
+    if (cross_layer != nullptr && !x.moe_layers.empty()) {
+      x.cross_layer = cross_layer->slice(x.moe_layers.front(), static_cast<int>(x.moe_layers.size()));
+      x.ctx.cross_layer = &x.cross_layer;
+    }
     Cfg p(e.params, e.origin, fmt::format("policies[{}]", index));
     x.policy = make_policy(x.ctx, p);
   }

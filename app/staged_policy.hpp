@@ -24,7 +24,10 @@ namespace moesim {
 class StagedPolicy {
  public:
   // Builds the policy of entry `index` for every stage (errors in its parameters are InputErrors).
-  StagedPolicy(const Scenario& s, const LayoutGroups& groups, std::size_t index);
+  // `cross_layer`: the trace's pair profile over all MoE layers (nullptr: none); each stage's
+  // policy sees the part over its own layers.
+  StagedPolicy(const Scenario& s, const LayoutGroups& groups, std::size_t index,
+               const CrossLayerPairs* cross_layer = nullptr);
 
   [[nodiscard]] Policy& first() { return *stages_.front().policy; }
   // Starts a run: every stage's initial placement, nothing pending.
@@ -49,6 +52,7 @@ class StagedPolicy {
     Placement placement;
     PolicyDecision decision;
     IterationCounts counts;         // summed over the stage's expert-parallel groups
+    CrossLayerPairs cross_layer;    // over the stage's MoE layers (consecutive ones)
   };
   void rebuild_placement();
 

@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 PACKAGES=(cmake g++ make libboost-graph-dev libboost-program-options-dev libeigen3-dev libfmt-dev
-          libyaml-cpp-dev catch2 nlohmann-json3-dev libbenchmark-dev
+          libyaml-cpp-dev libglpk-dev catch2 nlohmann-json3-dev libbenchmark-dev
           libopenmpi-dev openmpi-bin python3-matplotlib python3-jsonschema python3-dev python3-pybind11
           pybind11-dev python3-pytest libprotobuf-dev protobuf-compiler)
 # EXTRA_PACKAGES: more of them (scripts/test.sh adds clang for the sanitizer and fuzz pass).

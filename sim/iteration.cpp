@@ -10,6 +10,8 @@
 #include <set>
 #include <tuple>
 
+#include "sim/cross_layer.hpp"
+
 namespace moesim {
 
 std::vector<double> dispatch_byte_matrix(const LayerDispatch& d, int slots_per_gpu, double token_bytes) {
@@ -191,6 +193,15 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   return run(engine, start_ns, placement, grouped, movements, sync);
 }
 
+bool IterationModel::follows(const Placement& placement, const std::vector<GroupDispatch>& dispatch, std::size_t l,
+                             std::size_t k) const {
+  if (cross_layer_ == nullptr || l + 1 >= dispatch.size() || !dispatch[l][k].tokens_follow) return false;
+  if (!cross_layer_->has(static_cast<int>(l)) || cross_layer_->experts != model_.experts) return false;
+  if (placement.expert_of_slot.size() <= l + 1) return false;
+  // Across a pipeline stage the tokens go home to be sent on with their activations.
+  return groups_.stage_of_layer(moe_layer_ids_[l]) == groups_.stage_of_layer(moe_layer_ids_[l + 1]);
+}
+
 IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Placement& placement,
                                     const std::vector<GroupDispatch>& dispatch,
                                     const std::vector<Movement>& movements, const SyncPlan& sync) {
@@ -306,6 +317,30 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
         lc.dispatch_bytes.push_back(lc.combine_bytes.back());
         if (record_) lc.dispatch_peer_bytes.push_back(bytes);
       }
+      // Tokens that follow their experts (sim/cross_layer.hpp): this layer's combine carries
+      // only the assignments that change GPU on the way to the next MoE layer's experts, and
+      // the next layer's dispatch nothing (the tokens are there).
+      std::vector<double> hop_bytes;
+      lc.back_dispatch_ns.push_back(lc.combine_ns.back());
+      lc.back_dispatch_bytes.push_back(lc.combine_bytes.back());
+      if (record_) lc.back_dispatch_peer_bytes.push_back(lc.combine_peer_bytes.back());
+      if (follows(placement, dispatch, l, k)) {
+        hop_bytes = follow_hops(d, placement.expert_of_slot[l], dispatch[l + 1][k], placement.expert_of_slot[l + 1], S,
+                                cross_layer_->weight[l], model_.experts);
+        for (double& x : hop_bytes) x *= combine_token_bytes_ * per_mb;
+        lc.combine_ns.back() = network_.all_to_all_v(hop_bytes, members);
+        lc.combine_bytes.back() = sent_of(hop_bytes);
+        if (record_) lc.combine_peer_bytes.back() = hop_bytes;
+      }
+      const bool arrived = l > 0 && follows(placement, dispatch, l - 1, k);
+      if (arrived) {
+        lc.dispatch_ns.back() = lc.back_dispatch_ns.back() = 0;
+        lc.dispatch_bytes.back() = lc.back_dispatch_bytes.back() = 0.0;
+        if (record_) {
+          lc.dispatch_peer_bytes.back().assign(lc.dispatch_peer_bytes.back().size(), 0.0);
+          lc.back_dispatch_peer_bytes.back().assign(lc.back_dispatch_peer_bytes.back().size(), 0.0);
+        }
+      }
       if (chunks > 1) {
         // One chunk of the overlapped exchange moves 1/chunks of every pair's bytes.
         auto chunk_ns = [&](double token_bytes) {
@@ -316,6 +351,12 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
         lc.combine_chunk_ns.push_back(chunk_ns(combine_token_bytes_));
         lc.dispatch_chunk_ns.push_back(dispatch_token_bytes_ != combine_token_bytes_ ? chunk_ns(dispatch_token_bytes_)
                                                                                      : lc.combine_chunk_ns.back());
+        lc.back_dispatch_chunk_ns.push_back(arrived ? 0 : lc.combine_chunk_ns.back());
+        if (!hop_bytes.empty()) {
+          for (double& x : hop_bytes) x /= chunks;
+          lc.combine_chunk_ns.back() = network_.all_to_all_v(hop_bytes, members);
+        }
+        if (arrived) lc.dispatch_chunk_ns.back() = 0;
       }
       std::vector<std::int64_t> slot_tokens(slots, 0);
       for (int src = 0; src < d.gpus; ++src)

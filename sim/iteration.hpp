@@ -77,6 +77,10 @@ class IterationModel {
   // iterations: heterogeneous GPUs and stragglers. Empty: all nominal.
   void set_compute_slowdown(std::vector<double> factors);
 
+  // The trace's cross-layer pairs over all MoE layers (must outlive the model; nullptr: none).
+  // Layers whose dispatch has tokens_follow then exchange only the tokens that change GPU.
+  void set_cross_layer(const CrossLayerPairs* pairs) { cross_layer_ = pairs; }
+
   // Forward only (off by default): the next iterations run the forward passes of every
   // micro-batch in the schedule's order and nothing else (no movements, backward passes, gradient
   // synchronisation or optimizer step), so iteration_ns is the time of the forward pass alone, as
@@ -110,6 +114,10 @@ class IterationModel {
  private:
   // Names the operations added next (only when recording).
   void label(const std::string& what);
+  // Whether MoE layer l's tokens, in expert-parallel group k, go straight to layer l + 1's experts.
+  [[nodiscard]] bool follows(const Placement& placement, const std::vector<GroupDispatch>& dispatch, std::size_t l,
+                             std::size_t k) const;
+  const CrossLayerPairs* cross_layer_ = nullptr;
   void add_local(int gpu, Phase phase, TimeNs duration);
   // Local work on every GPU of the stage (its team): the same, or `factor` x per_gpu[i] on its
   // i-th; compute is stretched by each GPU's slowdown.
@@ -133,6 +141,11 @@ class IterationModel {
     std::vector<double> etp_bytes;
     // While recording: [ep group] each all-to-all's members x members bytes (one micro-batch).
     std::vector<std::vector<double>> dispatch_peer_bytes, combine_peer_bytes;
+    // The backward pass's dispatch exchange (gradients back to the sources): the combine's
+    // unless tokens follow their experts (sim/cross_layer.hpp), [ep group], as above.
+    std::vector<TimeNs> back_dispatch_ns, back_dispatch_chunk_ns;
+    std::vector<double> back_dispatch_bytes;
+    std::vector<std::vector<double>> back_dispatch_peer_bytes;
   };
   // expert_tensor > 1: the all-gather (`gather`) or reduce-scatter of every
   // expert-tensor-parallel group of `stage` around its experts (unchunked exchange).

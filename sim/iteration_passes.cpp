@@ -190,7 +190,8 @@ void IterationModel::add_moe_block(int st, int layer, int mb, const LayerCost& l
     add_stage(st, Phase::Compute, lc.expert_ns, factor);
     add_etp(st, lc, false, res);
     tag(second);
-    add_all_to_all(st, lc.combine_ns, lc.combine_bytes, res, 0, 1.0, &lc.combine_peer_bytes);
+    if (forward) add_all_to_all(st, lc.combine_ns, lc.combine_bytes, res, 0, 1.0, &lc.combine_peer_bytes);
+    else add_all_to_all(st, lc.back_dispatch_ns, lc.back_dispatch_bytes, res, 0, 1.0, &lc.back_dispatch_peer_bytes);
     return;
   }
   // Chunked: the communication lane runs D0, then D(c) and C(c - 1) alternately, then the last
@@ -213,7 +214,10 @@ void IterationModel::add_moe_block(int st, int layer, int mb, const LayerCost& l
   auto second_a2a = [&](int c) {
     programs_.team_recv(comm, computed[static_cast<std::size_t>(c)], Phase::Wait);
     tag(second);
-    add_all_to_all(st, lc.combine_chunk_ns, lc.combine_bytes, res, gpus_, share, &lc.combine_peer_bytes);
+    if (forward) add_all_to_all(st, lc.combine_chunk_ns, lc.combine_bytes, res, gpus_, share, &lc.combine_peer_bytes);
+    else
+      add_all_to_all(st, lc.back_dispatch_chunk_ns, lc.back_dispatch_bytes, res, gpus_, share,
+                     &lc.back_dispatch_peer_bytes);
   };
   first_a2a(0);
   for (int c = 1; c < n; ++c) {

@@ -41,6 +41,12 @@ struct LayerDispatch {
   std::vector<std::int64_t> buffered;
   std::int64_t routed = 0;   // assignments routed by the gate
   std::int64_t dropped = 0;  // assignments cut off by capacity
+  // The tokens go from this layer's experts straight to the next MoE layer's experts (ExFlow's
+  // context-coherent flow) instead of back to their sources and out again: where the next layer
+  // is on the same pipeline stage and the trace has cross-layer pairs for the two, the combine of
+  // this layer carries only the tokens that change GPU and the next layer's dispatch nothing
+  // (sim/cross_layer.hpp).
+  bool tokens_follow = false;
 
   void reset(int g, int slots) {
     gpus = g;
@@ -49,6 +55,7 @@ struct LayerDispatch {
     buffered.assign(static_cast<std::size_t>(g) * slots, 0);
     routed = 0;
     dropped = 0;
+    tokens_follow = false;
   }
 };
 
@@ -130,6 +137,8 @@ struct PolicyContext {
   double expert_grad_bytes = 0.0;       // one expert's gradients
   double expert_optimizer_bytes = 0.0;  // one expert's optimizer state (Adam, mixed precision)
   std::uint64_t seed = 1;               // the scenario's seed, for randomised policies
+  // The trace's cross-layer pair profile over these MoE layers; nullptr when it has none.
+  const CrossLayerPairs* cross_layer = nullptr;
 };
 
 // The expert-data-parallel default: every expert's replicas all-reduce their gradients; the

@@ -36,6 +36,30 @@ struct IterationCounts {
   }
 };
 
+// Cross-layer routing: how often an assignment to expert i at MoE layer l is followed by one to
+// expert j at MoE layer l + 1 (a token's rank-r choice paired with its rank-r choice; a static
+// profile, not per iteration or source). ExFlow- and MoETuner-style placements plan on it, and the
+// iteration model charges the tokens that change GPU between the two layers when a policy's
+// dispatch lets tokens follow their experts (LayerDispatch::tokens_follow).
+struct CrossLayerPairs {
+  int experts = 0;
+  // [l][i * experts + j] for the pair (l, l + 1), l < layers - 1; an empty entry: not recorded.
+  std::vector<std::vector<double>> weight;
+  std::string source;  // where they came from, for summaries
+
+  [[nodiscard]] int layers() const { return static_cast<int>(weight.size()) + 1; }
+  [[nodiscard]] bool has(int l) const {
+    return l >= 0 && l < static_cast<int>(weight.size()) && !weight[static_cast<std::size_t>(l)].empty();
+  }
+  // Layers [first, first + count) as a profile of their own (a pipeline stage's MoE layers).
+  [[nodiscard]] CrossLayerPairs slice(int first, int count) const {
+    CrossLayerPairs out{experts, {}, source};
+    for (int l = first; l + 1 < first + count; ++l)
+      out.weight.push_back(has(l) ? weight[static_cast<std::size_t>(l)] : std::vector<double>{});
+    return out;
+  }
+};
+
 class TraceSource {
  public:
   virtual ~TraceSource() = default;

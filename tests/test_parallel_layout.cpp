@@ -516,7 +516,11 @@ TEST_CASE("expert tensor parallelism: sharded experts and their all-gather and r
 TEST_CASE("expert-parallel groups: every shipped policy runs on two 8-GPU groups", "[parallel_layout][policies]") {
   testing::TempDir dir;
   // 16 sources (every GPU of the single stage), 2 MoE layers, 2048 tokens each: 65536 a iteration.
-  const std::string trace = skewed_trace(dir, "groups.csv", 4, 2, 16, 2048);
+  // With a cross-layer profile for the affinity placements (the others ignore it).
+  std::string pairs = "layer,next_layer,expert,next_expert,count\n";
+  for (int e = 0; e < 16; ++e) pairs += fmt::format("0,1,{},{},3\n0,1,{},{},1\n", e, e, e, (e + 1) % 16);
+  const std::string trace = skewed_trace(dir, "groups.csv", 4, 2, 16, 2048) +
+                            ", cross_layer: {path: " + dir.write("groups_pairs.csv", pairs) + "}";
   REQUIRE(policy_registry().size() >= 9);
   for (const PolicyInfo& info : policy_registry()) {
     INFO("policy " << info.name);

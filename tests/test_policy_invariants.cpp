@@ -7,6 +7,7 @@
 
 #include "policies/common.hpp"
 #include "policies/registry.hpp"
+#include "traces/cross_layer.hpp"
 
 using namespace moesim;
 
@@ -60,7 +61,13 @@ struct World {
     ctx.expert_grad_bytes = ctx.expert_params * 2;
     ctx.expert_optimizer_bytes = ctx.expert_params * 12;
     ctx.seed = 7;
+    // A cross-layer profile for the affinity placements (exflow, moetuner); the others ignore it.
+    SyntheticTraceSpec spec;
+    spec.seed = 7;
+    pairs = synthetic_cross_layer(TraceShape{kL, 1, kE}, spec, 0.7);
+    ctx.cross_layer = &pairs;
   }
+  CrossLayerPairs pairs;
 };
 
 // Random skewed counts: each (layer, source) draws kTokens * k assignments with a hot expert

@@ -55,6 +55,7 @@ class SyntheticTrace final : public TraceSource {
   }
 
   [[nodiscard]] TraceShape shape() const override { return shape_; }
+  [[nodiscard]] const std::vector<double>& base_logp() const { return base_logp_; }
 
   bool next(IterationCounts& out) override {
     if (!same_shape(out.shape, shape_) || out.counts.size() != cell_count(shape_)) {
@@ -534,6 +535,10 @@ std::unique_ptr<TraceSource> make_synthetic_trace(const TraceShape& shape,
         spec.burst_len, spec.burst_rise));
   }
   return std::make_unique<SyntheticTrace>(shape, spec);
+}
+
+std::vector<double> synthetic_base_logp(const TraceShape& shape, const SyntheticTraceSpec& spec) {
+  return SyntheticTrace(shape, spec).base_logp();
 }
 
 std::unique_ptr<TraceSource> open_csv_trace(const std::string& path, const TraceShape& expected) {
