@@ -29,6 +29,9 @@ class MoETunerPolicy final : public affinity::AffinityPolicy {
     // 0: no programs, the greedy plan only (reported as a fallback like a program that timed out).
     time_limit_ms_ = static_cast<int>(p.get_int("time_limit_ms", 2000, 0, 3600000));
     mip_gap_ = p.get_double("mip_gap", 0.01, 0.0, 1.0);
+    // Subproblems branch and bound may select before it stops with its best solution: a limit
+    // that, unlike time, gives the same plan on every machine (assumption, like the two above).
+    node_limit_ = static_cast<int>(p.get_int("node_limit", 200, 1, 100000000));
   }
 
   // Stage 1: the group of each expert (groups 0..G-1, at most `cap` experts each).
@@ -70,10 +73,31 @@ class MoETunerPolicy final : public affinity::AffinityPolicy {
       prog.rows.push_back(std::move(c));
       prog.rows.push_back(std::move(l));
     }
+    // The greedy plan as the start: the program only has to improve on it (or prove it good).
+    const std::vector<int> lpt = affinity::balance_lpt(load, G, cap);
+    {
+      // LPT's groups renumbered in order of their heaviest expert, so that the r-th heaviest
+      // expert is in a group <= r as the symmetry breaking requires.
+      std::vector<int> renumber(static_cast<std::size_t>(G), -1);
+      int next = 0;
+      prog.start.assign(prog.binary.size(), 0.0);
+      double worst = 0.0;
+      std::vector<double> sum(static_cast<std::size_t>(G), 0.0);
+      for (int r = 0; r < E; ++r) {
+        const int e = order[static_cast<std::size_t>(r)];
+        int& g = renumber[static_cast<std::size_t>(lpt[static_cast<std::size_t>(e)])];
+        if (g < 0) g = next++;
+        for (const auto& [gg, v] : vars[static_cast<std::size_t>(r)])
+          if (gg == g) prog.start[static_cast<std::size_t>(v)] = 1.0;
+        sum[static_cast<std::size_t>(g)] += load[static_cast<std::size_t>(e)] / mean;
+        worst = std::max(worst, sum[static_cast<std::size_t>(g)]);
+      }
+      prog.start[static_cast<std::size_t>(z)] = worst;
+    }
     const ilp::Solution sol = solve(prog);
     if (!sol.solved) {
       fallback(layer, 1, sol.why);
-      return affinity::balance_lpt(load, G, cap);
+      return lpt;
     }
     std::vector<int> group(static_cast<std::size_t>(E), 0);
     for (int r = 0; r < E; ++r)
@@ -149,13 +173,17 @@ class MoETunerPolicy final : public affinity::AffinityPolicy {
 
   [[nodiscard]] nlohmann::json own_parameters() const override {
     (void)gpu_of_expert();  // the fallbacks are known once the plan is made
-    return {{"time_limit_ms", time_limit_ms_}, {"mip_gap", mip_gap_}, {"ilp_fallbacks", fallbacks_}};
+    return {{"time_limit_ms", time_limit_ms_}, {"mip_gap", mip_gap_},   {"node_limit", node_limit_},
+            {"ilp_fallbacks", fallbacks_},     {"ilp_node_limit_stops", stops_}};
   }
 
  private:
   [[nodiscard]] ilp::Solution solve(const ilp::Program& prog) const {
     if (time_limit_ms_ == 0) return {false, "no time (time_limit_ms 0)", {}};
-    return ilp::solve(prog, time_limit_ms_, mip_gap_);
+    ilp::Solution s = ilp::solve(prog, time_limit_ms_, mip_gap_, node_limit_);
+    if (s.solved && s.node_limit)
+      stops_.push_back(fmt::format("a program stopped at the node limit {} with gap {:.4f}", node_limit_, s.gap));
+    return s;
   }
   void fallback(int layer, int stage, const std::string& why) const {
     const std::string what = fmt::format("layer {} stage {}: {} ({} ms), greedy plan used", layer, stage, why, time_limit_ms_);
@@ -165,6 +193,8 @@ class MoETunerPolicy final : public affinity::AffinityPolicy {
 
   int time_limit_ms_ = 2000;
   double mip_gap_ = 0.01;
+  int node_limit_ = 200;
+  mutable std::vector<std::string> stops_;
   mutable std::vector<std::string> fallbacks_;
 };
 

@@ -116,7 +116,7 @@ TEST_CASE("the 0-1 program solver: a small assignment by hand", "[moetuner][ilp]
   b.has_lo = false;
   b.hi = 1.0;
   p.rows = {a, b};
-  const ilp::Solution s = ilp::solve(p, 1000, 0.0);
+  const ilp::Solution s = ilp::solve(p, 1000, 0.0, 1000);
   REQUIRE(s.solved);
   CHECK(s.x == std::vector<double>{1.0, 0.0, 1.0});
   // Infeasible: x0 = 1 and x0 <= 0.
@@ -129,7 +129,7 @@ TEST_CASE("the 0-1 program solver: a small assignment by hand", "[moetuner][ilp]
   le.has_lo = false;
   le.hi = 0.0;
   q.rows = {eq, le};
-  const ilp::Solution t = ilp::solve(q, 1000, 0.0);
+  const ilp::Solution t = ilp::solve(q, 1000, 0.0, 1000);
   CHECK_FALSE(t.solved);
   CHECK(t.why == "infeasible");
 }
