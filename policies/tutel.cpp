@@ -45,7 +45,8 @@ ModeCost mode_costs(const ModeInputs& in) {
   const double E = in.experts, S = in.slots_per_gpu, r = in.sharded, G = in.gpus, L = in.layers;
   const double buffer_bytes = in.buffer_tokens * in.token_bytes;
   ModeCost c;
-  c.expert_bytes = 4.0 * buffer_bytes * (1.0 - S / E) + L * 2.0 * (r - 1.0) / r * S * in.expert_grad_bytes;
+  c.expert_bytes = 4.0 * buffer_bytes * (1.0 - S / E) +
+                   L * (r - 1.0) / r * S * (in.expert_weight_bytes + in.expert_grad_bytes);
   c.model_bytes = 4.0 * r * buffer_bytes * (1.0 - S / (E * r));
   c.data_bytes = L * (G - 1.0) / G * E * (in.expert_weight_bytes + in.expert_grad_bytes);
   return c;
@@ -173,10 +174,12 @@ class TutelPolicy final : public Policy {
   }
 
   [[nodiscard]] SyncPlan sync_plan(int, const Placement& current, const Placement&) override {
-    if (ran_mode_ == Mode::expert) return default_sync_plan(ctx_, current, false);
-    // Model and data mode: each holder owns 1/sharded of an expert's optimizer state (its
-    // shard); the shards need no reduction among themselves.
+    // Tutel stores an expert as shards over its holders (experts/ffn.py), each owning 1/sharded
+    // of the optimizer state. Expert mode gathers the shards before the experts run and
+    // reduce-scatters the gradients after: ZeRO over the holders, as default_sync_plan shards.
     SyncPlan plan = default_sync_plan(ctx_, current, true);
+    if (ran_mode_ == Mode::expert) return plan;
+    // Model and data mode: the shards compute apart and need no reduction among themselves.
     plan.grad_collectives.clear();
     plan.post_collectives.clear();
     plan.replica_allreduce = false;

@@ -45,8 +45,9 @@ struct ModeCost {
   double model_bytes = 0.0;
 };
 //   expert: 4 exchanges (dispatch, combine, their backward) of the buffer's share leaving the
-//           GPU, 1 - S/E, plus the ring all-reduce of its S experts' gradients over the sharded
-//           holders, 2 (sharded - 1) / sharded x S x grad bytes per layer;
+//           GPU, 1 - S/E, plus the all-gather of its S experts' weight shards and the
+//           reduce-scatter of their gradients over the sharded holders, (sharded - 1) / sharded
+//           x S x (weight + grad bytes) per layer;
 //   model:  4 exchanges of sharded copies of the buffer, the share leaving 1 - S / (E sharded);
 //   data:   the all-gather of every expert's weights and the reduce-scatter of their gradients
 //           over the group, (G - 1) / G x E x (weight + grad bytes) per layer.

@@ -129,7 +129,7 @@ TEST_CASE("tutel: the switch compares the bytes of each mode, by hand", "[tutel]
   in.expert_weight_bytes = 2000;
   in.expert_grad_bytes = 2000;
   tutel::ModeCost c = tutel::mode_costs(in);
-  // expert: 4 x 20000 x (1 - 1/2) + 2 x (1/2) x 1 x 2000 = 40000 + 2000
+  // expert: 4 x 20000 x (1 - 1/2) + (1/2) x 1 x (2000 + 2000) = 40000 + 2000
   CHECK(c.expert_bytes == Approx(42000.0));
   // model: 4 x 2 x 20000 x (1 - 1/4) = 120000
   CHECK(c.model_bytes == Approx(120000.0));
@@ -141,8 +141,9 @@ TEST_CASE("tutel: the switch compares the bytes of each mode, by hand", "[tutel]
   c = tutel::mode_costs(in);
   CHECK(c.expert_bytes == Approx(1'040'000.0));
   CHECK(tutel::cheapest(c) == tutel::Mode::model);
-  // Gradients of 50 kB: expert 40000 + 50000 = 90000 < model 120000 < data 1.575e6.
-  in.expert_grad_bytes = 50'000;
+  // Experts of 50 kB: expert 40000 + (1/2) x 1e5 = 90000 < model 120000 < data 150000.
+  in.expert_weight_bytes = in.expert_grad_bytes = 50'000;
+  CHECK(tutel::mode_costs(in).data_bytes == Approx(150000.0));
   CHECK(tutel::cheapest(tutel::mode_costs(in)) == tutel::Mode::expert);
   // One holder per expert: model equals expert on tokens and expert has nothing to reduce: a
   // tie, which keeps expert.
@@ -158,7 +159,14 @@ TEST_CASE("tutel: the switch compares the bytes of each mode, by hand", "[tutel]
   const Placement pl = w.policy->initial_placement();
   CHECK(testing::dispatch_checked(*w.policy, 0, counts, pl).exchange == ExchangeAlgorithm::flat);
   CHECK(w.policy->after_iteration(0, counts, pl).new_placement == false);
-  CHECK(w.policy->sync_plan(0, pl, pl).replica_allreduce);  // iteration 0 ran expert
+  // Iteration 0 ran expert: each expert's shards on its 2 holders (GPUs 0, 2 hold expert 0)
+  // reduce-scatter the gradients and all-gather the weights, 2000 B each.
+  const SyncPlan sp = w.policy->sync_plan(0, pl, pl);
+  CHECK_FALSE(sp.replica_allreduce);
+  REQUIRE(sp.grad_collectives.size() == 2);
+  CHECK(sp.grad_collectives[0].gpus == std::vector<int>{0, 2});
+  CHECK(sp.grad_collectives[0].bytes == 2000.0);
+  CHECK(sp.post_collectives.size() == 2);
   CHECK(testing::dispatch_checked(*w.policy, 0, counts, pl).exchange == ExchangeAlgorithm::none);
 }
 
