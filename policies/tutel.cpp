@@ -2,8 +2,8 @@
 // placement with Tutel's adaptive capacity (x > 0 fixed and padded, x = 0 dropless at the needed
 // maximum, x < 0 the needed maximum capped), a per-iteration switch of the MoE layer between
 // data, expert and model parallelism (the adaptive degree r), and optionally the 2D hierarchical
-// (2DH) all-to-all. The placement is static's (slot i holds expert i mod E, whole expert-parallel
-// groups), so an expert's `sharded` = G S / E holders are Tutel's sharded_count. What is
+// (2DH) all-to-all. The placement is static's (slot i holds expert i mod E), so an expert's
+// `sharded` = G S / E holders are Tutel's sharded_count. What is
 // reconstructed, and why, is in docs/policies-tutel.md.
 #include "policies/tutel.hpp"
 
@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "policies/registry.hpp"
@@ -83,13 +84,20 @@ class TutelPolicy final : public Policy {
     // (the overlap itself is the scenario's overlap.a2a_chunks).
     overlap_degree_ = p.get_int("a2a_ffn_overlap_degree", 1, 1, 1024);
     const int slots = ctx.gpus * ctx.slots_per_gpu;
-    if (slots < ctx.experts || slots % ctx.experts != 0 || ctx.experts % ctx.slots_per_gpu != 0) {
-      p.fail("", fmt::format("tutel needs whole expert-parallel groups: G x S = {} x {} a multiple of {} experts, "
-                             "and {} experts a multiple of placement.slots_per_gpu",
-                             ctx.gpus, ctx.slots_per_gpu, ctx.experts, ctx.experts));
+    if (slots < ctx.experts || ctx.slots_per_gpu > ctx.experts) {
+      p.fail("", fmt::format("tutel (static placement) needs at least one slot per expert and at most one slot per "
+                             "expert on a GPU: {} GPUs x {} slots for {} experts",
+                             ctx.gpus, ctx.slots_per_gpu, ctx.experts));
     }
     sharded_ = slots / ctx.experts;
-    group_gpus_ = ctx.gpus / sharded_;
+    // Model mode shards every expert over the same number of holders (one compute share).
+    model_ok_ = slots % ctx.experts == 0;
+    if (!model_ok_ && parallel_ == "model") {
+      p.fail("parallel", fmt::format("model needs every expert on the same number of holders: {} slots are not a "
+                                     "multiple of {} experts", slots, ctx.experts));
+    }
+    replica_slots_.assign(static_cast<std::size_t>(ctx.experts), {});
+    for (int slot = 0; slot < slots; ++slot) replica_slots_[static_cast<std::size_t>(slot % ctx.experts)].push_back(slot);
     // source: moe_layer.py routing(): alignment = sharded_count x a2a_ffn_overlap_degree, and
     // above 256 rounded up to a multiple of 128.
     alignment_ = static_cast<std::int64_t>(sharded_) * overlap_degree_;
@@ -122,8 +130,8 @@ class TutelPolicy final : public Policy {
     out.reset(G, slots);
     const std::int64_t cap = layer_capacity(counts, G);
     for (int src = 0; src < G; ++src) {
-      const int group = src / group_gpus_;
       for (int e = 0; e < E; ++e) {
+        const std::vector<int>& reps = replica_slots_[static_cast<std::size_t>(e)];
         const std::int64_t n = counts[static_cast<std::size_t>(src) * E + e];
         const std::int64_t acc = std::min(n, cap);
         out.routed += n;
@@ -133,13 +141,16 @@ class TutelPolicy final : public Policy {
           // Every holder gets the whole padded buffer and computes 1/r of the width; the accepted
           // assignments are split over them for the books (each counts once).
           for (int k = 0; k < r; ++k) {
-            const std::size_t idx = row + static_cast<std::size_t>(k * E + e);
+            const std::size_t idx = row + static_cast<std::size_t>(reps[static_cast<std::size_t>(k)]);
             out.buffered[idx] = cap;
             out.accepted[idx] = acc / r + (k < acc % r ? 1 : 0);
           }
         } else {
-          // Expert and data mode: the source's own group's copy (slot group * E + e holds e).
-          const std::size_t idx = row + static_cast<std::size_t>(group * E + e);
+          // Expert and data mode: static's rule, source src to replica floor(src r_e / G) of the
+          // expert's r_e, its own group's copy under whole groups.
+          const auto r_e = static_cast<std::int64_t>(reps.size());
+          const std::size_t idx =
+              row + static_cast<std::size_t>(reps[static_cast<std::size_t>(static_cast<std::int64_t>(src) * r_e / G)]);
           out.buffered[idx] = cap;  // padded buffer, whatever the real load
           out.accepted[idx] = acc;
         }
@@ -169,7 +180,9 @@ class TutelPolicy final : public Policy {
     in.layers = ctx_.moe_layers;
     in.expert_weight_bytes = ctx_.expert_weight_bytes;
     in.expert_grad_bytes = ctx_.expert_grad_bytes;
-    mode_ = tutel::cheapest(tutel::mode_costs(in));
+    tutel::ModeCost cost = tutel::mode_costs(in);
+    if (!model_ok_) cost.model_bytes = std::numeric_limits<double>::infinity();
+    mode_ = tutel::cheapest(cost);
     return {};
   }
 
@@ -205,7 +218,7 @@ class TutelPolicy final : public Policy {
             {"a2a_ffn_overlap_degree", overlap_degree_},
             {"sharded_count", sharded_},
             {"capacity_alignment", alignment_},
-            {"expert_parallel_group_gpus", group_gpus_}};
+            {"model_mode_possible", model_ok_}};
   }
 
  private:
@@ -213,8 +226,9 @@ class TutelPolicy final : public Policy {
   std::string parallel_ = "auto";
   bool use_2dh_ = false;
   std::int64_t overlap_degree_ = 1;
-  int sharded_ = 1;     // holders of each expert, G S / E (Tutel's sharded_count)
-  int group_gpus_ = 1;  // GPUs of a group holding every expert once
+  int sharded_ = 1;  // holders of each expert, floor(G S / E) (Tutel's sharded_count)
+  bool model_ok_ = true;  // every expert has `sharded` holders (G S a multiple of E)
+  std::vector<std::vector<int>> replica_slots_;  // [expert] -> its slots, ascending
   std::int64_t alignment_ = 1;
   Mode mode_ = Mode::expert;      // of the iteration being dispatched
   Mode ran_mode_ = Mode::expert;  // of the iteration after_iteration last closed

@@ -214,9 +214,15 @@ TEST_CASE("tutel: charged exchange time, flat and 2DH, by hand", "[tutel]") {
 }
 
 TEST_CASE("tutel: parameter errors", "[tutel]") {
-  // 3 experts on 2 x 2 single-slot GPUs: 4 slots are not a multiple of 3.
+  // 3 experts on 2 x 2 single-slot GPUs: 4 slots are not a multiple of 3, so expert 0 has two
+  // holders and the others one: no model mode, the rest runs.
   testing::PolicyWorld w(2, 2, 1, 3, 1, 100);
-  CHECK_THROWS_WITH(w.build("{name: tutel}"), Catch::Contains("whole expert-parallel groups"));
+  CHECK_THROWS_WITH(w.build("{name: tutel, parallel: model}"), Catch::Contains("same number of holders"));
+  w.build("{name: tutel}");
+  CHECK(w.policy->parameters()["model_mode_possible"] == false);
+  // 5 experts on 4 slots: one has no slot.
+  testing::PolicyWorld u(2, 2, 1, 5, 1, 100);
+  CHECK_THROWS_WITH(u.build("{name: tutel}"), Catch::Contains("at least one slot per expert"));
   testing::PolicyWorld v(2, 2, 1, 2, 1, 100);
   CHECK_THROWS(v.build("{name: tutel, parallel: pipeline}"));
 }
