@@ -1,5 +1,7 @@
 #include "sim/iteration.hpp"
 
+#include "sim/exchange.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -20,7 +22,9 @@ std::vector<double> dispatch_byte_matrix(const LayerDispatch& d, int slots_per_g
   for (int src = 0; src < g; ++src)
     for (int sl = 0; sl < d.num_slots; ++sl) {
       const std::int64_t n = d.buffered[static_cast<std::size_t>(src) * d.num_slots + sl];
-      if (n != 0) bytes[static_cast<std::size_t>(src) * g + sl / slots_per_gpu] += static_cast<double>(n) * token_bytes;
+      // ExchangeAlgorithm::none: the source computes its own assignments, nothing leaves it.
+      const int dst = d.exchange == ExchangeAlgorithm::none ? src : sl / slots_per_gpu;
+      if (n != 0) bytes[static_cast<std::size_t>(src) * g + dst] += static_cast<double>(n) * token_bytes;
     }
   return bytes;
 }
@@ -266,9 +270,10 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
         std::int64_t* to = pair_copies.data() + static_cast<std::size_t>(src) * d.gpus;
         for (int sl0 = 0, dst = 0; sl0 < d.num_slots; sl0 += S, ++dst) {
           const int sl1 = std::min(sl0 + S, d.num_slots);
-          std::int64_t sum = to[dst];
+          const int at = d.exchange == ExchangeAlgorithm::none ? src : dst;  // none: stays on its source
+          std::int64_t sum = to[at];
           for (int sl = sl0; sl < sl1; ++sl) sum += row[sl];
-          to[dst] = sum;
+          to[at] = sum;
         }
       }
       for (std::int64_t c : pair_copies) most_copies = std::max(most_copies, c);
@@ -303,13 +308,17 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
             if (a != b2) sent += b[static_cast<std::size_t>(a) * ep + b2];
         return sent;
       };
+      // The policy's exchange algorithm; the scenario's hierarchical route replaces flat and two_level.
+      const ExchangeAlgorithm algo =
+          dispatch_.hierarchical && d.exchange != ExchangeAlgorithm::none ? ExchangeAlgorithm::flat : d.exchange;
+      const int gpn = cluster_.spec().gpus_per_node;
       const std::vector<double> bytes = exchange(combine_token_bytes_);
-      lc.combine_ns.push_back(network_.all_to_all_v(bytes, members));
+      lc.combine_ns.push_back(exchange_ns(network_, algo, bytes, members, gpn));
       lc.combine_bytes.push_back(sent_of(bytes));
       if (record_) lc.combine_peer_bytes.push_back(bytes);
       if (dispatch_token_bytes_ != combine_token_bytes_) {
         const std::vector<double> fp8 = exchange(dispatch_token_bytes_);
-        lc.dispatch_ns.push_back(network_.all_to_all_v(fp8, members));
+        lc.dispatch_ns.push_back(exchange_ns(network_, algo, fp8, members, gpn));
         lc.dispatch_bytes.push_back(sent_of(fp8));
         if (record_) lc.dispatch_peer_bytes.push_back(fp8);
       } else {
@@ -346,7 +355,7 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
         auto chunk_ns = [&](double token_bytes) {
           std::vector<double> b = exchange(token_bytes);
           for (double& x : b) x /= chunks;
-          return network_.all_to_all_v(b, members);
+          return exchange_ns(network_, algo, b, members, gpn);
         };
         lc.combine_chunk_ns.push_back(chunk_ns(combine_token_bytes_));
         lc.dispatch_chunk_ns.push_back(dispatch_token_bytes_ != combine_token_bytes_ ? chunk_ns(dispatch_token_bytes_)
@@ -360,7 +369,11 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       }
       std::vector<std::int64_t> slot_tokens(slots, 0);
       for (int src = 0; src < d.gpus; ++src)
-        for (int sl = 0; sl < slots; ++sl) slot_tokens[sl] += d.buffered[static_cast<std::size_t>(src) * slots + sl];
+        for (int sl = 0; sl < slots; ++sl)
+          slot_tokens[d.exchange == ExchangeAlgorithm::none ? src * S : sl] += d.buffered[static_cast<std::size_t>(src) * slots + sl];
+      // A model-parallel shard computes its part of the width on every token: fewer tokens' worth.
+      if (d.compute_share != 1.0)
+        for (std::int64_t& n : slot_tokens) n = static_cast<std::int64_t>(std::ceil(static_cast<double>(n) * d.compute_share));
       std::int64_t max_tokens = 0, sum_tokens = 0;
       for (int j = 0; j < ep; ++j) {
         std::int64_t gpu_tokens = 0;

@@ -31,6 +31,16 @@ struct Placement {
   [[nodiscard]] std::vector<int> replicas(int layer, int expert) const;
 };
 
+// How a layer's tokens travel to the slots that compute them (a policy's choice per layer and
+// iteration; LayerDispatch::exchange).
+enum class ExchangeAlgorithm : std::uint8_t {
+  flat,       // one all-to-all-v over the expert-parallel group
+  two_level,  // an intra-node all-to-all to the GPU of the destination's local index, then an
+              // inter-node all-to-all between GPUs of one local index, messages aggregated per node
+  none,       // no exchange: every source computes its own buffered assignments (data parallelism;
+              // the policy's SyncPlan gathers the weights it needs)
+};
+
 // How one MoE layer's tokens were dispatched. Index [src * num_slots + slot].
 struct LayerDispatch {
   int gpus = 0;
@@ -56,7 +66,17 @@ struct LayerDispatch {
     routed = 0;
     dropped = 0;
     tokens_follow = false;
+    exchange = ExchangeAlgorithm::flat;
+    compute_share = 1.0;
   }
+
+  // How the exchange runs. The scenario's dispatch.hierarchical, when set, replaces flat and
+  // two_level alike (it has its own two-stage route).
+  ExchangeAlgorithm exchange = ExchangeAlgorithm::flat;
+  // The part of an expert's FFN width a slot computes for each buffered assignment: 1 = the whole
+  // expert; 1/r when r slots each hold a 1/r shard and every shard sees every token (model
+  // parallelism: the combine sums the partial outputs).
+  double compute_share = 1.0;
 };
 
 // One MoE layer's dispatch in each expert-parallel group of its pipeline stage ([group]), each
