@@ -49,6 +49,8 @@ class StagedPolicy {
     Placement placement;
     PolicyDecision decision;
     IterationCounts counts;         // summed over the stage's expert-parallel groups
+    Placement run_on;               // this iteration's, when the policy planned in it
+    bool in_iteration = false;      // Policy::plan_in_iteration said so
   };
   void rebuild_placement();
 
