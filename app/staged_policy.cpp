@@ -2,9 +2,51 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "policies/registry.hpp"
 
 namespace moesim {
+
+namespace {
+
+// Stage `st`'s per-micro-batch work (SyncPlan::micro_batch_*, over its group's GPUs and its
+// MoE layers) in every expert-parallel group of the stage, by global GPU and MoE layer: each
+// group exchanges and decides on its own GPUs, and moves its 1/etp shard (as add_movements).
+void add_micro_batch_work(const GroupPlanMap& map, const LayoutGroups& groups, int st, const std::vector<int>& layers,
+                          std::size_t moe_layers, const SyncPlan& local, SyncPlan& global) {
+  if (local.micro_batch_collectives.empty() && local.micro_batch_decision_ns.empty() &&
+      local.micro_batch_transfers.empty())
+    return;
+  global.micro_batch_collectives.resize(moe_layers);
+  global.micro_batch_decision_ns.resize(moe_layers);
+  global.micro_batch_transfers.resize(moe_layers);
+  const int copies = groups.ep_groups_per_stage(), etp = groups.layout().expert_tensor;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const auto l = static_cast<std::size_t>(layers[i]);
+    for (int k = 0; k < copies; ++k) {
+      if (i < local.micro_batch_collectives.size())
+        for (const CollectiveOp& op : local.micro_batch_collectives[i]) {
+          CollectiveOp g = op;
+          for (int& r : g.gpus) r = map.global_gpu(st, k, r);
+          std::sort(g.gpus.begin(), g.gpus.end());
+          global.micro_batch_collectives[l].push_back(std::move(g));
+        }
+      if (i < local.micro_batch_decision_ns.size() && !local.micro_batch_decision_ns[i].empty()) {
+        std::vector<TimeNs>& d = global.micro_batch_decision_ns[l];
+        d.resize(static_cast<std::size_t>(groups.gpus()), 0);
+        for (std::size_t j = 0; j < local.micro_batch_decision_ns[i].size(); ++j)
+          d[static_cast<std::size_t>(map.global_gpu(st, k, static_cast<int>(j)))] = local.micro_batch_decision_ns[i][j];
+      }
+      if (i < local.micro_batch_transfers.size())
+        for (const Transfer& t : local.micro_batch_transfers[i])
+          global.micro_batch_transfers[l].push_back(
+              Transfer{map.endpoint(st, k, t.src), map.endpoint(st, k, t.dst), t.bytes / etp});
+    }
+  }
+}
+
+}  // namespace
 
 std::int64_t tokens_per_source(const Scenario& s) {
   return s.model.tokens_per_gpu() * s.layout.micro_batches / s.layout.tensor;
@@ -68,7 +110,8 @@ void StagedPolicy::begin() {
 
 void StagedPolicy::rebuild_placement() {
   if (flat_) {
-    placement_ = stages_.front().placement;
+    const Stage& x = stages_.front();
+    placement_ = x.in_iteration ? x.run_on : x.placement;
     return;
   }
   placement_.gpus = groups_.layout().expert;
@@ -76,39 +119,57 @@ void StagedPolicy::rebuild_placement() {
   placement_.expert_of_slot.assign(dispatch_.size(), {});
   for (const Stage& x : stages_)
     for (std::size_t i = 0; i < x.moe_layers.size(); ++i)
-      placement_.expert_of_slot[static_cast<std::size_t>(x.moe_layers[i])] = x.placement.expert_of_slot[i];
+      placement_.expert_of_slot[static_cast<std::size_t>(x.moe_layers[i])] =
+          (x.in_iteration ? x.run_on : x.placement).expert_of_slot[i];
 }
 
 void StagedPolicy::plan(int it, const IterationCounts& counts) {
   if (flat_) {
     Stage& x = stages_.front();
-    for (int l = 0; l < x.ctx.moe_layers; ++l) x.policy->dispatch(l, counts.layer_ptr(l), x.placement, dispatch_[l][0]);
+    x.in_iteration = x.policy->plan_in_iteration(it, counts, x.placement, x.run_on);
+    if (x.in_iteration) rebuild_placement();
+    const Placement& current = x.in_iteration ? x.run_on : x.placement;
+    for (int l = 0; l < x.ctx.moe_layers; ++l) x.policy->dispatch(l, counts.layer_ptr(l), current, dispatch_[l][0]);
     // The policy sees this iteration's counts and decides the next placement; the sync plan
     // says how this iteration's gradients and weights flow (possibly to the new placement).
-    x.decision = x.policy->after_iteration(it, counts, x.placement);
+    x.decision = x.policy->after_iteration(it, counts, current);
     const Placement& next = x.decision.new_placement ? x.decision.placement : x.placement;
-    sync_ = x.policy->sync_plan(it, x.placement, next);
+    sync_ = x.policy->sync_plan(it, current, next);
     return;
   }
   const int ep = groups_.layout().expert, copies = groups_.ep_groups_per_stage(), E = s_.model.experts;
   sync_ = SyncPlan{};
+  bool in_iteration = false;
   for (std::size_t st = 0; st < stages_.size(); ++st) {
     Stage& x = stages_[st];
     x.counts.reset(TraceShape{static_cast<int>(x.moe_layers.size()), ep, E});
     for (std::size_t i = 0; i < x.moe_layers.size(); ++i) {
-      const int l = x.moe_layers[i];
-      const std::int64_t* c = counts.layer_ptr(l);
+      const std::int64_t* c = counts.layer_ptr(x.moe_layers[i]);
       for (int k = 0; k < copies; ++k) {
         const std::int64_t* group = c + static_cast<std::size_t>(k) * ep * E;
-        x.policy->dispatch(static_cast<int>(i), group, x.placement, dispatch_[static_cast<std::size_t>(l)][static_cast<std::size_t>(k)]);
         for (int j = 0; j < ep; ++j)
           for (int e = 0; e < E; ++e) x.counts.at(static_cast<int>(i), j, e) += group[static_cast<std::size_t>(j) * E + e];
       }
     }
-    x.decision = x.policy->after_iteration(it, x.counts, x.placement);
+    // A plan inside the iteration sees the stage's counts summed over its groups, as
+    // after_iteration does: the placement is the same in every group.
+    x.in_iteration = x.policy->plan_in_iteration(it, x.counts, x.placement, x.run_on);
+    in_iteration = in_iteration || x.in_iteration;
+    const Placement& current = x.in_iteration ? x.run_on : x.placement;
+    for (std::size_t i = 0; i < x.moe_layers.size(); ++i) {
+      const int l = x.moe_layers[i];
+      const std::int64_t* c = counts.layer_ptr(l);
+      for (int k = 0; k < copies; ++k)
+        x.policy->dispatch(static_cast<int>(i), c + static_cast<std::size_t>(k) * ep * E, current,
+                           dispatch_[static_cast<std::size_t>(l)][static_cast<std::size_t>(k)]);
+    }
+    x.decision = x.policy->after_iteration(it, x.counts, current);
     const Placement& next = x.decision.new_placement ? x.decision.placement : x.placement;
-    map_.add_sync(static_cast<int>(st), x.policy->sync_plan(it, x.placement, next), sync_);
+    const SyncPlan local = x.policy->sync_plan(it, current, next);
+    map_.add_sync(static_cast<int>(st), local, sync_);
+    add_micro_batch_work(map_, groups_, static_cast<int>(st), x.moe_layers, dispatch_.size(), local, sync_);
   }
+  if (in_iteration) rebuild_placement();
 }
 
 void StagedPolicy::commit() {
@@ -116,6 +177,8 @@ void StagedPolicy::commit() {
   pending_.clear();
   for (std::size_t st = 0; st < stages_.size(); ++st) {
     Stage& x = stages_[st];
+    changed = changed || x.in_iteration;  // back to the placement the policy keeps
+    x.in_iteration = false;
     if (x.decision.new_placement) {
       x.placement = std::move(x.decision.placement);
       changed = true;

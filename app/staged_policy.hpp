@@ -53,6 +53,8 @@ class StagedPolicy {
     PolicyDecision decision;
     IterationCounts counts;         // summed over the stage's expert-parallel groups
     CrossLayerPairs cross_layer;    // over the stage's MoE layers (consecutive ones)
+    Placement run_on;               // this iteration's, when the policy planned in it
+    bool in_iteration = false;      // Policy::plan_in_iteration said so
   };
   void rebuild_placement();
 

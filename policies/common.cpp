@@ -268,6 +268,35 @@ std::vector<Movement> placement_moves(const PolicyContext& ctx, const Placement&
   return out;
 }
 
+Placement owned_placement(const PolicyContext& ctx, int owned) {
+  Placement pl;
+  pl.gpus = ctx.gpus;
+  pl.slots_per_gpu = ctx.slots_per_gpu;
+  std::vector<int> layout(static_cast<std::size_t>(pl.num_slots()), -1);
+  for (int g = 0; g < ctx.gpus; ++g)
+    for (int j = 0; j < owned; ++j) layout[static_cast<std::size_t>(g) * pl.slots_per_gpu + j] = g * owned + j;
+  pl.expert_of_slot.assign(static_cast<std::size_t>(ctx.moe_layers), layout);
+  return pl;
+}
+
+SyncPlan owner_sync_plan(const PolicyContext& ctx, const Placement& current, int owned) {
+  const int S = current.slots_per_gpu;
+  Placement owners = current;
+  for (auto& layout : owners.expert_of_slot)
+    for (int sl = 0; sl < owners.num_slots(); ++sl)
+      if (sl % S >= owned) layout[static_cast<std::size_t>(sl)] = -1;
+  SyncPlan plan = default_sync_plan(ctx, owners, false);
+  plan.replica_allreduce = false;
+  for (const auto& layout : current.expert_of_slot)
+    for (int sl = 0; sl < current.num_slots(); ++sl) {
+      const int e = layout[static_cast<std::size_t>(sl)];
+      if (sl % S < owned || e < 0) continue;
+      plan.gradient_transfers.push_back(
+          Transfer{Endpoint{false, sl / S}, Endpoint{false, e / owned}, ctx.expert_grad_bytes});
+    }
+  return plan;
+}
+
 void record_loads(const PolicyContext& ctx, const IterationCounts& counts, std::int64_t window,
                   LoadHistory& history) {
   for (int l = 0; l < ctx.moe_layers; ++l) {

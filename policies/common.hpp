@@ -64,6 +64,14 @@ void dispatch_even(const Placement& p, int layer, int experts, const std::int64_
 [[nodiscard]] std::vector<Movement> placement_moves(const PolicyContext& ctx, const Placement& from,
                                                     const Placement& to, bool with_optimizer, bool blocking);
 
+// Owner-and-copies layouts (prophet, ultraep): GPU g owns experts [g * owned, (g + 1) * owned)
+// in its first `owned` slots and keeps their optimizer state; its other slots hold temporary
+// copies. The placement with every expert in its owner's slots and the copy slots empty.
+[[nodiscard]] Placement owned_placement(const PolicyContext& ctx, int owned);
+// The sync plan of such a layout: the owners' optimizer, no replica all-reduce (a copy has no
+// optimizer of its own), and every copy slot of `current` sends its gradients to the owner.
+[[nodiscard]] SyncPlan owner_sync_plan(const PolicyContext& ctx, const Placement& current, int owned);
+
 // Tokens per expert of one layer, summed over sources.
 [[nodiscard]] std::vector<std::int64_t> expert_loads(const std::int64_t* counts, int gpus, int experts);
 // The same into `out[0, experts)`, for callers that reuse a buffer.

@@ -66,16 +66,7 @@ class ProphetPolicy final : public Policy {
 
   [[nodiscard]] std::string name() const override { return "prophet"; }
 
-  [[nodiscard]] Placement initial_placement() override {
-    Placement pl;
-    pl.gpus = ctx_.gpus;
-    pl.slots_per_gpu = ctx_.slots_per_gpu;
-    std::vector<int> layout(pl.num_slots(), -1);
-    for (int g = 0; g < ctx_.gpus; ++g)
-      for (int j = 0; j < base_; ++j) layout[static_cast<std::size_t>(g) * pl.slots_per_gpu + j] = g * base_ + j;
-    pl.expert_of_slot.assign(ctx_.moe_layers, layout);
-    return pl;
-  }
+  [[nodiscard]] Placement initial_placement() override { return owned_placement(ctx_, base_); }
 
   void dispatch(int layer, const std::int64_t* counts, const Placement& pl, LayerDispatch& out) override {
     const int G = pl.gpus, S = pl.slots_per_gpu, slots = pl.num_slots(), E = ctx_.experts;
@@ -137,21 +128,7 @@ class ProphetPolicy final : public Policy {
   // Owners keep every expert's optimizer state; copies send their gradients to the owner. No
   // replica all-reduce: the copies are not replicas with their own optimizer.
   [[nodiscard]] SyncPlan sync_plan(int, const Placement& current, const Placement&) override {
-    const int S = current.slots_per_gpu;
-    Placement owners = current;
-    for (auto& layout : owners.expert_of_slot)
-      for (int sl = 0; sl < owners.num_slots(); ++sl)
-        if (sl % S >= base_) layout[sl] = -1;
-    SyncPlan plan = default_sync_plan(ctx_, owners, false);
-    plan.replica_allreduce = false;
-    for (const auto& layout : current.expert_of_slot)
-      for (int sl = 0; sl < current.num_slots(); ++sl) {
-        const int e = layout[sl];
-        if (sl % S < base_ || e < 0) continue;
-        plan.gradient_transfers.push_back(Transfer{Endpoint{false, sl / S}, Endpoint{false, owner(e)},
-                                                   ctx_.expert_grad_bytes});
-      }
-    return plan;
+    return owner_sync_plan(ctx_, current, base_);
   }
 
   [[nodiscard]] nlohmann::json parameters() const override {

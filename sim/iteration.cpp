@@ -217,6 +217,8 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   for (int k = 0; k < 2 * M * P * V; ++k) (void)programs_.new_team_message();  // message_id's
   labels_.clear();
   label("wait for slower GPUs");  // label 0: the waits at collectives
+  micro_sync_ = &sync;  // add_forward charges its per-micro-batch work
+  micro_work_ns_.clear();
   const int S = placement.slots_per_gpu;
   const int slots = placement.num_slots();
 

@@ -219,6 +219,12 @@ class IterationModel {
   // network, and the same replica groups recur. Cleared when it grows past a bound.
   std::map<std::tuple<int, double, std::vector<int>>, TimeNs> collective_memo_;
   Programs programs_;
+
+  // The policy's work in every micro-batch before MoE layer `moe_layer`'s dispatch
+  // (SyncPlan::micro_batch_*), on the GPUs of `stage`.
+  void add_micro_batch_work(int stage, int moe_layer, IterationResult& res);
+  const SyncPlan* micro_sync_ = nullptr;            // the running iteration's plan
+  std::vector<std::vector<TimeNs>> micro_work_ns_;  // [MoE layer][GPU]: its decision and transfer time
 };
 
 }  // namespace moesim

@@ -266,6 +266,42 @@ void IterationModel::add_overlapped_grad_bucket(int st, double params, Iteration
   programs_.team_collective(comm_team_[s], dp_part_[s], ns, Phase::GradSync);
 }
 
+void IterationModel::add_micro_batch_work(int st, int moe_layer, IterationResult& res) {
+  if (micro_sync_ == nullptr) return;
+  const SyncPlan& sync = *micro_sync_;
+  const auto l = static_cast<std::size_t>(moe_layer);
+  const auto at = [l](const auto& v) { return l < v.size() ? &v[l] : nullptr; };
+  const auto* ops = at(sync.micro_batch_collectives);
+  const auto* decision = at(sync.micro_batch_decision_ns);
+  const auto* moves = at(sync.micro_batch_transfers);
+  if ((ops == nullptr || ops->empty()) && (decision == nullptr || decision->empty()) &&
+      (moves == nullptr || moves->empty()))
+    return;
+  if (record_) label(fmt::format("policy work before MoE layer {}'s dispatch", moe_layer_ids_[l]));
+  if (ops != nullptr)
+    for (const CollectiveOp& op : *ops) {
+      if (op.gpus.size() < 2) continue;
+      note(op.kind, op.bytes);
+      programs_.add_collective(op.gpus, collective_ns(op.kind, op.bytes, op.gpus), Phase::Movement);
+      res.moved_bytes += op.bytes;
+    }
+  // The same decision and transfers in every micro-batch: their time per GPU once an iteration.
+  if (micro_work_ns_.size() <= l) micro_work_ns_.resize(moe_layer_ids_.size());
+  std::vector<TimeNs>& work = micro_work_ns_[l];
+  if (work.empty()) {
+    work.assign(static_cast<std::size_t>(gpus_), 0);
+    if (moves != nullptr && !moves->empty()) work = network_.transfers(*moves);
+    if (decision != nullptr)
+      for (std::size_t g = 0; g < decision->size() && g < work.size(); ++g) work[g] += (*decision)[g];
+  }
+  if (moves != nullptr)
+    for (const Transfer& t : *moves) res.moved_bytes += t.bytes;
+  const int Gs = groups_.gpus_per_stage();
+  const std::vector<TimeNs> stage_work(work.begin() + static_cast<std::ptrdiff_t>(st) * Gs,
+                                       work.begin() + static_cast<std::ptrdiff_t>(st + 1) * Gs);
+  add_stage(st, Phase::Movement, stage_work, 1);
+}
+
 void IterationModel::add_forward(int st, int chunk, int mb, const std::vector<LayerCost>& cost, IterationResult& res) {
   const int P = groups_.stages(), M = layout_.micro_batches;
   const int vs = chunk * P + st, last = P * layout_.virtual_stages - 1;
@@ -308,6 +344,7 @@ void IterationModel::add_forward(int st, int chunk, int mb, const std::vector<La
     const LayerCost& lc = cost[static_cast<std::size_t>(moe_index_[static_cast<std::size_t>(layer)])];
     tag("forward gate and shared experts", layer);
     add_stage(st, Phase::Compute, gate_fwd_ns_ + shared_expert_fwd_ns_);
+    add_micro_batch_work(st, moe_index_[static_cast<std::size_t>(layer)], res);
     add_moe_block(st, layer, mb, lc, true, res);
   }
   if (vs == last) {

@@ -132,6 +132,12 @@ struct SyncPlan {
   std::vector<Transfer> weight_transfers;
   // The policy's own decision time on each GPU, charged on the critical path as movement.
   std::vector<TimeNs> decision_ns;  // [gpu]; empty = none
+  // Work repeated in every micro-batch of MoE layer l ([l]) right after its gate, before its
+  // dispatch all-to-all: what a policy planning from each micro-batch's own counts does (e.g.
+  // temporary copies of hot experts). Charged in this order; empty = none.
+  std::vector<std::vector<CollectiveOp>> micro_batch_collectives;  // e.g. all-gather of the counts
+  std::vector<std::vector<TimeNs>> micro_batch_decision_ns;        // [l][gpu]
+  std::vector<std::vector<Transfer>> micro_batch_transfers;        // e.g. the copies' weights
 
   void resize(int gpus, int nodes) {
     gpu_optimizer_params.assign(gpus, 0.0);
@@ -186,6 +192,14 @@ class Policy {
   // decision produced `next` (equal to `current` when nothing changed). Called after
   // after_iteration. Default: default_sync_plan(ctx, current, false).
   [[nodiscard]] virtual SyncPlan sync_plan(int iteration, const Placement& current, const Placement& next);
+  // Called before iteration `iteration`'s MoE layers are dispatched, with its own counts: a
+  // policy planning inside the iteration (no lag) sets `run_on` to the placement the iteration
+  // runs on and returns true; dispatch, after_iteration and sync_plan then get `run_on` as the
+  // current placement. Default: false (the iteration runs on `current`).
+  [[nodiscard]] virtual bool plan_in_iteration(int /*iteration*/, const IterationCounts& /*counts*/,
+                                               const Placement& /*current*/, Placement& /*run_on*/) {
+    return false;
+  }
   // Every parameter, defaults filled in (for summary.json).
   [[nodiscard]] virtual nlohmann::json parameters() const = 0;
 
