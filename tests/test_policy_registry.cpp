@@ -4,6 +4,11 @@
 // (python/tests/test_policies.py).
 #include <catch2/catch.hpp>
 
+#include <fstream>
+#include <set>
+#include <string>
+
+#include "app/scenario.hpp"
 #include "error_fixture.hpp"
 #include "policies/registry.hpp"
 
@@ -42,4 +47,20 @@ TEST_CASE("registry: an unknown name lists the registered policies", "[registry]
   const Cfg cfg(n, "s.yaml", "policies[0]");
   CHECK_THAT(input_error([&] { (void)find_policy("nosuch", cfg, "name"); }),
              Catch::Contains("unknown policy 'nosuch'; registered policies: static, eplb, symi"));
+}
+
+TEST_CASE("registry: scenarios/all-policies.yaml names every line of policies/list.inc", "[registry][scenario]") {
+  std::ifstream in(std::string(MOESIM_SOURCE_DIR) + "/policies/list.inc");
+  REQUIRE(in);
+  std::set<std::string> listed;
+  std::string line;
+  const std::string tag = "MOESIM_POLICY(";
+  while (std::getline(in, line))
+    if (line.rfind(tag, 0) == 0) listed.insert(line.substr(tag.size(), line.find(')') - tag.size()));
+  REQUIRE(listed.size() >= 20);
+  const Scenario s = load_scenario(std::string(MOESIM_SOURCE_DIR) + "/scenarios/all-policies.yaml", {}, std::nullopt);
+  std::set<std::string> named_in_scenario;
+  for (const PolicyEntry& e : s.policies) named_in_scenario.insert(e.name);
+  CHECK(named_in_scenario == listed);
+  CHECK(s.policies.size() == listed.size());  // each once
 }
