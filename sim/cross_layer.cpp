@@ -1,5 +1,7 @@
 #include "sim/cross_layer.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 
 namespace moesim {
@@ -32,25 +34,41 @@ std::vector<double> reconcile_pairs(const std::vector<double>& pairs, const std:
     if (s <= 0.0)
       for (std::size_t a = 0; a < E; ++a) j[a * E + b] = rows[a];
   }
-  auto scale_rows = [&] {
+  // The fitted matrix is diag(x) W diag(y): alternate x (rows exact) and y (columns exact) by
+  // matrix-vector products until the columns are within 1e-6 of their targets with x fresh (the
+  // same inputs stop at the same sweep, so results stay bit-identical), at most 50 sweeps.
+  std::vector<double> x(E, 0.0), y(E, 0.0), t(E);
+  for (std::size_t b = 0; b < E; ++b) y[b] = col[b] > 0.0 ? 1.0 : 0.0;
+  auto fit_rows = [&] {
     for (std::size_t a = 0; a < E; ++a) {
+      if (rows[a] <= 0.0) {
+        x[a] = 0.0;
+        continue;
+      }
       double s = 0.0;
-      for (std::size_t b = 0; b < E; ++b) s += j[a * E + b];
-      if (s > 0.0)
-        for (std::size_t b = 0; b < E; ++b) j[a * E + b] *= rows[a] / s;
+      const double* w = j.data() + a * E;
+      for (std::size_t b = 0; b < E; ++b) s += w[b] * y[b];
+      x[a] = s > 0.0 ? rows[a] / s : 0.0;
     }
   };
   constexpr int kSweeps = 50;
   for (int sweep = 0; sweep < kSweeps; ++sweep) {
-    scale_rows();
-    for (std::size_t b = 0; b < E; ++b) {
-      double s = 0.0;
-      for (std::size_t a = 0; a < E; ++a) s += j[a * E + b];
-      if (s > 0.0)
-        for (std::size_t a = 0; a < E; ++a) j[a * E + b] *= col[b] / s;
+    fit_rows();
+    std::fill(t.begin(), t.end(), 0.0);
+    for (std::size_t a = 0; a < E; ++a) {
+      if (x[a] == 0.0) continue;
+      const double* w = j.data() + a * E;
+      for (std::size_t b = 0; b < E; ++b) t[b] += x[a] * w[b];
     }
+    double worst = 0.0;
+    for (std::size_t b = 0; b < E; ++b)
+      if (t[b] > 0.0 && y[b] > 0.0) worst = std::max(worst, std::abs(col[b] / (y[b] * t[b]) - 1.0));
+    if (worst < 1e-6) break;
+    for (std::size_t b = 0; b < E; ++b) y[b] = t[b] > 0.0 ? col[b] / t[b] : 0.0;
   }
-  scale_rows();
+  fit_rows();
+  for (std::size_t a = 0; a < E; ++a)
+    for (std::size_t b = 0; b < E; ++b) j[a * E + b] *= x[a] * y[b];
   return j;
 }
 

@@ -12,8 +12,8 @@
 namespace moesim {
 
 // Scales the non-negative E x E matrix `pairs` so that its row sums are `rows` and its column
-// sums `cols` (iterative proportional fitting, a fixed 50 sweeps so results are bit-identical;
-// ending on the rows, which are then exact). `cols` is first rescaled to the total of `rows`.
+// sums `cols` (iterative proportional fitting until the columns are within 1e-6 of their targets
+// or 50 sweeps, ending on the rows, which are then exact). `cols` is first rescaled to the total of `rows`.
 // A row (column) with a target but no weight where the other side has targets gets the other
 // side's targets as its weights (no recorded affinity: independent choices).
 [[nodiscard]] std::vector<double> reconcile_pairs(const std::vector<double>& pairs, const std::vector<double>& rows,
