@@ -113,6 +113,18 @@ inline std::string lower(std::string_view s) {
   return r;
 }
 
+// The header of a long CSV, its column names lower-cased; `line` is left on it. An empty file
+// is an error saying which columns were `expected`.
+inline std::vector<std::string> read_header(LineReader& r, const std::string& path, std::string_view expected,
+                                            std::string_view& line) {
+  if (!r.next(line)) fail(at_line(path, r.line() + 1), fmt::format("the file is empty; expected a header with {}", expected));
+  std::vector<std::string_view> f;
+  split(line, f);
+  std::vector<std::string> columns;
+  for (auto x : f) columns.push_back(lower(x));
+  return columns;
+}
+
 // ---------------------------------------------------------------------------------------------
 // In-memory count matrices (JSON, CSV, long CSV): these files are small and must be parsed whole
 // ---------------------------------------------------------------------------------------------

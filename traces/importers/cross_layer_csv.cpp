@@ -17,12 +17,8 @@ using namespace importers;
 CrossLayerPairs load_cross_layer_csv(const std::string& path, const CrossLayerCsvOptions& opt) {
   LineReader r(path);
   std::string_view line;
-  if (!r.next(line))
-    fail(at_line(path, r.line() + 1), "the file is empty; expected a header with layer,next_layer,expert,next_expert,count");
+  const std::vector<std::string> columns = read_header(r, path, "layer,next_layer,expert,next_expert,count", line);
   std::vector<std::string_view> f;
-  split(line, f);
-  std::vector<std::string> columns;
-  for (auto x : f) columns.push_back(lower(x));
   const auto find = [&](std::string_view name) {
     const auto it = std::find(columns.begin(), columns.end(), name);
     if (it == columns.end())
