@@ -13,6 +13,7 @@
 
 #include "app/runner.hpp"
 #include "core/error.hpp"
+#include "core/strings.hpp"
 
 namespace moesim {
 
@@ -68,11 +69,6 @@ using Eigen::VectorXd;
 // The shortest text that reads back as the same double: the --set values and the overlay agree.
 std::string exact(double v) { return fmt::format("{}", v); }
 
-std::string join(const std::vector<std::string>& v, const char* sep) {
-  std::string out;
-  for (const std::string& s : v) out += (out.empty() ? "" : sep) + s;
-  return out;
-}
 
 class Evaluator {
  public:

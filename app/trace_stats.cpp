@@ -54,7 +54,7 @@ po::options_description options() {
   return d;
 }
 
-TraceShape parse_shape(const std::string& text) {
+TraceShape parse_stats_shape(const std::string& text) {
   int v[3] = {0, 0, 0};
   std::size_t start = 0;
   for (int i = 0; i < 3; ++i) {
@@ -100,7 +100,7 @@ int cmd_trace_stats(const std::vector<std::string>& args) {
   if (!vm.count("trace")) {
     throw InputError("moesim trace stats: missing TRACE (see moesim trace stats --help)");
   }
-  const TraceShape shape = vm.count("shape") ? parse_shape(vm["shape"].as<std::string>()) : TraceShape{};
+  const TraceShape shape = vm.count("shape") ? parse_stats_shape(vm["shape"].as<std::string>()) : TraceShape{};
   StatsInput in = open_stats_input(vm["trace"].as<std::string>(), shape, file_formats());
   TraceStatsOptions o;
   o.hot_k = vm.count("top") ? vm["top"].as<int>() : default_hot_k(in.source->shape().experts, in.top_k);

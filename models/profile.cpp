@@ -13,6 +13,7 @@
 #include "models/embedded.hpp"
 #include "core/config.hpp"
 #include "core/error.hpp"
+#include "core/strings.hpp"
 
 namespace moesim {
 namespace {
@@ -26,11 +27,6 @@ bool answers_gemm(const std::string& kernel) {
   return kernel == "gemm" || kernel == "batched_gemm" || kernel == "grouped_gemm";
 }
 
-std::string join(const std::vector<std::string>& v, const char* sep = ", ") {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : sep) + x;
-  return s;
-}
 
 int dtype_size(const std::string& d) { return d == "fp32" ? 4 : 2; }
 

@@ -8,6 +8,7 @@
 #include "models/embedded.hpp"
 #include "core/error.hpp"
 #include "core/units.hpp"
+#include "core/strings.hpp"
 
 namespace moesim {
 namespace {
@@ -22,11 +23,6 @@ std::vector<std::string> names_in(const std::string& dir) {
   return out;
 }
 
-std::string join(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-  return s;
-}
 
 // Loads preset `name` from `dir`; the error names the key that asked for it.
 Cfg preset_cfg(const std::string& dir, const std::string& name, const Cfg& asker, const std::string& key) {

@@ -17,7 +17,7 @@ namespace moesim {
 
 namespace {
 
-std::uint32_t load_u32(const unsigned char* p) {
+std::uint32_t word_at(const unsigned char* p) {
   std::uint32_t v = 0;
   std::memcpy(&v, p, 4);
   return v;
@@ -125,10 +125,10 @@ std::uint32_t crc32(const void* data, std::size_t n, std::uint32_t prev) {
   }
 #endif
   while (n >= 16) {
-    const std::uint32_t a = load_u32(p) ^ c;
-    const std::uint32_t b = load_u32(p + 4);
-    const std::uint32_t d = load_u32(p + 8);
-    const std::uint32_t e = load_u32(p + 12);
+    const std::uint32_t a = word_at(p) ^ c;
+    const std::uint32_t b = word_at(p + 4);
+    const std::uint32_t d = word_at(p + 8);
+    const std::uint32_t e = word_at(p + 12);
     c = kCrc[15][a & 0xFFU] ^ kCrc[14][(a >> 8) & 0xFFU] ^ kCrc[13][(a >> 16) & 0xFFU] ^ kCrc[12][a >> 24] ^
         kCrc[11][b & 0xFFU] ^ kCrc[10][(b >> 8) & 0xFFU] ^ kCrc[9][(b >> 16) & 0xFFU] ^ kCrc[8][b >> 24] ^
         kCrc[7][d & 0xFFU] ^ kCrc[6][(d >> 8) & 0xFFU] ^ kCrc[5][(d >> 16) & 0xFFU] ^ kCrc[4][d >> 24] ^
