@@ -72,18 +72,21 @@ class FlexMoePolicy final : public Policy {
     // (ZeRO stage 1 or 2; DeepSpeed-MoE, Rajbhandari et al., ICML 2022). false: every replica
     // holds and steps a full copy (plain data-parallel replicas).
     shard_optimizer_ = p.get_bool("shard_optimizer", true);
-    // reconstruction: FlexMoE's cost model estimates the iteration a placement gives; after the
-    // backward pass every GPU steps the optimizer shares of the replicas it holds and the
-    // updated weights are all-gathered, so the slowest step (the host's, with offload) sets the
-    // iteration. A step that leaves a cold expert with fewer holders makes each of them step a
-    // larger share. Weight of that term in the gain; 0 = ignore the optimizer step.
-    optimizer_weight_ = p.get_double("optimizer_weight", 1.0, 0.0, 1e9);
-    // reconstruction: the replicas of an expert synchronise its gradients (and, sharded, gather
-    // its weights) in one collective per (layer, expert), issued in the same order on every GPU
-    // (as the core runs them), so a GPU in overlapping replica groups waits for the others: the
-    // sync takes as long as the longest chain of collectives, which a plan lengthens when the
-    // groups stop lining up. Weight of that term in the gain; 0 = ignore the sync.
-    sync_weight_ = p.get_double("sync_weight", 1.0, 0.0, 1e9);
+    // reconstruction, off by default: FlexMoE's cost model weighs the devices' computation and
+    // all-to-all against the migration (reference summary), not the optimizer step. With a
+    // weight > 0 the change of the slowest GPU's optimizer step (all its replicas' shares; the
+    // host's, with offload) counts in the gain: a step that leaves a cold expert with fewer
+    // holders makes each of them step a larger share.
+    optimizer_weight_ = p.get_double("optimizer_weight", 0.0, 0.0, 1e9);
+    // reconstruction, off by default (as optimizer_weight): with a weight > 0 the change of the
+    // replica groups' collective chain (one collective per (layer, expert), issued in that order
+    // on every GPU, as the core runs them) counts in the gain.
+    sync_weight_ = p.get_double("sync_weight", 0.0, 0.0, 1e9);
+    // reconstruction: the order in which the replica groups' collectives are issued (the same on
+    // every GPU) is not in the available sources. layer: (layer, expert) order, as the core and
+    // static issue them; greedy: each next collective is the one whose members are all free
+    // first under the ring estimate (list scheduling), so scattered groups wait less.
+    sync_order_ = p.get_enum("sync_order", "layer", {"layer", "greedy"});
     if (ctx.gpus * ctx.slots_per_gpu < ctx.experts) {
       p.fail("", fmt::format("flexmoe needs at least one slot per expert: {} GPUs x {} slots < {} experts", ctx.gpus,
                              ctx.slots_per_gpu, ctx.experts));
@@ -168,7 +171,12 @@ class FlexMoePolicy final : public Policy {
   // gradients and each steps its 1 / r shard (sharded), or all-reduce and each steps the whole
   // expert. The iteration ran on `current`.
   [[nodiscard]] SyncPlan sync_plan(int, const Placement& current, const Placement&) override {
-    return default_sync_plan(ctx_, current, shard_optimizer_);
+    SyncPlan plan = default_sync_plan(ctx_, current, shard_optimizer_);
+    if (sync_order_ == "greedy") {
+      flexmoe_greedy_order(ctx_, plan.grad_collectives);
+      flexmoe_greedy_order(ctx_, plan.post_collectives);
+    }
+    return plan;
   }
 
   [[nodiscard]] nlohmann::json parameters() const override {
@@ -185,6 +193,7 @@ class FlexMoePolicy final : public Policy {
             {"shard_optimizer", shard_optimizer_},
             {"optimizer_weight", optimizer_weight_},
             {"sync_weight", sync_weight_},
+            {"sync_order", sync_order_},
             {"replica_capacity", replica_capacity_}};
   }
 
@@ -618,8 +627,9 @@ class FlexMoePolicy final : public Policy {
   double a2a_passes_ = 4.0;
   double drop_weight_ = 1.0;
   bool shard_optimizer_ = true;
-  double optimizer_weight_ = 1.0;
-  double sync_weight_ = 1.0;
+  double optimizer_weight_ = 0.0;
+  double sync_weight_ = 0.0;
+  std::string sync_order_ = "layer";
   // Holding GPUs (ascending) of every (layer, expert) in the placement being planned.
   std::vector<std::vector<std::vector<int>>> group_of_;
   std::vector<double> free_s_;

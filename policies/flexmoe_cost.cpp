@@ -139,4 +139,31 @@ double flexmoe_optimizer_seconds(const PolicyContext& ctx, const std::vector<dou
   return worst;
 }
 
+// List scheduling of the replica groups' collectives: each next one is the one whose members
+// are all free earliest under the ring estimate (ties to the earlier in the list).
+void flexmoe_greedy_order(const PolicyContext& ctx, std::vector<CollectiveOp>& ops) {
+  std::vector<double> free_s(static_cast<std::size_t>(ctx.gpus), 0.0);
+  std::vector<CollectiveOp> out;
+  out.reserve(ops.size());
+  std::vector<char> done(ops.size(), 0);
+  for (std::size_t n = 0; n < ops.size(); ++n) {
+    std::size_t best = ops.size();
+    double best_s = 0.0;
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      if (done[i] != 0) continue;
+      double t = 0.0;
+      for (int g : ops[i].gpus) t = std::max(t, free_s[g]);
+      if (best == ops.size() || t < best_s) {
+        best = i;
+        best_s = t;
+      }
+    }
+    done[best] = 1;
+    const double end = best_s + flexmoe_ring_seconds(ctx, ops[best].gpus, ops[best].bytes);
+    for (int g : ops[best].gpus) free_s[g] = end;
+    out.push_back(std::move(ops[best]));
+  }
+  ops = std::move(out);
+}
+
 }  // namespace moesim

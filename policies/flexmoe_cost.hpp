@@ -26,4 +26,8 @@ namespace moesim {
 // Seconds of the slowest GPU's expert optimizer step, `params[g]` = expert parameters GPU g steps.
 [[nodiscard]] double flexmoe_optimizer_seconds(const PolicyContext& ctx, const std::vector<double>& params);
 
+// Reorders collectives (issued in list order on every GPU) so that each next one is the one
+// whose members are all free first under flexmoe_ring_seconds (ties to the earlier one).
+void flexmoe_greedy_order(const PolicyContext& ctx, std::vector<CollectiveOp>& ops);
+
 }  // namespace moesim
