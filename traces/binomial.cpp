@@ -175,7 +175,8 @@ std::int64_t btrd_outside(Rng& rng, const BtrdP& P, const BtrdN& d, double alpha
   const double odds = P.odds;
   if (n <= kLogFactorialMax) {
     const double* lf = log_factorials();
-    const double log_ratio = lf[m] + lf[n - m] - lf[k] - lf[n - k] + static_cast<double>(k - m) * (P.has_log_odds ? P.log_odds : std::log(odds));
+    const double log_ratio = lf[m] + lf[n - m] - lf[k] - lf[n - k] +
+                             static_cast<double>(k - m) * (P.has_log_odds ? P.log_odds : std::log(odds));
     return std::log(v) <= log_ratio ? k : -1;
   }
 
@@ -294,7 +295,8 @@ void sample_batch(Rng& rng, double p, const std::int64_t* n, std::int64_t* out, 
         const __m128d npq2 = _mm_mul_pd(nd, pq2);
         const __m128d sd2 = _mm_sqrt_pd(npq2);
         const __m128d b2 = _mm_add_pd(_mm_set1_pd(1.15), _mm_mul_pd(_mm_set1_pd(2.53), sd2));
-        const __m128d a2 = _mm_add_pd(_mm_add_pd(_mm_set1_pd(-0.0873), _mm_mul_pd(_mm_set1_pd(0.0248), b2)), p01);
+        const __m128d a2 =
+            _mm_add_pd(_mm_add_pd(_mm_set1_pd(-0.0873), _mm_mul_pd(_mm_set1_pd(0.0248), b2)), p01);
         const __m128d c2 = _mm_add_pd(_mm_mul_pd(nd, p2), _mm_set1_pd(0.5));
         const __m128d v_r_b2 = _mm_sub_pd(_mm_mul_pd(_mm_set1_pd(0.92), b2), _mm_set1_pd(4.2));
         _mm_storeu_pd(npq + j0, npq2);

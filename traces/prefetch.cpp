@@ -119,10 +119,10 @@ class PrefetchTrace final : public TraceSource {
   TraceShape shape_;
   std::string describe_;
   std::mutex mu_;
-  std::condition_variable cv_;  // a slot became ready or free, or the thread is asked to stop
-  std::deque<Slot> ready_;      // read ahead, in trace order
+  std::condition_variable cv_;         // a slot became ready or free, or the thread is asked to stop
+  std::deque<Slot> ready_;             // read ahead, in trace order
   std::vector<IterationCounts> free_;  // buffers to reuse
-  std::size_t taken_ = 0;       // next() calls since the start or the last rewind
+  std::size_t taken_ = 0;              // next() calls since the start or the last rewind
   bool stopping_ = false;
   std::thread thread_;
 };
