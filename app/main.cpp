@@ -91,6 +91,9 @@ po::options_description run_options(bool compare) {
                            "report the range and whether the ranking changes")
       ("jobs,j", po::value<int>()->default_value(1),
        "policies simulated at once, one thread each; the outputs are the same as with 1")
+      ("trace-prefetch", po::value<int>()->default_value(1),
+       "iterations of the trace read ahead on a thread of their own (each policy's) while one is simulated, "
+       "0 to 4; 0: read on the simulating thread; the outputs are the same")
       ("quiet,q", "do not print the summary table or the progress bar");
   return d;
 }
@@ -135,6 +138,9 @@ int cmd_run(const std::vector<std::string>& args, bool compare) {
   ro.convergence_band = vm.count("convergence-band") > 0;
   ro.jobs = vm["jobs"].as<int>();
   if (ro.jobs < 1) throw InputError(fmt::format("--jobs: {} is not allowed; allowed: an integer of at least 1", ro.jobs));
+  ro.trace_prefetch = vm["trace-prefetch"].as<int>();
+  if (ro.trace_prefetch < 0 || ro.trace_prefetch > 4)
+    throw InputError(fmt::format("--trace-prefetch: {} is not allowed; allowed: an integer from 0 to 4", ro.trace_prefetch));
   if (!vm.count("timeline") && !vm["timeline-iterations"].defaulted())
     throw InputError("--timeline-iterations: only with --timeline FILE (it chooses the iterations the timeline shows)");
   if (vm.count("timeline")) {

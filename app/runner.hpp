@@ -108,6 +108,10 @@ struct RunOptions {
   int jobs = 1;
   // Each iteration runs its forward passes only (IterationModel::set_forward_only): for `moesim fit`.
   bool forward_only = false;
+  // Iterations of the trace read ahead on a thread of its own while the current one is simulated
+  // (traces/prefetch.hpp): the same iterations in the same order, so the same results; 0 reads
+  // them on the simulating thread (compare --trace-prefetch 0).
+  int trace_prefetch = 1;
 };
 
 // The sample cap `moesim run` uses when --expert-stats is not given: at most 100 sampled

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <vector>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace moesim {
 
@@ -82,15 +85,23 @@ struct BtrdP {
   double pq = 0.0;
   double p01 = 0.0;   // 0.01 p, a term of a
   double odds = 0.0;  // p / q
+  // std::log(odds), which every draw outside the box recomputed; a batch computes it once, a
+  // single draw only if it needs it (has_log_odds false).
+  double log_odds = 0.0;
+  bool has_log_odds = false;
 };
 
-BtrdP btrd_p(double p) {
+BtrdP btrd_p(double p, bool with_log_odds) {
   BtrdP c;
   c.p = p;
   c.q = 1.0 - p;
   c.pq = p * c.q;
   c.p01 = 0.01 * p;
   c.odds = p / c.q;
+  if (with_log_odds) {
+    c.log_odds = std::log(c.odds);
+    c.has_log_odds = true;
+  }
   return c;
 }
 
@@ -164,8 +175,8 @@ std::int64_t btrd_outside(Rng& rng, const BtrdP& P, const BtrdN& d, double alpha
   const double odds = P.odds;
   if (n <= kLogFactorialMax) {
     const double* lf = log_factorials();
-    const double log_ratio =
-        lf[m] + lf[n - m] - lf[k] - lf[n - k] + static_cast<double>(k - m) * std::log(odds);
+    const double log_ratio = lf[m] + lf[n - m] - lf[k] - lf[n - k] +
+                             static_cast<double>(k - m) * (P.has_log_odds ? P.log_odds : std::log(odds));
     return std::log(v) <= log_ratio ? k : -1;
   }
 
@@ -232,7 +243,7 @@ std::int64_t sample_one(Rng& rng, std::int64_t n, double p) {
   if (p > 0.5) return n - sample_one(rng, n, 1.0 - p);
   // BTRD's constants are valid from n p >= 10 on; below, inversion is exact and short.
   if (static_cast<double>(n) * p < 10.0) return binomial_inversion(rng, n, p / (1.0 - p), std::log1p(-p));
-  const BtrdP P = btrd_p(p);
+  const BtrdP P = btrd_p(p, false);
   const BtrdN d = btrd_n(P, n);
   const double v = uniform_open(rng);
   if (btrd_in_box(v, d.b, d.v_r_b)) return btrd_box_k(v, d.a, d.b, d.c, d.inv_v_r);
@@ -254,7 +265,7 @@ void sample_batch(Rng& rng, double p, const std::int64_t* n, std::int64_t* out, 
   }
   const bool flip = p > 0.5;
   const double pp = flip ? 1.0 - p : p;
-  const BtrdP P = btrd_p(pp);
+  const BtrdP P = btrd_p(pp, true);
   const double log1m_p = std::log1p(-pp);
   constexpr std::size_t kChunk = 64;
   // The set-up by field, so that the loop that computes it vectorises where the target allows.
@@ -264,11 +275,42 @@ void sample_batch(Rng& rng, double p, const std::int64_t* n, std::int64_t* out, 
   double a[kChunk];
   double c[kChunk];
   double v_r_b[kChunk];
+  double box_b[kChunk];  // 0.86 v_r_b, btrd_in_box's bound
   double inv_v_r[kChunk];
   for (std::size_t start = 0; start < count; start += kChunk) {
     const std::size_t len = std::min(kChunk, count - start);
     const std::int64_t* nc = n + start;
-    for (std::size_t j = 0; j < len; ++j) {
+    std::size_t j0 = 0;
+#if defined(__SSE2__)
+    // Two draws at a time with SSE2 (baseline on x86-64): std::sqrt's errno path keeps the
+    // compiler from vectorising the loop below, and the divider is the set-up's bottleneck.
+    // sqrtpd, divpd, mulpd and addpd round each lane as their scalar forms do, and the
+    // operations are btrd_n's in its order, so every value is the same.
+    {
+      const __m128d pq2 = _mm_set1_pd(P.pq);
+      const __m128d p2 = _mm_set1_pd(P.p);
+      const __m128d p01 = _mm_set1_pd(P.p01);
+      for (; j0 + 2 <= len; j0 += 2) {
+        const __m128d nd = _mm_set_pd(static_cast<double>(nc[j0 + 1]), static_cast<double>(nc[j0]));
+        const __m128d npq2 = _mm_mul_pd(nd, pq2);
+        const __m128d sd2 = _mm_sqrt_pd(npq2);
+        const __m128d b2 = _mm_add_pd(_mm_set1_pd(1.15), _mm_mul_pd(_mm_set1_pd(2.53), sd2));
+        const __m128d a2 =
+            _mm_add_pd(_mm_add_pd(_mm_set1_pd(-0.0873), _mm_mul_pd(_mm_set1_pd(0.0248), b2)), p01);
+        const __m128d c2 = _mm_add_pd(_mm_mul_pd(nd, p2), _mm_set1_pd(0.5));
+        const __m128d v_r_b2 = _mm_sub_pd(_mm_mul_pd(_mm_set1_pd(0.92), b2), _mm_set1_pd(4.2));
+        _mm_storeu_pd(npq + j0, npq2);
+        _mm_storeu_pd(sd + j0, sd2);
+        _mm_storeu_pd(b + j0, b2);
+        _mm_storeu_pd(a + j0, a2);
+        _mm_storeu_pd(c + j0, c2);
+        _mm_storeu_pd(v_r_b + j0, v_r_b2);
+        _mm_storeu_pd(box_b + j0, _mm_mul_pd(_mm_set1_pd(0.86), v_r_b2));
+        _mm_storeu_pd(inv_v_r + j0, _mm_div_pd(b2, v_r_b2));
+      }
+    }
+#endif
+    for (std::size_t j = j0; j < len; ++j) {
       const BtrdN d = btrd_n(P, nc[j]);
       npq[j] = d.npq;
       sd[j] = d.sd;
@@ -276,6 +318,7 @@ void sample_batch(Rng& rng, double p, const std::int64_t* n, std::int64_t* out, 
       a[j] = d.a;
       c[j] = d.c;
       v_r_b[j] = d.v_r_b;
+      box_b[j] = 0.86 * d.v_r_b;
       inv_v_r[j] = d.inv_v_r;
     }
     for (std::size_t j = 0; j < len; ++j) {
@@ -289,7 +332,7 @@ void sample_batch(Rng& rng, double p, const std::int64_t* n, std::int64_t* out, 
         x = binomial_inversion(rng, nj, P.odds, log1m_p);
       } else {
         const double v = uniform_open(rng);
-        if (btrd_in_box(v, b[j], v_r_b[j])) {
+        if (v * b[j] <= box_b[j]) {  // btrd_in_box, its bound from the set-up
           x = btrd_box_k(v, a[j], b[j], c[j], inv_v_r[j]);
         } else {
           // Outside the box (about 1 draw in 4): the rest of BTRD, from the set-up above.
