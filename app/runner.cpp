@@ -233,7 +233,7 @@ void check_scenario(const Scenario& s) {
 
 std::vector<PolicyResult> run_scenario(const Scenario& s, const RunOptions& opts) {
   check_memory(s);
-  check_simulator_memory(s, opts.jobs);
+  check_simulator_memory(s, opts.jobs, opts.trace_prefetch);
   Cluster cluster(s.cluster);
   const int G = cluster.num_gpus();
 

@@ -27,7 +27,7 @@ constexpr double kReplayBudgetBytes = 256.0 * 1024 * 1024;  // runner.cpp's repl
 constexpr double kNeighbourPairs = 8.0;
 }  // namespace
 
-SimulatorMemory estimate_simulator_memory(const Scenario& s, int jobs) {
+SimulatorMemory estimate_simulator_memory(const Scenario& s, int jobs, int trace_prefetch) {
   const LayoutGroups groups(s.layout, s.cluster.num_gpus(), s.model.layers);
   const double gpus = s.cluster.num_gpus();
   const double gps = groups.gpus_per_stage();
@@ -40,9 +40,12 @@ SimulatorMemory estimate_simulator_memory(const Scenario& s, int jobs) {
   m.fixed_bytes = kFixedBytes;
 
   // One iteration's counts [layer][source GPU of a stage][expert]: the run's copy, the source's
-  // own and the one the replay cache hands out, per world; the cache holds up to its budget.
+  // own and the one the replay cache hands out, per world; a reader running d iterations ahead
+  // (at most d + 2 buffers, one of them the source's own) holds d - 1 more.
+  // The cache holds up to its budget.
   const double iteration_bytes = layers * gps * experts * kCountBytes;
-  m.trace_bytes = worlds * 3.0 * iteration_bytes;
+  const double copies = 3.0 + std::max(0, trace_prefetch - 1);
+  m.trace_bytes = worlds * copies * iteration_bytes;
   if (policies > 1) m.trace_bytes += std::min(kReplayBudgetBytes, iterations * iteration_bytes);
 
   // Per policy and MoE layer: accepted and buffered [source][slot] matrices of each
@@ -73,8 +76,8 @@ double max_memory_bytes(const Scenario& s) {
   return s.run.max_memory_bytes > 0 ? s.run.max_memory_bytes : default_max_memory_bytes();
 }
 
-void check_simulator_memory(const Scenario& s, int jobs) {
-  const SimulatorMemory m = estimate_simulator_memory(s, jobs);
+void check_simulator_memory(const Scenario& s, int jobs, int trace_prefetch) {
+  const SimulatorMemory m = estimate_simulator_memory(s, jobs, trace_prefetch);
   const double limit = max_memory_bytes(s);
   if (m.total() <= limit) return;
   throw InputError(fmt::format(

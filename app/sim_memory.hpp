@@ -17,13 +17,14 @@ struct SimulatorMemory {
   }
 };
 
-// `jobs`: policies simulated at once (each thread builds its own world).
-[[nodiscard]] SimulatorMemory estimate_simulator_memory(const Scenario& s, int jobs);
+// `jobs`: policies simulated at once (each thread builds its own world). `trace_prefetch`: the
+// iterations each world's trace reader runs ahead (RunOptions::trace_prefetch; 0 = off).
+[[nodiscard]] SimulatorMemory estimate_simulator_memory(const Scenario& s, int jobs, int trace_prefetch = 1);
 // `run.max_memory_bytes` when the scenario does not set it: three quarters of physical memory.
 [[nodiscard]] double default_max_memory_bytes();
 // The limit in force: the scenario's, or the default.
 [[nodiscard]] double max_memory_bytes(const Scenario& s);
 // InputError naming the estimate's parts when it exceeds the limit.
-void check_simulator_memory(const Scenario& s, int jobs);
+void check_simulator_memory(const Scenario& s, int jobs, int trace_prefetch = 1);
 
 }  // namespace moesim

@@ -29,6 +29,9 @@ TEST_CASE("estimate: each part as the structures it counts, worked out by hand",
   // One iteration: 2 layers x 16 GPUs x 8 experts x 8 bytes = 2,048; three copies in one world,
   // and the replay cache (2 policies) holds all 10 iterations: 6,144 + 20,480.
   CHECK(m.trace_bytes == 26624.0);
+  // Reading 4 iterations ahead holds 3 more copies (6 in all): 12,288 + 20,480; off holds 3.
+  CHECK(estimate_simulator_memory(s, 1, 4).trace_bytes == 32768.0);
+  CHECK(estimate_simulator_memory(s, 1, 0).trace_bytes == 26624.0);
   // Per policy and layer: 16 GPUs x (16 x 2 group slots) x 2 matrices x 8 bytes = 8,192, plus the
   // placement 16 x 2 x 4 = 128; 2 policies x 2 layers.
   CHECK(m.dispatch_bytes == 4.0 * (8192.0 + 128.0));
