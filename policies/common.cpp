@@ -57,6 +57,7 @@ struct EvenScratch {
   std::vector<int> targets, node_of_slot, node_of_gpu;
   std::vector<std::int64_t> by_expert;  // counts transposed: [expert][source]
   std::vector<std::int64_t> by_slot;    // accepted, transposed: [slot][source]
+  std::vector<std::int64_t> base, extra, offset;  // spread_even's, [source]
 };
 
 // Up to this total, n * limit (n, limit <= total) is at most 2^62, within ExactDivider's range
@@ -75,6 +76,45 @@ void transpose(const std::int64_t* __restrict in, int rows, int cols, std::int64
         for (std::size_t r = r0; r < r1; ++r) out[c * R + r] = in[r * C + c];
     }
 }
+
+namespace {
+// Every source's n = accepted[g] assignments over the k replicas `reps` (k > 1), as the loop in
+// dispatch_even spreads them: replica (i + g) % k gets n / k, plus one for i < n % k. Replica by
+// replica over all sources instead: the same integer sums, in a loop of fixed length whose
+// sources are adjacent cells of the replica's row of `by_slot` ([slot][source]), without the
+// unpredictable branches of k and n varying from source to source.
+void spread_even(const std::int64_t* accepted, int G, const int* reps, int k, std::int64_t* by_slot, EvenScratch& sc) {
+  sc.base.resize(static_cast<std::size_t>(G));
+  sc.extra.resize(static_cast<std::size_t>(G));
+  sc.offset.resize(static_cast<std::size_t>(G));
+  std::int64_t* base = sc.base.data();
+  std::int64_t* extra = sc.extra.data();
+  std::int64_t* offset = sc.offset.data();
+  const auto uk = static_cast<std::uint32_t>(k);
+  for (int g = 0; g < G; ++g) {
+    const std::int64_t n = accepted[g];
+    // 32-bit divisions where the operands fit, as in dispatch_even.
+    if (n > 0 && n <= std::int64_t{0xffffffff}) {
+      const auto un = static_cast<std::uint32_t>(n);
+      base[g] = un / uk;
+      extra[g] = un % uk;
+    } else {
+      base[g] = n / k;
+      extra[g] = n % k;  // <= 0 for n <= 0: no replica gets one more
+    }
+    offset[g] = static_cast<std::uint32_t>(g) % uk;
+  }
+  for (int p = 0; p < k; ++p) {
+    std::int64_t* row = by_slot + static_cast<std::size_t>(reps[p]) * G;
+    // Replica p is the i-th of source g for i = (p - g) mod k.
+    for (int g = 0; g < G; ++g) {
+      std::int64_t i = p - offset[g];
+      i += i < 0 ? k : 0;
+      row[g] += base[g] + (i < extra[g] ? 1 : 0);
+    }
+  }
+}
+}  // namespace
 
 void dispatch_even(const Placement& p, int layer, int experts, const std::int64_t* counts,
                    const EvenDispatchOptions& opt, LayerDispatch& out) {
@@ -153,6 +193,10 @@ void dispatch_even(const Placement& p, int layer, int experts, const std::int64_
       if (d > 0 && d < rem.size()) std::nth_element(rem.begin(), rem.begin() + static_cast<std::ptrdiff_t>(d - 1), rem.end());
       for (std::size_t i = 0; i < d; ++i) accepted_src[rem[i].second]++;
       given += static_cast<std::int64_t>(d);
+    }
+    if (!opt.prefer_local_node && nreps > 1) {
+      spread_even(accepted_src.data(), G, reps, nreps, by_slot, sc);
+      continue;
     }
     int targets_node = -1;
     for (int g = 0; g < G; ++g) {

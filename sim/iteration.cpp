@@ -6,12 +6,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <map>
 #include <numeric>
 #include <set>
 #include <tuple>
 
+#include "models/roofline.hpp"
 #include "sim/cross_layer.hpp"
 
 namespace moesim {
@@ -81,9 +83,21 @@ IterationModel::IterationModel(const Cluster& cluster, const MoeModelSpec& model
     }
   init_pipeline();
   init_teams();
+  memo_expert_fwd_ = dynamic_cast<const RooflineCompute*>(&compute) != nullptr;
 }
 
 double IterationModel::stage_dense_params(int stage) const { return stage_dense_params_[static_cast<std::size_t>(stage)]; }
+
+TimeNs IterationModel::expert_fwd_memo(std::int64_t tokens) {
+  // Bounded: counts beyond it (rare, and each a few look-ups) are computed every time.
+  constexpr std::int64_t kMemoTokens = std::int64_t{1} << 18;
+  if (!memo_expert_fwd_ || tokens <= 0 || tokens >= kMemoTokens) return expert_fwd_ns(tokens);
+  const auto i = static_cast<std::size_t>(tokens);
+  if (i >= expert_fwd_memo_.size()) expert_fwd_memo_.resize(std::max(i + 1, 2 * expert_fwd_memo_.size()), -1);
+  TimeNs& t = expert_fwd_memo_[i];
+  if (t < 0) t = expert_fwd_ns(tokens);
+  return t;
+}
 
 TimeNs IterationModel::expert_fwd_ns(std::int64_t tokens) const {
   if (tokens <= 0) return 0;
@@ -160,15 +174,26 @@ void IterationModel::set_compute_slowdown(std::vector<double> factors) {
     if (compute_slowdown_[g] != 1.0) stage_slowed_[static_cast<std::size_t>(groups_.stage(static_cast<int>(g)))] = 1;
 }
 
+std::size_t IterationModel::CollectiveKeyHash::operator()(const CollectiveKey& k) const {
+  // FNV-1a style mixing of the kind, the bytes' value (0.0 and -0.0 alike) and the members.
+  std::uint64_t h = 1469598103934665603ULL ^ static_cast<std::uint64_t>(k.kind);
+  const double b = k.bytes == 0.0 ? 0.0 : k.bytes;
+  std::uint64_t bits = 0;
+  std::memcpy(&bits, &b, sizeof bits);
+  h = (h ^ bits) * 1099511628211ULL;
+  for (int g : k.gpus) h = (h ^ static_cast<std::uint32_t>(g)) * 1099511628211ULL;
+  return static_cast<std::size_t>(h ^ (h >> 29));
+}
+
 TimeNs IterationModel::collective_ns(Collective kind, double bytes, const std::vector<int>& gpus) {
   constexpr std::size_t kMemoBound = 1 << 16;
-  // The look-up key is a scratch tuple whose vector keeps its capacity between calls: a hit
+  // The look-up key is a scratch key whose vector keeps its capacity between calls: a hit
   // (nearly every call after the first iteration) allocates nothing. One per thread, as
   // compare --jobs runs models on several threads.
-  static thread_local std::tuple<int, double, std::vector<int>> key;
-  std::get<0>(key) = static_cast<int>(kind);
-  std::get<1>(key) = bytes;
-  std::get<2>(key).assign(gpus.begin(), gpus.end());
+  static thread_local CollectiveKey key;
+  key.kind = static_cast<int>(kind);
+  key.bytes = bytes;
+  key.gpus.assign(gpus.begin(), gpus.end());
   auto it = collective_memo_.find(key);
   if (it == collective_memo_.end()) {
     if (collective_memo_.size() >= kMemoBound) collective_memo_.clear();
@@ -278,7 +303,14 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
           to[at] = sum;
         }
       }
-      for (std::int64_t c : pair_copies) most_copies = std::max(most_copies, c);
+      std::int64_t least_copies = 0, sent_copies = 0;  // sent: off the diagonal
+      for (int a = 0; a < d.gpus; ++a)
+        for (int b2 = 0; b2 < d.gpus; ++b2) {
+          const std::int64_t c = pair_copies[static_cast<std::size_t>(a) * d.gpus + b2];
+          most_copies = std::max(most_copies, c);
+          least_copies = std::min(least_copies, c);
+          if (a != b2) sent_copies += c;
+        }
       auto byte_matrix = [&](double token_bytes) {
         if (token_bytes != std::floor(token_bytes) || token_bytes < 0 ||
             static_cast<double>(most_copies) * token_bytes >= 9007199254740992.0)  // 2^53
@@ -303,7 +335,13 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
           for (double& x : b) x *= per_mb;
         return b;
       };
-      auto sent_of = [&](const std::vector<double>& b) {
+      auto sent_of = [&](const std::vector<double>& b, double token_bytes) {
+        // One micro-batch of whole copies, every partial sum an integer below 2^53: the sum of
+        // the matrix below is exactly the copies' count times the token size, in any order.
+        if (!dispatch_.hierarchical && M == 1 && d.gpus == ep && least_copies >= 0 &&
+            token_bytes == std::floor(token_bytes) && token_bytes >= 0 &&
+            static_cast<double>(std::max(most_copies, sent_copies)) * token_bytes < 9007199254740992.0)
+          return static_cast<double>(sent_copies) * token_bytes;
         double sent = 0.0;
         for (int a = 0; a < ep; ++a)
           for (int b2 = 0; b2 < ep; ++b2)
@@ -316,12 +354,12 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       const int gpn = cluster_.spec().gpus_per_node;
       const std::vector<double> bytes = exchange(combine_token_bytes_);
       lc.combine_ns.push_back(exchange_ns(network_, algo, bytes, members, gpn));
-      lc.combine_bytes.push_back(sent_of(bytes));
+      lc.combine_bytes.push_back(sent_of(bytes, combine_token_bytes_));
       if (record_) lc.combine_peer_bytes.push_back(bytes);
       if (dispatch_token_bytes_ != combine_token_bytes_) {
         const std::vector<double> fp8 = exchange(dispatch_token_bytes_);
         lc.dispatch_ns.push_back(exchange_ns(network_, algo, fp8, members, gpn));
-        lc.dispatch_bytes.push_back(sent_of(fp8));
+        lc.dispatch_bytes.push_back(sent_of(fp8, dispatch_token_bytes_));
         if (record_) lc.dispatch_peer_bytes.push_back(fp8);
       } else {
         lc.dispatch_ns.push_back(lc.combine_ns.back());
@@ -340,7 +378,7 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
                                 cross_layer_->weight[l], model_.experts);
         for (double& x : hop_bytes) x *= combine_token_bytes_ * per_mb;
         lc.combine_ns.back() = network_.all_to_all_v(hop_bytes, members);
-        lc.combine_bytes.back() = sent_of(hop_bytes);
+        lc.combine_bytes.back() = sent_of(hop_bytes, -1.0);  // not whole copies: summed
         if (record_) lc.combine_peer_bytes.back() = hop_bytes;
       }
       const bool arrived = l > 0 && follows(placement, dispatch, l - 1, k);
@@ -398,10 +436,10 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       const auto eg = static_cast<std::size_t>(i / etp);
       for (int s = 0; s < S; ++s) {
         const std::int64_t n = etp_slot_tokens[eg * S + s];
-        lc.expert_ns[static_cast<std::size_t>(i)] += expert_fwd_ns(M > 1 ? (n + M - 1) / M : n);
+        lc.expert_ns[static_cast<std::size_t>(i)] += expert_fwd_memo(M > 1 ? (n + M - 1) / M : n);
         if (chunks > 1)
           lc.expert_chunk_ns[static_cast<std::size_t>(i)] +=
-              on_fewer_sms(expert_fwd_ns((n + per_chunk - 1) / per_chunk), sms_, overlap_.dispatch_sms);
+              on_fewer_sms(expert_fwd_memo((n + per_chunk - 1) / per_chunk), sms_, overlap_.dispatch_sms);
       }
     }
     if (etp > 1) {

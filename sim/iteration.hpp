@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <unordered_map>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -215,9 +216,27 @@ class IterationModel {
   std::vector<std::vector<TimeNs>> tp_block_ns_;  // [stage * 3 + collective]: add_tp_block's times
   std::vector<TimeNs> scratch_ns_;
 
+  // expert_fwd_ns by token count, kept across iterations (the same counts recur every layer and
+  // iteration): -1 for not yet known. Only for a pure compute model (the roofline); a measured
+  // profile counts its look-ups, which a memo would change.
+  [[nodiscard]] TimeNs expert_fwd_memo(std::int64_t tokens);
+  bool memo_expert_fwd_ = false;
+  std::vector<TimeNs> expert_fwd_memo_;
+
   // Collective times by (kind, bytes, group), kept across iterations: a pure function of the
-  // network, and the same replica groups recur. Cleared when it grows past a bound.
-  std::map<std::tuple<int, double, std::vector<int>>, TimeNs> collective_memo_;
+  // network, and the same replica groups recur. Cleared when it grows past a bound. Hashed: the
+  // ordered map's look-ups compared whole groups at every level of the tree.
+  struct CollectiveKey {
+    int kind = 0;
+    double bytes = 0.0;
+    std::vector<int> gpus;
+    // By value, as the map's order compared them (0.0 and -0.0 are one key).
+    bool operator==(const CollectiveKey& o) const { return kind == o.kind && bytes == o.bytes && gpus == o.gpus; }
+  };
+  struct CollectiveKeyHash {
+    std::size_t operator()(const CollectiveKey& k) const;
+  };
+  std::unordered_map<CollectiveKey, TimeNs, CollectiveKeyHash> collective_memo_;
   Programs programs_;
 
   // The policy's work in every micro-batch before MoE layer `moe_layer`'s dispatch
