@@ -90,19 +90,18 @@ void spread_even(const std::int64_t* accepted, int G, const int* reps, int k, st
   std::int64_t* base = sc.base.data();
   std::int64_t* extra = sc.extra.data();
   std::int64_t* offset = sc.offset.data();
-  const auto uk = static_cast<std::uint32_t>(k);
-  for (int g = 0; g < G; ++g) {
+  // One reciprocal for all sources instead of a divide each (ExactDivider corrects the quotient).
+  const ExactDivider by_k(k);
+  for (int g = 0, off = 0; g < G; ++g) {
     const std::int64_t n = accepted[g];
-    // 32-bit divisions where the operands fit, as in dispatch_even.
-    if (n > 0 && n <= std::int64_t{0xffffffff}) {
-      const auto un = static_cast<std::uint32_t>(n);
-      base[g] = un / uk;
-      extra[g] = un % uk;
+    if (n >= 0 && n <= std::int64_t{0xffffffff}) {
+      by_k.divmod(n, base[g], extra[g]);
     } else {
       base[g] = n / k;
-      extra[g] = n % k;  // <= 0 for n <= 0: no replica gets one more
+      extra[g] = n % k;  // < 0 for n < 0: no replica gets one more
     }
-    offset[g] = static_cast<std::uint32_t>(g) % uk;
+    offset[g] = off;  // g % k, stepped with a wrap
+    if (++off == k) off = 0;
   }
   for (int p = 0; p < k; ++p) {
     std::int64_t* row = by_slot + static_cast<std::size_t>(reps[p]) * G;

@@ -196,7 +196,10 @@ TimeNs IterationModel::collective_ns(Collective kind, double bytes, const std::v
   key.gpus.assign(gpus.begin(), gpus.end());
   auto it = collective_memo_.find(key);
   if (it == collective_memo_.end()) {
-    if (collective_memo_.size() >= kMemoBound) collective_memo_.clear();
+    if (collective_memo_.size() >= kMemoBound) {
+      collective_memo_.clear();
+      ++memo_generation_;
+    }
     it = collective_memo_.emplace(key, network_.collective(kind, bytes, gpus).time_ns).first;
   }
   return it->second;
@@ -536,7 +539,24 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
     // gradients reduce with the same shard's holders (the same etp rank) in every copy.
     const double expert_grad_bytes = model_.expert_params() * training_.grad_bytes_per_param / etp;
     std::vector<std::vector<int>> holders(static_cast<std::size_t>(model_.experts) * etp);
+    if (replica_sync_.size() < placement.expert_of_slot.size()) replica_sync_.resize(placement.expert_of_slot.size());
     for (std::size_t l = 0; l < placement.expert_of_slot.size(); ++l) {
+      // The layer's all-reduces depend only on its slots: those of the last iteration that had the
+      // same slots, while their times are still in the memo (so that no look-up is skipped that
+      // would have reached the network).
+      ReplicaSync& cached = replica_sync_[l];
+      if (!copies_only && cached.memo_generation == memo_generation_ && cached.slots_per_gpu == S &&
+          cached.layout == placement.expert_of_slot[l]) {
+        for (const auto& [h, t] : cached.ops) {
+          note(Collective::AllReduce, expert_grad_bytes);
+          programs_.add_collective(h, t, Phase::GradSync);
+          res.grad_sync_bytes += expert_grad_bytes;
+        }
+        continue;
+      }
+      const std::uint64_t generation = memo_generation_;
+      cached.memo_generation = kNoGeneration;
+      cached.ops.clear();
       const int stage = groups_.stage_of_layer(moe_layer_ids_[l]);
       for (auto& h : holders) h.clear();
       for (int k = 0; k < groups_per_stage; ++k) {
@@ -560,8 +580,15 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
           if (h.size() < 2) continue;
         }
         note(Collective::AllReduce, expert_grad_bytes);
-        programs_.add_collective(h, collective_ns(Collective::AllReduce, expert_grad_bytes, h), Phase::GradSync);
+        const TimeNs t = collective_ns(Collective::AllReduce, expert_grad_bytes, h);
+        programs_.add_collective(h, t, Phase::GradSync);
         res.grad_sync_bytes += expert_grad_bytes;
+        if (!copies_only) cached.ops.emplace_back(h, t);
+      }
+      if (!copies_only && memo_generation_ == generation) {
+        cached.layout = placement.expert_of_slot[l];
+        cached.slots_per_gpu = S;
+        cached.memo_generation = generation;
       }
     }
   }

@@ -237,6 +237,17 @@ class IterationModel {
     std::size_t operator()(const CollectiveKey& k) const;
   };
   std::unordered_map<CollectiveKey, TimeNs, CollectiveKeyHash> collective_memo_;
+  std::uint64_t memo_generation_ = 0;  // counts the memo's clears
+  // add_sync's replica all-reduces of one MoE layer (members, time), for the slots `layout`,
+  // valid while the memo has not been cleared since (memo_generation).
+  static constexpr std::uint64_t kNoGeneration = ~std::uint64_t{0};
+  struct ReplicaSync {
+    std::vector<int> layout;
+    int slots_per_gpu = 0;
+    std::uint64_t memo_generation = kNoGeneration;
+    std::vector<std::pair<std::vector<int>, TimeNs>> ops;
+  };
+  std::vector<ReplicaSync> replica_sync_;  // [MoE layer]
   Programs programs_;
 
   // The policy's work in every micro-batch before MoE layer `moe_layer`'s dispatch
