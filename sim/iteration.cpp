@@ -225,6 +225,16 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   return run(engine, start_ns, placement, grouped, movements, sync);
 }
 
+void IterationModel::LayerCost::clear() {
+  for (std::vector<TimeNs>* v : {&dispatch_ns, &combine_ns, &expert_ns, &dispatch_chunk_ns, &combine_chunk_ns,
+                                 &expert_chunk_ns, &etp_ag_ns, &etp_rs_ns, &etp_ag_chunk_ns, &etp_rs_chunk_ns,
+                                 &back_dispatch_ns, &back_dispatch_chunk_ns})
+    v->clear();
+  for (std::vector<double>* v : {&dispatch_bytes, &combine_bytes, &etp_bytes, &back_dispatch_bytes}) v->clear();
+  for (std::vector<std::vector<double>>* v : {&dispatch_peer_bytes, &combine_peer_bytes, &back_dispatch_peer_bytes})
+    v->clear();
+}
+
 bool IterationModel::follows(const Placement& placement, const std::vector<GroupDispatch>& dispatch, std::size_t l,
                              std::size_t k) const {
   if (cross_layer_ == nullptr || l + 1 >= dispatch.size() || !dispatch[l][k].tokens_follow) return false;
@@ -271,7 +281,11 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   // The combine all-to-all is the dispatch's transpose: on symmetric links every GPU's send and
   // receive volumes swap, so its time is that of the dispatch matrix at the combine's token size;
   // the backward pass repeats both (in the model dtype).
-  std::vector<LayerCost> cost(dispatch.size());
+  if (cost_.size() < dispatch.size()) cost_.resize(dispatch.size());
+  for (std::size_t l = 0; l < dispatch.size(); ++l) cost_[l].clear();
+  // Exactly one entry per layer: add_forward and add_backward index it by MoE layer.
+  if (cost_.size() > dispatch.size()) cost_.resize(dispatch.size());
+  std::vector<LayerCost>& cost = cost_;
   double imbalance_sum = 0.0;
   int imbalance_n = 0;
   const double per_mb = 1.0 / M;
@@ -292,7 +306,8 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       // Copies each pair of the group moves, once for every token size below: a count times an
       // integral token size below 2^53 is exact, so the bytes are those dispatch_byte_matrix
       // sums slot by slot, to the bit.
-      std::vector<std::int64_t> pair_copies(static_cast<std::size_t>(d.gpus) * d.gpus, 0);
+      std::vector<std::int64_t>& pair_copies = pair_copies_;
+      pair_copies.assign(static_cast<std::size_t>(d.gpus) * d.gpus, 0);
       std::int64_t most_copies = 0;
       for (int src = 0; src < d.gpus; ++src) {
         // Slot sl is on GPU sl / S: runs of S slots, no division per slot.
@@ -410,7 +425,8 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
         }
         if (arrived) lc.dispatch_chunk_ns.back() = 0;
       }
-      std::vector<std::int64_t> slot_tokens(slots, 0);
+      std::vector<std::int64_t>& slot_tokens = slot_tokens_;
+      slot_tokens.assign(static_cast<std::size_t>(slots), 0);
       for (int src = 0; src < d.gpus; ++src)
         for (int sl = 0; sl < slots; ++sl)
           slot_tokens[d.exchange == ExchangeAlgorithm::none ? src * S : sl] += d.buffered[static_cast<std::size_t>(src) * slots + sl];
@@ -554,6 +570,10 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
         }
         continue;
       }
+      // Recorded from the second iteration in a row on these slots: a layer whose slots change
+      // every iteration costs a copy of its slots, not of its collectives.
+      const bool repeated = cached.slots_per_gpu == S && cached.layout == placement.expert_of_slot[l];
+      const bool keep = !copies_only && repeated;
       const std::uint64_t generation = memo_generation_;
       cached.memo_generation = kNoGeneration;
       cached.ops.clear();
@@ -583,11 +603,12 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
         const TimeNs t = collective_ns(Collective::AllReduce, expert_grad_bytes, h);
         programs_.add_collective(h, t, Phase::GradSync);
         res.grad_sync_bytes += expert_grad_bytes;
-        if (!copies_only) cached.ops.emplace_back(h, t);
+        if (keep) cached.ops.emplace_back(h, t);
       }
-      if (!copies_only && memo_generation_ == generation) {
+      if (!repeated) {
         cached.layout = placement.expert_of_slot[l];
         cached.slots_per_gpu = S;
+      } else if (keep && memo_generation_ == generation) {
         cached.memo_generation = generation;
       }
     }

@@ -147,7 +147,12 @@ class IterationModel {
     std::vector<TimeNs> back_dispatch_ns, back_dispatch_chunk_ns;
     std::vector<double> back_dispatch_bytes;
     std::vector<std::vector<double>> back_dispatch_peer_bytes;
+    // Empties every list, keeping their storage for the next iteration.
+    void clear();
   };
+  // run()'s per-layer costs and scratch, kept between iterations: no allocation per layer.
+  std::vector<LayerCost> cost_;
+  std::vector<std::int64_t> pair_copies_, slot_tokens_;
   // expert_tensor > 1: the all-gather (`gather`) or reduce-scatter of every
   // expert-tensor-parallel group of `stage` around its experts (unchunked exchange).
   void add_etp(int stage, const LayerCost& lc, bool gather, IterationResult& res);

@@ -44,22 +44,28 @@ SyncPlan build_default_sync_plan(const PolicyContext& ctx, const Placement& plac
 SyncPlan default_sync_plan(const PolicyContext& ctx, const Placement& placement, bool shard_over_replicas) {
   // Most policies keep their placement for many iterations and ask for its plan every iteration:
   // the last plan is kept (one per thread: compare --jobs) and returned while its inputs are the same.
+  // The plan is kept from the second call in a row on the same inputs: a policy whose placement
+  // changes every iteration pays a copy of its slots, not of its plan.
   struct Last {
-    bool valid = false;
+    bool seen = false, planned = false;
     DefaultSyncKey key;
     std::vector<std::vector<int>> expert_of_slot;
     SyncPlan plan;
   };
   static thread_local Last last;
   const DefaultSyncKey key = default_sync_key(ctx, placement, shard_over_replicas);
-  if (!last.valid || !(last.key == key) || last.expert_of_slot != placement.expert_of_slot) {
-    last.valid = false;
+  const bool same = last.seen && last.key == key && last.expert_of_slot == placement.expert_of_slot;
+  if (same && last.planned) return last.plan;
+  if (same) {
     last.plan = build_default_sync_plan(ctx, placement, shard_over_replicas);
-    last.key = key;
-    last.expert_of_slot = placement.expert_of_slot;
-    last.valid = true;
+    last.planned = true;
+    return last.plan;
   }
-  return last.plan;
+  last.seen = last.planned = false;
+  last.key = key;
+  last.expert_of_slot = placement.expert_of_slot;
+  last.seen = true;
+  return build_default_sync_plan(ctx, placement, shard_over_replicas);
 }
 
 namespace {
