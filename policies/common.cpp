@@ -58,7 +58,11 @@ struct EvenScratch {
   std::vector<std::int64_t> by_expert;  // counts transposed: [expert][source]
   std::vector<std::int64_t> by_slot;    // accepted, transposed: [slot][source]
   std::vector<std::int64_t> base, extra, offset;  // spread_even's, [source]
+  std::vector<std::uint64_t> keys;                // the ranked remainders, [source]
 };
+
+// Up to this many sources the largest remainders are found by rank, above by nth_element.
+constexpr int kRankedSources = 64;
 
 // Up to this total, n * limit (n, limit <= total) is at most 2^62, within ExactDivider's range
 // (as is the total, below 2^32).
@@ -137,6 +141,7 @@ void dispatch_even(const Placement& p, int layer, int experts, const std::int64_
   for (int s = 0; s < static_cast<int>(layout.size()); ++s)
     if (layout[s] >= 0 && layout[s] < experts) sc.holder[sc.targets[layout[s]]++] = s;
   sc.accepted_src.resize(G);
+  sc.keys.resize(static_cast<std::size_t>(G));
   if (opt.prefer_local_node) {
     sc.node_of_slot.resize(static_cast<std::size_t>(slots));
     for (int s = 0; s < slots; ++s) sc.node_of_slot[s] = p.gpu_of_slot(s) / opt.gpus_per_node;
@@ -189,8 +194,23 @@ void dispatch_even(const Placement& p, int layer, int experts, const std::int64_
       // The limit - given largest remainders get one more. (-remainder, source) pairs are
       // distinct, so the first d of the sorted order are a set that nth_element finds as well.
       const auto d = static_cast<std::size_t>(std::min<std::int64_t>(limit - given, static_cast<std::int64_t>(rem.size())));
-      if (d > 0 && d < rem.size()) std::nth_element(rem.begin(), rem.begin() + static_cast<std::ptrdiff_t>(d - 1), rem.end());
-      for (std::size_t i = 0; i < d; ++i) accepted_src[rem[i].second]++;
+      if (narrow && G <= kRankedSources && d > 0 && d < rem.size()) {
+        // The same set by rank: a pair is among the first d when fewer than d pairs precede it.
+        // Remainders lie in [0, total) with total <= 2^31, so (total - 1 - remainder, source)
+        // packs into one integer of the same order; G^2 comparisons without a branch.
+        std::uint64_t* keys = sc.keys.data();
+        for (int g = 0; g < G; ++g)
+          keys[g] = (static_cast<std::uint64_t>(total - 1 + rem[static_cast<std::size_t>(g)].first) << 32) |
+                    static_cast<std::uint32_t>(g);
+        for (int g = 0; g < G; ++g) {
+          std::uint64_t before = 0;
+          for (int h = 0; h < G; ++h) before += keys[h] < keys[g] ? 1 : 0;
+          accepted_src[g] += before < d ? 1 : 0;
+        }
+      } else {
+        if (d > 0 && d < rem.size()) std::nth_element(rem.begin(), rem.begin() + static_cast<std::ptrdiff_t>(d - 1), rem.end());
+        for (std::size_t i = 0; i < d; ++i) accepted_src[rem[i].second]++;
+      }
       given += static_cast<std::int64_t>(d);
     }
     if (!opt.prefer_local_node && nreps > 1) {

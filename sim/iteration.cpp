@@ -205,6 +205,30 @@ TimeNs IterationModel::collective_ns(Collective kind, double bytes, const std::v
   return it->second;
 }
 
+TimeNs IterationModel::op_ns(OpTimes& m, std::size_t i, const CollectiveOp& op) {
+  const auto restart = [&] {
+    if (m.memo_generation == memo_generation_) return;
+    m.memo_generation = memo_generation_;
+    m.kinds.assign(m.kinds.size(), -1);
+  };
+  restart();
+  const int kind = static_cast<int>(op.kind);
+  if (i < m.kinds.size() && m.kinds[i] == kind && m.bytes[i] == op.bytes && m.gpus[i] == op.gpus) return m.ns[i];
+  const TimeNs t = collective_ns(op.kind, op.bytes, op.gpus);
+  restart();  // the look-up may have cleared the memo: only this entry is in it then
+  if (i >= m.kinds.size()) {
+    m.kinds.resize(i + 1, -1);
+    m.bytes.resize(i + 1);
+    m.gpus.resize(i + 1);
+    m.ns.resize(i + 1);
+  }
+  m.kinds[i] = kind;
+  m.bytes[i] = op.bytes;
+  m.gpus[i] = op.gpus;
+  m.ns[i] = t;
+  return t;
+}
+
 void IterationModel::note(Collective kind, double bytes) {
   if (!record_) return;
   CommKind k = CommKind::Unknown;
@@ -512,11 +536,12 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
   // other in opposite orders: the policy's collectives, every expert's replicas (on distinct
   // GPUs, in every expert-data-parallel copy of the group) all-reducing in (layer, expert) order,
   // gradient collection, then the dense parameters over each data-parallel group.
-  auto add_ops = [&](const std::vector<CollectiveOp>& ops, Phase phase) {
-    for (const CollectiveOp& op : ops) {
+  auto add_ops = [&](const std::vector<CollectiveOp>& ops, Phase phase, OpTimes& times) {
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      const CollectiveOp& op = ops[i];
       if (op.gpus.size() < 2) continue;
       note(op.kind, op.bytes);
-      programs_.add_collective(op.gpus, collective_ns(op.kind, op.bytes, op.gpus), phase);
+      programs_.add_collective(op.gpus, op_ns(times, i, op), phase);
       res.grad_sync_bytes += op.bytes;
     }
   };
@@ -537,7 +562,7 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
   const int groups_per_stage = groups_.ep_groups_per_stage(), edp = groups_.edp_copies();
   const int etp = layout_.expert_tensor;
   label("policy collectives");
-  add_ops(sync.pre_collectives, Phase::GradSync);
+  add_ops(sync.pre_collectives, Phase::GradSync, op_times_[0]);
   label("policy decision");
   // The policy decides once the counts are known (after the popularity exchange, if any).
   for (int g = 0; g < static_cast<int>(sync.decision_ns.size()); ++g) add_local(g, Phase::Movement, sync.decision_ns[g]);
@@ -614,7 +639,7 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
     }
   }
   label("expert gradient collectives");
-  add_ops(sync.grad_collectives, Phase::GradSync);
+  add_ops(sync.grad_collectives, Phase::GradSync, op_times_[1]);
   label("gradient collection to optimizer owners");
   add_transfers(sync.gradient_transfers, Phase::GradSync);
   // Dense gradients: all-reduced (ZeRO 0) or reduce-scattered to their optimizer shard (ZeRO 1, 2;
@@ -700,7 +725,7 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
     }
   }
   label("updated weights: collectives");
-  add_ops(sync.post_collectives, Phase::GradSync);
+  add_ops(sync.post_collectives, Phase::GradSync, op_times_[2]);
   label("updated weights sent to the next placement");
   add_transfers(sync.weight_transfers, Phase::GradSync);
 }

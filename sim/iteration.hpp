@@ -253,6 +253,18 @@ class IterationModel {
     std::vector<std::pair<std::vector<int>, TimeNs>> ops;
   };
   std::vector<ReplicaSync> replica_sync_;  // [MoE layer]
+  // The times of a list of policy collectives (SyncPlan's pre, grad and post lists) by position,
+  // from the last iteration: an entry whose (kind, bytes, members) is unchanged is the memo's
+  // time, compared instead of hashed; valid in the memo generation it was looked up in.
+  struct OpTimes {
+    std::uint64_t memo_generation = kNoGeneration;
+    std::vector<int> kinds;  // -1: no entry
+    std::vector<double> bytes;
+    std::vector<std::vector<int>> gpus;
+    std::vector<TimeNs> ns;
+  };
+  std::array<OpTimes, 3> op_times_;
+  [[nodiscard]] TimeNs op_ns(OpTimes& times, std::size_t i, const CollectiveOp& op);
   Programs programs_;
 
   // The policy's work in every micro-batch before MoE layer `moe_layer`'s dispatch
