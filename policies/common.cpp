@@ -88,7 +88,8 @@ namespace {
 // replica over all sources instead: the same integer sums, in a loop of fixed length whose
 // sources are adjacent cells of the replica's row of `by_slot` ([slot][source]), without the
 // unpredictable branches of k and n varying from source to source.
-void spread_even(const std::int64_t* accepted, int G, const int* reps, int k, std::int64_t* by_slot, EvenScratch& sc) {
+void spread_even(const std::int64_t* accepted, int G, const int* reps, int k, std::int64_t* by_slot,
+                 EvenScratch& sc) {
   sc.base.resize(static_cast<std::size_t>(G));
   sc.extra.resize(static_cast<std::size_t>(G));
   sc.offset.resize(static_cast<std::size_t>(G));
@@ -209,7 +210,8 @@ void dispatch_even(const Placement& p, int layer, int experts, const std::int64_
           accepted_src[g] += before < d ? 1 : 0;
         }
       } else {
-        if (d > 0 && d < rem.size()) std::nth_element(rem.begin(), rem.begin() + static_cast<std::ptrdiff_t>(d - 1), rem.end());
+        if (d > 0 && d < rem.size())
+          std::nth_element(rem.begin(), rem.begin() + static_cast<std::ptrdiff_t>(d - 1), rem.end());
         for (std::size_t i = 0; i < d; ++i) accepted_src[rem[i].second]++;
       }
       given += static_cast<std::int64_t>(d);

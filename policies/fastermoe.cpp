@@ -242,7 +242,7 @@ class FasterMoePolicy final : public Policy {
   double send_s_ = 0.0;
   double param_s_ = 0.0;
   Placement base_;
-  Placement plan_of_;   // the placement last_plan_ is sync_plan's of
+  Placement plan_of_;  // the placement last_plan_ is sync_plan's of
   SyncPlan last_plan_;
 };
 

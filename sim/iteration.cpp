@@ -7,10 +7,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <stdexcept>
 #include <map>
 #include <numeric>
 #include <set>
+#include <stdexcept>
 #include <tuple>
 
 #include "models/roofline.hpp"
@@ -213,7 +213,8 @@ TimeNs IterationModel::op_ns(OpTimes& m, std::size_t i, const CollectiveOp& op) 
   };
   restart();
   const int kind = static_cast<int>(op.kind);
-  if (i < m.kinds.size() && m.kinds[i] == kind && m.bytes[i] == op.bytes && m.gpus[i] == op.gpus) return m.ns[i];
+  if (i < m.kinds.size() && m.kinds[i] == kind && m.bytes[i] == op.bytes && m.gpus[i] == op.gpus)
+    return m.ns[i];
   const TimeNs t = collective_ns(op.kind, op.bytes, op.gpus);
   restart();  // the look-up may have cleared the memo: only this entry is in it then
   if (i >= m.kinds.size()) {
@@ -254,8 +255,10 @@ void IterationModel::LayerCost::clear() {
                                  &expert_chunk_ns, &etp_ag_ns, &etp_rs_ns, &etp_ag_chunk_ns, &etp_rs_chunk_ns,
                                  &back_dispatch_ns, &back_dispatch_chunk_ns})
     v->clear();
-  for (std::vector<double>* v : {&dispatch_bytes, &combine_bytes, &etp_bytes, &back_dispatch_bytes}) v->clear();
-  for (std::vector<std::vector<double>>* v : {&dispatch_peer_bytes, &combine_peer_bytes, &back_dispatch_peer_bytes})
+  for (std::vector<double>* v : {&dispatch_bytes, &combine_bytes, &etp_bytes, &back_dispatch_bytes})
+    v->clear();
+  for (std::vector<std::vector<double>>* v :
+       {&dispatch_peer_bytes, &combine_peer_bytes, &back_dispatch_peer_bytes})
     v->clear();
 }
 
@@ -580,7 +583,8 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
     // gradients reduce with the same shard's holders (the same etp rank) in every copy.
     const double expert_grad_bytes = model_.expert_params() * training_.grad_bytes_per_param / etp;
     std::vector<std::vector<int>> holders(static_cast<std::size_t>(model_.experts) * etp);
-    if (replica_sync_.size() < placement.expert_of_slot.size()) replica_sync_.resize(placement.expert_of_slot.size());
+    if (replica_sync_.size() < placement.expert_of_slot.size())
+      replica_sync_.resize(placement.expert_of_slot.size());
     for (std::size_t l = 0; l < placement.expert_of_slot.size(); ++l) {
       // The layer's all-reduces depend only on its slots: those of the last iteration that had the
       // same slots, while their times are still in the memo (so that no look-up is skipped that

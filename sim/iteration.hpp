@@ -9,9 +9,9 @@
 #include <array>
 #include <cstdint>
 #include <map>
-#include <unordered_map>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "models/specs.hpp"
@@ -236,7 +236,9 @@ class IterationModel {
     double bytes = 0.0;
     std::vector<int> gpus;
     // By value, as the map's order compared them (0.0 and -0.0 are one key).
-    bool operator==(const CollectiveKey& o) const { return kind == o.kind && bytes == o.bytes && gpus == o.gpus; }
+    bool operator==(const CollectiveKey& o) const {
+      return kind == o.kind && bytes == o.bytes && gpus == o.gpus;
+    }
   };
   struct CollectiveKeyHash {
     std::size_t operator()(const CollectiveKey& k) const;

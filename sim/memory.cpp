@@ -67,7 +67,8 @@ bool integer_sums(const GroupDispatch& groups, int S, const Local& local, std::v
     // Slot sl is on rank sl / S: each rank's S slots summed first (modular sums: any order).
     for (std::size_t sl0 = 0, j = 0; sl0 < slots; sl0 += static_cast<std::size_t>(S), ++j) {
       std::uint64_t sum = 0;
-      for (std::size_t sl = sl0; sl < std::min(slots, sl0 + static_cast<std::size_t>(S)); ++sl) sum += slot[sl];
+      for (std::size_t sl = sl0; sl < std::min(slots, sl0 + static_cast<std::size_t>(S)); ++sl)
+        sum += slot[sl];
       received[local(k, static_cast<int>(j))] += static_cast<std::int64_t>(sum);
     }
   }

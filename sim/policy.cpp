@@ -38,7 +38,8 @@ DefaultSyncKey default_sync_key(const PolicyContext& ctx, const Placement& place
           ctx.expert_grad_bytes,
           ctx.expert_weight_bytes};
 }
-SyncPlan build_default_sync_plan(const PolicyContext& ctx, const Placement& placement, bool shard_over_replicas);
+SyncPlan build_default_sync_plan(const PolicyContext& ctx, const Placement& placement,
+                                 bool shard_over_replicas);
 }  // namespace
 
 SyncPlan default_sync_plan(const PolicyContext& ctx, const Placement& placement, bool shard_over_replicas) {
@@ -69,7 +70,8 @@ SyncPlan default_sync_plan(const PolicyContext& ctx, const Placement& placement,
 }
 
 namespace {
-SyncPlan build_default_sync_plan(const PolicyContext& ctx, const Placement& placement, bool shard_over_replicas) {
+SyncPlan build_default_sync_plan(const PolicyContext& ctx, const Placement& placement,
+                                 bool shard_over_replicas) {
   SyncPlan plan;
   const int nodes = ctx.cluster->nodes;
   plan.resize(ctx.gpus, nodes);
