@@ -57,7 +57,13 @@ struct EvenScratch {
   std::vector<int> targets, node_of_slot, node_of_gpu;
   std::vector<std::int64_t> by_expert;  // counts transposed: [expert][source]
   std::vector<std::int64_t> by_slot;    // accepted, transposed: [slot][source]
+  std::vector<std::int64_t> base, extra, offset;  // spread_even's, [source]
+  std::vector<std::uint64_t> keys;                // the ranked remainders, [source]
 };
+
+// Up to this many sources the largest remainders are found by rank (G^2 comparisons without a
+// branch), above by nth_element: at 64 sources the ranks cost more than the sort saved.
+constexpr int kRankedSources = 16;
 
 // Up to this total, n * limit (n, limit <= total) is at most 2^62, within ExactDivider's range
 // (as is the total, below 2^32).
@@ -75,6 +81,45 @@ void transpose(const std::int64_t* __restrict in, int rows, int cols, std::int64
         for (std::size_t r = r0; r < r1; ++r) out[c * R + r] = in[r * C + c];
     }
 }
+
+namespace {
+// Every source's n = accepted[g] assignments over the k replicas `reps` (k > 1), as the loop in
+// dispatch_even spreads them: replica (i + g) % k gets n / k, plus one for i < n % k. Replica by
+// replica over all sources instead: the same integer sums, in a loop of fixed length whose
+// sources are adjacent cells of the replica's row of `by_slot` ([slot][source]), without the
+// unpredictable branches of k and n varying from source to source.
+void spread_even(const std::int64_t* accepted, int G, const int* reps, int k, std::int64_t* by_slot,
+                 EvenScratch& sc) {
+  sc.base.resize(static_cast<std::size_t>(G));
+  sc.extra.resize(static_cast<std::size_t>(G));
+  sc.offset.resize(static_cast<std::size_t>(G));
+  std::int64_t* base = sc.base.data();
+  std::int64_t* extra = sc.extra.data();
+  std::int64_t* offset = sc.offset.data();
+  // One reciprocal for all sources instead of a divide each (ExactDivider corrects the quotient).
+  const ExactDivider by_k(k);
+  for (int g = 0, off = 0; g < G; ++g) {
+    const std::int64_t n = accepted[g];
+    if (n >= 0 && n <= std::int64_t{0xffffffff}) {
+      by_k.divmod(n, base[g], extra[g]);
+    } else {
+      base[g] = n / k;
+      extra[g] = n % k;  // < 0 for n < 0: no replica gets one more
+    }
+    offset[g] = off;  // g % k, stepped with a wrap
+    if (++off == k) off = 0;
+  }
+  for (int p = 0; p < k; ++p) {
+    std::int64_t* row = by_slot + static_cast<std::size_t>(reps[p]) * G;
+    // Replica p is the i-th of source g for i = (p - g) mod k.
+    for (int g = 0; g < G; ++g) {
+      std::int64_t i = p - offset[g];
+      i += i < 0 ? k : 0;
+      row[g] += base[g] + (i < extra[g] ? 1 : 0);
+    }
+  }
+}
+}  // namespace
 
 void dispatch_even(const Placement& p, int layer, int experts, const std::int64_t* counts,
                    const EvenDispatchOptions& opt, LayerDispatch& out) {
@@ -98,6 +143,7 @@ void dispatch_even(const Placement& p, int layer, int experts, const std::int64_
   for (int s = 0; s < static_cast<int>(layout.size()); ++s)
     if (layout[s] >= 0 && layout[s] < experts) sc.holder[sc.targets[layout[s]]++] = s;
   sc.accepted_src.resize(G);
+  sc.keys.resize(static_cast<std::size_t>(G));
   if (opt.prefer_local_node) {
     sc.node_of_slot.resize(static_cast<std::size_t>(slots));
     for (int s = 0; s < slots; ++s) sc.node_of_slot[s] = p.gpu_of_slot(s) / opt.gpus_per_node;
@@ -150,9 +196,29 @@ void dispatch_even(const Placement& p, int layer, int experts, const std::int64_
       // The limit - given largest remainders get one more. (-remainder, source) pairs are
       // distinct, so the first d of the sorted order are a set that nth_element finds as well.
       const auto d = static_cast<std::size_t>(std::min<std::int64_t>(limit - given, static_cast<std::int64_t>(rem.size())));
-      if (d > 0 && d < rem.size()) std::nth_element(rem.begin(), rem.begin() + static_cast<std::ptrdiff_t>(d - 1), rem.end());
-      for (std::size_t i = 0; i < d; ++i) accepted_src[rem[i].second]++;
+      if (narrow && G <= kRankedSources && d > 0 && d < rem.size()) {
+        // The same set by rank: a pair is among the first d when fewer than d pairs precede it.
+        // Remainders lie in [0, total) with total <= 2^31, so (total - 1 - remainder, source)
+        // packs into one integer of the same order; G^2 comparisons without a branch.
+        std::uint64_t* keys = sc.keys.data();
+        for (int g = 0; g < G; ++g)
+          keys[g] = (static_cast<std::uint64_t>(total - 1 + rem[static_cast<std::size_t>(g)].first) << 32) |
+                    static_cast<std::uint32_t>(g);
+        for (int g = 0; g < G; ++g) {
+          std::uint64_t before = 0;
+          for (int h = 0; h < G; ++h) before += keys[h] < keys[g] ? 1 : 0;
+          accepted_src[g] += before < d ? 1 : 0;
+        }
+      } else {
+        if (d > 0 && d < rem.size())
+          std::nth_element(rem.begin(), rem.begin() + static_cast<std::ptrdiff_t>(d - 1), rem.end());
+        for (std::size_t i = 0; i < d; ++i) accepted_src[rem[i].second]++;
+      }
       given += static_cast<std::int64_t>(d);
+    }
+    if (!opt.prefer_local_node && nreps > 1) {
+      spread_even(accepted_src.data(), G, reps, nreps, by_slot, sc);
+      continue;
     }
     int targets_node = -1;
     for (int g = 0; g < G; ++g) {

@@ -162,6 +162,17 @@ class FasterMoePolicy final : public Policy {
   // broadcast of its weights from the owner and a reduction of its gradients to the owner, over
   // the GPUs that hold it (all of them).
   [[nodiscard]] SyncPlan sync_plan(int, const Placement& current, const Placement&) override {
+    // A function of `current` alone (the rest is fixed at construction), and the shadows often
+    // stay for many iterations: the last plan is returned while they do.
+    if (!plan_of_.expert_of_slot.empty() && plan_of_.slots_per_gpu == current.slots_per_gpu &&
+        plan_of_.expert_of_slot == current.expert_of_slot)
+      return last_plan_;
+    last_plan_ = build_sync_plan(current);
+    plan_of_ = current;
+    return last_plan_;
+  }
+
+  [[nodiscard]] SyncPlan build_sync_plan(const Placement& current) const {
     SyncPlan plan = default_sync_plan(ctx_, base_, false);
     plan.replica_allreduce = false;
     const Collective reduce_kind = reduce_as_ == "allreduce" ? Collective::AllReduce : Collective::Broadcast;
@@ -231,6 +242,8 @@ class FasterMoePolicy final : public Policy {
   double send_s_ = 0.0;
   double param_s_ = 0.0;
   Placement base_;
+  Placement plan_of_;  // the placement last_plan_ is sync_plan's of
+  SyncPlan last_plan_;
 };
 
 }  // namespace

@@ -82,14 +82,11 @@ class StaticPolicy final : public Policy {
         for (int src = first; src < first + group_gpus_; ++src)
           for (int e = 0; e < E; ++e) cap = std::max(cap, counts[static_cast<std::size_t>(src) * E + e]);
       }
+      const std::vector<int>& slot_of = target_slots(G);
       for (int src = first; src < first + group_gpus_; ++src) {
         for (int e = 0; e < E; ++e) {
           const std::int64_t n = counts[static_cast<std::size_t>(src) * E + e];
-          // Expert e's replicas take its sources in contiguous blocks: source src sends to
-          // replica floor(src r_e / G), which is its own group's copy under whole groups.
-          const std::vector<int>& reps = replica_slots_[static_cast<std::size_t>(e)];
-          const auto r_e = static_cast<std::int64_t>(reps.size());
-          const int slot = reps[static_cast<std::size_t>(static_cast<std::int64_t>(src) * r_e / G)];
+          const int slot = slot_of[static_cast<std::size_t>(src) * E + e];
           const std::size_t idx = static_cast<std::size_t>(src) * slots + slot;
           const std::int64_t acc = std::min(n, cap);
           out.accepted[idx] = acc;
@@ -128,6 +125,26 @@ class StaticPolicy final : public Policy {
   int extra_replicas_ = 0;  // experts 0 .. G S mod E - 1 have one more (the spare slots)
   int group_gpus_ = 1;
   std::vector<std::vector<int>> replica_slots_;  // [expert] -> its slots, ascending
+  // The slot of each (source, expert) for `gpus` sources, [src * E + e]: computed once (a 64-bit
+  // division each), not in every layer of every iteration.
+  const std::vector<int>& target_slots(int gpus) {
+    if (target_gpus_ == gpus) return target_slots_;
+    const int E = ctx_.experts;
+    target_slots_.assign(static_cast<std::size_t>(gpus) * E, 0);
+    for (int src = 0; src < gpus; ++src)
+      for (int e = 0; e < E; ++e) {
+        // Expert e's replicas take its sources in contiguous blocks: source src sends to
+        // replica floor(src r_e / G), which is its own group's copy under whole groups.
+        const std::vector<int>& reps = replica_slots_[static_cast<std::size_t>(e)];
+        const auto r_e = static_cast<std::int64_t>(reps.size());
+        target_slots_[static_cast<std::size_t>(src) * E + e] =
+            reps[static_cast<std::size_t>(static_cast<std::int64_t>(src) * r_e / gpus)];
+      }
+    target_gpus_ = gpus;
+    return target_slots_;
+  }
+  int target_gpus_ = -1;
+  std::vector<int> target_slots_;
 };
 
 }  // namespace

@@ -6,12 +6,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <stdexcept>
 #include <map>
 #include <numeric>
 #include <set>
+#include <stdexcept>
 #include <tuple>
 
+#include "models/roofline.hpp"
 #include "sim/cross_layer.hpp"
 
 namespace moesim {
@@ -81,6 +82,7 @@ IterationModel::IterationModel(const Cluster& cluster, const MoeModelSpec& model
     }
   init_pipeline();
   init_teams();
+  memo_expert_fwd_ = dynamic_cast<const RooflineCompute*>(&compute) != nullptr;
 }
 
 double IterationModel::stage_dense_params(int stage) const { return stage_dense_params_[static_cast<std::size_t>(stage)]; }
@@ -160,23 +162,6 @@ void IterationModel::set_compute_slowdown(std::vector<double> factors) {
     if (compute_slowdown_[g] != 1.0) stage_slowed_[static_cast<std::size_t>(groups_.stage(static_cast<int>(g)))] = 1;
 }
 
-TimeNs IterationModel::collective_ns(Collective kind, double bytes, const std::vector<int>& gpus) {
-  constexpr std::size_t kMemoBound = 1 << 16;
-  // The look-up key is a scratch tuple whose vector keeps its capacity between calls: a hit
-  // (nearly every call after the first iteration) allocates nothing. One per thread, as
-  // compare --jobs runs models on several threads.
-  static thread_local std::tuple<int, double, std::vector<int>> key;
-  std::get<0>(key) = static_cast<int>(kind);
-  std::get<1>(key) = bytes;
-  std::get<2>(key).assign(gpus.begin(), gpus.end());
-  auto it = collective_memo_.find(key);
-  if (it == collective_memo_.end()) {
-    if (collective_memo_.size() >= kMemoBound) collective_memo_.clear();
-    it = collective_memo_.emplace(key, network_.collective(kind, bytes, gpus).time_ns).first;
-  }
-  return it->second;
-}
-
 void IterationModel::note(Collective kind, double bytes) {
   if (!record_) return;
   CommKind k = CommKind::Unknown;
@@ -243,7 +228,11 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
   // The combine all-to-all is the dispatch's transpose: on symmetric links every GPU's send and
   // receive volumes swap, so its time is that of the dispatch matrix at the combine's token size;
   // the backward pass repeats both (in the model dtype).
-  std::vector<LayerCost> cost(dispatch.size());
+  if (cost_.size() < dispatch.size()) cost_.resize(dispatch.size());
+  for (std::size_t l = 0; l < dispatch.size(); ++l) cost_[l].clear();
+  // Exactly one entry per layer: add_forward and add_backward index it by MoE layer.
+  if (cost_.size() > dispatch.size()) cost_.resize(dispatch.size());
+  std::vector<LayerCost>& cost = cost_;
   double imbalance_sum = 0.0;
   int imbalance_n = 0;
   const double per_mb = 1.0 / M;
@@ -264,7 +253,8 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       // Copies each pair of the group moves, once for every token size below: a count times an
       // integral token size below 2^53 is exact, so the bytes are those dispatch_byte_matrix
       // sums slot by slot, to the bit.
-      std::vector<std::int64_t> pair_copies(static_cast<std::size_t>(d.gpus) * d.gpus, 0);
+      std::vector<std::int64_t>& pair_copies = pair_copies_;
+      pair_copies.assign(static_cast<std::size_t>(d.gpus) * d.gpus, 0);
       std::int64_t most_copies = 0;
       for (int src = 0; src < d.gpus; ++src) {
         // Slot sl is on GPU sl / S: runs of S slots, no division per slot.
@@ -278,7 +268,14 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
           to[at] = sum;
         }
       }
-      for (std::int64_t c : pair_copies) most_copies = std::max(most_copies, c);
+      std::int64_t least_copies = 0, sent_copies = 0;  // sent: off the diagonal
+      for (int a = 0; a < d.gpus; ++a)
+        for (int b2 = 0; b2 < d.gpus; ++b2) {
+          const std::int64_t c = pair_copies[static_cast<std::size_t>(a) * d.gpus + b2];
+          most_copies = std::max(most_copies, c);
+          least_copies = std::min(least_copies, c);
+          if (a != b2) sent_copies += c;
+        }
       auto byte_matrix = [&](double token_bytes) {
         if (token_bytes != std::floor(token_bytes) || token_bytes < 0 ||
             static_cast<double>(most_copies) * token_bytes >= 9007199254740992.0)  // 2^53
@@ -303,7 +300,13 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
           for (double& x : b) x *= per_mb;
         return b;
       };
-      auto sent_of = [&](const std::vector<double>& b) {
+      auto sent_of = [&](const std::vector<double>& b, double token_bytes) {
+        // One micro-batch of whole copies, every partial sum an integer below 2^53: the sum of
+        // the matrix below is exactly the copies' count times the token size, in any order.
+        if (!dispatch_.hierarchical && M == 1 && d.gpus == ep && least_copies >= 0 &&
+            token_bytes == std::floor(token_bytes) && token_bytes >= 0 &&
+            static_cast<double>(std::max(most_copies, sent_copies)) * token_bytes < 9007199254740992.0)
+          return static_cast<double>(sent_copies) * token_bytes;
         double sent = 0.0;
         for (int a = 0; a < ep; ++a)
           for (int b2 = 0; b2 < ep; ++b2)
@@ -316,12 +319,12 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       const int gpn = cluster_.spec().gpus_per_node;
       const std::vector<double> bytes = exchange(combine_token_bytes_);
       lc.combine_ns.push_back(exchange_ns(network_, algo, bytes, members, gpn));
-      lc.combine_bytes.push_back(sent_of(bytes));
+      lc.combine_bytes.push_back(sent_of(bytes, combine_token_bytes_));
       if (record_) lc.combine_peer_bytes.push_back(bytes);
       if (dispatch_token_bytes_ != combine_token_bytes_) {
         const std::vector<double> fp8 = exchange(dispatch_token_bytes_);
         lc.dispatch_ns.push_back(exchange_ns(network_, algo, fp8, members, gpn));
-        lc.dispatch_bytes.push_back(sent_of(fp8));
+        lc.dispatch_bytes.push_back(sent_of(fp8, dispatch_token_bytes_));
         if (record_) lc.dispatch_peer_bytes.push_back(fp8);
       } else {
         lc.dispatch_ns.push_back(lc.combine_ns.back());
@@ -340,7 +343,7 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
                                 cross_layer_->weight[l], model_.experts);
         for (double& x : hop_bytes) x *= combine_token_bytes_ * per_mb;
         lc.combine_ns.back() = network_.all_to_all_v(hop_bytes, members);
-        lc.combine_bytes.back() = sent_of(hop_bytes);
+        lc.combine_bytes.back() = sent_of(hop_bytes, -1.0);  // not whole copies: summed
         if (record_) lc.combine_peer_bytes.back() = hop_bytes;
       }
       const bool arrived = l > 0 && follows(placement, dispatch, l - 1, k);
@@ -369,7 +372,8 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
         }
         if (arrived) lc.dispatch_chunk_ns.back() = 0;
       }
-      std::vector<std::int64_t> slot_tokens(slots, 0);
+      std::vector<std::int64_t>& slot_tokens = slot_tokens_;
+      slot_tokens.assign(static_cast<std::size_t>(slots), 0);
       for (int src = 0; src < d.gpus; ++src)
         for (int sl = 0; sl < slots; ++sl)
           slot_tokens[d.exchange == ExchangeAlgorithm::none ? src * S : sl] += d.buffered[static_cast<std::size_t>(src) * slots + sl];
@@ -398,10 +402,10 @@ IterationResult IterationModel::run(Engine& engine, TimeNs start_ns, const Place
       const auto eg = static_cast<std::size_t>(i / etp);
       for (int s = 0; s < S; ++s) {
         const std::int64_t n = etp_slot_tokens[eg * S + s];
-        lc.expert_ns[static_cast<std::size_t>(i)] += expert_fwd_ns(M > 1 ? (n + M - 1) / M : n);
+        lc.expert_ns[static_cast<std::size_t>(i)] += expert_fwd_memo(M > 1 ? (n + M - 1) / M : n);
         if (chunks > 1)
           lc.expert_chunk_ns[static_cast<std::size_t>(i)] +=
-              on_fewer_sms(expert_fwd_ns((n + per_chunk - 1) / per_chunk), sms_, overlap_.dispatch_sms);
+              on_fewer_sms(expert_fwd_memo((n + per_chunk - 1) / per_chunk), sms_, overlap_.dispatch_sms);
       }
     }
     if (etp > 1) {
@@ -455,11 +459,12 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
   // other in opposite orders: the policy's collectives, every expert's replicas (on distinct
   // GPUs, in every expert-data-parallel copy of the group) all-reducing in (layer, expert) order,
   // gradient collection, then the dense parameters over each data-parallel group.
-  auto add_ops = [&](const std::vector<CollectiveOp>& ops, Phase phase) {
-    for (const CollectiveOp& op : ops) {
+  auto add_ops = [&](const std::vector<CollectiveOp>& ops, Phase phase, OpTimes& times) {
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      const CollectiveOp& op = ops[i];
       if (op.gpus.size() < 2) continue;
       note(op.kind, op.bytes);
-      programs_.add_collective(op.gpus, collective_ns(op.kind, op.bytes, op.gpus), phase);
+      programs_.add_collective(op.gpus, op_ns(times, i, op), phase);
       res.grad_sync_bytes += op.bytes;
     }
   };
@@ -480,7 +485,7 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
   const int groups_per_stage = groups_.ep_groups_per_stage(), edp = groups_.edp_copies();
   const int etp = layout_.expert_tensor;
   label("policy collectives");
-  add_ops(sync.pre_collectives, Phase::GradSync);
+  add_ops(sync.pre_collectives, Phase::GradSync, op_times_[0]);
   label("policy decision");
   // The policy decides once the counts are known (after the popularity exchange, if any).
   for (int g = 0; g < static_cast<int>(sync.decision_ns.size()); ++g) add_local(g, Phase::Movement, sync.decision_ns[g]);
@@ -498,7 +503,29 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
     // gradients reduce with the same shard's holders (the same etp rank) in every copy.
     const double expert_grad_bytes = model_.expert_params() * training_.grad_bytes_per_param / etp;
     std::vector<std::vector<int>> holders(static_cast<std::size_t>(model_.experts) * etp);
+    if (replica_sync_.size() < placement.expert_of_slot.size())
+      replica_sync_.resize(placement.expert_of_slot.size());
     for (std::size_t l = 0; l < placement.expert_of_slot.size(); ++l) {
+      // The layer's all-reduces depend only on its slots: those of the last iteration that had the
+      // same slots, while their times are still in the memo (so that no look-up is skipped that
+      // would have reached the network).
+      ReplicaSync& cached = replica_sync_[l];
+      if (!copies_only && cached.memo_generation == memo_generation_ && cached.slots_per_gpu == S &&
+          cached.layout == placement.expert_of_slot[l]) {
+        for (const auto& [h, t] : cached.ops) {
+          note(Collective::AllReduce, expert_grad_bytes);
+          programs_.add_collective(h, t, Phase::GradSync);
+          res.grad_sync_bytes += expert_grad_bytes;
+        }
+        continue;
+      }
+      // Recorded from the second iteration in a row on these slots: a layer whose slots change
+      // every iteration costs a copy of its slots, not of its collectives.
+      const bool repeated = cached.slots_per_gpu == S && cached.layout == placement.expert_of_slot[l];
+      const bool keep = !copies_only && repeated;
+      const std::uint64_t generation = memo_generation_;
+      cached.memo_generation = kNoGeneration;
+      cached.ops.clear();
       const int stage = groups_.stage_of_layer(moe_layer_ids_[l]);
       for (auto& h : holders) h.clear();
       for (int k = 0; k < groups_per_stage; ++k) {
@@ -522,13 +549,21 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
           if (h.size() < 2) continue;
         }
         note(Collective::AllReduce, expert_grad_bytes);
-        programs_.add_collective(h, collective_ns(Collective::AllReduce, expert_grad_bytes, h), Phase::GradSync);
+        const TimeNs t = collective_ns(Collective::AllReduce, expert_grad_bytes, h);
+        programs_.add_collective(h, t, Phase::GradSync);
         res.grad_sync_bytes += expert_grad_bytes;
+        if (keep) cached.ops.emplace_back(h, t);
+      }
+      if (!repeated) {
+        cached.layout = placement.expert_of_slot[l];
+        cached.slots_per_gpu = S;
+      } else if (keep && memo_generation_ == generation) {
+        cached.memo_generation = generation;
       }
     }
   }
   label("expert gradient collectives");
-  add_ops(sync.grad_collectives, Phase::GradSync);
+  add_ops(sync.grad_collectives, Phase::GradSync, op_times_[1]);
   label("gradient collection to optimizer owners");
   add_transfers(sync.gradient_transfers, Phase::GradSync);
   // Dense gradients: all-reduced (ZeRO 0) or reduce-scattered to their optimizer shard (ZeRO 1, 2;
@@ -614,7 +649,7 @@ void IterationModel::add_sync(const Placement& placement, const SyncPlan& sync, 
     }
   }
   label("updated weights: collectives");
-  add_ops(sync.post_collectives, Phase::GradSync);
+  add_ops(sync.post_collectives, Phase::GradSync, op_times_[2]);
   label("updated weights sent to the next placement");
   add_transfers(sync.weight_transfers, Phase::GradSync);
 }

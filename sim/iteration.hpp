@@ -11,6 +11,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "models/specs.hpp"
@@ -146,7 +147,12 @@ class IterationModel {
     std::vector<TimeNs> back_dispatch_ns, back_dispatch_chunk_ns;
     std::vector<double> back_dispatch_bytes;
     std::vector<std::vector<double>> back_dispatch_peer_bytes;
+    // Empties every list, keeping their storage for the next iteration.
+    void clear();
   };
+  // run()'s per-layer costs and scratch, kept between iterations: no allocation per layer.
+  std::vector<LayerCost> cost_;
+  std::vector<std::int64_t> pair_copies_, slot_tokens_;
   // expert_tensor > 1: the all-gather (`gather`) or reduce-scatter of every
   // expert-tensor-parallel group of `stage` around its experts (unchunked exchange).
   void add_etp(int stage, const LayerCost& lc, bool gather, IterationResult& res);
@@ -215,9 +221,52 @@ class IterationModel {
   std::vector<std::vector<TimeNs>> tp_block_ns_;  // [stage * 3 + collective]: add_tp_block's times
   std::vector<TimeNs> scratch_ns_;
 
+  // expert_fwd_ns by token count, kept across iterations (the same counts recur every layer and
+  // iteration): -1 for not yet known. Only for a pure compute model (the roofline); a measured
+  // profile counts its look-ups, which a memo would change.
+  [[nodiscard]] TimeNs expert_fwd_memo(std::int64_t tokens);
+  bool memo_expert_fwd_ = false;
+  std::vector<TimeNs> expert_fwd_memo_;
+
   // Collective times by (kind, bytes, group), kept across iterations: a pure function of the
-  // network, and the same replica groups recur. Cleared when it grows past a bound.
-  std::map<std::tuple<int, double, std::vector<int>>, TimeNs> collective_memo_;
+  // network, and the same replica groups recur. Cleared when it grows past a bound. Hashed: the
+  // ordered map's look-ups compared whole groups at every level of the tree.
+  struct CollectiveKey {
+    int kind = 0;
+    double bytes = 0.0;
+    std::vector<int> gpus;
+    // By value, as the map's order compared them (0.0 and -0.0 are one key).
+    bool operator==(const CollectiveKey& o) const {
+      return kind == o.kind && bytes == o.bytes && gpus == o.gpus;
+    }
+  };
+  struct CollectiveKeyHash {
+    std::size_t operator()(const CollectiveKey& k) const;
+  };
+  std::unordered_map<CollectiveKey, TimeNs, CollectiveKeyHash> collective_memo_;
+  std::uint64_t memo_generation_ = 0;  // counts the memo's clears
+  // add_sync's replica all-reduces of one MoE layer (members, time), for the slots `layout`,
+  // valid while the memo has not been cleared since (memo_generation).
+  static constexpr std::uint64_t kNoGeneration = ~std::uint64_t{0};
+  struct ReplicaSync {
+    std::vector<int> layout;
+    int slots_per_gpu = 0;
+    std::uint64_t memo_generation = kNoGeneration;
+    std::vector<std::pair<std::vector<int>, TimeNs>> ops;
+  };
+  std::vector<ReplicaSync> replica_sync_;  // [MoE layer]
+  // The times of a list of policy collectives (SyncPlan's pre, grad and post lists) by position,
+  // from the last iteration: an entry whose (kind, bytes, members) is unchanged is the memo's
+  // time, compared instead of hashed; valid in the memo generation it was looked up in.
+  struct OpTimes {
+    std::uint64_t memo_generation = kNoGeneration;
+    std::vector<int> kinds;  // -1: no entry
+    std::vector<double> bytes;
+    std::vector<std::vector<int>> gpus;
+    std::vector<TimeNs> ns;
+  };
+  std::array<OpTimes, 3> op_times_;
+  [[nodiscard]] TimeNs op_ns(OpTimes& times, std::size_t i, const CollectiveOp& op);
   Programs programs_;
 
   // The policy's work in every micro-batch before MoE layer `moe_layer`'s dispatch

@@ -49,21 +49,28 @@ bool integer_sums(const GroupDispatch& groups, int S, const Local& local, std::v
     slot.assign(slots, 0);
     for (int src = 0; src < d.gpus; ++src) {
       const std::int64_t* row = d.buffered.data() + static_cast<std::size_t>(src) * slots;
-      std::uint64_t row_sum = 0, row_abs = 0;
-      bool big = false;
+      // The cells OR-ed together reach 2^53 exactly when some cell does, and a negative cell
+      // (a huge unsigned one) does too: negative counts take the double sums below. Otherwise
+      // the row's sum is its magnitude.
+      std::uint64_t row_sum = 0, any = 0;
       for (std::size_t sl = 0; sl < slots; ++sl) {
         const auto u = static_cast<std::uint64_t>(row[sl]);
-        const std::uint64_t a = row[sl] < 0 ? std::uint64_t{0} - u : u;
-        big |= a >= kExact;
+        any |= u;
         row_sum += u;
-        row_abs += a;
         slot[sl] += u;
       }
-      magnitude += row_abs;
-      if (big || magnitude >= kExact) return false;
+      if (any >= kExact) return false;
+      magnitude += row_sum;
+      if (magnitude >= kExact) return false;
       sent[local(k, src)] += static_cast<std::int64_t>(row_sum);
     }
-    for (std::size_t sl = 0; sl < slots; ++sl) received[local(k, static_cast<int>(sl) / S)] += static_cast<std::int64_t>(slot[sl]);
+    // Slot sl is on rank sl / S: each rank's S slots summed first (modular sums: any order).
+    for (std::size_t sl0 = 0, j = 0; sl0 < slots; sl0 += static_cast<std::size_t>(S), ++j) {
+      std::uint64_t sum = 0;
+      for (std::size_t sl = sl0; sl < std::min(slots, sl0 + static_cast<std::size_t>(S)); ++sl)
+        sum += slot[sl];
+      received[local(k, static_cast<int>(j))] += static_cast<std::int64_t>(sum);
+    }
   }
   return true;
 }

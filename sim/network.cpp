@@ -46,6 +46,37 @@ void PortLoad::add_member(std::size_t s, std::size_t d, double bytes) {
   add_at(s, d, members_[s], members_[d], bytes);
 }
 
+void PortLoad::add_members(const std::vector<double>& bytes) {
+  if (per_gpu_ || members_.empty()) throw std::logic_error("network: add_members needs a group's load");
+  const std::size_t n = members_.size();
+  double* const send = send_.data();
+  double* const recv = recv_.data();
+  bool intra_used = false, nic_used = false;
+  double fabric_ns = any_fabric_ns_;
+  for (std::size_t s = 0; s < n; ++s) {
+    const int src_gpu = members_[s];
+    const double* row = bytes.data() + s * n;
+    for (std::size_t d = 0; d < n; ++d) {
+      const double b = row[d];
+      if (s == d || b <= 0.0) continue;
+      const Route& r = cluster_.route(src_gpu, members_[d]);
+      if (r.up_bundle >= 0 || r.down_bundle >= 0) {
+        add_at(s, d, src_gpu, members_[d], b);  // the bundles' rules, as add_member
+        continue;
+      }
+      // add_at without bundles or per-GPU marks: the same sums in the same order.
+      send[s * kNumPorts + static_cast<std::size_t>(r.src_port)] += b;
+      recv[d * kNumPorts + static_cast<std::size_t>(r.dst_port)] += b;
+      intra_used |= r.src_port == Port::Intra;
+      nic_used |= r.src_port == Port::Nic;
+      fabric_ns = std::max(fabric_ns, r.fabric_latency_ns);
+    }
+  }
+  any_intra_ |= intra_used;
+  any_nic_ |= nic_used;
+  any_fabric_ns_ = std::max(any_fabric_ns_, fabric_ns);
+}
+
 void PortLoad::add_at(std::size_t s, std::size_t d, int src_gpu, int dst_gpu, double bytes) {
   const Route& r = cluster_.route(src_gpu, dst_gpu);
   send_[s * kNumPorts + static_cast<std::size_t>(r.src_port)] += bytes;
@@ -152,13 +183,8 @@ TimeNs AnalyticalNetwork::all_to_all_v(const std::vector<double>& bytes, const s
   const std::size_t n = gpus.size();
   // Arrays of the group only: untouched GPUs would add nothing to max_time.
   PortLoad load(cluster_, std::span<const int>(gpus));
-  for (std::size_t s = 0; s < n; ++s) {
-    for (std::size_t d = 0; d < n; ++d) {
-      const double b = bytes[s * n + d];
-      if (s == d || b <= 0.0) continue;
-      load.add_member(s, d, b);
-    }
-  }
+  if (bytes.size() < n * n) throw std::logic_error("network: all-to-all-v matrix smaller than its group");
+  load.add_members(bytes);
   const TimeNs worst = load.max_time();
   if (worst == 0) return 0;
   return worst + load.exchange_latency();

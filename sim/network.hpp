@@ -95,6 +95,9 @@ class PortLoad {
   PortLoad(const Cluster& cluster, std::span<const int> gpus);
   // A message from the group's s-th GPU to its d-th (s != d), as add.
   void add_member(std::size_t s, std::size_t d, double bytes);
+  // add_member(s, d, bytes[s * n + d]) for every s != d with bytes > 0, in row-major order
+  // (n = the group's size): one exchange's matrix in one pass.
+  void add_members(const std::vector<double>& bytes);
   // A GPU-to-GPU message along Cluster::route (src != dst). Both ends are marked as using the
   // route's source port class for the latency.
   void add(int src_gpu, int dst_gpu, double bytes);

@@ -16,7 +16,62 @@ SyncPlan Policy::sync_plan(int /*iteration*/, const Placement& current, const Pl
   return default_sync_plan(ctx_, current, false);
 }
 
+namespace {
+// What default_sync_plan reads, by value: the plan is a pure function of it.
+struct DefaultSyncKey {
+  int nodes = 0, gpus_per_node = 0, gpus = 0, experts = 0, slots_per_gpu = 0, dtype_bytes = 0;
+  bool offload = false, shard = false;
+  double grad_bytes_per_param = 0.0, expert_params = 0.0, expert_grad_bytes = 0.0, expert_weight_bytes = 0.0;
+  bool operator==(const DefaultSyncKey&) const = default;
+};
+DefaultSyncKey default_sync_key(const PolicyContext& ctx, const Placement& placement, bool shard) {
+  return {ctx.cluster->nodes,
+          ctx.cluster->gpus_per_node,
+          ctx.gpus,
+          ctx.experts,
+          placement.slots_per_gpu,
+          dtype_bytes(ctx.model->dtype),
+          ctx.training->optimizer_offload,
+          shard,
+          ctx.training->grad_bytes_per_param,
+          ctx.expert_params,
+          ctx.expert_grad_bytes,
+          ctx.expert_weight_bytes};
+}
+SyncPlan build_default_sync_plan(const PolicyContext& ctx, const Placement& placement,
+                                 bool shard_over_replicas);
+}  // namespace
+
 SyncPlan default_sync_plan(const PolicyContext& ctx, const Placement& placement, bool shard_over_replicas) {
+  // Most policies keep their placement for many iterations and ask for its plan every iteration:
+  // the last plan is kept (one per thread: compare --jobs) and returned while its inputs are the same.
+  // The plan is kept from the second call in a row on the same inputs: a policy whose placement
+  // changes every iteration pays a copy of its slots, not of its plan.
+  struct Last {
+    bool seen = false, planned = false;
+    DefaultSyncKey key;
+    std::vector<std::vector<int>> expert_of_slot;
+    SyncPlan plan;
+  };
+  static thread_local Last last;
+  const DefaultSyncKey key = default_sync_key(ctx, placement, shard_over_replicas);
+  const bool same = last.seen && last.key == key && last.expert_of_slot == placement.expert_of_slot;
+  if (same && last.planned) return last.plan;
+  if (same) {
+    last.plan = build_default_sync_plan(ctx, placement, shard_over_replicas);
+    last.planned = true;
+    return last.plan;
+  }
+  last.seen = last.planned = false;
+  last.key = key;
+  last.expert_of_slot = placement.expert_of_slot;
+  last.seen = true;
+  return build_default_sync_plan(ctx, placement, shard_over_replicas);
+}
+
+namespace {
+SyncPlan build_default_sync_plan(const PolicyContext& ctx, const Placement& placement,
+                                 bool shard_over_replicas) {
   SyncPlan plan;
   const int nodes = ctx.cluster->nodes;
   plan.resize(ctx.gpus, nodes);
@@ -63,5 +118,6 @@ SyncPlan default_sync_plan(const PolicyContext& ctx, const Placement& placement,
   }
   return plan;
 }
+}  // namespace
 
 }  // namespace moesim
