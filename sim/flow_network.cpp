@@ -10,6 +10,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "sim/huge_pages.hpp"
 #include "sim/maxmin.hpp"
 
 namespace moesim {
@@ -33,6 +34,7 @@ class EndQueue {
  public:
   // Empties the queue for `flows` flows, keeping the memory.
   void reset(std::size_t flows) {
+    reserve_huge(end_, flows);
     end_.assign(flows, kNone);
     heap_.clear();
     staged_.clear();
@@ -195,10 +197,15 @@ class EndQueue {
 // memory of the largest exchange so far stays with the thread (a run repeats its exchanges every
 // layer, so the peak is the same; giving it back after each call made the 4,096-GPU benchmark
 // take 6.2 s instead of 4.0 s).
+// A flow's bytes left at `since`, drained at `rate` from then on (together: a re-share reads
+// all three of each flow it changes).
+struct Fluid {
+  double left, rate, since;
+};
 struct Workspace {
   MaxMinSolver solver;
   EndQueue ends;
-  std::vector<double> left, rate, since;
+  std::vector<Fluid> fluid;
   std::vector<std::pair<double, int>> batch;
 };
 Workspace& workspace() {
@@ -327,26 +334,21 @@ void FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs bound_ns, std:
   MaxMinSolver& solver = w.solver;
   solver.reset();
   for (double gbps : link_gbps_) solver.add_link(gbps > 0.0 ? gbps : 1.0);  // unused links need a capacity
-  std::size_t entries = 0;
-  for (const Flow& f : flows) {
-    entries += f.links.size();
+  // Each flow has two links in most exchanges; the solver's arrays grow past that if needed.
+  solver.reserve(n, 2 * n);
+  // Fluid state, from the start.
+  std::vector<Fluid>& fluid = w.fluid;
+  resize_huge(fluid, n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const Flow& f = flows[i];
     for (int l : f.links) {
       if (!(link_gbps_[static_cast<std::size_t>(l)] > 0.0)) {
         throw std::logic_error("network: traffic on a link without bandwidth");
       }
     }
+    solver.add_flow(f.links);
+    fluid[i] = Fluid{f.bytes, 0.0, 0.0};
   }
-  solver.reserve(n, entries);
-  for (const Flow& f : flows) solver.add_flow(f.links);
-
-  // Fluid state: each flow's bytes left at `since`, drained at `rate` from then on.
-  std::vector<double>& left = w.left;
-  std::vector<double>& rate = w.rate;
-  std::vector<double>& since = w.since;
-  left.resize(n);
-  rate.assign(n, 0.0);
-  since.assign(n, 0.0);
-  for (std::size_t i = 0; i < n; ++i) left[i] = flows[i].bytes;
   EndQueue& ends = w.ends;
   ends.reset(n);
 
@@ -356,16 +358,17 @@ void FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs bound_ns, std:
     const std::vector<int>& changed = solver.update();
     ends.reserve_pushes(changed.size());
     for (int f : changed) {
-      const auto i = static_cast<std::size_t>(f);
-      left[i] = std::max(0.0, left[i] - rate[i] * (now - since[i]));
-      since[i] = now;
-      rate[i] = solver.rate(f);
-      if (!(rate[i] > 0.0)) throw std::logic_error("network: a flow was left without bandwidth");
-      ends.set(f, now + left[i] / rate[i]);
+      Fluid& x = fluid[static_cast<std::size_t>(f)];
+      x.left = std::max(0.0, x.left - x.rate * (now - x.since));
+      x.since = now;
+      x.rate = solver.rate(f);
+      if (!(x.rate > 0.0)) throw std::logic_error("network: a flow was left without bandwidth");
+      ends.set(f, now + x.left / x.rate);
     }
     ends.commit();
   };
   std::vector<std::pair<double, int>>& batch = w.batch;
+  reserve_huge(batch, n);
   double last_end = 0.0;
   reshare();
   while (!ends.empty()) {
@@ -403,7 +406,7 @@ TimeNs FlowNetwork::all_to_all_v(const std::vector<double>& bytes, const std::ve
   PortLoad load(cluster_, false);
   thread_local std::vector<Flow> flows;  // kept: a large exchange has millions
   flows.clear();
-  flows.reserve(n * n);
+  reserve_huge(flows, n * n);
   for (std::size_t s = 0; s < n; ++s) {
     for (std::size_t d = 0; d < n; ++d) {
       const double b = bytes[s * n + d];

@@ -1,5 +1,7 @@
 #include "sim/maxmin.hpp"
 
+#include "sim/huge_pages.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -99,13 +101,15 @@ int MaxMinSolver::add_link(double capacity) {
 }
 
 void MaxMinSolver::reserve(std::size_t flows, std::size_t link_entries) {
-  links_.reserve(links_.size() + link_entries);
-  pos_.reserve(pos_.size() + link_entries);
-  off_.reserve(off_.size() + flows);
-  rate_.reserve(rate_.size() + flows);
-  fcap_.reserve(fcap_.size() + flows);
-  state_.reserve(state_.size() + flows);
-  pending_add_.reserve(pending_add_.size() + flows);
+  reserve_huge(links_, links_.size() + link_entries);
+  reserve_huge(pos_, links_.size() + link_entries);
+  reserve_huge(off_, off_.size() + flows);
+  reserve_huge(rate_, rate_.size() + flows);
+  reserve_huge(state_, state_.size() + flows);
+  reserve_huge(pending_add_, pending_add_.size() + flows);
+  reserve_huge(in_set_, state_.size() + flows);
+  reserve_huge(flow_stamp_, state_.size() + flows);
+  reserve_huge(changed_, state_.size() + flows);
 }
 
 int MaxMinSolver::add_flow(std::span<const int> links, double cap) {
@@ -118,13 +122,13 @@ int MaxMinSolver::add_flow(std::span<const int> links, double cap) {
     }
   }
   const int f = num_flows();
-  for (int l : links) {
-    links_.push_back(l);
-    pos_.push_back(0);
-  }
+  links_.insert(links_.end(), links.begin(), links.end());  // pos_ follows at update()
   off_.push_back(links_.size());
   rate_.push_back(0.0);
-  fcap_.push_back(cap);
+  if (std::isfinite(cap)) {
+    fcap_.resize(static_cast<std::size_t>(f), kNoCap);
+    fcap_.push_back(cap);
+  }
   state_.push_back(State::Pending);
   pending_add_.push_back(f);
   return f;
@@ -134,11 +138,6 @@ void MaxMinSolver::remove_flow(int flow) {
   if (flow < 0 || flow >= num_flows()) throw std::out_of_range("maxmin: no such flow");
   if (state_[static_cast<std::size_t>(flow)] == State::Removed) throw std::logic_error("maxmin: flow removed twice");
   pending_remove_.push_back(flow);
-}
-
-std::span<const int> MaxMinSolver::links_of(int flow) const {
-  const auto f = static_cast<std::size_t>(flow);
-  return {links_.data() + off_[f], off_[f + 1] - off_[f]};
 }
 
 void MaxMinSolver::attach(int flow) {
@@ -202,7 +201,7 @@ bool MaxMinSolver::saturated(int link) const {
 
 bool MaxMinSolver::certified(int flow) {
   const double r = rate_[static_cast<std::size_t>(flow)];
-  if (r >= fcap_[static_cast<std::size_t>(flow)] * (1.0 - tol_)) return true;
+  if (r >= cap_of(static_cast<std::size_t>(flow)) * (1.0 - tol_)) return true;
   for (int l : links_of(flow)) {
     if (saturated(l) && r >= link_max(l) * (1.0 - tol_)) return true;
   }
@@ -272,7 +271,8 @@ void MaxMinSolver::solve(const std::vector<int>& flows) {
       }
       ++cnt_[li];
     }
-    if (std::isfinite(fcap_[static_cast<std::size_t>(f)])) capped_.emplace_back(fcap_[static_cast<std::size_t>(f)], f);
+    const double c = cap_of(static_cast<std::size_t>(f));
+    if (std::isfinite(c)) capped_.emplace_back(c, f);
   }
   // The set's flows per link, contiguous in cand_.
   std::size_t pos = 0;
@@ -363,6 +363,7 @@ const std::vector<int>& MaxMinSolver::update() {
   // Marks of the flows added since, sized here at once rather than per flow.
   in_set_.resize(state_.size(), 0U);
   flow_stamp_.resize(state_.size(), 0U);
+  pos_.resize(links_.size());  // set by attach()
   if (fresh_path_ && active_ == 0) return update_fresh();
   changed_.clear();
   last_resolved_ = 0;
@@ -548,7 +549,7 @@ const std::vector<int>& MaxMinSolver::update_fresh() {
 // solve() for a set holding every active flow, each at rate 0.
 void MaxMinSolver::fill_fresh() {
   capped_.clear();
-  for (std::size_t f = 0; f < state_.size(); ++f) {
+  for (std::size_t f = 0; f < fcap_.size(); ++f) {
     if (state_[f] == State::Active && std::isfinite(fcap_[f])) capped_.emplace_back(fcap_[f], static_cast<int>(f));
   }
   std::sort(capped_.begin(), capped_.end());

@@ -105,7 +105,10 @@ class MaxMinSolver {
   [[nodiscard]] double capacity(int link) const { return cap_[static_cast<std::size_t>(link)]; }
   // Sum of the active flows' rates on a link (as of the last update()).
   [[nodiscard]] double load(int link) const { return usage_[static_cast<std::size_t>(link)]; }
-  [[nodiscard]] std::span<const int> links_of(int flow) const;
+  [[nodiscard]] std::span<const int> links_of(int flow) const {
+    const auto f = static_cast<std::size_t>(flow);
+    return {links_.data() + off_[f], off_[f + 1] - off_[f]};
+  }
   // Flows re-solved by the last update() and since construction (to observe incrementality).
   [[nodiscard]] std::size_t last_resolved() const { return last_resolved_; }
   [[nodiscard]] std::uint64_t total_resolved() const { return total_resolved_; }
@@ -154,7 +157,10 @@ class MaxMinSolver {
   std::vector<int> links_;
   std::vector<int> pos_;  // index of the flow in on_link_[links_[i]]
   std::vector<double> rate_;
+  // Caps of flows 0 .. size-1 (kNoCap where none); a flow past the end has none. Most
+  // exchanges cap no flow: the array stays empty instead of holding a value per flow.
   std::vector<double> fcap_;
+  [[nodiscard]] double cap_of(std::size_t f) const { return f < fcap_.size() ? fcap_[f] : kNoCap; }
   std::vector<State> state_;
   std::vector<std::uint32_t> in_set_;
   std::vector<std::uint32_t> flow_stamp_;
