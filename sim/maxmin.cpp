@@ -65,6 +65,60 @@ void IndexedMinHeap::down(std::size_t i) {
   place(i, id);
 }
 
+template <class E>
+void ListArena<E>::grow_to(std::size_t n) {
+  if (n <= arena_.size()) return;
+  if (n > arena_.capacity()) {
+    // Moved into a fresh block, advised before it is touched; the old contents copied after.
+    std::vector<E> bigger;
+    reserve_huge(bigger, std::max(n, 2 * arena_.capacity()));
+    bigger.assign(arena_.begin(), arena_.end());
+    arena_.swap(bigger);
+  }
+  arena_.resize(n);
+}
+
+template <class E>
+void ListArena<E>::move_to_end(std::size_t l, std::size_t room) {
+  if (holes_ > 4096 && 2 * holes_ > used_) {
+    // Mostly holes: pack every list in link order, each with its room.
+    std::vector<E> packed;
+    reserve_huge(packed, std::max(arena_.size(), used_ - holes_ + room));
+    for (std::size_t k = 0; k < begin_.size(); ++k) {
+      const std::size_t at = packed.size();
+      packed.insert(packed.end(), arena_.begin() + static_cast<std::ptrdiff_t>(begin_[k]),
+                    arena_.begin() + static_cast<std::ptrdiff_t>(begin_[k] + size_[k]));
+      packed.resize(at + room_[k]);
+      begin_[k] = at;
+    }
+    used_ = packed.size();
+    holes_ = 0;
+    packed.resize(std::max(packed.size(), arena_.size()));
+    arena_.swap(packed);
+  }
+  grow_to(used_ + room);
+  std::copy_n(arena_.begin() + static_cast<std::ptrdiff_t>(begin_[l]), size_[l],
+              arena_.begin() + static_cast<std::ptrdiff_t>(used_));
+  holes_ += room_[l];
+  begin_[l] = used_;
+  room_[l] = room;
+  used_ += room;
+}
+
+template <class E>
+void ListArena<E>::lay_out(std::span<const int> counts) {
+  std::size_t at = 0;
+  for (std::size_t l = 0; l < begin_.size(); ++l) {
+    begin_[l] = at;
+    size_[l] = 0;
+    room_[l] = static_cast<std::size_t>(counts[l]);
+    at += room_[l];
+  }
+  used_ = at;
+  holes_ = 0;
+  grow_to(used_);
+}
+
 MaxMinSolver::MaxMinSolver(double tolerance) : tol_(tolerance) {
   if (!(tolerance >= 0.0 && tolerance < 1e-3)) throw std::invalid_argument("maxmin: tolerance out of [0, 1e-3)");
 }
@@ -80,10 +134,7 @@ std::uint32_t MaxMinSolver::next_stamp() {
 
 int MaxMinSolver::add_link(double capacity) {
   if (!(capacity > 0.0) || !std::isfinite(capacity)) throw std::invalid_argument("maxmin: link capacity must be > 0");
-  if (on_link_.size() > cap_.size())
-    on_link_[cap_.size()].clear();  // kept by reset(): reuse its memory
-  else
-    on_link_.emplace_back();
+  on_link_.add_list();
   cap_.push_back(capacity);
   usage_.push_back(0.0);
   max_.push_back(0.0);
@@ -143,21 +194,22 @@ void MaxMinSolver::remove_flow(int flow) {
 void MaxMinSolver::attach(int flow) {
   const auto f = static_cast<std::size_t>(flow);
   for (std::size_t i = off_[f]; i < off_[f + 1]; ++i) {
-    auto& list = on_link_[static_cast<std::size_t>(links_[i])];
-    pos_[i] = static_cast<int>(list.size());
-    list.push_back(LinkEntry{flow, static_cast<int>(i - off_[f])});
+    const auto l = static_cast<std::size_t>(links_[i]);
+    pos_[i] = static_cast<int>(on_link_.size(l));
+    on_link_.push(l, LinkEntry{flow, static_cast<int>(i - off_[f])});
   }
 }
 
 void MaxMinSolver::detach(int flow) {
   const auto f = static_cast<std::size_t>(flow);
   for (std::size_t i = off_[f]; i < off_[f + 1]; ++i) {
-    auto& list = on_link_[static_cast<std::size_t>(links_[i])];
+    const auto l = static_cast<std::size_t>(links_[i]);
+    const std::span<LinkEntry> list = on_link_.of(l);
     const auto p = static_cast<std::size_t>(pos_[i]);
     const LinkEntry last = list.back();
     list[p] = last;
     pos_[off_[static_cast<std::size_t>(last.flow)] + static_cast<std::size_t>(last.slot)] = static_cast<int>(p);
-    list.pop_back();
+    on_link_.pop_back(l);
   }
 }
 
@@ -166,7 +218,7 @@ double MaxMinSolver::link_max(int link) {
   if (!max_exact_[l]) {
     // Rescanning anyway: refresh the running sum too, so rounding never accumulates.
     double sum = 0.0, mx = 0.0;
-    for (const LinkEntry& e : on_link_[l]) {
+    for (const LinkEntry& e : on_link_.of(l)) {
       const double r = rate_[static_cast<std::size_t>(e.flow)];
       sum += r;
       mx = std::max(mx, r);
@@ -214,7 +266,7 @@ void MaxMinSolver::add_to_set(int flow, std::vector<int>& set) {
 }
 
 void MaxMinSolver::collect_broken(int link, double max_before, std::vector<int>& out) {
-  for (const LinkEntry& e : on_link_[static_cast<std::size_t>(link)]) {
+  for (const LinkEntry& e : on_link_.of(static_cast<std::size_t>(link))) {
     const auto h = static_cast<std::size_t>(e.flow);
     if (in_set(e.flow) || flow_stamp_[h] == stamp_ || rate_[h] < max_before * (1.0 - tol_)) continue;
     flow_stamp_[h] = stamp_;
@@ -352,7 +404,7 @@ void MaxMinSolver::collect_added(std::vector<int>& set) {
     for (int l : links_of(f)) {
       if (link_stamp_[static_cast<std::size_t>(l)] == whole) continue;
       link_stamp_[static_cast<std::size_t>(l)] = whole;
-      for (const LinkEntry& e : on_link_[static_cast<std::size_t>(l)]) {
+      for (const LinkEntry& e : on_link_.of(static_cast<std::size_t>(l))) {
         if (!in_set(e.flow)) add_to_set(e.flow, set);
       }
     }
@@ -465,7 +517,7 @@ const std::vector<int>& MaxMinSolver::update() {
     }
     for (int l : scan_) {
       const double r = rem_[static_cast<std::size_t>(l)];
-      for (const LinkEntry& e : on_link_[static_cast<std::size_t>(l)]) {
+      for (const LinkEntry& e : on_link_.of(static_cast<std::size_t>(l))) {
         if (!in_set(e.flow) && rate_[static_cast<std::size_t>(e.flow)] > r) add_to_set(e.flow, set);
       }
     }
@@ -487,6 +539,7 @@ const std::vector<int>& MaxMinSolver::update() {
 
 void MaxMinSolver::reset() {
   cap_.clear();
+  on_link_.clear();
   usage_.clear();
   max_.clear();
   max_exact_.clear();
@@ -526,6 +579,13 @@ void MaxMinSolver::reset() {
 const std::vector<int>& MaxMinSolver::update_fresh() {
   changed_.clear();
   for (int f : pending_remove_) state_[static_cast<std::size_t>(f)] = State::Removed;  // none was active
+  // No list holds a flow: lay them out with room for exactly the flows added.
+  std::fill(cnt_.begin(), cnt_.end(), 0);
+  for (int f : pending_add_) {
+    if (state_[static_cast<std::size_t>(f)] != State::Pending) continue;
+    for (int l : links_of(f)) ++cnt_[static_cast<std::size_t>(l)];
+  }
+  on_link_.lay_out(cnt_);
   for (int f : pending_add_) {
     const auto fi = static_cast<std::size_t>(f);
     if (state_[fi] != State::Pending) continue;
@@ -555,10 +615,10 @@ void MaxMinSolver::fill_fresh() {
   std::sort(capped_.begin(), capped_.end());
   heap_.clear();
   for (std::size_t li = 0; li < cap_.size(); ++li) {
-    if (on_link_[li].empty()) continue;
+    if (on_link_.size(li) == 0) continue;
     const int l = static_cast<int>(li);
     (void)link_max(l);  // as solve(): a rescan also refreshes the running sum
-    unfrozen_[li] = static_cast<int>(on_link_[li].size());
+    unfrozen_[li] = static_cast<int>(on_link_.size(li));
     rem_[li] = std::max(0.0, cap_[li] - usage_[li]);
     heap_.set(l, rem_[li] / unfrozen_[li]);
   }
@@ -595,7 +655,7 @@ void MaxMinSolver::fill_fresh() {
     heap_.pop();
     level = link_share;
     // Flows frozen at one level all subtract the same value, so their order changes no sum.
-    const std::vector<LinkEntry>& list = on_link_[li];
+    const std::span<const LinkEntry> list = std::as_const(on_link_).of(li);
     for (std::size_t i = 0; i < list.size(); ++i) {
       // A NIC's incoming flows lie far apart in memory: fetch ahead (a flow's link list once
       // its offset has arrived).

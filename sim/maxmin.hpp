@@ -18,6 +18,7 @@
 // Units: capacities and rates in GB/s (any consistent unit works). Deterministic: the result
 // depends only on the sequence of calls; ties go to the lowest link index.
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <span>
@@ -66,6 +67,45 @@ class IndexedMinHeap {
   std::vector<int> heap_;
   std::vector<std::size_t> pos_;
   std::vector<double> key_;
+};
+
+// Lists of entries, one per link, in one array (CSR with room to grow): an exchange's first
+// update lays every list out at once with room for its flows, so filling them writes one block
+// instead of thousands of separately allocated ones. A full list moves to the end with twice
+// the room; the array is compacted once holes make up most of it. Each list keeps the order of
+// its pushes and swap-removals, as one vector per list would.
+template <class E>
+class ListArena {
+ public:
+  // Forgets every list but keeps the memory.
+  void clear() {
+    begin_.clear();
+    size_.clear();
+    room_.clear();
+    used_ = holes_ = 0;
+  }
+  void add_list() {
+    begin_.push_back(used_);
+    size_.push_back(0);
+    room_.push_back(0);
+  }
+  [[nodiscard]] std::span<E> of(std::size_t l) { return {arena_.data() + begin_[l], size_[l]}; }
+  [[nodiscard]] std::span<const E> of(std::size_t l) const { return {arena_.data() + begin_[l], size_[l]}; }
+  [[nodiscard]] std::size_t size(std::size_t l) const { return size_[l]; }
+  void push(std::size_t l, const E& e) {
+    if (size_[l] == room_[l]) move_to_end(l, std::max<std::size_t>(4, 2 * room_[l]));
+    arena_[begin_[l] + size_[l]++] = e;
+  }
+  void pop_back(std::size_t l) { --size_[l]; }
+  // Every list empty, with room for counts[l] entries (the lists must be empty already).
+  void lay_out(std::span<const int> counts);
+
+ private:
+  void move_to_end(std::size_t l, std::size_t room);
+  void grow_to(std::size_t n);
+  std::vector<E> arena_;  // never shrinks: its size is the memory, used_ the part in use
+  std::vector<std::size_t> begin_, size_, room_;
+  std::size_t used_ = 0, holes_ = 0;
 };
 
 class MaxMinSolver {
@@ -147,7 +187,7 @@ class MaxMinSolver {
   double tol_;
   // Links.
   std::vector<double> cap_;
-  std::vector<std::vector<LinkEntry>> on_link_;  // may be longer than cap_ after reset()
+  ListArena<LinkEntry> on_link_;
   std::vector<double> usage_;  // sum of the rates, kept up to date incrementally
   std::vector<double> max_;    // largest rate; an upper bound while max_exact_ is 0
   std::vector<char> max_exact_;
