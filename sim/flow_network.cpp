@@ -206,6 +206,8 @@ struct Workspace {
   MaxMinSolver solver;
   EndQueue ends;
   std::vector<Fluid> fluid;
+  MaxMinSolver::Snapshot first;  // the solver after the first update of its flows
+  bool saved = false;
   std::vector<std::pair<double, int>> batch;
 };
 Workspace& workspace() {
@@ -332,10 +334,12 @@ void FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs bound_ns, std:
 
   Workspace& w = workspace();
   MaxMinSolver& solver = w.solver;
-  solver.reset();
-  for (double gbps : link_gbps_) solver.add_link(gbps > 0.0 ? gbps : 1.0);  // unused links need a capacity
-  // Each flow has two links in most exchanges; the solver's arrays grow past that if needed.
-  solver.reserve(n, 2 * n);
+  const auto capacity = [&](std::size_t l) { return link_gbps_[l] > 0.0 ? link_gbps_[l] : 1.0; };  // unused links need one
+  // The same links and flows as the exchange the solver last started (a run repeats each
+  // exchange every layer): its first allocation depends on nothing else, so it is restored
+  // rather than solved again.
+  bool same = w.saved && solver.num_flows() == static_cast<int>(n) && solver.num_links() == num_links();
+  for (std::size_t l = 0; same && l < link_gbps_.size(); ++l) same = solver.capacity(static_cast<int>(l)) == capacity(l);
   // Fluid state, from the start.
   std::vector<Fluid>& fluid = w.fluid;
   resize_huge(fluid, n);
@@ -346,16 +350,30 @@ void FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs bound_ns, std:
         throw std::logic_error("network: traffic on a link without bandwidth");
       }
     }
-    solver.add_flow(f.links);
+    if (same) same = std::ranges::equal(solver.links_of(static_cast<int>(i)), f.links);
     fluid[i] = Fluid{f.bytes, 0.0, 0.0};
+  }
+  if (!same) {
+    w.saved = false;
+    solver.reset();
+    for (std::size_t l = 0; l < link_gbps_.size(); ++l) solver.add_link(capacity(l));
+    // Each flow has two links in most exchanges; the solver's arrays grow past that if needed.
+    solver.reserve(n, 2 * n);
+    for (const Flow& f : flows) solver.add_flow(f.links);
   }
   EndQueue& ends = w.ends;
   ends.reset(n);
 
   const double window = end_window_ * static_cast<double>(bound_ns);
   double now = 0.0;
+  bool starting = true;
   const auto reshare = [&] {
-    const std::vector<int>& changed = solver.update();
+    const std::vector<int>& changed = starting && same ? solver.restore(w.first) : solver.update();
+    if (starting && !same) {
+      solver.save(w.first);
+      w.saved = true;
+    }
+    starting = false;
     ends.reserve_pushes(changed.size());
     for (int f : changed) {
       Fluid& x = fluid[static_cast<std::size_t>(f)];

@@ -97,6 +97,8 @@ class ListArena {
     arena_[begin_[l] + size_[l]++] = e;
   }
   void pop_back(std::size_t l) { --size_[l]; }
+  // Becomes a copy of `o`, reusing this one's memory.
+  void copy_from(const ListArena& o);
   // Every list empty, with room for counts[l] entries (the lists must be empty already).
   void lay_out(std::span<const int> counts);
 
@@ -109,6 +111,12 @@ class ListArena {
 };
 
 class MaxMinSolver {
+  enum class State : std::uint8_t { Pending, Active, Removed };
+  struct LinkEntry {
+    int flow;
+    int slot;  // index of this link in the flow's link list
+  };
+
  public:
   static constexpr double kNoCap = std::numeric_limits<double>::infinity();
 
@@ -138,6 +146,27 @@ class MaxMinSolver {
   // general path.
   void set_fresh_path(bool on) { fresh_path_ = on; }
 
+  // What an update left, to go back to: a run repeats each exchange every layer, and the same
+  // links and flows give the same allocation whatever the bytes. Stamps are left out: every
+  // pass takes a new one before it reads them, so their values never reach a result.
+  class Snapshot {
+    friend class MaxMinSolver;
+    ListArena<LinkEntry> on_link_;
+    std::vector<double> usage_, max_, max_before_, rem_;
+    std::vector<char> max_exact_, sat_before_, raised_;
+    std::vector<int> unfrozen_, cnt_, pos_, changed_;
+    std::vector<std::size_t> csr_;
+    std::vector<double> rate_;
+    std::vector<State> state_;
+    std::size_t left_ = 0, active_ = 0, last_resolved_ = 0;
+    std::uint64_t total_resolved_ = 0;
+  };
+  // Saves the state the last update() left (nothing may be pending).
+  void save(Snapshot& s) const;
+  // Goes back to a state save() took while the solver had the same links, capacities and flows
+  // (their links and caps) as now: the caller checks. Returns what that update() returned.
+  const std::vector<int>& restore(const Snapshot& s);
+
   [[nodiscard]] double rate(int flow) const { return rate_[static_cast<std::size_t>(flow)]; }
   [[nodiscard]] bool active(int flow) const { return state_[static_cast<std::size_t>(flow)] == State::Active; }
   [[nodiscard]] int num_links() const { return static_cast<int>(cap_.size()); }
@@ -154,11 +183,6 @@ class MaxMinSolver {
   [[nodiscard]] std::uint64_t total_resolved() const { return total_resolved_; }
 
  private:
-  enum class State : std::uint8_t { Pending, Active, Removed };
-  struct LinkEntry {
-    int flow;
-    int slot;  // index of this link in the flow's link list
-  };
 
   void attach(int flow);
   void detach(int flow);
