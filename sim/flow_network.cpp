@@ -336,9 +336,10 @@ void FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs bound_ns, std:
   MaxMinSolver& solver = w.solver;
   const auto capacity = [&](std::size_t l) { return link_gbps_[l] > 0.0 ? link_gbps_[l] : 1.0; };  // unused links need one
   // The same links and flows as the exchange the solver last started (a run repeats each
-  // exchange every layer): its first allocation depends on nothing else, so it is restored
-  // rather than solved again.
-  bool same = w.saved && solver.num_flows() == static_cast<int>(n) && solver.num_links() == num_links();
+  // exchange every layer): the first allocation depends on nothing else, so once seen twice in
+  // a row it is saved, and restored from then on rather than solved again. An exchange unlike
+  // the last one costs no copy.
+  bool same = solver.num_flows() == static_cast<int>(n) && solver.num_links() == num_links();
   for (std::size_t l = 0; same && l < link_gbps_.size(); ++l) same = solver.capacity(static_cast<int>(l)) == capacity(l);
   // Fluid state, from the start.
   std::vector<Fluid>& fluid = w.fluid;
@@ -353,7 +354,9 @@ void FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs bound_ns, std:
     if (same) same = std::ranges::equal(solver.links_of(static_cast<int>(i)), f.links);
     fluid[i] = Fluid{f.bytes, 0.0, 0.0};
   }
-  if (!same) {
+  const bool restore = same && w.saved, save = same && !w.saved;
+  last_.restored = restore;
+  if (!restore) {
     w.saved = false;
     solver.reset();
     for (std::size_t l = 0; l < link_gbps_.size(); ++l) solver.add_link(capacity(l));
@@ -368,8 +371,8 @@ void FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs bound_ns, std:
   double now = 0.0;
   bool starting = true;
   const auto reshare = [&] {
-    const std::vector<int>& changed = starting && same ? solver.restore(w.first) : solver.update();
-    if (starting && !same) {
+    const std::vector<int>& changed = starting && restore ? solver.restore(w.first) : solver.update();
+    if (starting && save) {
       solver.save(w.first);
       w.saved = true;
     }
