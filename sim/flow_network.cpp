@@ -339,8 +339,10 @@ void FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs bound_ns, std:
   // exchange every layer): the first allocation depends on nothing else, so once seen twice in
   // a row it is saved, and restored from then on rather than solved again. An exchange unlike
   // the last one costs no copy.
-  bool same = solver.num_flows() == static_cast<int>(n) && solver.num_links() == num_links();
-  for (std::size_t l = 0; same && l < link_gbps_.size(); ++l) same = solver.capacity(static_cast<int>(l)) == capacity(l);
+  bool same_links = solver.num_links() == num_links();
+  for (std::size_t l = 0; same_links && l < link_gbps_.size(); ++l)
+    same_links = solver.capacity(static_cast<int>(l)) == capacity(l);
+  bool same = same_links && solver.num_flows() == static_cast<int>(n);
   // Fluid state, from the start.
   std::vector<Fluid>& fluid = w.fluid;
   resize_huge(fluid, n);
@@ -358,8 +360,12 @@ void FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs bound_ns, std:
   last_.restored = restore;
   if (!restore) {
     w.saved = false;
-    solver.reset();
-    for (std::size_t l = 0; l < link_gbps_.size(); ++l) solver.add_link(capacity(l));
+    if (same_links) {
+      solver.clear_flows();
+    } else {
+      solver.reset();
+      for (std::size_t l = 0; l < link_gbps_.size(); ++l) solver.add_link(capacity(l));
+    }
     // Each flow has two links in most exchanges; the solver's arrays grow past that if needed.
     solver.reserve(n, 2 * n);
     for (const Flow& f : flows) solver.add_flow(f.links);

@@ -622,6 +622,28 @@ void MaxMinSolver::reset() {
   csr_.clear();
   cnt_.clear();
   heap_.reset();
+  forget_flows();
+}
+
+void MaxMinSolver::clear_flows() {
+  // Every link as add_link() left it.
+  on_link_.empty_all();
+  std::fill(usage_.begin(), usage_.end(), 0.0);
+  std::fill(max_.begin(), max_.end(), 0.0);
+  std::fill(max_exact_.begin(), max_exact_.end(), char{1});
+  std::fill(link_stamp_.begin(), link_stamp_.end(), 0U);
+  std::fill(sat_before_.begin(), sat_before_.end(), char{0});
+  std::fill(max_before_.begin(), max_before_.end(), 0.0);
+  std::fill(raised_.begin(), raised_.end(), char{0});
+  std::fill(rem_.begin(), rem_.end(), 0.0);
+  std::fill(unfrozen_.begin(), unfrozen_.end(), 0);
+  std::fill(csr_.begin(), csr_.end(), std::size_t{0});
+  std::fill(cnt_.begin(), cnt_.end(), 0);
+  heap_.clear();
+  forget_flows();
+}
+
+void MaxMinSolver::forget_flows() {
   off_.assign(1, 0);
   links_.clear();
   pos_.clear();

@@ -97,6 +97,13 @@ class ListArena {
     arena_[begin_[l] + size_[l]++] = e;
   }
   void pop_back(std::size_t l) { --size_[l]; }
+  // Keeps the lists, each empty.
+  void empty_all() {
+    std::fill(begin_.begin(), begin_.end(), std::size_t{0});
+    std::fill(size_.begin(), size_.end(), std::size_t{0});
+    std::fill(room_.begin(), room_.end(), std::size_t{0});
+    used_ = holes_ = 0;
+  }
   // Becomes a copy of `o`, reusing this one's memory.
   void copy_from(const ListArena& o);
   // Every list empty, with room for counts[l] entries (the lists must be empty already).
@@ -141,6 +148,10 @@ class MaxMinSolver {
   // Forgets every link and flow but keeps the memory, so that one solver serves many exchanges
   // without allocating (and page-faulting) its arrays again.
   void reset();
+  // Forgets every flow but keeps the links: the same state as reset() and add_link() of each
+  // link again, without rebuilding the per-link arrays (an exchange among a few GPUs of a large
+  // cluster has far fewer flows than the cluster has links).
+  void clear_flows();
   // The first update() from no active flows takes a leaner path (no certificate to repair, no
   // candidate lists to build) with bit-identical rates and sums; off only to test against the
   // general path.
@@ -184,6 +195,7 @@ class MaxMinSolver {
 
  private:
 
+  void forget_flows();
   void attach(int flow);
   void detach(int flow);
   // The largest rate on a link, exact: rescanned only after a decrease may have lowered it.

@@ -534,3 +534,46 @@ TEST_CASE("maxmin: a restored snapshot replays the same drain bit for bit", "[ma
   CHECK_THROWS_AS(other.restore(empty), std::logic_error);  // saved with other flows
   CHECK_THROWS_AS(other.save(empty), std::logic_error);     // a flow is pending
 }
+
+TEST_CASE("maxmin: clear_flows leaves the links as new", "[maxmin]") {
+  // A solver used for one exchange, cleared, then given another: every rate, load and changed
+  // list as a new solver's, to the bit.
+  std::mt19937_64 rng(17);
+  const auto exchange = [&](MaxMinSolver& s, std::uint64_t seed) {
+    std::mt19937_64 r(seed);
+    std::vector<int> on;
+    for (int a = 0; a < 6; ++a)
+      for (int b = 6; b < 12; ++b)
+        if (r() % 4 != 0) on.push_back(s.add_flow(r() % 3 == 0 ? std::vector<int>{a, 12, b} : std::vector<int>{a, b}));
+    std::vector<double> seen;
+    while (!on.empty()) {
+      for (int f : s.update()) {
+        seen.push_back(f);
+        seen.push_back(s.rate(f));
+      }
+      for (int l = 0; l < s.num_links(); ++l) seen.push_back(s.load(l));
+      const std::size_t batch = std::min<std::size_t>(on.size(), 1 + r() % 5);
+      for (std::size_t k = 0; k < batch; ++k) {
+        const auto i = static_cast<std::size_t>(r() % on.size());
+        s.remove_flow(on[i]);
+        on.erase(on.begin() + static_cast<std::ptrdiff_t>(i));
+      }
+    }
+    return seen;
+  };
+  for (int round = 0; round < 10; ++round) {
+    std::vector<double> caps;
+    for (int l = 0; l < 13; ++l) caps.push_back(l == 12 ? 30.0 : 5.0 + static_cast<double>(rng() % 16));
+    MaxMinSolver used, fresh;
+    for (double c : caps) {
+      used.add_link(c);
+      fresh.add_link(c);
+    }
+    (void)exchange(used, rng());
+    used.clear_flows();
+    const std::uint64_t seed = rng();
+    REQUIRE(used.num_flows() == 0);
+    REQUIRE(used.num_links() == 13);
+    REQUIRE(exchange(used, seed) == exchange(fresh, seed));
+  }
+}
