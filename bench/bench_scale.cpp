@@ -160,7 +160,7 @@ void flow_all_to_all(benchmark::State& state, bool fresh) {
   std::vector<double> bytes(n * n, 1 << 20);
   for (std::size_t a = 0; a < n; ++a) bytes[a * n + a] = 0.0;
   std::vector<double> holed = bytes;
-  holed[1] = 0.0;  // GPU 0 sends nothing to GPU 1: other flows, so no restore
+  holed[1] = 0.0;                  // GPU 0 sends nothing to GPU 1: other flows, so no restore
   (void)flow.all_to_all_v(bytes);  // routes are computed on first use
   if (!fresh) (void)flow.all_to_all_v(bytes);  // seen twice in a row: the allocation is saved
   TimeNs t = 0;

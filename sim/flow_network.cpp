@@ -334,7 +334,8 @@ void FlowNetwork::simulate(const std::vector<Flow>& flows, TimeNs bound_ns, std:
 
   Workspace& w = workspace();
   MaxMinSolver& solver = w.solver;
-  const auto capacity = [&](std::size_t l) { return link_gbps_[l] > 0.0 ? link_gbps_[l] : 1.0; };  // unused links need one
+  // Unused links need a capacity too.
+  const auto capacity = [&](std::size_t l) { return link_gbps_[l] > 0.0 ? link_gbps_[l] : 1.0; };
   // The same links and flows as the exchange the solver last started (a run repeats each
   // exchange every layer): the first allocation depends on nothing else, so once seen twice in
   // a row it is saved, and restored from then on rather than solved again. An exchange unlike

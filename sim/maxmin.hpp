@@ -17,8 +17,8 @@
 //
 // Units: capacities and rates in GB/s (any consistent unit works). Deterministic: the result
 // depends only on the sequence of calls; ties go to the lowest link index.
-#include <cstddef>
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <span>
@@ -194,7 +194,6 @@ class MaxMinSolver {
   [[nodiscard]] std::uint64_t total_resolved() const { return total_resolved_; }
 
  private:
-
   void forget_flows();
   void attach(int flow);
   void detach(int flow);

@@ -486,7 +486,8 @@ TEST_CASE("maxmin: a restored snapshot replays the same drain bit for bit", "[ma
     std::vector<int> live;
     const auto add = [&](int a, int b) {
       const std::vector<int> path = rng() % 3 == 0 ? std::vector<int>{a, 12, b} : std::vector<int>{a, b};
-      live.push_back(s.add_flow(path, rng() % 5 == 0 ? 1.0 + static_cast<double>(rng() % 4) : MaxMinSolver::kNoCap));
+      live.push_back(
+          s.add_flow(path, rng() % 5 == 0 ? 1.0 + static_cast<double>(rng() % 4) : MaxMinSolver::kNoCap));
     };
     for (int a = 0; a < 6; ++a)
       for (int b = 6; b < 12; ++b) add(a, b);
@@ -544,7 +545,8 @@ TEST_CASE("maxmin: clear_flows leaves the links as new", "[maxmin]") {
     std::vector<int> on;
     for (int a = 0; a < 6; ++a)
       for (int b = 6; b < 12; ++b)
-        if (r() % 4 != 0) on.push_back(s.add_flow(r() % 3 == 0 ? std::vector<int>{a, 12, b} : std::vector<int>{a, b}));
+        if (r() % 4 != 0)
+          on.push_back(s.add_flow(r() % 3 == 0 ? std::vector<int>{a, 12, b} : std::vector<int>{a, b}));
     std::vector<double> seen;
     while (!on.empty()) {
       for (int f : s.update()) {
