@@ -179,7 +179,10 @@ BENCHMARK(BM_SwiftMoE_5x2000)->Unit(benchmark::kMillisecond)->Iterations(2)->Mea
 // A uniform all-to-all in flow mode, 1 MiB per GPU pair, on `gpus` DGX-H100 GPUs (8 a node, one
 // fabric switch). Target: <= 100 ms at 1,024 GPUs, growth no worse than flows x log(flows);
 // ns_per_flow_log_flow is the CPU time over flows x log2(flows), flat if it grows that way.
-void BM_FlowAllToAll(benchmark::State& state) {
+// BM_FlowAllToAll repeats one exchange, as a run does every layer (the solver's first allocation
+// is restored from the previous call); BM_FlowAllToAllFresh alternates it with one that lacks a
+// single pair, so that every call solves its first allocation from scratch.
+void flow_all_to_all(benchmark::State& state, bool fresh) {
   const int gpus = static_cast<int>(state.range(0));
   const Scenario s = load_scenario_text("cluster: {preset: dgx-h100, nodes: " + std::to_string(gpus / 8) +
                                             "}\nmodel: {preset: mixtral-8x7b}\nplacement: {slots_per_gpu: 1}\n"
@@ -190,20 +193,36 @@ void BM_FlowAllToAll(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(gpus);
   std::vector<double> bytes(n * n, 1 << 20);
   for (std::size_t a = 0; a < n; ++a) bytes[a * n + a] = 0.0;
+  std::vector<double> holed = bytes;
+  holed[1] = 0.0;                  // GPU 0 sends nothing to GPU 1: other flows, so no restore
   (void)flow.all_to_all_v(bytes);  // routes are computed on first use
+  if (!fresh) (void)flow.all_to_all_v(bytes);  // seen twice in a row: the allocation is saved
   TimeNs t = 0;
+  std::size_t flows = 0;
   const double t0 = thread_cpu_s();
   for (auto _ : state) {
+    if (fresh) benchmark::DoNotOptimize(flow.all_to_all_v(holed));
     t = flow.all_to_all_v(bytes);
+    flows = flow.last_run().flows;
+    if (flow.last_run().restored == fresh) state.SkipWithError("the exchange was (not) restored");
     benchmark::DoNotOptimize(t);
   }
-  const double cpu_s = (thread_cpu_s() - t0) / static_cast<double>(state.iterations());
-  const double flows = static_cast<double>(flow.last_run().flows);
-  state.counters["flows"] = flows;
+  // Per exchange (the fresh row runs two per iteration).
+  const double cpu_s = (thread_cpu_s() - t0) / static_cast<double>(state.iterations()) / (fresh ? 2.0 : 1.0);
+  const double f = static_cast<double>(flows);
+  state.counters["flows"] = f;
   state.counters["simulated_ms"] = ns_to_ms(t);
-  state.counters["ns_per_flow_log_flow"] = cpu_s * 1e9 / (flows * std::log2(flows));
+  state.counters["cpu_ms_per_exchange"] = cpu_s * 1e3;
+  state.counters["ns_per_flow_log_flow"] = cpu_s * 1e9 / (f * std::log2(f));
 }
+void BM_FlowAllToAll(benchmark::State& state) { flow_all_to_all(state, false); }
+void BM_FlowAllToAllFresh(benchmark::State& state) { flow_all_to_all(state, true); }
 BENCHMARK(BM_FlowAllToAll)->RangeMultiplier(2)->Range(256, 4096)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
+BENCHMARK(BM_FlowAllToAllFresh)
+    ->RangeMultiplier(2)
+    ->Range(256, 4096)
+    ->Unit(benchmark::kMillisecond)
+    ->MeasureProcessCPUTime();
 
 // Resident memory after 10 and after 1,000 iterations of one run (every row kept, as `moesim
 // run` does). Target: within 5 %.

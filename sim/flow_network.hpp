@@ -86,6 +86,7 @@ class FlowNetwork final : public NetworkModel {
     std::size_t events = 0;         // rate re-computations after the first
     std::uint64_t resolved = 0;     // flows re-solved by the max-min solver, all updates
     double bandwidth_ns = 0.0;      // end of the last flow, unrounded, before the clamp
+    bool restored = false;          // the first allocation was the saved one of a repeated exchange
   };
   [[nodiscard]] const RunStats& last_run() const { return last_; }
 

@@ -1,5 +1,7 @@
 #include "sim/maxmin.hpp"
 
+#include "sim/huge_pages.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -63,6 +65,60 @@ void IndexedMinHeap::down(std::size_t i) {
   place(i, id);
 }
 
+template <class E>
+void ListArena<E>::grow_to(std::size_t n) {
+  if (n <= arena_.size()) return;
+  if (n > arena_.capacity()) {
+    // Moved into a fresh block, advised before it is touched; the old contents copied after.
+    std::vector<E> bigger;
+    reserve_huge(bigger, std::max(n, 2 * arena_.capacity()));
+    bigger.assign(arena_.begin(), arena_.end());
+    arena_.swap(bigger);
+  }
+  arena_.resize(n);
+}
+
+template <class E>
+void ListArena<E>::move_to_end(std::size_t l, std::size_t room) {
+  if (holes_ > 4096 && 2 * holes_ > used_) {
+    // Mostly holes: pack every list in link order, each with its room.
+    std::vector<E> packed;
+    reserve_huge(packed, std::max(arena_.size(), used_ - holes_ + room));
+    for (std::size_t k = 0; k < begin_.size(); ++k) {
+      const std::size_t at = packed.size();
+      packed.insert(packed.end(), arena_.begin() + static_cast<std::ptrdiff_t>(begin_[k]),
+                    arena_.begin() + static_cast<std::ptrdiff_t>(begin_[k] + size_[k]));
+      packed.resize(at + room_[k]);
+      begin_[k] = at;
+    }
+    used_ = packed.size();
+    holes_ = 0;
+    packed.resize(std::max(packed.size(), arena_.size()));
+    arena_.swap(packed);
+  }
+  grow_to(used_ + room);
+  std::copy_n(arena_.begin() + static_cast<std::ptrdiff_t>(begin_[l]), size_[l],
+              arena_.begin() + static_cast<std::ptrdiff_t>(used_));
+  holes_ += room_[l];
+  begin_[l] = used_;
+  room_[l] = room;
+  used_ += room;
+}
+
+template <class E>
+void ListArena<E>::lay_out(std::span<const int> counts) {
+  std::size_t at = 0;
+  for (std::size_t l = 0; l < begin_.size(); ++l) {
+    begin_[l] = at;
+    size_[l] = 0;
+    room_[l] = static_cast<std::size_t>(counts[l]);
+    at += room_[l];
+  }
+  used_ = at;
+  holes_ = 0;
+  grow_to(used_);
+}
+
 MaxMinSolver::MaxMinSolver(double tolerance) : tol_(tolerance) {
   if (!(tolerance >= 0.0 && tolerance < 1e-3)) throw std::invalid_argument("maxmin: tolerance out of [0, 1e-3)");
 }
@@ -78,10 +134,7 @@ std::uint32_t MaxMinSolver::next_stamp() {
 
 int MaxMinSolver::add_link(double capacity) {
   if (!(capacity > 0.0) || !std::isfinite(capacity)) throw std::invalid_argument("maxmin: link capacity must be > 0");
-  if (on_link_.size() > cap_.size())
-    on_link_[cap_.size()].clear();  // kept by reset(): reuse its memory
-  else
-    on_link_.emplace_back();
+  on_link_.add_list();
   cap_.push_back(capacity);
   usage_.push_back(0.0);
   max_.push_back(0.0);
@@ -99,13 +152,15 @@ int MaxMinSolver::add_link(double capacity) {
 }
 
 void MaxMinSolver::reserve(std::size_t flows, std::size_t link_entries) {
-  links_.reserve(links_.size() + link_entries);
-  pos_.reserve(pos_.size() + link_entries);
-  off_.reserve(off_.size() + flows);
-  rate_.reserve(rate_.size() + flows);
-  fcap_.reserve(fcap_.size() + flows);
-  state_.reserve(state_.size() + flows);
-  pending_add_.reserve(pending_add_.size() + flows);
+  reserve_huge(links_, links_.size() + link_entries);
+  reserve_huge(pos_, links_.size() + link_entries);
+  reserve_huge(off_, off_.size() + flows);
+  reserve_huge(rate_, rate_.size() + flows);
+  reserve_huge(state_, state_.size() + flows);
+  reserve_huge(pending_add_, pending_add_.size() + flows);
+  reserve_huge(in_set_, state_.size() + flows);
+  reserve_huge(flow_stamp_, state_.size() + flows);
+  reserve_huge(changed_, state_.size() + flows);
 }
 
 int MaxMinSolver::add_flow(std::span<const int> links, double cap) {
@@ -118,13 +173,13 @@ int MaxMinSolver::add_flow(std::span<const int> links, double cap) {
     }
   }
   const int f = num_flows();
-  for (int l : links) {
-    links_.push_back(l);
-    pos_.push_back(0);
-  }
+  links_.insert(links_.end(), links.begin(), links.end());  // pos_ follows at update()
   off_.push_back(links_.size());
   rate_.push_back(0.0);
-  fcap_.push_back(cap);
+  if (std::isfinite(cap)) {
+    fcap_.resize(static_cast<std::size_t>(f), kNoCap);
+    fcap_.push_back(cap);
+  }
   state_.push_back(State::Pending);
   pending_add_.push_back(f);
   return f;
@@ -136,29 +191,25 @@ void MaxMinSolver::remove_flow(int flow) {
   pending_remove_.push_back(flow);
 }
 
-std::span<const int> MaxMinSolver::links_of(int flow) const {
-  const auto f = static_cast<std::size_t>(flow);
-  return {links_.data() + off_[f], off_[f + 1] - off_[f]};
-}
-
 void MaxMinSolver::attach(int flow) {
   const auto f = static_cast<std::size_t>(flow);
   for (std::size_t i = off_[f]; i < off_[f + 1]; ++i) {
-    auto& list = on_link_[static_cast<std::size_t>(links_[i])];
-    pos_[i] = static_cast<int>(list.size());
-    list.push_back(LinkEntry{flow, static_cast<int>(i - off_[f])});
+    const auto l = static_cast<std::size_t>(links_[i]);
+    pos_[i] = static_cast<int>(on_link_.size(l));
+    on_link_.push(l, LinkEntry{flow, static_cast<int>(i - off_[f])});
   }
 }
 
 void MaxMinSolver::detach(int flow) {
   const auto f = static_cast<std::size_t>(flow);
   for (std::size_t i = off_[f]; i < off_[f + 1]; ++i) {
-    auto& list = on_link_[static_cast<std::size_t>(links_[i])];
+    const auto l = static_cast<std::size_t>(links_[i]);
+    const std::span<LinkEntry> list = on_link_.of(l);
     const auto p = static_cast<std::size_t>(pos_[i]);
     const LinkEntry last = list.back();
     list[p] = last;
     pos_[off_[static_cast<std::size_t>(last.flow)] + static_cast<std::size_t>(last.slot)] = static_cast<int>(p);
-    list.pop_back();
+    on_link_.pop_back(l);
   }
 }
 
@@ -167,7 +218,7 @@ double MaxMinSolver::link_max(int link) {
   if (!max_exact_[l]) {
     // Rescanning anyway: refresh the running sum too, so rounding never accumulates.
     double sum = 0.0, mx = 0.0;
-    for (const LinkEntry& e : on_link_[l]) {
+    for (const LinkEntry& e : on_link_.of(l)) {
       const double r = rate_[static_cast<std::size_t>(e.flow)];
       sum += r;
       mx = std::max(mx, r);
@@ -202,7 +253,7 @@ bool MaxMinSolver::saturated(int link) const {
 
 bool MaxMinSolver::certified(int flow) {
   const double r = rate_[static_cast<std::size_t>(flow)];
-  if (r >= fcap_[static_cast<std::size_t>(flow)] * (1.0 - tol_)) return true;
+  if (r >= cap_of(static_cast<std::size_t>(flow)) * (1.0 - tol_)) return true;
   for (int l : links_of(flow)) {
     if (saturated(l) && r >= link_max(l) * (1.0 - tol_)) return true;
   }
@@ -215,7 +266,7 @@ void MaxMinSolver::add_to_set(int flow, std::vector<int>& set) {
 }
 
 void MaxMinSolver::collect_broken(int link, double max_before, std::vector<int>& out) {
-  for (const LinkEntry& e : on_link_[static_cast<std::size_t>(link)]) {
+  for (const LinkEntry& e : on_link_.of(static_cast<std::size_t>(link))) {
     const auto h = static_cast<std::size_t>(e.flow);
     if (in_set(e.flow) || flow_stamp_[h] == stamp_ || rate_[h] < max_before * (1.0 - tol_)) continue;
     flow_stamp_[h] = stamp_;
@@ -272,7 +323,8 @@ void MaxMinSolver::solve(const std::vector<int>& flows) {
       }
       ++cnt_[li];
     }
-    if (std::isfinite(fcap_[static_cast<std::size_t>(f)])) capped_.emplace_back(fcap_[static_cast<std::size_t>(f)], f);
+    const double c = cap_of(static_cast<std::size_t>(f));
+    if (std::isfinite(c)) capped_.emplace_back(c, f);
   }
   // The set's flows per link, contiguous in cand_.
   std::size_t pos = 0;
@@ -352,7 +404,7 @@ void MaxMinSolver::collect_added(std::vector<int>& set) {
     for (int l : links_of(f)) {
       if (link_stamp_[static_cast<std::size_t>(l)] == whole) continue;
       link_stamp_[static_cast<std::size_t>(l)] = whole;
-      for (const LinkEntry& e : on_link_[static_cast<std::size_t>(l)]) {
+      for (const LinkEntry& e : on_link_.of(static_cast<std::size_t>(l))) {
         if (!in_set(e.flow)) add_to_set(e.flow, set);
       }
     }
@@ -363,6 +415,7 @@ const std::vector<int>& MaxMinSolver::update() {
   // Marks of the flows added since, sized here at once rather than per flow.
   in_set_.resize(state_.size(), 0U);
   flow_stamp_.resize(state_.size(), 0U);
+  pos_.resize(links_.size());  // set by attach()
   if (fresh_path_ && active_ == 0) return update_fresh();
   changed_.clear();
   last_resolved_ = 0;
@@ -464,7 +517,7 @@ const std::vector<int>& MaxMinSolver::update() {
     }
     for (int l : scan_) {
       const double r = rem_[static_cast<std::size_t>(l)];
-      for (const LinkEntry& e : on_link_[static_cast<std::size_t>(l)]) {
+      for (const LinkEntry& e : on_link_.of(static_cast<std::size_t>(l))) {
         if (!in_set(e.flow) && rate_[static_cast<std::size_t>(e.flow)] > r) add_to_set(e.flow, set);
       }
     }
@@ -484,39 +537,6 @@ const std::vector<int>& MaxMinSolver::update() {
   return changed_;
 }
 
-void MaxMinSolver::reset() {
-  cap_.clear();
-  usage_.clear();
-  max_.clear();
-  max_exact_.clear();
-  link_stamp_.clear();
-  sat_before_.clear();
-  max_before_.clear();
-  raised_.clear();
-  rem_.clear();
-  unfrozen_.clear();
-  csr_.clear();
-  cnt_.clear();
-  heap_.reset();
-  off_.assign(1, 0);
-  links_.clear();
-  pos_.clear();
-  rate_.clear();
-  fcap_.clear();
-  state_.clear();
-  in_set_.clear();
-  flow_stamp_.clear();
-  set_stamp_ = 0;
-  stamp_ = 0;
-  pending_add_.clear();
-  pending_remove_.clear();
-  changed_.clear();
-  left_ = 0;
-  active_ = 0;
-  last_resolved_ = 0;
-  total_resolved_ = 0;
-}
-
 // From no active flows (an exchange's first update): every added flow is re-solved. These are the
 // general path's steps in its order wherever the order reaches a result (the set's order fixes
 // the order of each link's sum of rates), without what a solve from empty never needs: candidate
@@ -525,6 +545,13 @@ void MaxMinSolver::reset() {
 const std::vector<int>& MaxMinSolver::update_fresh() {
   changed_.clear();
   for (int f : pending_remove_) state_[static_cast<std::size_t>(f)] = State::Removed;  // none was active
+  // No list holds a flow: lay them out with room for exactly the flows added.
+  std::fill(cnt_.begin(), cnt_.end(), 0);
+  for (int f : pending_add_) {
+    if (state_[static_cast<std::size_t>(f)] != State::Pending) continue;
+    for (int l : links_of(f)) ++cnt_[static_cast<std::size_t>(l)];
+  }
+  on_link_.lay_out(cnt_);
   for (int f : pending_add_) {
     const auto fi = static_cast<std::size_t>(f);
     if (state_[fi] != State::Pending) continue;
@@ -548,16 +575,16 @@ const std::vector<int>& MaxMinSolver::update_fresh() {
 // solve() for a set holding every active flow, each at rate 0.
 void MaxMinSolver::fill_fresh() {
   capped_.clear();
-  for (std::size_t f = 0; f < state_.size(); ++f) {
+  for (std::size_t f = 0; f < fcap_.size(); ++f) {
     if (state_[f] == State::Active && std::isfinite(fcap_[f])) capped_.emplace_back(fcap_[f], static_cast<int>(f));
   }
   std::sort(capped_.begin(), capped_.end());
   heap_.clear();
   for (std::size_t li = 0; li < cap_.size(); ++li) {
-    if (on_link_[li].empty()) continue;
+    if (on_link_.size(li) == 0) continue;
     const int l = static_cast<int>(li);
     (void)link_max(l);  // as solve(): a rescan also refreshes the running sum
-    unfrozen_[li] = static_cast<int>(on_link_[li].size());
+    unfrozen_[li] = static_cast<int>(on_link_.size(li));
     rem_[li] = std::max(0.0, cap_[li] - usage_[li]);
     heap_.set(l, rem_[li] / unfrozen_[li]);
   }
@@ -594,7 +621,7 @@ void MaxMinSolver::fill_fresh() {
     heap_.pop();
     level = link_share;
     // Flows frozen at one level all subtract the same value, so their order changes no sum.
-    const std::vector<LinkEntry>& list = on_link_[li];
+    const std::span<const LinkEntry> list = std::as_const(on_link_).of(li);
     for (std::size_t i = 0; i < list.size(); ++i) {
       // A NIC's incoming flows lie far apart in memory: fetch ahead (a flow's link list once
       // its offset has arrived).

@@ -17,6 +17,7 @@
 //
 // Units: capacities and rates in GB/s (any consistent unit works). Deterministic: the result
 // depends only on the sequence of calls; ties go to the lowest link index.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -68,7 +69,61 @@ class IndexedMinHeap {
   std::vector<double> key_;
 };
 
+// Lists of entries, one per link, in one array (CSR with room to grow): an exchange's first
+// update lays every list out at once with room for its flows, so filling them writes one block
+// instead of thousands of separately allocated ones. A full list moves to the end with twice
+// the room; the array is compacted once holes make up most of it. Each list keeps the order of
+// its pushes and swap-removals, as one vector per list would.
+template <class E>
+class ListArena {
+ public:
+  // Forgets every list but keeps the memory.
+  void clear() {
+    begin_.clear();
+    size_.clear();
+    room_.clear();
+    used_ = holes_ = 0;
+  }
+  void add_list() {
+    begin_.push_back(used_);
+    size_.push_back(0);
+    room_.push_back(0);
+  }
+  [[nodiscard]] std::span<E> of(std::size_t l) { return {arena_.data() + begin_[l], size_[l]}; }
+  [[nodiscard]] std::span<const E> of(std::size_t l) const { return {arena_.data() + begin_[l], size_[l]}; }
+  [[nodiscard]] std::size_t size(std::size_t l) const { return size_[l]; }
+  void push(std::size_t l, const E& e) {
+    if (size_[l] == room_[l]) move_to_end(l, std::max<std::size_t>(4, 2 * room_[l]));
+    arena_[begin_[l] + size_[l]++] = e;
+  }
+  void pop_back(std::size_t l) { --size_[l]; }
+  // Keeps the lists, each empty.
+  void empty_all() {
+    std::fill(begin_.begin(), begin_.end(), std::size_t{0});
+    std::fill(size_.begin(), size_.end(), std::size_t{0});
+    std::fill(room_.begin(), room_.end(), std::size_t{0});
+    used_ = holes_ = 0;
+  }
+  // Becomes a copy of `o`, reusing this one's memory.
+  void copy_from(const ListArena& o);
+  // Every list empty, with room for counts[l] entries (the lists must be empty already).
+  void lay_out(std::span<const int> counts);
+
+ private:
+  void move_to_end(std::size_t l, std::size_t room);
+  void grow_to(std::size_t n);
+  std::vector<E> arena_;  // never shrinks: its size is the memory, used_ the part in use
+  std::vector<std::size_t> begin_, size_, room_;
+  std::size_t used_ = 0, holes_ = 0;
+};
+
 class MaxMinSolver {
+  enum class State : std::uint8_t { Pending, Active, Removed };
+  struct LinkEntry {
+    int flow;
+    int slot;  // index of this link in the flow's link list
+  };
+
  public:
   static constexpr double kNoCap = std::numeric_limits<double>::infinity();
 
@@ -93,10 +148,35 @@ class MaxMinSolver {
   // Forgets every link and flow but keeps the memory, so that one solver serves many exchanges
   // without allocating (and page-faulting) its arrays again.
   void reset();
+  // Forgets every flow but keeps the links: the same state as reset() and add_link() of each
+  // link again, without rebuilding the per-link arrays (an exchange among a few GPUs of a large
+  // cluster has far fewer flows than the cluster has links).
+  void clear_flows();
   // The first update() from no active flows takes a leaner path (no certificate to repair, no
   // candidate lists to build) with bit-identical rates and sums; off only to test against the
   // general path.
   void set_fresh_path(bool on) { fresh_path_ = on; }
+
+  // What an update left, to go back to: a run repeats each exchange every layer, and the same
+  // links and flows give the same allocation whatever the bytes. Stamps are left out: every
+  // pass takes a new one before it reads them, so their values never reach a result.
+  class Snapshot {
+    friend class MaxMinSolver;
+    ListArena<LinkEntry> on_link_;
+    std::vector<double> usage_, max_, max_before_, rem_;
+    std::vector<char> max_exact_, sat_before_, raised_;
+    std::vector<int> unfrozen_, cnt_, pos_, changed_;
+    std::vector<std::size_t> csr_;
+    std::vector<double> rate_;
+    std::vector<State> state_;
+    std::size_t left_ = 0, active_ = 0, last_resolved_ = 0;
+    std::uint64_t total_resolved_ = 0;
+  };
+  // Saves the state the last update() left (nothing may be pending).
+  void save(Snapshot& s) const;
+  // Goes back to a state save() took while the solver had the same links, capacities and flows
+  // (their links and caps) as now: the caller checks. Returns what that update() returned.
+  const std::vector<int>& restore(const Snapshot& s);
 
   [[nodiscard]] double rate(int flow) const { return rate_[static_cast<std::size_t>(flow)]; }
   [[nodiscard]] bool active(int flow) const { return state_[static_cast<std::size_t>(flow)] == State::Active; }
@@ -105,18 +185,16 @@ class MaxMinSolver {
   [[nodiscard]] double capacity(int link) const { return cap_[static_cast<std::size_t>(link)]; }
   // Sum of the active flows' rates on a link (as of the last update()).
   [[nodiscard]] double load(int link) const { return usage_[static_cast<std::size_t>(link)]; }
-  [[nodiscard]] std::span<const int> links_of(int flow) const;
+  [[nodiscard]] std::span<const int> links_of(int flow) const {
+    const auto f = static_cast<std::size_t>(flow);
+    return {links_.data() + off_[f], off_[f + 1] - off_[f]};
+  }
   // Flows re-solved by the last update() and since construction (to observe incrementality).
   [[nodiscard]] std::size_t last_resolved() const { return last_resolved_; }
   [[nodiscard]] std::uint64_t total_resolved() const { return total_resolved_; }
 
  private:
-  enum class State : std::uint8_t { Pending, Active, Removed };
-  struct LinkEntry {
-    int flow;
-    int slot;  // index of this link in the flow's link list
-  };
-
+  void forget_flows();
   void attach(int flow);
   void detach(int flow);
   // The largest rate on a link, exact: rescanned only after a decrease may have lowered it.
@@ -144,7 +222,7 @@ class MaxMinSolver {
   double tol_;
   // Links.
   std::vector<double> cap_;
-  std::vector<std::vector<LinkEntry>> on_link_;  // may be longer than cap_ after reset()
+  ListArena<LinkEntry> on_link_;
   std::vector<double> usage_;  // sum of the rates, kept up to date incrementally
   std::vector<double> max_;    // largest rate; an upper bound while max_exact_ is 0
   std::vector<char> max_exact_;
@@ -154,7 +232,10 @@ class MaxMinSolver {
   std::vector<int> links_;
   std::vector<int> pos_;  // index of the flow in on_link_[links_[i]]
   std::vector<double> rate_;
+  // Caps of flows 0 .. size-1 (kNoCap where none); a flow past the end has none. Most
+  // exchanges cap no flow: the array stays empty instead of holding a value per flow.
   std::vector<double> fcap_;
+  [[nodiscard]] double cap_of(std::size_t f) const { return f < fcap_.size() ? fcap_[f] : kNoCap; }
   std::vector<State> state_;
   std::vector<std::uint32_t> in_set_;
   std::vector<std::uint32_t> flow_stamp_;
