@@ -16,11 +16,11 @@ namespace {
 // What the estimate assumes; each is a size of a structure the run builds (see the comments),
 // rounded up, so that the estimate errs high. Checked against measured peak RSS in
 // docs/model.md ("The simulator's own memory").
-constexpr double kFixedBytes = 48e6;  // the binary, its libraries, presets, allocator slack
-constexpr double kCountBytes = 8.0;           // one int64 count of a trace or dispatch matrix
+constexpr double kFixedBytes = 48e6;           // the binary, its libraries, presets, allocator slack
+constexpr double kCountBytes = 8.0;            // one int64 count of a trace or dispatch matrix
 constexpr double kPairRouteBytes = 64.0 + 16;  // a stored route and its share of the lookup table
-constexpr double kGraphBytesPerGpu = 600.0;   // a GPU's vertices (GPU, NIC share, switches) and edges
-constexpr double kRowBytes = 256.0;           // one per-iteration row of a policy's results
+constexpr double kGraphBytesPerGpu = 600.0;    // a GPU's vertices (GPU, NIC share, switches) and edges
+constexpr double kRowBytes = 256.0;            // one per-iteration row of a policy's results
 constexpr double kReplayBudgetBytes = 256.0 * 1024 * 1024;  // runner.cpp's replay cache budget
 // Route peers a GPU asks for besides its expert-parallel group: ring and tree neighbours of its
 // tensor-, data- and pipeline-parallel collectives.
@@ -81,13 +81,15 @@ void check_simulator_memory(const Scenario& s, int jobs, int trace_prefetch) {
   const double limit = max_memory_bytes(s);
   if (m.total() <= limit) return;
   throw InputError(fmt::format(
-      "{}: run.max_memory_bytes: the simulator would need about {:.2f} GB of memory (trace {:.2f}, dispatch {:.2f}, "
+      "{}: run.max_memory_bytes: the simulator would need about {:.2f} GB of memory (trace {:.2f}, dispatch "
+      "{:.2f}, "
       "routes {:.2f}, results {:.2f}, program {:.2f}) for {} GPUs, {} MoE layers x {} experts, {} {}{}; the "
       "limit is {:.2f} GB ({}); use fewer GPUs or policies, lower run.max_iterations or --jobs, or raise "
       "run.max_memory_bytes",
       s.file, m.total() / 1e9, m.trace_bytes / 1e9, m.dispatch_bytes / 1e9, m.routes_bytes / 1e9,
-      m.results_bytes / 1e9, m.fixed_bytes / 1e9, s.cluster.num_gpus(), s.model.num_moe_layers(), s.model.experts,
-      s.policies.size(), s.policies.size() == 1 ? "policy" : "policies", jobs > 1 ? fmt::format(" on {} threads", jobs) : "", limit / 1e9,
+      m.results_bytes / 1e9, m.fixed_bytes / 1e9, s.cluster.num_gpus(), s.model.num_moe_layers(),
+      s.model.experts, s.policies.size(), s.policies.size() == 1 ? "policy" : "policies",
+      jobs > 1 ? fmt::format(" on {} threads", jobs) : "", limit / 1e9,
       s.run.max_memory_bytes > 0 ? "the scenario's" : "the default, 3/4 of this machine's memory"));
 }
 

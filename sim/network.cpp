@@ -48,6 +48,17 @@ void PortLoad::add_member(std::size_t s, std::size_t d, double bytes) {
 
 void PortLoad::add_members(const std::vector<double>& bytes) {
   if (per_gpu_ || members_.empty()) throw std::logic_error("network: add_members needs a group's load");
+  add_members_with(bytes, nullptr);
+}
+
+void PortLoad::add_members(const std::vector<double>& bytes, std::vector<const Route*>& routes) {
+  if (per_gpu_ || members_.empty()) throw std::logic_error("network: add_members needs a group's load");
+  const std::size_t n = members_.size();
+  if (routes.size() < n * n) throw std::logic_error("network: add_members' routes smaller than its group");
+  add_members_with(bytes, routes.data());
+}
+
+void PortLoad::add_members_with(const std::vector<double>& bytes, const Route** routes) {
   const std::size_t n = members_.size();
   double* const send = send_.data();
   double* const recv = recv_.data();
@@ -59,7 +70,12 @@ void PortLoad::add_members(const std::vector<double>& bytes) {
     for (std::size_t d = 0; d < n; ++d) {
       const double b = row[d];
       if (s == d || b <= 0.0) continue;
-      const Route& r = cluster_.route(src_gpu, members_[d]);
+      const Route* cached = routes != nullptr ? routes[s * n + d] : nullptr;
+      if (cached == nullptr) {
+        cached = &cluster_.route(src_gpu, members_[d]);
+        if (routes != nullptr) routes[s * n + d] = cached;
+      }
+      const Route& r = *cached;
       if (r.up_bundle >= 0 || r.down_bundle >= 0) {
         add_at(s, d, src_gpu, members_[d], b);  // the bundles' rules, as add_member
         continue;
@@ -173,6 +189,25 @@ TimeNs p2p_latency_ns(bool uses_intra, bool uses_nic, bool nvlink) {
   return us_to_ns(kP2pBaseUs + hop);
 }
 
+std::vector<const Route*>& AnalyticalNetwork::group_routes(const std::vector<int>& gpus) const {
+  constexpr std::size_t kGroupRoutes = 64;
+  ++group_routes_clock_;
+  for (GroupRoutes& g : group_routes_) {
+    if (g.members == gpus) {
+      g.used = group_routes_clock_;
+      return g.routes;
+    }
+  }
+  if (group_routes_.size() < kGroupRoutes) group_routes_.emplace_back();
+  GroupRoutes& g =
+      *std::min_element(group_routes_.begin(), group_routes_.end(),
+                        [](const GroupRoutes& a, const GroupRoutes& b) { return a.used < b.used; });
+  g.members = gpus;
+  g.routes.assign(gpus.size() * gpus.size(), nullptr);
+  g.used = group_routes_clock_;
+  return g.routes;
+}
+
 TimeNs AnalyticalNetwork::all_to_all_v(const std::vector<double>& bytes) const {
   std::vector<int> all(static_cast<std::size_t>(cluster_.num_gpus()));
   for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
@@ -184,7 +219,12 @@ TimeNs AnalyticalNetwork::all_to_all_v(const std::vector<double>& bytes, const s
   // Arrays of the group only: untouched GPUs would add nothing to max_time.
   PortLoad load(cluster_, std::span<const int>(gpus));
   if (bytes.size() < n * n) throw std::logic_error("network: all-to-all-v matrix smaller than its group");
-  load.add_members(bytes);
+  // A group of up to 128 GPUs keeps its routes (128 KiB each, 8 MiB for all 64); the whole
+  // cluster's would not pay.
+  if (n <= 128)
+    load.add_members(bytes, group_routes(gpus));
+  else
+    load.add_members(bytes);
   const TimeNs worst = load.max_time();
   if (worst == 0) return 0;
   return worst + load.exchange_latency();
@@ -263,7 +303,8 @@ RingPace ring_pace(const Cluster& cluster, const std::vector<int>& gpus, double 
     const std::vector<int>& to = nodes[(i + 1) % m];
     for (std::size_t j = 0; j < std::min(from.size(), to.size()); ++j) inter.emplace_back(from[j], to[j]);
   }
-  return RingPace{pace_of(cluster, intra, intra_hop_gbps, false), pace_of(cluster, inter, inter_hop_gbps, true)};
+  return RingPace{pace_of(cluster, intra, intra_hop_gbps, false),
+                  pace_of(cluster, inter, inter_hop_gbps, true)};
 }
 
 CollectiveGroup AnalyticalNetwork::group_of(const std::vector<int>& gpus) const {

@@ -1,14 +1,15 @@
 #pragma once
 // The network models behind one interface, so that a congestion-aware (flow-level) model can
 // replace the analytical one without touching the iteration model.
+#include <cstdint>
 #include <memory>
-#include <string>
 #include <span>
+#include <string>
 #include <vector>
 
+#include "core/units.hpp"
 #include "sim/cluster.hpp"
 #include "sim/collectives.hpp"
-#include "core/units.hpp"
 
 namespace moesim {
 
@@ -33,7 +34,8 @@ class NetworkModel {
   [[nodiscard]] virtual TimeNs all_to_all_v(const std::vector<double>& bytes) const = 0;
   // The same inside a group: bytes[i * n + j] from gpus[i] to gpus[j], n = gpus.size() (an
   // expert-parallel group's exchange; other groups' concurrent exchanges are not seen).
-  [[nodiscard]] virtual TimeNs all_to_all_v(const std::vector<double>& bytes, const std::vector<int>& gpus) const = 0;
+  [[nodiscard]] virtual TimeNs all_to_all_v(const std::vector<double>& bytes,
+                                            const std::vector<int>& gpus) const = 0;
   // An NCCL collective over `gpus` (sorted, distinct), `bytes` per rank.
   [[nodiscard]] virtual CollectiveEstimate collective(Collective c, double bytes,
                                                       const std::vector<int>& gpus) const = 0;
@@ -70,7 +72,8 @@ class AnalyticalNetwork final : public NetworkModel {
   explicit AnalyticalNetwork(const Cluster& cluster) : cluster_(cluster) {}
   [[nodiscard]] std::string name() const override { return "analytical"; }
   [[nodiscard]] TimeNs all_to_all_v(const std::vector<double>& bytes) const override;
-  [[nodiscard]] TimeNs all_to_all_v(const std::vector<double>& bytes, const std::vector<int>& gpus) const override;
+  [[nodiscard]] TimeNs all_to_all_v(const std::vector<double>& bytes,
+                                    const std::vector<int>& gpus) const override;
   [[nodiscard]] CollectiveEstimate collective(Collective c, double bytes,
                                               const std::vector<int>& gpus) const override;
   [[nodiscard]] std::vector<TimeNs> transfers(const std::vector<Transfer>& ts) const override;
@@ -79,7 +82,20 @@ class AnalyticalNetwork final : public NetworkModel {
   [[nodiscard]] CollectiveGroup group_of(const std::vector<int>& gpus) const;
 
  private:
+  // Routes of the (member, member) pairs of a recent group, row-major, null until first used:
+  // a layer's exchanges repeat over a few expert-parallel groups, and their 64 x 64 route look-ups
+  // were the larger part of an exchange's cost at DeepSeek-V3's scale. Routes never move
+  // (Cluster keeps them at stable addresses), so the pointers stay valid.
+  struct GroupRoutes {
+    std::vector<int> members;
+    std::vector<const Route*> routes;
+    std::uint64_t used = 0;
+  };
+  [[nodiscard]] std::vector<const Route*>& group_routes(const std::vector<int>& gpus) const;
   const Cluster& cluster_;
+  mutable std::vector<GroupRoutes>
+      group_routes_;  // at most 64 (a stage's groups times 16 stages), least recently used out
+  mutable std::uint64_t group_routes_clock_ = 0;
 };
 
 // What a set of concurrent messages puts on each GPU's ports (send and receive volume per port
@@ -98,6 +114,9 @@ class PortLoad {
   // add_member(s, d, bytes[s * n + d]) for every s != d with bytes > 0, in row-major order
   // (n = the group's size): one exchange's matrix in one pass.
   void add_members(const std::vector<double>& bytes);
+  // The same with a cache of the group's routes (routes[s * n + d]: Cluster::route of that pair,
+  // or null until a message of the pair first needs it, when it is looked up and kept).
+  void add_members(const std::vector<double>& bytes, std::vector<const Route*>& routes);
   // A GPU-to-GPU message along Cluster::route (src != dst). Both ends are marked as using the
   // route's source port class for the latency.
   void add(int src_gpu, int dst_gpu, double bytes);
@@ -116,6 +135,8 @@ class PortLoad {
 
  private:
   [[nodiscard]] TimeNs bundle_time(int directed_bundle) const;
+  // add_members' pass; `routes` (n x n, may be null) caches the pairs' routes.
+  void add_members_with(const std::vector<double>& bytes, const Route** routes);
   // Adds to the ports of entries s and d of send_ / recv_ (GPUs src and dst).
   void add_at(std::size_t s, std::size_t d, int src_gpu, int dst_gpu, double bytes);
   // The busiest port of entry e (GPU `gpu`).

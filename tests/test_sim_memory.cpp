@@ -40,7 +40,8 @@ TEST_CASE("estimate: each part as the structures it counts, worked out by hand",
   CHECK(m.total() > m.fixed_bytes);
 }
 
-TEST_CASE("estimate: threads multiply each world's trace and routes, not the policies' state", "[sim_memory]") {
+TEST_CASE("estimate: threads multiply each world's trace and routes, not the policies' state",
+          "[sim_memory]") {
   const Scenario s = load_scenario_text(small(), "<test>", {}, std::nullopt);
   const SimulatorMemory one = estimate_simulator_memory(s, 1), two = estimate_simulator_memory(s, 2);
   CHECK(two.routes_bytes == 2 * one.routes_bytes);
@@ -66,7 +67,8 @@ TEST_CASE("run.max_memory_bytes: a run that would need more is refused before it
 TEST_CASE("run.max_memory_bytes: 32,768 GPUs with a 64-layer model go over a 4 GB limit", "[sim_memory]") {
   const Scenario s = load_scenario_text(
       "cluster: {preset: dgx-h100, nodes: 4096, gpu: {hbm_bytes: 1e15}}\nmodel: {preset: deepseek-v3}\n"
-      "parallelism: {expert: 64}\nplacement: {slots_per_gpu: 4}\nrun: {max_iterations: 1000, max_memory_bytes: 4e9}\n"
+      "parallelism: {expert: 64}\nplacement: {slots_per_gpu: 4}\nrun: {max_iterations: 1000, "
+      "max_memory_bytes: 4e9}\n"
       "policies: [static, eplb, symi]\n",
       "big.yaml", {}, std::nullopt);
   const SimulatorMemory m = estimate_simulator_memory(s, 1);
@@ -75,8 +77,11 @@ TEST_CASE("run.max_memory_bytes: 32,768 GPUs with a 64-layer model go over a 4 G
   CHECK_THAT(testing::input_error([&] { check_scenario(s); }), Contains("for 32768 GPUs"));
 }
 
-TEST_CASE("run.max_memory_bytes: the range is checked, the default is a share of this machine", "[sim_memory]") {
-  CHECK_THAT(testing::input_error([] { (void)load_scenario_text(small(", max_memory_bytes: 10"), "r.yaml", {}, std::nullopt); }),
+TEST_CASE("run.max_memory_bytes: the range is checked, the default is a share of this machine",
+          "[sim_memory]") {
+  CHECK_THAT(testing::input_error([] {
+               (void)load_scenario_text(small(", max_memory_bytes: 10"), "r.yaml", {}, std::nullopt);
+             }),
              Contains("max_memory_bytes"));
   const double d = default_max_memory_bytes();
   CHECK(d > 1e8);

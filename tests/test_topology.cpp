@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -632,9 +633,9 @@ TEST_CASE("collectives: an unmodified built shape runs at NCCL's own bandwidth",
   // The pace is exactly 1 on every preset as built, for whole clusters and for partial groups
   // (one GPU per node, uneven nodes), so that the cost model's figures are untouched.
   const std::vector<std::string> clusters{
-      "{preset: dgx-a100, nodes: 2}",        "{preset: dgx-a100, nodes: 2, nics_per_node: 4}",
-      "{preset: dgx-h100, nodes: 2}",        "{preset: dgx-h100-fat-tree}",
-      "{preset: swiftmoe-cloud, nodes: 16}", fat_tree(4, 2, 2.0),
+      "{preset: dgx-a100, nodes: 2}", "{preset: dgx-a100, nodes: 2, nics_per_node: 4}",
+      "{preset: dgx-h100, nodes: 2}", "{preset: dgx-h100-fat-tree}", "{preset: swiftmoe-cloud, nodes: 16}",
+      fat_tree(4, 2, 2.0),
       // Uplinks exactly as wide as the NICs, over 5 spines (shares summed in fifths).
       "{preset: swiftmoe-cloud, nodes: 4, nic_efficiency: 0.92, fabric: {kind: fat_tree, nodes_per_leaf: 1, "
       "spines: 5, oversubscription: 1, leaf_latency_ns: 0, spine_latency_ns: 0}}"};
@@ -748,12 +749,50 @@ TEST_CASE("routes between GPUs of one node stay in the node whatever the NIC lat
   // (7 us) over a0 - ha - nica - core - nicb - hb - b0 (9 us).
   std::string graph = kGraph;
   graph.insert(graph.find("      - {a: nica, b: core"),
-               "      - {a: ha, b: nica, gbps: 32, latency_ns: 0}\n      - {a: hb, b: nicb, gbps: 32, latency_ns: 0}\n");
+               "      - {a: ha, b: nica, gbps: 32, latency_ns: 0}\n      - {a: hb, b: nicb, gbps: 32, "
+               "latency_ns: 0}\n");
   World g(load(graph + kRest));
   CHECK(g.cluster.route(0, 2).hops == 4);
   CHECK(g.cluster.route(0, 2).src_port == Port::Nic);
   CHECK(g.cluster.route(0, 1).src_port == Port::Intra);
   // PCIe nodes: through the node's PCIe switch (1 us hops), not the NIC.
-  World pcie(load(scenario("{preset: swiftmoe-cloud, nodes: 2, gpus_per_node: 2, intra_node: pcie, nic_latency_ns: 0}")));
+  World pcie(load(
+      scenario("{preset: swiftmoe-cloud, nodes: 2, gpus_per_node: 2, intra_node: pcie, nic_latency_ns: 0}")));
   CHECK(pcie.cluster.route(0, 1).src_port == Port::Intra);
+}
+
+TEST_CASE("analytical all-to-all: a group's cached routes give the fresh network's times",
+          "[topology][network]") {
+  // 16 GPUs two ways: 16 nodes on a 2:1 fat tree (some routes cross bundles, some do not), and
+  // 2 DGX nodes of 8 (NVLink inside a node, the NIC between). 80 groups (more than the 64 the
+  // network keeps) are visited twice in a shuffled order, with matrices whose zero cells differ
+  // between visits (routes are filled on first use): every time must equal that of a network
+  // built for the one call.
+  for (const std::string& spec : {fat_tree(16, 2, 2.0), std::string("{preset: dgx-h100, nodes: 2}")}) {
+    World w(load(spec));
+    REQUIRE(w.gpus() == 16);
+    std::mt19937 rng(7);
+    std::vector<std::vector<int>> groups;
+    for (int i = 0; i < 80; ++i) {
+      std::vector<int> all = test::gpu_range(0, 16);
+      std::shuffle(all.begin(), all.end(), rng);
+      all.resize(static_cast<std::size_t>(2 + i % 11));
+      groups.push_back(all);
+    }
+    std::vector<std::size_t> order;
+    for (std::size_t i = 0; i < groups.size(); ++i) order.insert(order.end(), {i, i});
+    std::shuffle(order.begin(), order.end(), rng);
+    std::uint32_t seed = 1;
+    int nonzero_times = 0;
+    for (const std::size_t i : order) {
+      const auto n = static_cast<int>(groups[i].size());
+      std::vector<double> m = random_matrix(n, seed++);
+      for (std::size_t c = 0; c < m.size(); c += 3 + seed % 3) m[c] = 0.0;
+      const AnalyticalNetwork fresh(w.cluster);
+      const TimeNs expected = fresh.all_to_all_v(m, groups[i]);
+      CHECK(w.analytical.all_to_all_v(m, groups[i]) == expected);
+      nonzero_times += expected > 0 ? 1 : 0;
+    }
+    CHECK(nonzero_times > 150);  // the comparison is not between empty exchanges
+  }
 }
